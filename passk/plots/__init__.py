@@ -1,0 +1,1 @@
+"""Matplotlib drawing for `passk reproduce`: each module turns result numbers into figures."""

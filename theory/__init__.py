@@ -1,0 +1,69 @@
+"""Closed forms for pass@k versus pass@1 (SPEC sections 2 to 8).
+
+Every function takes numpy or JAX arrays and works under `jax.jit`/`vmap` where its inputs are
+arrays; concrete inputs are validated (see `theory._validate`), traced ones only by shape/dtype.
+"""
+
+from theory.critical import (
+    asymptotic_conflict,
+    conflict_sign_changes,
+    critical_k,
+    critical_k_jax,
+    single_crossing,
+    two_group_conflict_threshold,
+    two_group_critical_k,
+)
+from theory.interference import (
+    agreement_scores,
+    conflict_inner_product,
+    gradient_cosine,
+    sampled_agreement_scores,
+    weighted_mean_agreement,
+)
+from theory.steps import (
+    mixture_coefficient,
+    pass1_decrease_window,
+    passk_increase_window,
+    passk_smoothness_bound,
+    project_conflict,
+    project_step_safe,
+    safe_k,
+    softmax_gradient_bound,
+    softmax_smoothness_bound,
+)
+from theory.weights import (
+    log_normalized_weights,
+    log_pass_at_k_weight,
+    normalized_weights,
+    pass_at_k,
+    pass_at_k_weight,
+)
+
+__all__ = [
+    "agreement_scores",
+    "asymptotic_conflict",
+    "conflict_inner_product",
+    "conflict_sign_changes",
+    "critical_k",
+    "critical_k_jax",
+    "gradient_cosine",
+    "log_normalized_weights",
+    "log_pass_at_k_weight",
+    "mixture_coefficient",
+    "normalized_weights",
+    "pass1_decrease_window",
+    "pass_at_k",
+    "pass_at_k_weight",
+    "passk_increase_window",
+    "passk_smoothness_bound",
+    "project_conflict",
+    "project_step_safe",
+    "safe_k",
+    "sampled_agreement_scores",
+    "single_crossing",
+    "softmax_gradient_bound",
+    "softmax_smoothness_bound",
+    "two_group_conflict_threshold",
+    "two_group_critical_k",
+    "weighted_mean_agreement",
+]

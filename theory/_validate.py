@@ -1,0 +1,158 @@
+"""Input validation shared by the `theory` functions.
+
+Every check runs on *concrete* inputs only (Python numbers, numpy arrays, concrete JAX arrays).
+Under `jax.jit`/`vmap` the inputs are tracers whose values are unknown at trace time; there only
+static facts (dtype, shape) are checked and value checks are skipped, so validation never breaks
+compilation. Callers that need value checks inside compiled code validate before entering it.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Tolerance for "mu sums to 1"; loose enough for float32 inputs.
+_MU_SUM_TOL = 1e-6
+
+
+def is_concrete(x) -> bool:
+    """True when `x` has known values (not a JAX tracer)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _describe(x) -> str:
+    arr = np.asarray(x)
+    if arr.size == 1:
+        return repr(arr.reshape(()).item())
+    return f"array of shape {arr.shape}"
+
+
+def _first_bad(arr: np.ndarray, bad: np.ndarray) -> str:
+    idx = np.argwhere(bad)[0]
+    value = arr[tuple(idx)] if arr.ndim else arr.item()
+    where = f" at index {tuple(int(i) for i in idx)}" if arr.ndim else ""
+    return f"{value!r}{where}"
+
+
+def as_float_array(name: str, x):
+    """Convert `x` to a floating JAX array (keeps float32/float64; ints become the default float)."""
+    if isinstance(x, (str, bytes)) or x is None:
+        raise TypeError(f"{name} must be a number or an array of numbers; got {x!r}")
+    try:
+        arr = jnp.asarray(x)
+    except TypeError as err:
+        raise TypeError(f"{name} must be a number or an array of numbers; got {x!r}") from err
+    if arr.dtype == jnp.bool_ or not (
+        jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)
+    ):
+        raise TypeError(f"{name} must be real-valued; got dtype {arr.dtype}")
+    if not jnp.issubdtype(arr.dtype, jnp.floating):
+        arr = arr.astype(jnp.result_type(float))
+    return arr
+
+
+def probability(name: str, p):
+    """`p` as a float array, checked to lie in [0, 1] with no NaN (when concrete)."""
+    arr = as_float_array(name, p)
+    if is_concrete(arr):
+        host = np.asarray(arr)
+        bad = ~((host >= 0) & (host <= 1))  # also catches NaN
+        if bad.any():
+            raise ValueError(f"{name} must lie in [0, 1] (no NaN); got {_first_bad(host, bad)}")
+    return arr
+
+
+def finite(name: str, x):
+    """`x` as a float array, checked to be finite (when concrete)."""
+    arr = as_float_array(name, x)
+    if is_concrete(arr):
+        host = np.asarray(arr)
+        bad = ~np.isfinite(host)
+        if bad.any():
+            raise ValueError(f"{name} must be finite; got {_first_bad(host, bad)}")
+    return arr
+
+
+def integer(name: str, x, *, minimum: int | None = None):
+    """`x` as an integer JAX array, checked to be `>= minimum` (when concrete).
+
+    Floats are refused even when integral (`k=4.0`): a pass@k order is a count.
+    """
+    if isinstance(x, bool) or isinstance(x, np.bool_):
+        raise TypeError(f"{name} must be an integer; got {x!r}")
+    if isinstance(x, numbers.Integral):
+        arr = jnp.asarray(int(x))
+        host = np.asarray(int(x))
+    else:
+        if isinstance(x, numbers.Real):
+            raise TypeError(f"{name} must be an integer; got {x!r} of type {type(x).__name__}")
+        try:
+            arr = jnp.asarray(x)
+        except TypeError as err:
+            raise TypeError(f"{name} must be an integer or integer array; got {x!r}") from err
+        if arr.dtype == jnp.bool_ or not jnp.issubdtype(arr.dtype, jnp.integer):
+            raise TypeError(
+                f"{name} must be an integer or integer array; got dtype {arr.dtype} ({_describe(x) if is_concrete(x) else 'traced'})"
+            )
+        host = np.asarray(arr) if is_concrete(arr) else None
+    if minimum is not None and host is not None:
+        bad = host < minimum
+        if bad.any():
+            raise ValueError(f"{name} must be >= {minimum}; got {_first_bad(host, bad)}")
+    return arr
+
+
+def python_int(name: str, x, *, minimum: int | None = None) -> int:
+    """A concrete Python integer (for sizes that set shapes or loop bounds)."""
+    if isinstance(x, bool) or not isinstance(x, (numbers.Integral, np.integer)):
+        raise TypeError(f"{name} must be an integer; got {x!r} of type {type(x).__name__}")
+    x = int(x)
+    if minimum is not None and x < minimum:
+        raise ValueError(f"{name} must be >= {minimum}; got {x}")
+    return x
+
+
+def prompt_weights(mu, n_prompts: int, dtype, *, name: str = "mu"):
+    """The prompt weights `mu` of shape `(..., P)`: uniform when None, else checked.
+
+    Checks (concrete inputs): last axis equals `n_prompts`, entries non-negative and finite,
+    each row sums to 1 within 1e-6.
+    """
+    if mu is None:
+        return jnp.full((n_prompts,), 1.0 / n_prompts, dtype=dtype)
+    arr = as_float_array(name, mu).astype(dtype)
+    if arr.ndim == 0 or arr.shape[-1] != n_prompts:
+        raise ValueError(
+            f"{name} must have {n_prompts} entries on its last axis (one per prompt); "
+            f"got shape {arr.shape}"
+        )
+    if is_concrete(arr):
+        host = np.asarray(arr, dtype=np.float64)
+        bad = ~(host >= 0) | ~np.isfinite(host)
+        if bad.any():
+            raise ValueError(f"{name} must be non-negative and finite; got {_first_bad(host, bad)}")
+        sums = host.sum(axis=-1)
+        off = np.abs(sums - 1.0) > _MU_SUM_TOL
+        if np.any(off):
+            raise ValueError(f"{name} must sum to 1; its sum is {np.asarray(sums)[off].ravel()[0]!r}")
+    return arr
+
+
+def same_shape(name_a: str, a, name_b: str, b) -> None:
+    """Raise when two arrays that pair entry for entry have different shapes."""
+    if jnp.shape(a) != jnp.shape(b):
+        raise ValueError(
+            f"{name_a} and {name_b} must have the same shape; got {jnp.shape(a)} and {jnp.shape(b)}"
+        )
+
+
+def leading_axis(name: str, x, size: int, other: str) -> None:
+    """Raise unless `x.shape[0] == size` (per-prompt arrays pair with `other`)."""
+    if jnp.ndim(x) == 0 or jnp.shape(x)[0] != size:
+        raise ValueError(
+            f"{name} must have a leading axis of length {size} (the prompts of {other}); "
+            f"got shape {jnp.shape(x)}"
+        )
