@@ -54,15 +54,30 @@ def as_float_array(name: str, x):
     return arr
 
 
+def _rounding_tolerance(dtype) -> float:
+    return 8 * float(jnp.finfo(dtype).eps)
+
+
 def probability(name: str, p):
-    """`p` as a float array, checked to lie in [0, 1] with no NaN (when concrete)."""
+    """`p` as a float array in [0, 1] with no NaN.
+
+    Values computed as sums of probabilities can leave [0, 1] by rounding (a softmax success of
+    `1 + 2e-16`). Values within `8 eps` of the interval (`eps` of the dtype: about `1.8e-15` in
+    float64, `9.5e-7` in float32) are taken as rounding and moved onto it; anything further out,
+    or NaN, raises `ValueError` when concrete. Under tracing no error can be raised: rounding-level
+    excursions are still moved onto [0, 1] and other values pass through unchanged.
+    """
     arr = as_float_array(name, p)
+    tol = _rounding_tolerance(arr.dtype)
     if is_concrete(arr):
         host = np.asarray(arr)
-        bad = ~((host >= 0) & (host <= 1))  # also catches NaN
+        bad = ~((host >= -tol) & (host <= 1 + tol))  # also catches NaN
         if bad.any():
             raise ValueError(f"{name} must lie in [0, 1] (no NaN); got {_first_bad(host, bad)}")
-    return arr
+    # `where`, not `clip`: the gradient inside [0, 1] stays exactly 1, also at the end points
+    below = (arr < 0) & (arr >= -tol)
+    above = (arr > 1) & (arr <= 1 + tol)
+    return jnp.where(below, 0.0, jnp.where(above, 1.0, arr)).astype(arr.dtype)
 
 
 def finite(name: str, x):

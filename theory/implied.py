@@ -1,0 +1,185 @@
+"""Implied prompt weights: what each trainer does to `grad p` in expectation (SPEC section 6).
+
+A trainer that draws `n` answers to a prompt of success probability `p` and applies advantages
+`A_i` as `sum_i A_i grad log pi(y_i|x)` moves, in expectation, along `grad p` only. With binary
+rewards, the advantage of answer 1 depends on its own reward `r_1` and on the number `c'` of
+correct answers among the other `n-1` (`c' ~ Binomial(n-1, p)`, independent of `y_1`), and
+`E[A_1 grad log pi(y_1)] = E[A_1 | r_1=1] grad p + E[A_1 | r_1=0] grad (1-p)`, so that
+
+  `E[sum_i A_i grad log pi(y_i)] = n (E[A_1 | r_1=1] - E[A_1 | r_1=0]) grad p`
+  `                            = n sum_{c'} Binom(c'; n-1, p) (A_1(c'+1) - A_0(c')) grad p`,
+
+with `A_1(c)` (`A_0(c)`) the advantage of a correct (incorrect) answer in a group with `c`
+correct. :func:`implied_prompt_weight` evaluates this sum exactly; it is the weight `w(p)` such
+that the expected update is `w(p) grad p`, the analogue of `w_k(p)` in
+`grad J_k = sum_i mu_i w_k(p_i) grad p_i`.
+
+Normalisation (one per method; each differs from the sum above by a factor free of `p`):
+
+- `"pkpo"`, `"pkpo-loo"`, `"pkpo-loo-1"`: the update summed over the group, as written above.
+  PKPO is unbiased, so this is `w_k(p) = k (1-p)^(k-1)` at every `n` and in the limit.
+- `"reinforce"`, `"rloo"`, `"grpo"`, `"grouped-passk"`: the update averaged over the group (the
+  sum above divided by `n`), i.e. `E[A_1 | r_1=1] - E[A_1 | r_1=0]`. Then REINFORCE and RLOO give
+  exactly 1 at every `n`; GRPO tends to `1/sqrt(p(1-p))`; the group-normalised pass@k advantage
+  tends to `(1-p)^(k-1) / sqrt(P_k (1-P_k))`, `P_k = 1-(1-p)^k` (at `p = 0.05`, `k = 4`:
+  0.889 at `n = 8` against the limit 2.206).
+
+Extremes. At finite `n` the weight is a polynomial in `p` and is finite on all of [0, 1]
+(at `p = 0` it is the weight of a group whose only correct answer is answer 1). The limits
+`n = None` are: GRPO `+inf` at `p = 0` and `p = 1`; group-normalised pass@k `+inf` at `p = 0`,
+and at `p = 1` the limit of `(1-p)^(k/2-1)`: `+inf` for `k = 1`, `1` for `k = 2`, `0` for
+`k >= 3`; the others are finite. No value is NaN.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import gammaln, xlog1py, xlogy
+
+from theory import _validate
+from theory.estimators import _grouped_count_advantages, _log_binom_ratio_core
+from theory.weights import log_one_minus_p_power, pass_at_k, pass_at_k_weight
+
+__all__ = ["implied_prompt_weight", "IMPLIED_METHODS"]
+
+IMPLIED_METHODS = ("reinforce", "rloo", "grpo", "pkpo", "pkpo-loo", "pkpo-loo-1", "grouped-passk")
+_K_METHODS = ("pkpo", "pkpo-loo", "pkpo-loo-1", "grouped-passk")
+
+
+def _grpo_count_advantages(n: int, c, dtype):
+    """GRPO advantages of a correct / incorrect answer in a binary group of `n` with `c` correct."""
+    mean = c.astype(dtype) / n
+    degenerate = (c == 0) | (c == n)
+    std = jnp.sqrt(jnp.where(degenerate, 1.0, mean * (1 - mean)))
+    zero = jnp.zeros_like(std)
+    return jnp.where(degenerate, zero, (1 - mean) / std), jnp.where(degenerate, zero, -mean / std)
+
+
+@functools.partial(jax.jit, static_argnames=("method", "n"))
+def _finite_weight(p, k, method, n):
+    dtype = p.dtype
+    others = jnp.arange(n)  # c', the correct answers among the other n - 1
+    pe = p[..., None]
+    # Binomial(n-1, p) law of c'; xlogy/xlog1py make 0 log 0 = 0 at p = 0 and p = 1.
+    log_pmf = (
+        gammaln(jnp.asarray(n, dtype)) - gammaln(others + 1.0) - gammaln(n - others.astype(dtype))
+        + xlogy(others.astype(dtype), pe) + xlog1py((n - 1 - others).astype(dtype), -pe)
+    )
+    kk = k[..., None]
+    kf = kk.astype(dtype)
+    if method == "grpo":
+        correct, _ = _grpo_count_advantages(n, others + 1, dtype)
+        _, incorrect = _grpo_count_advantages(n, others, dtype)
+        contrast = correct - incorrect
+    elif method == "grouped-passk":
+        correct, _, _ = _grouped_count_advantages(n, others + 1, kk, dtype)
+        _, incorrect, _ = _grouped_count_advantages(n, others, kk, dtype)
+        contrast = correct - incorrect
+    elif method in ("pkpo", "pkpo-loo"):
+        # n (s_correct - s_incorrect) = n (k/n) (1 - rho(n-1, c', k-1)); the LOO baseline depends
+        # on the other answers only (the same c' for both), so it cancels from the contrast.
+        contrast = kf * jnp.exp(_log_binom_ratio_core(n - 1, others, kk - 1, dtype))
+    elif method == "pkpo-loo-1":
+        # n s_correct(c'+1) = n C(n-c'-1, k-1)/C(n,k); incorrect answers get exactly 0.
+        ratio = jnp.exp(_log_binom_ratio_core(n, others + 1, kk - 1, dtype))  # C(.,k-1)/C(n,k-1)
+        contrast = n * ratio * kf / (n - kf + 1)  # C(n,k-1)/C(n,k) = k/(n-k+1)
+    else:  # pragma: no cover - methods are checked by the caller
+        raise ValueError(method)
+    return jnp.sum(jnp.exp(log_pmf) * contrast, axis=-1)
+
+
+def _limit_weight(method, p, k):
+    if method in ("reinforce", "rloo"):
+        return jnp.ones_like(p)
+    if method == "grpo":
+        return 1.0 / jnp.sqrt(p * (1 - p))  # +inf at p in {0, 1}
+    if method == "grouped-passk":
+        # (1-p)^(k-1) / sqrt(P_k (1-P_k)) = (1-p)^(k/2-1) / sqrt(P_k): log space keeps p = 1
+        # (0/0 in the first form) and p = 0 (1/0) free of NaN.
+        kf = k.astype(p.dtype)
+        log_head = log_one_minus_p_power(p, kf / 2 - 1)
+        return jnp.exp(log_head - 0.5 * jnp.log(pass_at_k(p, k)))
+    return pass_at_k_weight(p, k)
+
+
+def implied_prompt_weight(method, p, *, k=None, n=None):
+    """The expected weight `w(p)` on `grad p` of a trainer's update, at `n` samples or as `n -> inf`.
+
+    `w(p) = scale * sum_{c'=0}^{n-1} C(n-1,c') p^c' (1-p)^(n-1-c') (A_1(c'+1) - A_0(c'))`, where
+    `A_1(c)`, `A_0(c)` are the advantages a method gives a correct and an incorrect answer in a
+    binary group of `n` with `c` correct, and `scale` is `n` for the PKPO variants (update summed
+    over the group) and 1 for the others (update averaged over the group); see the module
+    docstring for the derivation. Limits (`n = None`): REINFORCE and RLOO `1`; GRPO
+    `1/sqrt(p(1-p))`; PKPO variants `w_k(p) = k(1-p)^(k-1)` (equal at every finite `n`: PKPO is
+    unbiased); `"grouped-passk"` `(1-p)^(k-1)/sqrt(P_k(1-P_k))`, `P_k = 1-(1-p)^k`.
+
+    Args:
+      method: one of `"reinforce"`, `"rloo"`, `"grpo"`, `"pkpo"`, `"pkpo-loo"`, `"pkpo-loo-1"`,
+        `"grouped-passk"` (the advantages of :func:`theory.estimators.pkpo_weights` with baseline
+        None/"loo"/"loo-1", :func:`~theory.estimators.grpo_advantages`,
+        :func:`~theory.estimators.rloo_advantages`,
+        :func:`~theory.estimators.grouped_passk_advantages`; REINFORCE is `A_i = r_i`).
+      p: success probabilities in [0, 1], any shape.
+      k: integer (array) `>= 1`, broadcast against `p`; required for the PKPO variants and
+        `"grouped-passk"`, validated but unused by the `k`-free methods (whose result has the shape
+        of `p`). At finite `n`, `k <= n` (`k <= n-1` for `"pkpo-loo"`).
+      n: group size (a Python integer, `>= 1`; `>= 2` for `"rloo"`), or None for the
+        `n -> infinity` limit. GRPO at `n = 1` has weight 0 (a lone answer has zero advantage).
+
+    Returns:
+      `w(p)` of the broadcast shape of `p` and `k`. Finite on [0, 1] at finite `n`; the limits may
+      be `+inf` at `p = 0` or `p = 1` (module docstring), never NaN.
+
+    Raises:
+      ValueError: unknown `method`, `p` outside [0, 1] or NaN, missing `k`, `k < 1`, `k > n`,
+        `n` too small. TypeError: non-integer `k` or `n`. Value checks on `p` and `k` are skipped
+        under tracing (`method` and `n` are static and always checked).
+
+    Example:
+      >>> round(float(implied_prompt_weight("grouped-passk", 0.05, k=4, n=8)), 3)
+      0.889
+      >>> round(float(implied_prompt_weight("grouped-passk", 0.05, k=4)), 3)
+      2.206
+
+    References:
+      Walder & Karkhanis 2025, "Pass@K Policy Optimization"; Chen et al. 2025, "Pass@k Training
+      for Adaptively Balancing Exploration and Exploitation of Large Reasoning Models".
+    """
+    if not isinstance(method, str) or method not in IMPLIED_METHODS:
+        raise ValueError(f"method must be one of {IMPLIED_METHODS}; got {method!r}")
+    p = _validate.probability("p", p)
+    if k is None:
+        if method in _K_METHODS:
+            raise ValueError(f"k is required for method={method!r}; got k=None")
+    else:
+        k = _validate.integer("k", k, minimum=1)
+        try:
+            jnp.broadcast_shapes(k.shape, p.shape)
+        except ValueError as err:
+            raise ValueError(
+                f"k must broadcast against p; got shapes {k.shape} and {p.shape}"
+            ) from err
+    if n is not None:
+        n = _validate.python_int("n", n, minimum=2 if method == "rloo" else 1)
+        if method in _K_METHODS and _validate.is_concrete(k):
+            limit = n - 1 if method == "pkpo-loo" else n
+            hk = np.asarray(k)
+            if (hk > limit).any():
+                raise ValueError(
+                    f"k must be <= {'n-1' if method == 'pkpo-loo' else 'n'} = {limit} for "
+                    f"method={method!r} at n={n}; got k={int(hk.max())}"
+                )
+    if method not in _K_METHODS:
+        if n is None or method in ("reinforce", "rloo"):
+            # REINFORCE has A_1 - A_0 = 1 always; RLOO's baseline depends on the others only,
+            # so its contrast is 1 as well: the binomial sum is exactly 1 at every n.
+            return _limit_weight(method, p, k)
+        return _finite_weight(p, jnp.ones((), jnp.int32), method, n)
+    if n is None:
+        return _limit_weight(method, p, k)
+    p, k = jnp.broadcast_arrays(p, k)
+    return _finite_weight(p, k, method, n)
