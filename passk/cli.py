@@ -1,0 +1,129 @@
+"""The `passk` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from passk import __version__
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="passk",
+        description="Why optimising pass@k lowers pass@1: reproduce the figures, explore regimes, benchmark.",
+    )
+    parser.add_argument("--version", action="version", version=f"passk-interference {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    rep = sub.add_parser("reproduce", help="compute every result, draw the figures, write figures/results.json")
+    rep.add_argument("--quick", action="store_true", help="small sizes (about a minute; what the tests run)")
+    rep.add_argument("--out", type=Path, default=Path("figures"), help="output folder (default: figures)")
+    rep.add_argument("--seed", type=int, default=0, help="PRNG seed (default: 0)")
+    rep.add_argument("--parts", nargs="+", default=None, choices=["theory", "bandit", "transformer"],
+                     help="run only these parts (default: all)")
+    rep.add_argument("--resume", action="store_true", help="skip parts already in results.json with the same settings")
+
+    toy = sub.add_parser("toy", help="diagnostics of one easy/hard toy regime")
+    toy.add_argument("--p-hard", type=float, required=True, help="probability that a prompt is hard, in (0, 1)")
+    toy.add_argument("--separation", type=float, required=True, help="distance between the easy and hard feature means")
+    toy.add_argument("--k", type=_positive_int, nargs="+", required=True, help="pass@k orders to report")
+    toy.add_argument("--n-prompts", type=_positive_int, default=None, help="number of prompts (default: the toy default)")
+    toy.add_argument("--n-actions", type=_positive_int, default=None, help="number of answers (default: the toy default)")
+    toy.add_argument("--seed", type=int, default=0)
+    toy.add_argument("--json", type=Path, default=None, help="also write the diagnostics to this JSON file")
+
+    tr = sub.add_parser("transformer", help="the end-to-end transformer confirmation")
+    tr.add_argument("--quick", action="store_true", help="small sizes (under a minute)")
+    tr.add_argument("--json", type=Path, default=None, help="write the results to this JSON file")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--checkpoint-dir", type=Path, default=None,
+                    help="checkpoint folder; a run restarted with the same folder resumes")
+
+    bench = sub.add_parser("bench", help="benchmarks: ours against baselines, as ratios")
+    bench.add_argument("--quick", action="store_true", help="small sizes")
+    bench.add_argument("--json", type=Path, default=None, help="write the table to this JSON file")
+    bench.add_argument("--only", nargs="+", default=None, help="run only these benchmarks")
+    return parser
+
+
+def _cmd_reproduce(args) -> int:
+    from passk import reproduce as rep
+
+    parts = tuple(args.parts) if args.parts else rep.PARTS
+    record = rep.reproduce(outdir=args.out, quick=args.quick, seed=args.seed, parts=parts, resume=args.resume)
+    print(rep.headline_table(record))
+    print(f"\nfigures and numbers: {args.out}/ (results.json)")
+    return 0
+
+
+def _cmd_toy(args) -> int:
+    import jax
+
+    from sim import experiments
+    from sim._atomic import atomic_write_json
+
+    kwargs = {}
+    if args.n_prompts is not None:
+        kwargs["n_prompts"] = args.n_prompts
+    if args.n_actions is not None:
+        kwargs["n_actions"] = args.n_actions
+    diag = experiments.toy_diagnostics(
+        p_hard=args.p_hard, separation=args.separation, ks=args.k, key=jax.random.key(args.seed), **kwargs
+    )
+    print(experiments.format_toy_diagnostics(diag))
+    if args.json:
+        atomic_write_json(args.json, diag)
+    return 0
+
+
+def _cmd_transformer(args) -> int:
+    import jax
+
+    from passk.reproduce import Progress
+    from sim import transformer
+    from sim._atomic import atomic_write_json
+
+    results = transformer.run_experiment(
+        quick=args.quick, key=jax.random.key(args.seed), checkpoint_dir=args.checkpoint_dir, progress=Progress()
+    )
+    print(json.dumps(results.get("headline", {}), indent=2))
+    if args.json:
+        atomic_write_json(args.json, results)
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from benchmarks import run as bench_run
+
+    return bench_run.main(quick=args.quick, json_path=args.json, only=args.only)
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    handlers = {"reproduce": _cmd_reproduce, "toy": _cmd_toy, "transformer": _cmd_transformer, "bench": _cmd_bench}
+    try:
+        return handlers[args.command](args)
+    except ValueError as err:
+        print(f"passk {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""`passk reproduce`: compute every headline result, draw its figure, record the numbers.
+
+Parts run in order (theory, bandit, transformer). After each part, `figures/results.json` is
+rewritten atomically with the numbers of every finished part, so an interrupted run loses at most
+the part in progress; `--resume` skips parts already recorded with the same settings.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import jax
+import numpy as np
+
+import theory
+from sim._atomic import atomic_write_json
+
+PARTS = ("theory", "bandit", "transformer")
+
+
+class Progress:
+    """Timestamped status lines on stderr (stdout keeps the results table)."""
+
+    def __init__(self, stream=sys.stderr):
+        self.start = time.perf_counter()
+        self.stream = stream
+
+    def __call__(self, message: str) -> None:
+        print(f"[{time.perf_counter() - self.start:7.1f}s] {message}", file=self.stream, flush=True)
+
+
+def theory_results() -> dict:
+    """The numbers behind the theory figures, all from `theory` closed forms."""
+    p = np.linspace(0.0, 1.0, 201)
+    ks = [1, 2, 4, 8, 16, 64]
+    weights = {"p": p.tolist(), "k": ks, "w": [np.asarray(theory.pass_at_k_weight(p, k)).tolist() for k in ks]}
+
+    p_prompts = np.array([0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.9])
+    k_grid = np.unique(np.round(np.logspace(0, 4, 41)).astype(np.int64))
+    omega = np.asarray(theory.normalized_weights(p_prompts, k_grid))
+    concentration = {"p": p_prompts.tolist(), "k": k_grid.tolist(), "omega": omega.tolist()}
+
+    # Two groups with explicit gradient directions: the easy group's gradient along e_1, the
+    # hard group's at an obtuse angle to it, so the hard group interferes negatively.
+    q, p_hard, p_easy = 0.2, 0.1, 0.7
+    grads = np.array([[-0.6, 0.8], [1.0, 0.0]])  # rows: hard, easy
+    mu = np.array([q, 1 - q])
+    p_groups = np.array([p_hard, p_easy])
+    a = np.asarray(theory.agreement_scores(grads, mu))
+    k_two = np.arange(1, 33)
+    two_group = {
+        "q": q,
+        "p_hard": p_hard,
+        "p_easy": p_easy,
+        "grads": grads.tolist(),
+        "agreement": a.tolist(),
+        "k": k_two.tolist(),
+        "inner_product": np.asarray(theory.conflict_inner_product(p_groups, a, k_two, mu)).tolist(),
+        "weighted_mean_agreement": np.asarray(theory.weighted_mean_agreement(p_groups, a, k_two, mu)).tolist(),
+        "cosine": np.asarray(theory.gradient_cosine(grads, p_groups, k_two, mu)).tolist(),
+        "threshold": theory.two_group_conflict_threshold(q, p_hard, a[0], p_easy, a[1]),
+        "k_star_closed_form": theory.two_group_critical_k(q, p_hard, a[0], p_easy, a[1]),
+        "k_star_search": theory.critical_k(p_groups, a, mu),
+    }
+    headline = {
+        "two-group k* (closed form)": two_group["k_star_closed_form"],
+        "two-group k* (exact search)": two_group["k_star_search"],
+        "two-group cos_k at k*": two_group["cosine"][two_group["k_star_closed_form"] - 1],
+    }
+    return {"weights": weights, "concentration": concentration, "two_group": two_group, "headline": headline}
+
+
+def _run_theory(*, quick, key, outdir, progress):
+    from passk.plots import theory as plots
+
+    results = theory_results()
+    return results, plots.draw(results, outdir)
+
+
+def _run_bandit(*, quick, key, outdir, progress):
+    from passk.plots import bandit as plots
+    from sim import experiments
+
+    results = experiments.run_all(quick=quick, key=key, progress=progress)
+    return results, plots.draw(results, outdir)
+
+
+def _run_transformer(*, quick, key, outdir, progress):
+    from passk.plots import transformer as plots
+    from sim import transformer
+
+    results = transformer.run_experiment(
+        quick=quick, key=key, checkpoint_dir=outdir / ".checkpoints" / ("quick" if quick else "full"), progress=progress
+    )
+    return results, plots.draw(results, outdir)
+
+
+RUNNERS: dict[str, Callable] = {"theory": _run_theory, "bandit": _run_bandit, "transformer": _run_transformer}
+
+
+def load_results(path: Path) -> dict:
+    if path.exists():
+        with open(path) as f:
+            return json.load(f)
+    return {}
+
+
+def reproduce(*, outdir: Path, quick: bool, seed: int, parts=PARTS, resume: bool = False, progress=None) -> dict:
+    """Run `parts`, draw their figures into `outdir`, write `outdir/results.json`; return it."""
+    progress = progress or Progress()
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    results_path = outdir / "results.json"
+    record = load_results(results_path) if resume else {}
+    settings = {"quick": quick, "seed": seed}
+    for i, part in enumerate(parts):
+        if part not in RUNNERS:
+            raise ValueError(f"unknown part {part!r}; choose from {PARTS}")
+        if resume and record.get(part, {}).get("settings") == settings:
+            progress(f"{part}: already in {results_path}, skipped (--resume)")
+            continue
+        progress(f"{part}: running ({'quick' if quick else 'full'} size)")
+        t0 = time.perf_counter()
+        key = jax.random.fold_in(jax.random.key(seed), i)
+        results, paths = RUNNERS[part](quick=quick, key=key, outdir=outdir, progress=progress)
+        seconds = time.perf_counter() - t0
+        record[part] = {
+            "settings": settings,
+            "seconds": seconds,
+            "figures": [str(p.relative_to(outdir)) for p in paths],
+            "results": results,
+        }
+        atomic_write_json(results_path, record)
+        progress(f"{part}: done in {seconds:.1f}s, {len(paths)} figure files")
+    return record
+
+
+def headline_table(record: dict) -> str:
+    """A short text table of every part's headline numbers."""
+    rows = []
+    for part in PARTS:
+        entry = record.get(part)
+        if not entry:
+            continue
+        for name, value in entry["results"].get("headline", {}).items():
+            if isinstance(value, float):
+                value = f"{value:.4g}"
+            rows.append((part, name, str(value)))
+    if not rows:
+        return "(no results)"
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    lines = [f"{'part':<{w0}}  {'quantity':<{w1}}  value", f"{'-' * w0}  {'-' * w1}  -----"]
+    lines += [f"{a:<{w0}}  {b:<{w1}}  {c}" for a, b, c in rows]
+    return "\n".join(lines)
