@@ -13,6 +13,15 @@ from theory.critical import (
     two_group_conflict_threshold,
     two_group_critical_k,
 )
+from theory.estimators import (
+    grouped_passk_advantages,
+    grpo_advantages,
+    pass_at_k_unbiased,
+    pass_at_k_weight_unbiased,
+    pkpo_weights,
+    rloo_advantages,
+)
+from theory.implied import IMPLIED_METHODS, implied_prompt_weight
 from theory.interference import (
     agreement_scores,
     conflict_inner_product,
@@ -40,6 +49,14 @@ from theory.weights import (
 )
 
 __all__ = [
+    "IMPLIED_METHODS",
+    "grouped_passk_advantages",
+    "grpo_advantages",
+    "implied_prompt_weight",
+    "pass_at_k_unbiased",
+    "pass_at_k_weight_unbiased",
+    "pkpo_weights",
+    "rloo_advantages",
     "agreement_scores",
     "asymptotic_conflict",
     "conflict_inner_product",
