@@ -185,8 +185,8 @@ def pass_at_k_unbiased(n, c, k):
       ValueError: `k < 1`, `c < 0`, `c > n` or `k > n` (concrete inputs; skipped under tracing).
 
     Example:
-      >>> float(pass_at_k_unbiased(4, 2, 2))  # 1 - C(2,2)/C(4,2)
-      0.8333333333333334
+      >>> round(float(pass_at_k_unbiased(4, 2, 2)), 12)  # 1 - C(2,2)/C(4,2) = 5/6
+      0.833333333333
 
     References:
       Chen et al. 2021, "Evaluating Large Language Models Trained on Code", eq. (1).
@@ -301,10 +301,8 @@ def _pkpo_kernel(rewards, k, baseline):
             alpha = jnp.broadcast_to(alpha, r.shape[:-1] + (n - 1,))
             below = _exclusive_prefix_sum(jnp.concatenate(
                 [alpha * r[..., :-1], jnp.zeros_like(r[..., :1])], axis=-1))
-            above = jnp.concatenate(
-                [lax.cumsum(alpha * r[..., 1:], axis=axis, reverse=True), jnp.zeros_like(r[..., :1])],
-                axis=-1,
-            )
+            above = lax.cumsum(alpha * r[..., 1:], axis=axis, reverse=True)
+            above = jnp.concatenate([above, jnp.zeros_like(r[..., :1])], axis=-1)
             weights = weights - kf / (n - 1) * (below + above)
         weights = jnp.take_along_axis(weights, run_end, axis=-1)
     inverse = jnp.argsort(order, axis=-1)
@@ -423,7 +421,8 @@ def _grouped_count_advantages(n: int, c, k, dtype):
     Returns `(correct, incorrect, degenerate)`. With `q = C(n-c,k)/C(n,k) = 1 - R` and
     `q' = C(n-c-1,k-1)/C(n-1,k-1)`, `q = ((n-c)/n) q'`, so the incorrect advantage
     `(q - q')/sigma = -(c/n) q'/sigma` has no cancellation; both are formed in log space
-    (`sigma = sqrt(R q)`). `degenerate` marks `sigma = 0` (`c = 0` or `c + k > n`), where both are 0.
+    (`sigma = sqrt(R q)`). `degenerate` marks `sigma = 0` (`c = 0` or `c + k > n`), where both
+    are 0.
     """
     log_q = _log_binom_ratio_core(n, c, k, dtype)
     log_qp = _log_binom_ratio_core(n - 1, c, k - 1, dtype)
@@ -485,9 +484,10 @@ def grouped_passk_advantages(rewards, k):
         host = np.asarray(rewards)
         bad = (host != 0) & (host != 1)
         if bad.any():
+            first = host[tuple(np.argwhere(bad)[0])] if host.ndim else host
             raise ValueError(
                 f"rewards must be binary (0 or 1) for grouped_passk_advantages; got "
-                f"{float(host[tuple(np.argwhere(bad)[0])] if host.ndim else host)!r}{_where(host, bad)}"
+                f"{float(first)!r}{_where(host, bad)}"
             )
     n = rewards.shape[-1]
     k = _group_k(k, rewards, limit=n, what="N")

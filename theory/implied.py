@@ -107,7 +107,7 @@ def _limit_weight(method, p, k):
 
 
 def implied_prompt_weight(method, p, *, k=None, n=None):
-    """The expected weight `w(p)` on `grad p` of a trainer's update, at `n` samples or as `n -> inf`.
+    """The expected weight `w(p)` on `grad p` of a trainer's update, at `n` samples or `n -> inf`.
 
     `w(p) = scale * sum_{c'=0}^{n-1} C(n-1,c') p^c' (1-p)^(n-1-c') (A_1(c'+1) - A_0(c'))`, where
     `A_1(c)`, `A_0(c)` are the advantages a method gives a correct and an incorrect answer in a

@@ -1,0 +1,192 @@
+"""SPEC section 6: implied prompt weights of each trainer, at finite n and as n -> infinity.
+
+The finite-n weights are checked against an explicit expectation over all `2^n` binary outcomes of
+the estimator functions themselves (not the count forms used by `implied_prompt_weight`).
+"""
+
+import itertools
+import warnings
+from math import comb, sqrt
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from theory.estimators import (  # noqa: E402
+    grouped_passk_advantages,
+    grpo_advantages,
+    pkpo_weights,
+    rloo_advantages,
+)
+from theory.implied import IMPLIED_METHODS, implied_prompt_weight  # noqa: E402
+from theory.weights import pass_at_k_weight  # noqa: E402
+
+N_ENUM = 6
+
+
+def _quiet_grouped(r, k):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return grouped_passk_advantages(r, k)
+
+
+# method -> (advantages of a batch of groups, normalisation: "sum" over the group or "mean")
+ADVANTAGES = {
+    "reinforce": (lambda r, k: r, "mean"),
+    "rloo": (lambda r, k: rloo_advantages(r), "mean"),
+    "grpo": (lambda r, k: grpo_advantages(r), "mean"),
+    "pkpo": (lambda r, k: pkpo_weights(r, k), "sum"),
+    "pkpo-loo": (lambda r, k: pkpo_weights(r, k, baseline="loo"), "sum"),
+    "pkpo-loo-1": (lambda r, k: pkpo_weights(r, k, baseline="loo-1"), "sum"),
+    "grouped-passk": (_quiet_grouped, "mean"),
+}
+
+
+def enumerated_weight(method, p, k, n):
+    """`scale * E[sum_i A_i d/dp log pi(y_i)]` over all 2^n binary outcomes."""
+    fn, norm = ADVANTAGES[method]
+    outcomes = np.array(list(itertools.product([0.0, 1.0], repeat=n)))
+    adv = np.asarray(fn(outcomes, k))
+    c = outcomes.sum(axis=1)
+    prob = p**c * (1 - p) ** (n - c)
+    score = np.where(outcomes == 1, 1 / p, -1 / (1 - p))
+    total = float(np.sum(prob * np.sum(adv * score, axis=1)))
+    return total / n if norm == "mean" else total
+
+
+def grouped_limit(p, k):
+    big_p = 1 - (1 - p) ** k
+    return (1 - p) ** (k - 1) / sqrt(big_p * (1 - big_p))
+
+
+@pytest.mark.parametrize("method", IMPLIED_METHODS)
+def test_implied_weight_matches_enumeration_of_all_outcomes(method):
+    k_max = N_ENUM - 1 if method == "pkpo-loo" else N_ENUM
+    for k in (1, 2, 3, k_max):
+        for p in (0.02, 0.3, 0.5, 0.77, 0.98):
+            want = enumerated_weight(method, p, k, N_ENUM)
+            got = float(implied_prompt_weight(method, p, k=k, n=N_ENUM))
+            assert got == pytest.approx(want, rel=1e-12, abs=1e-14), (k, p)
+
+
+@pytest.mark.parametrize("method", ["pkpo", "pkpo-loo", "pkpo-loo-1"])
+@settings(max_examples=30)
+@given(p=st.floats(0.0, 1.0), n=st.sampled_from([2, 7, 64, 1000]), k_frac=st.floats(0.0, 1.0))
+def test_pkpo_implied_weight_is_w_k_at_every_n(method, p, n, k_frac):
+    # PKPO is unbiased: its implied weight is w_k(p) at every finite n, not only in the limit.
+    k_max = n - 1 if method == "pkpo-loo" else n
+    k = 1 + int(k_frac * (k_max - 1))
+    want = float(pass_at_k_weight(p, k))
+    got = float(implied_prompt_weight(method, p, k=k, n=n))
+    assert got == pytest.approx(want, rel=1e-11, abs=1e-300)
+    assert float(implied_prompt_weight(method, p, k=k)) == want
+
+
+@settings(max_examples=20)
+@given(p=st.floats(0.0, 1.0), n=st.sampled_from([2, 5, 300]))
+def test_reinforce_and_rloo_implied_weight_is_one(p, n):
+    for method in ("reinforce", "rloo"):
+        assert float(implied_prompt_weight(method, p, n=n)) == 1.0
+        assert float(implied_prompt_weight(method, p)) == 1.0
+
+
+def test_grouped_passk_spec_numbers_p005_k4_n8():
+    # SPEC: at p = 0.05, k = 4 the group-normalised weight is 0.89 at N = 8, limit 2.21
+    # (mean-over-group normalisation).
+    finite = float(implied_prompt_weight("grouped-passk", 0.05, k=4, n=8))
+    limit = float(implied_prompt_weight("grouped-passk", 0.05, k=4))
+    assert round(finite, 2) == 0.89
+    assert round(limit, 2) == 2.21
+    assert limit == pytest.approx(grouped_limit(0.05, 4), rel=1e-14)
+    assert finite == pytest.approx(enumerated_weight("grouped-passk", 0.05, 4, 8), rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "method,p,k,limit",
+    [
+        ("grpo", 0.3, None, 1 / sqrt(0.3 * 0.7)),
+        ("grpo", 0.05, None, 1 / sqrt(0.05 * 0.95)),
+        ("grouped-passk", 0.05, 4, grouped_limit(0.05, 4)),
+        ("grouped-passk", 0.6, 3, grouped_limit(0.6, 3)),
+        ("grouped-passk", 0.2, 1, 1 / sqrt(0.2 * 0.8)),
+    ],
+)
+def test_implied_weight_approaches_limit_as_n_grows(method, p, k, limit):
+    assert float(implied_prompt_weight(method, p, k=k)) == pytest.approx(limit, rel=1e-13)
+    errors = [abs(float(implied_prompt_weight(method, p, k=k, n=n)) - limit) for n in (8, 32, 128, 512, 4096)]
+    assert all(b < a for a, b in zip(errors, errors[1:])), errors
+    assert errors[-1] < 3e-3 * limit
+
+
+@pytest.mark.parametrize("method", IMPLIED_METHODS)
+def test_implied_weight_at_p_0_and_1_is_finite_and_continuous(method):
+    # At finite n the weight is a polynomial in p: finite at the ends, the limit of nearby values.
+    k = 3
+    ends = np.asarray(implied_prompt_weight(method, np.array([0.0, 1.0]), k=k, n=8))
+    near = np.asarray(implied_prompt_weight(method, np.array([1e-9, 1 - 1e-9]), k=k, n=8))
+    assert np.all(np.isfinite(ends))
+    np.testing.assert_allclose(ends, near, rtol=1e-6, atol=1e-7)
+
+
+def test_limit_weights_at_p_0_and_1_are_documented_values_not_nan():
+    ends = np.array([0.0, 1.0])
+    np.testing.assert_array_equal(np.asarray(implied_prompt_weight("grpo", ends)), [np.inf, np.inf])
+    for k, at_one in ((1, np.inf), (2, 1.0), (3, 0.0), (50, 0.0)):
+        got = np.asarray(implied_prompt_weight("grouped-passk", ends, k=k))
+        np.testing.assert_array_equal(got, [np.inf, at_one])
+    for method in ("pkpo", "pkpo-loo", "pkpo-loo-1"):
+        np.testing.assert_array_equal(np.asarray(implied_prompt_weight(method, ends, k=3)), [3.0, 0.0])
+
+
+def test_implied_weight_vectorised_and_under_jit_vmap():
+    ps = jnp.linspace(0.0, 1.0, 7)
+    eager = implied_prompt_weight("grouped-passk", ps, k=4, n=16)
+    jitted = jax.jit(lambda q: implied_prompt_weight("grouped-passk", q, k=4, n=16))(ps)
+    mapped = jax.vmap(lambda q: implied_prompt_weight("grouped-passk", q, k=4, n=16))(ps)
+    np.testing.assert_allclose(np.asarray(jitted), np.asarray(eager), rtol=1e-14)
+    np.testing.assert_allclose(np.asarray(mapped), np.asarray(eager), rtol=1e-14)
+    by_k = implied_prompt_weight("pkpo", 0.3, k=np.array([1, 2, 8]), n=8)
+    np.testing.assert_allclose(np.asarray(by_k), [float(pass_at_k_weight(0.3, k)) for k in (1, 2, 8)],
+                               rtol=1e-13)
+
+
+def test_grpo_implied_weight_matches_closed_sum():
+    # Independent closed form: sum_c' C(n-1,c') p^c' (1-p)^(n-1-c') [A1(c'+1) - A0(c')].
+    n, p = 9, 0.27
+
+    def adv(c):
+        m = c / n
+        sd = sqrt(m * (1 - m))
+        return (0.0, 0.0) if sd == 0 else ((1 - m) / sd, -m / sd)
+
+    want = sum(comb(n - 1, j) * p**j * (1 - p) ** (n - 1 - j) * (adv(j + 1)[0] - adv(j)[1]) for j in range(n))
+    assert float(implied_prompt_weight("grpo", p, n=n)) == pytest.approx(want, rel=1e-13)
+    assert float(implied_prompt_weight("grpo", p, n=1)) == 0.0
+
+
+@pytest.mark.parametrize(
+    "call,exc,match",
+    [
+        (lambda: implied_prompt_weight("ppo", 0.5), ValueError, r"method must be one of .*'ppo'"),
+        (lambda: implied_prompt_weight("pkpo", 0.5), ValueError, r"k is required for method='pkpo'"),
+        (lambda: implied_prompt_weight("grouped-passk", 0.5, n=8), ValueError, r"k is required"),
+        (lambda: implied_prompt_weight("pkpo", 1.5, k=2), ValueError, r"p must lie in \[0, 1\].*1.5"),
+        (lambda: implied_prompt_weight("grpo", float("nan")), ValueError, r"p must lie in .*nan"),
+        (lambda: implied_prompt_weight("pkpo", 0.5, k=2.0), TypeError, r"k must be an integer; got 2.0"),
+        (lambda: implied_prompt_weight("pkpo", 0.5, k=0), ValueError, r"k must be >= 1; got 0"),
+        (lambda: implied_prompt_weight("pkpo", 0.5, k=9, n=8), ValueError, r"k must be <= n = 8 .*got k=9"),
+        (lambda: implied_prompt_weight("pkpo-loo", 0.5, k=8, n=8), ValueError, r"k must be <= n-1 = 7"),
+        (lambda: implied_prompt_weight("grpo", 0.5, n=8.0), TypeError, r"n must be an integer; got 8.0"),
+        (lambda: implied_prompt_weight("rloo", 0.5, n=1), ValueError, r"n must be >= 2; got 1"),
+        (lambda: implied_prompt_weight("grpo", 0.5, n=0), ValueError, r"n must be >= 1; got 0"),
+    ],
+)
+def test_bad_inputs_raise_naming_argument_and_value(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
