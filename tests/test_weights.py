@@ -77,6 +77,15 @@ def test_weight_is_derivative_of_pass_at_k_autodiff(dtype, k):
     assert theory.pass_at_k_weight(p, k).dtype == dtype
 
 
+def test_pass_at_k_gradient_is_finite_at_p_equal_1():
+    grad = jax.grad(theory.pass_at_k)
+    assert float(grad(1.0, 1)) == 1.0
+    assert float(grad(1.0, 2)) == 0.0 and float(grad(1.0, 10**6)) == 0.0
+    assert float(grad(0.0, 7)) == 7.0
+    second = jax.grad(jax.grad(theory.pass_at_k))(0.5, 3)  # d w_3 / dp = -6 (1-p)
+    np.testing.assert_allclose(float(second), -3.0, rtol=1e-12)
+
+
 @given(k=ks, p=st.one_of(probs, st.floats(0, 1e-12), st.floats(1 - 1e-12, 1.0)))
 def test_weight_accuracy_at_extremes(k, p):
     exact_log = exact_log_weight(p, k)

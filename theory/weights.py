@@ -48,10 +48,27 @@ def log_one_minus_p_power(p, t):
     return jnp.where(t == 0, jnp.zeros_like(p * t), t * jnp.log1p(-p))
 
 
+@jax.custom_jvp
+def _pass_at_k_core(p, kf):
+    return -jnp.expm1(log_one_minus_p_power(p, kf))
+
+
+@_pass_at_k_core.defjvp
+def _pass_at_k_core_jvp(primals, tangents):
+    # d/dp [1 - (1-p)^k] = w_k(p), written so that it stays finite at p = 1 (autodiff through
+    # log1p(-p) would give 0 * inf there); k is an order, not a differentiable quantity.
+    p, kf = primals
+    dp, _ = tangents
+    weight = kf * jnp.exp(log_one_minus_p_power(p, kf - 1))
+    return _pass_at_k_core(p, kf), weight * dp
+
+
 def pass_at_k(p, k):
     """Pass@k of a prompt with per-sample success `p`: `1 - (1-p)^k`.
 
-    Computed as `-expm1(k log1p(-p))`, accurate for `p` near 0 (no cancellation) and near 1.
+    Computed as `-expm1(k log1p(-p))`, accurate for `p` near 0 (no cancellation) and near 1. Its
+    derivative in `p` (under `jax.grad`/`jvp`) is the prompt weight `w_k(p)` exactly, finite also
+    at `p = 1`.
 
     Args:
       p: success probabilities in [0, 1], any shape.
@@ -66,7 +83,8 @@ def pass_at_k(p, k):
     """
     p = _validate.probability("p", p)
     k = _validate.integer("k", k, minimum=1)
-    return -jnp.expm1(log_one_minus_p_power(p, _cast_k(k, p)))
+    kf = jnp.broadcast_to(_cast_k(k, p), jnp.broadcast_shapes(jnp.shape(p), jnp.shape(k)))
+    return _pass_at_k_core(jnp.broadcast_to(p, kf.shape), kf)
 
 
 def log_pass_at_k_weight(p, k):
