@@ -92,6 +92,16 @@ def _first_negative_t(p, c, t_max):
     return found
 
 
+def _one_instance(p, agreement, mu):
+    """Validate one unbatched instance: `p`, `agreement`, `mu` of shape `(P,)`."""
+    p = _validate.probability("p", p)
+    a = _validate.finite("agreement", agreement).astype(p.dtype)
+    _validate.same_shape("p", p, "agreement", a)
+    if p.ndim != 1:
+        raise ValueError(f"p must have shape (P,) (vmap over regimes); got {p.shape}")
+    return p, a, _validate.prompt_weights(mu, p.shape[0], p.dtype)
+
+
 def critical_k_jax(p, agreement, mu=None, *, k_max):
     """`k* = min{k in [1, k_max] : I_k < 0}` as an integer, `k_max + 1` when there is none.
 
@@ -108,12 +118,7 @@ def critical_k_jax(p, agreement, mu=None, *, k_max):
     Returns:
       An integer scalar: `k*`, or `k_max + 1` meaning no conflict up to `k_max`.
     """
-    p = _validate.probability("p", p)
-    a = _validate.finite("agreement", agreement).astype(p.dtype)
-    _validate.same_shape("p", p, "agreement", a)
-    if p.ndim != 1:
-        raise ValueError(f"p must have shape (P,) (vmap over regimes); got {p.shape}")
-    mu = _validate.prompt_weights(mu, p.shape[0], p.dtype)
+    p, a, mu = _one_instance(p, agreement, mu)
     k_max = _validate.integer("k_max", k_max, minimum=1)
     if _validate.is_concrete(k_max) and int(k_max) > _K_MAX_LIMIT:
         raise ValueError(f"k_max must be <= {_K_MAX_LIMIT}; got {int(k_max)}")
@@ -150,24 +155,14 @@ def critical_k(p, agreement, mu=None, *, k_max=10**6):
     k_max = _validate.python_int("k_max", k_max, minimum=1)
     if k_max > _K_MAX_LIMIT:
         raise ValueError(f"k_max must be <= {_K_MAX_LIMIT}; got {k_max}")
-    p = _validate.probability("p", p)
-    a = _validate.finite("agreement", agreement).astype(p.dtype)
-    _validate.same_shape("p", p, "agreement", a)
-    if p.ndim != 1:
-        raise ValueError(f"p must have shape (P,); got {p.shape}")
-    mu = _validate.prompt_weights(mu, p.shape[0], p.dtype)
+    p, a, mu = _one_instance(p, agreement, mu)
     k = int(_critical_k_compiled(p, a, mu, k_max=k_max))
     return None if k > k_max else k
 
 
 def _merged_coefficients(p, agreement, mu):
     """Totals `sum_{i: p_i = p} mu_i a_i` per distinct `p`, by increasing `p`, zeros dropped."""
-    p = np.asarray(_validate.probability("p", p), dtype=np.float64)
-    a = np.asarray(_validate.finite("agreement", agreement), dtype=np.float64)
-    _validate.same_shape("p", p, "agreement", a)
-    if p.ndim != 1:
-        raise ValueError(f"p must have shape (P,); got {p.shape}")
-    mu = np.asarray(_validate.prompt_weights(mu, p.shape[0], jnp.result_type(float)), np.float64)
+    p, a, mu = (np.asarray(x, dtype=np.float64) for x in _one_instance(p, agreement, mu))
     values, inverse = np.unique(p, return_inverse=True)
     totals = np.zeros(values.shape)
     np.add.at(totals, inverse, mu * a)
