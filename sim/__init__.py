@@ -1,0 +1,59 @@
+"""Simulated softmax-policy bandits where pass@k optimisation rotates away from pass@1.
+
+- :class:`SoftmaxBandit`: exact `p`, `J_k`, per-prompt gradients, agreements (one reverse and one
+  forward pass) and conflict diagnostics in one compiled call.
+- :func:`toy_bandit`: the easy/hard toy with a documented start; :func:`toy_diagnostics` for one
+  regime.
+- :func:`train`, :func:`train_sweep`: gradient ascent on pass@1, pass@k or conflict-safe updates,
+  exact or with the sampled estimators trainers use, in `lax.scan`, vmapped over regimes, `k`
+  and seeds, sharded over devices (:func:`sweep_map`).
+- :mod:`sim.experiments`: the numbers of the five confirmations (:func:`run_all`).
+
+Figures are drawn by :mod:`passk.plots.bandit`; `sim` only returns numbers.
+"""
+
+from sim.bandit import DEFAULT_K_MAX, BanditDiagnostics, SoftmaxBandit
+from sim.experiments import (
+    critical_k_agreement,
+    dynamics,
+    estimator_check,
+    one_step,
+    phase_diagram,
+    run_all,
+)
+from sim.sweep import sweep_map
+from sim.toy import TOY_DEFAULTS, hard_mask, toy_bandit, toy_diagnostics, toy_start
+from sim.train import (
+    ESTIMATORS,
+    RULES,
+    draw_answers,
+    sampled_update,
+    sampled_updates,
+    train,
+    train_sweep,
+)
+
+__all__ = [
+    "BanditDiagnostics",
+    "DEFAULT_K_MAX",
+    "ESTIMATORS",
+    "RULES",
+    "SoftmaxBandit",
+    "TOY_DEFAULTS",
+    "critical_k_agreement",
+    "draw_answers",
+    "dynamics",
+    "estimator_check",
+    "hard_mask",
+    "one_step",
+    "phase_diagram",
+    "run_all",
+    "sampled_update",
+    "sampled_updates",
+    "sweep_map",
+    "toy_bandit",
+    "toy_diagnostics",
+    "toy_start",
+    "train",
+    "train_sweep",
+]

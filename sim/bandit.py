@@ -1,0 +1,430 @@
+"""Softmax-policy bandits: exact pass@1, pass@k, gradients and agreements (SPEC sections 1 to 4, 7).
+
+A bandit has `P` prompts with features `psi(x_i)` (rows of `features`, shape `(P, d)`), a finite
+answer set of `A` answers with rewards `r(x_i, y)` (the `(P, A)` table `rewards`, in `[0, 1]`)
+and prompt weights `mu` (`(P,)`, summing to 1). The policy is multinomial logistic with parameters
+`theta` of shape `(A, d)`:
+
+    logits_i = theta psi(x_i)        pi(. | x_i) = softmax(logits_i)
+
+(tabular softmax: one-hot features, `d = P`). Every prompt reads the same `theta`, so a step that
+helps one prompt moves the others: prompts interfere.
+
+Exact quantities (no sampling):
+
+- success `p_i = sum_y pi(y|x_i) r(x_i, y)`; `J_1 = sum_i mu_i p_i`; `J_k = sum_i mu_i pass@k(p_i)`
+  (through :func:`theory.pass_at_k`);
+- per-prompt gradients (closed form, the check for small models): `grad p_i = Cov_pi(r, phi)`,
+  i.e. `dp_i / dlogits_i = pi_i * (r_i - p_i)`, and `grad_theta p_i = (dp_i/dlogits_i) psi_i^T`;
+- agreements `a = J (J^T mu)` (`J = dp/dtheta`) by one reverse pass (`v = J^T mu = grad J_1`) and
+  one forward pass (`jax.jvp` of `success` along `v`): cost of a few gradient evaluations and
+  memory `O(P + A d)`, never per-prompt gradients nor the `P x P` kernel (SPEC section 7);
+- the conflict inner product `I_k`, its underflow-free sign `A_k`, the cosine `cos_k` and the
+  critical `k*`, all from `theory` applied to `p` and `a`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import theory
+
+__all__ = ["SoftmaxBandit", "BanditDiagnostics", "DEFAULT_K_MAX"]
+
+# Largest k searched for k* by default: comfortably above the k of any practical pass@k trainer.
+DEFAULT_K_MAX = 4096
+
+_MU_SUM_TOL = 1e-6
+
+
+def _concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _float_array(name: str, x, dtype=None):
+    if x is None or isinstance(x, (str, bytes)):
+        raise TypeError(f"{name} must be an array of numbers; got {x!r}")
+    try:
+        arr = jnp.asarray(x)
+    except TypeError as err:
+        raise TypeError(f"{name} must be an array of numbers; got {x!r}") from err
+    if arr.dtype == jnp.bool_ or not (
+        jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)
+    ):
+        raise TypeError(f"{name} must be real-valued; got dtype {arr.dtype}")
+    if dtype is not None:
+        return arr.astype(dtype)
+    if not jnp.issubdtype(arr.dtype, jnp.floating):
+        arr = arr.astype(jnp.result_type(float))
+    return arr
+
+
+def _first_bad(host: np.ndarray, bad: np.ndarray) -> str:
+    idx = tuple(int(i) for i in np.argwhere(bad)[0])
+    return f"{host[idx]!r} at index {idx}"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SoftmaxBandit:
+    """A multinomial-logistic policy over a finite answer set, shared by all prompts.
+
+    Fields (the pytree leaves, in this order):
+      features: `(P, d)` prompt features `psi(x_i)`.
+      rewards: `(P, A)` reward table `r(x_i, y)` in `[0, 1]`.
+      prompt_weights: `(P,)` prompt weights `mu`, non-negative, summing to 1 (uniform when None).
+
+    `SoftmaxBandit(features, rewards, prompt_weights=None)` validates concrete inputs (shapes,
+    finiteness, rewards in `[0, 1]`, `mu` on the simplex) and casts `rewards` and `mu` to the
+    floating dtype of `features`. A `SoftmaxBandit` is a pytree: pass it through `jax.jit`,
+    `jax.vmap` (a batch of bandits has a leading axis on every field) and `lax.scan`.
+    Unflattening (inside JAX transformations) does not re-validate.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> b = SoftmaxBandit(jnp.eye(2), jnp.array([[1.0, 0.0], [0.0, 1.0]]))
+      >>> b.success(jnp.zeros((2, 2)))  # uniform policy: each prompt has one of two answers right
+      Array([0.5, 0.5], dtype=float32)
+    """
+
+    features: jax.Array
+    rewards: jax.Array
+    prompt_weights: jax.Array = None
+
+    def __post_init__(self):
+        feats = _float_array("features", self.features)
+        if feats.ndim != 2:
+            raise ValueError(f"features must have shape (P, d); got shape {feats.shape}")
+        n_prompts, dim = feats.shape
+        if n_prompts < 1 or dim < 1:
+            raise ValueError(f"features must have at least one prompt and one feature; got shape {feats.shape}")
+        dtype = feats.dtype
+        rewards = _float_array("rewards", self.rewards, dtype)
+        if rewards.ndim != 2 or rewards.shape[0] != n_prompts or rewards.shape[1] < 1:
+            raise ValueError(
+                f"rewards must have shape (P, A) = ({n_prompts}, A) with A >= 1 (one row per prompt of "
+                f"features); got shape {rewards.shape}"
+            )
+        if self.prompt_weights is None:
+            mu = jnp.full((n_prompts,), 1.0 / n_prompts, dtype=dtype)
+        else:
+            mu = _float_array("prompt_weights", self.prompt_weights, dtype)
+            if mu.shape != (n_prompts,):
+                raise ValueError(
+                    f"prompt_weights must have shape (P,) = ({n_prompts},); got shape {mu.shape}"
+                )
+        if _concrete(feats):
+            host = np.asarray(feats)
+            bad = ~np.isfinite(host)
+            if bad.any():
+                raise ValueError(f"features must be finite; got {_first_bad(host, bad)}")
+        if _concrete(rewards):
+            host = np.asarray(rewards)
+            bad = ~((host >= 0) & (host <= 1))
+            if bad.any():
+                raise ValueError(f"rewards must lie in [0, 1] (no NaN); got {_first_bad(host, bad)}")
+        if self.prompt_weights is not None and _concrete(mu):
+            host = np.asarray(mu, dtype=np.float64)
+            bad = ~(host >= 0) | ~np.isfinite(host)
+            if bad.any():
+                raise ValueError(f"prompt_weights must be non-negative and finite; got {_first_bad(host, bad)}")
+            total = float(host.sum())
+            if abs(total - 1.0) > _MU_SUM_TOL:
+                raise ValueError(f"prompt_weights must sum to 1; their sum is {total!r}")
+        object.__setattr__(self, "features", feats)
+        object.__setattr__(self, "rewards", rewards)
+        object.__setattr__(self, "prompt_weights", mu)
+
+    # ----------------------------------------------------------------- sizes
+
+    @property
+    def n_prompts(self) -> int:
+        """`P`, the number of prompts."""
+        return self.features.shape[-2]
+
+    @property
+    def n_actions(self) -> int:
+        """`A`, the number of answers."""
+        return self.rewards.shape[-1]
+
+    @property
+    def dim(self) -> int:
+        """`d`, the feature dimension."""
+        return self.features.shape[-1]
+
+    @property
+    def param_shape(self) -> tuple[int, int]:
+        """Shape `(A, d)` of `theta`."""
+        return (self.n_actions, self.dim)
+
+    @property
+    def feature_norm(self):
+        """`B = max_i ||psi(x_i)||`, the constant of the smoothness bounds (SPEC section 5)."""
+        return jnp.max(jnp.linalg.norm(self.features, axis=-1), axis=-1)
+
+    def _check_theta(self, theta):
+        theta = jnp.asarray(theta)
+        if theta.shape != self.param_shape:
+            raise ValueError(f"theta must have shape (A, d) = {self.param_shape}; got shape {theta.shape}")
+        if not jnp.issubdtype(theta.dtype, jnp.floating):
+            raise TypeError(f"theta must be a floating array; got dtype {theta.dtype}")
+        return theta
+
+    # ----------------------------------------------------------------- policy
+    # Public methods check their arguments and call one compiled function each (so eager calls
+    # cost one compile per shape, not one per primitive); inside other transformations the
+    # compiled function is inlined. The `_..._impl` methods hold the formulas.
+
+    def _check_k(self, k):
+        k = jnp.asarray(k)
+        if k.dtype == jnp.bool_ or not jnp.issubdtype(k.dtype, jnp.integer):
+            raise TypeError(f"k must be an integer or integer array; got dtype {k.dtype}")
+        if _concrete(k) and k.size and int(jnp.min(k)) < 1:
+            raise ValueError(f"k must be >= 1; got {int(jnp.min(k))}")
+        return k
+
+    def logits(self, theta):
+        """`logits_i = theta psi(x_i)`, shape `(P, A)`.
+
+        Full-precision matrix product (`Precision.HIGHEST`): on GPUs the default float32 product
+        may round its inputs to TF32 (10-bit mantissa), which would make "exact" quantities
+        exact only to about 1e-3.
+        """
+        return _compiled["logits"](self, self._check_theta(theta))
+
+    def policy(self, theta):
+        """`pi(y | x_i) = softmax(logits_i)`, shape `(P, A)`."""
+        return _compiled["policy"](self, self._check_theta(theta))
+
+    def success(self, theta):
+        """Per-prompt success (pass@1) `p_i = sum_y pi(y|x_i) r(x_i, y)`, shape `(P,)`."""
+        return _compiled["success"](self, self._check_theta(theta))
+
+    def objective(self, theta, k):
+        """`J_k = sum_i mu_i (1 - (1 - p_i)^k)` through :func:`theory.pass_at_k`.
+
+        Args:
+          theta: `(A, d)` parameters.
+          k: integer or integer array `>= 1`.
+
+        Returns:
+          `J_k` of shape `jnp.shape(k)` (`J_1` for `k = 1`).
+
+        Autodiff of this function goes through `log1p(-p)` inside `theory.pass_at_k` and gives
+        NaN where some `p_i` is exactly 1 (a prompt every answer solves); use
+        :meth:`pass_at_k_grad` for the gradient, which is finite everywhere.
+        """
+        return _compiled["objective"](self, self._check_theta(theta), self._check_k(k))
+
+    def per_prompt_grads(self, theta):
+        """Exact per-prompt gradients `grad_theta p_i`, shape `(P, A, d)`.
+
+        Closed form `grad p = Cov_pi(r, phi)`: `dp_i/dlogits_{i y} = pi(y|x_i) (r(x_i, y) - p_i)`,
+        and `logits_i = theta psi_i`, so `d p_i / d theta_{y,:} = pi(y|x_i) (r_{iy} - p_i) psi_i`.
+        Memory `O(P A d)`: the check for small bandits, not the method at scale.
+        """
+        return _compiled["per_prompt_grads"](self, self._check_theta(theta))
+
+    def weighted_grad(self, theta, weights):
+        """`sum_i weights_i grad p_i` by one reverse pass (a vector-Jacobian product), `(A, d)`.
+
+        With `weights = mu` this is `grad J_1`; with `weights = mu w_k(p)` (held fixed) it is
+        `grad J_k`; with the normalised weights `omega` it is `grad J_k / sum_j mu_j w_k(p_j)`,
+        which never underflows.
+        """
+        theta = self._check_theta(theta)
+        weights = jnp.asarray(weights)
+        if weights.shape != (self.n_prompts,):
+            raise ValueError(f"weights must have shape (P,) = ({self.n_prompts},); got shape {weights.shape}")
+        return _compiled["weighted_grad"](self, theta, weights)
+
+    def pass_at_k_grad(self, theta, k):
+        """Exact `grad J_k = sum_i mu_i w_k(p_i) grad p_i` (SPEC section 2), one reverse pass.
+
+        The prompt weights `mu w_k(p)` come from :func:`theory.pass_at_k_weight` and are held
+        fixed (`stop_gradient`): this is the gradient of `J_k` without differentiating through
+        `log1p(-p)`, so it is finite also where `p` rounds to 1.
+        """
+        return _compiled["pass_at_k_grad"](self, self._check_theta(theta), self._check_k(k))
+
+    def agreement_scores(self, theta):
+        """Agreements `a_i = <grad p_i, grad J_1>`, shape `(P,)`, by one reverse and one forward pass.
+
+        `v = J^T mu = grad J_1` (reverse pass), then `a = J v` as the directional derivative of
+        `success` along `v` (`jax.jvp`, forward pass). Never forms per-prompt gradients.
+        """
+        return _compiled["agreement_scores"](self, self._check_theta(theta))
+
+    # formulas (traceable, unchecked)
+
+    def _logits_impl(self, theta):
+        return jnp.matmul(self.features, theta.T, precision=jax.lax.Precision.HIGHEST)
+
+    def _policy_impl(self, theta):
+        return jax.nn.softmax(self._logits_impl(theta), axis=-1)
+
+    def _success_impl(self, theta):
+        return jnp.sum(self._policy_impl(theta) * self.rewards, axis=-1)
+
+    def _objective_impl(self, theta, k):
+        p = self._success_impl(theta)
+        pk = theory.pass_at_k(p, jnp.reshape(k, k.shape + (1,)))
+        return jnp.sum(self.prompt_weights * pk, axis=-1)
+
+    def _per_prompt_grads_impl(self, theta):
+        pi = self._policy_impl(theta)
+        p = jnp.sum(pi * self.rewards, axis=-1)
+        dlogits = pi * (self.rewards - p[:, None])
+        return jnp.einsum("pa,pd->pad", dlogits, self.features)
+
+    def _weighted_grad_impl(self, theta, weights):
+        _, vjp = jax.vjp(self._success_impl, theta)
+        (g,) = vjp(weights.astype(theta.dtype))
+        return g
+
+    def _pass_at_k_grad_impl(self, theta, k):
+        p = self._success_impl(theta)
+        w = jax.lax.stop_gradient(self.prompt_weights * theory.pass_at_k_weight(p, k))
+        return self._weighted_grad_impl(theta, w)
+
+    def _agreement_scores_impl(self, theta):
+        v = self._weighted_grad_impl(theta, self.prompt_weights)
+        _, a = jax.jvp(self._success_impl, (theta,), (v,))
+        return a
+
+    # ----------------------------------------------------------------- diagnostics
+
+    def diagnostics(self, theta, ks, *, k_max: int = DEFAULT_K_MAX) -> "BanditDiagnostics":
+        """Everything the conflict analysis reads, for every `k` in `ks`, in one compiled call.
+
+        Args:
+          theta: `(A, d)` parameters.
+          ks: integer array `(K,)` (or a scalar) of pass@k orders `>= 1`.
+          k_max: largest `k` searched for `k*` (static: a new value recompiles).
+
+        Returns:
+          :class:`BanditDiagnostics`.
+        """
+        theta = self._check_theta(theta)
+        ks = jnp.asarray(ks)
+        if ks.dtype == jnp.bool_ or not jnp.issubdtype(ks.dtype, jnp.integer):
+            raise TypeError(f"ks must be an integer array of pass@k orders; got dtype {ks.dtype}")
+        if _concrete(ks) and ks.size and int(jnp.min(ks)) < 1:
+            raise ValueError(f"ks must be >= 1; got {int(jnp.min(ks))}")
+        if isinstance(k_max, bool) or not isinstance(k_max, (int, np.integer)) or k_max < 1:
+            raise ValueError(f"k_max must be a positive integer; got {k_max!r}")
+        return _diagnostics(self, theta, ks, k_max=int(k_max))
+
+
+class BanditDiagnostics(NamedTuple):
+    """Exact conflict diagnostics of one bandit at one `theta` (SPEC sections 3, 4).
+
+    Shapes with `ks` of shape `(K,)` and `P` prompts (vmapped calls add leading axes):
+
+    Attributes:
+      p: `(P,)` per-prompt success.
+      agreement: `(P,)` agreement scores `a_i = <grad p_i, grad J_1>`.
+      j1: `()` pass@1 `J_1`.
+      jk: `(K,)` pass@k `J_k`.
+      inner: `(K,)` `I_k = <grad J_k, grad J_1> = sum_i mu_i w_k(p_i) a_i` (may underflow to 0).
+      mean_agreement: `(K,)` `A_k = sum_i omega_i a_i`, the sign of `I_k` without underflow.
+      cos: `(K,)` `cos_k = <g_k, g_1> / (|g_k| |g_1|)` from reverse passes with fixed `omega`.
+      weights: `(K, P)` normalised prompt weights `omega`.
+      grad_norm_1: `()` `||grad J_1||`.
+      k_star: `()` integer `k* = min{k : I_k < 0}`, or `k_max + 1` when none up to `k_max`.
+    """
+
+    p: jax.Array
+    agreement: jax.Array
+    j1: jax.Array
+    jk: jax.Array
+    inner: jax.Array
+    mean_agreement: jax.Array
+    cos: jax.Array
+    weights: jax.Array
+    grad_norm_1: jax.Array
+    k_star: jax.Array
+
+
+def diagnostics_fn(bandit: SoftmaxBandit, theta, ks, *, k_max: int) -> BanditDiagnostics:
+    """Uncompiled body of :meth:`SoftmaxBandit.diagnostics` (for use inside other jitted code)."""
+    mu = bandit.prompt_weights
+    p, vjp = jax.vjp(bandit._success_impl, theta)
+    (g1,) = vjp(mu)  # grad J_1 = J^T mu: one reverse pass
+    _, a = jax.jvp(bandit._success_impl, (theta,), (g1,))  # a = J g1: one forward pass
+    ks_vec = jnp.atleast_1d(ks)
+    omega = jax.lax.stop_gradient(theory.normalized_weights(p, ks_vec, mu))  # (K, P), log space
+    gk = jax.vmap(lambda w: vjp(w)[0])(omega)  # (K, A, d), proportional to grad J_k
+    flat_k = gk.reshape(gk.shape[0], -1)
+    flat_1 = g1.reshape(-1)
+    norm_1 = jnp.linalg.norm(flat_1)
+    norms = jnp.linalg.norm(flat_k, axis=-1) * norm_1
+    dots = jnp.matmul(flat_k, flat_1, precision=jax.lax.Precision.HIGHEST)
+    cos = jnp.where(norms > 0, dots / jnp.where(norms > 0, norms, 1.0), 0.0)
+    inner = theory.conflict_inner_product(p, a, ks_vec, mu)
+    mean_agreement = theory.weighted_mean_agreement(p, a, ks_vec, mu)
+    jk = jnp.sum(mu * theory.pass_at_k(p, ks_vec[:, None]), axis=-1)
+    k_star = theory.critical_k_jax(p, a, mu, k_max=k_max)
+    out = BanditDiagnostics(
+        p=p,
+        agreement=a,
+        j1=jnp.sum(mu * p),
+        jk=jk,
+        inner=inner,
+        mean_agreement=mean_agreement,
+        cos=cos,
+        weights=omega,
+        grad_norm_1=norm_1,
+        k_star=k_star,
+    )
+    if jnp.ndim(ks) == 0:
+        out = out._replace(
+            jk=jk[0], inner=inner[0], mean_agreement=mean_agreement[0], cos=cos[0], weights=omega[0]
+        )
+    return out
+
+
+_diagnostics = jax.jit(diagnostics_fn, static_argnames=("k_max",))
+
+_compiled = {
+    name: jax.jit(getattr(SoftmaxBandit, f"_{name}_impl"))
+    for name in (
+        "logits",
+        "policy",
+        "success",
+        "objective",
+        "per_prompt_grads",
+        "weighted_grad",
+        "pass_at_k_grad",
+        "agreement_scores",
+    )
+}
+
+
+def _flatten_with_keys(b: SoftmaxBandit):
+    children = (
+        (jax.tree_util.GetAttrKey("features"), b.features),
+        (jax.tree_util.GetAttrKey("rewards"), b.rewards),
+        (jax.tree_util.GetAttrKey("prompt_weights"), b.prompt_weights),
+    )
+    return children, None
+
+
+def _unflatten(_, children) -> SoftmaxBandit:
+    # Bypass __init__: inside transformations the leaves are tracers or placeholders.
+    obj = object.__new__(SoftmaxBandit)
+    for name, value in zip(("features", "rewards", "prompt_weights"), children):
+        object.__setattr__(obj, name, value)
+    return obj
+
+
+jax.tree_util.register_pytree_with_keys(
+    SoftmaxBandit,
+    _flatten_with_keys,
+    _unflatten,
+    flatten_func=lambda b: ((b.features, b.rewards, b.prompt_weights), None),
+)

@@ -1,0 +1,712 @@
+"""The five confirmations of `sim`, as numbers for figures (JSON-serialisable dicts).
+
+Each function computes one confirmation at a given size; the tests run them small, `run_all`
+runs them at full size for `passk reproduce` (figures: :mod:`passk.plots.bandit`). Nothing here
+draws, and nothing is typed in: every number comes from the bandits.
+
+1. :func:`critical_k_agreement` - `theory.critical_k` from exact `p` and agreements equals the
+   first `k` at which `<grad J_k, grad J_1>`, computed by autodiff of the objectives, is negative.
+2. :func:`phase_diagram` - `k*` over `p_hard x separation` in one compiled, sharded call.
+3. :func:`one_step` - below `min(pass1_decrease_window, passk_increase_window)` one plain pass@k
+   step lowers `J_1` and raises `J_k`; how often an Adam step (and the projected steps of SPEC
+   section 8) do the same; Hessian norms against the `B^2/2` bound.
+4. :func:`dynamics` - trajectories from the toy start: pass@1 ascent, pass@k ascent below and
+   above `k*`, the conflict-safe rules, exact and sampled, SGD and Adam, with `k*` along the way.
+5. :func:`estimator_check` - the average sampled update of each estimator against its exact
+   expectation `sum_i mu_i v(p_i) grad p_i` (`v = theory.implied_prompt_weight`), and variances.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import theory
+from sim import sweep as _sweep
+from sim.bandit import DEFAULT_K_MAX, SoftmaxBandit
+from sim.toy import TOY_DEFAULTS, hard_mask, toy_bandit, toy_diagnostics
+from sim.train import ESTIMATORS, PASSK_ESTIMATORS, sampled_updates, train_sweep
+
+__all__ = [
+    "critical_k_agreement",
+    "phase_diagram",
+    "one_step",
+    "dynamics",
+    "estimator_check",
+    "run_all",
+    "to_json",
+    "QUICK",
+    "FULL",
+]
+
+#: Sizes of `run_all(quick=True)` (also what the tests use, or smaller).
+QUICK = {
+    "critical_k": dict(p_hards=(0.1, 0.3), separations=(0.5, 2.0), start_logits=(2.5,), n_seeds=2, n_prompts=32, k_grid=64),
+    "phase": dict(n_p_hard=12, n_separation=12, n_seeds=1, n_prompts=64),
+    "one_step": dict(n_instances=256),
+    "dynamics": dict(steps=40, n_seeds=2, n_samples=40, sampled=("pkpo-loo/sgd",)),
+    "estimators": dict(n_draws=2000, n_prompts=32),
+}
+#: Sizes of `run_all(quick=False)` (the figures).
+FULL = {
+    "critical_k": dict(
+        p_hards=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5),
+        separations=(0.0, 0.5, 1.0, 1.5, 2.0, 3.0),
+        start_logits=(1.5, 2.5, 3.5),
+        n_seeds=2,
+        n_prompts=64,
+        k_grid=256,
+    ),
+    "phase": dict(n_p_hard=40, n_separation=40, n_seeds=2, n_prompts=256),
+    "one_step": dict(n_instances=4096),
+    "dynamics": dict(steps=200, n_seeds=6, n_samples=40),
+    "estimators": dict(n_draws=20000, n_prompts=64),
+}
+
+
+# --------------------------------------------------------------------------- JSON helpers
+
+
+def to_json(x):
+    """Numpy/JAX arrays and scalars to lists and Python numbers; NaN and inf become None."""
+    if isinstance(x, dict):
+        return {str(k): to_json(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [to_json(v) for v in x]
+    if isinstance(x, (jax.Array, np.ndarray, np.generic)):
+        arr = np.asarray(x)
+        if arr.dtype == np.bool_:
+            return arr.tolist()
+        if np.issubdtype(arr.dtype, np.integer):
+            return arr.tolist()
+        arr = arr.astype(np.float64)
+        obj = arr.tolist()
+        return _clean_floats(obj)
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    return x
+
+
+def _clean_floats(obj):
+    if isinstance(obj, list):
+        return [_clean_floats(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _k_star_json(k_star, k_max):
+    """Integer array of `k*` with the sentinel `k_max + 1` turned into None."""
+    arr = np.asarray(k_star)
+    obj = arr.tolist()
+
+    def fix(v):
+        if isinstance(v, list):
+            return [fix(u) for u in v]
+        return None if v > k_max else int(v)
+
+    return fix(obj)
+
+
+def _keys(key, n):
+    return jax.random.split(key, n)
+
+
+# --------------------------------------------------------------------------- 1. critical k
+
+
+def _autodiff_inner(bandit: SoftmaxBandit, theta, ks):
+    """`<grad J_k, grad J_1>` for every `k` in `ks`, each by `jax.grad` of `SoftmaxBandit.objective`."""
+    g1 = jax.grad(lambda th: bandit.objective(th, 1))(theta)
+    gk = jax.vmap(lambda k: jax.grad(lambda th: bandit.objective(th, k))(theta))(ks)
+    return jnp.einsum("kad,ad->k", gk, g1, precision=jax.lax.Precision.HIGHEST)
+
+
+def critical_k_agreement(
+    *,
+    key,
+    p_hards=(0.1, 0.3),
+    separations=(0.5, 2.0),
+    start_logits=(2.5,),
+    n_seeds: int = 2,
+    n_prompts: int = 32,
+    n_actions: int = TOY_DEFAULTS["n_actions"],
+    k_grid: int = 64,
+) -> dict:
+    """Confirmation 1: predicted `k*` versus the first negative autodiff inner product.
+
+    For every regime (toy bandits over `p_hards x separations x start_logits x seeds`, float64):
+    `p` and agreements from :meth:`SoftmaxBandit.success` / :meth:`agreement_scores` (one
+    reverse and one forward pass) go into :func:`theory.critical_k` (`k_max = k_grid`); separately,
+    `<grad J_k, grad J_1>` for `k = 1..k_grid` comes from autodiff of `J_k = objective(theta, k)`,
+    and its first negative `k` is read off. The two must be equal (None = no conflict up to
+    `k_grid` for both).
+
+    Returns:
+      A dict with the regimes, both `k*` lists, `n_match`, `n_regimes`, `n_conflict`, the smallest
+      relative margin `|I_{k*}| / max_k |I_k|` at the autodiff crossing (how close to a tie the
+      hardest case was), and a few autodiff curves `I_k / |I_1|` for the figure.
+    """
+    grid = [(ph, sep, sl, s) for ph in p_hards for sep in separations for sl in start_logits for s in range(n_seeds)]
+    seed_keys = _keys(key, n_seeds)
+    with jax.enable_x64(True):
+        ph = jnp.asarray([g[0] for g in grid], jnp.float64)
+        sep = jnp.asarray([g[1] for g in grid], jnp.float64)
+        sl = jnp.asarray([g[2] for g in grid], jnp.float64)
+        keys = seed_keys[np.asarray([g[3] for g in grid])]
+        ks = jnp.arange(1, k_grid + 1, dtype=jnp.int32)
+
+        @jax.jit
+        def compute(ph, sep, sl, keys):
+            def one(ph, sep, sl, key):
+                bandit, theta0 = toy_bandit(
+                    key, n_prompts=n_prompts, p_hard=ph, separation=sep, n_actions=n_actions,
+                    start_logit=sl, dtype=jnp.float64,
+                )
+                p = bandit.success(theta0)
+                a = bandit.agreement_scores(theta0)
+                inner = _autodiff_inner(bandit, theta0, ks)
+                return p, a, bandit.prompt_weights, inner
+
+            return jax.vmap(one)(ph, sep, sl, keys)
+
+        p, a, mu, inner = (np.asarray(x) for x in compute(ph, sep, sl, keys))
+        predicted = [theory.critical_k(p[i], a[i], mu[i], k_max=k_grid) for i in range(len(grid))]
+    negative = inner < 0
+    first = [int(np.argmax(row)) + 1 if row.any() else None for row in negative]
+    match = [pr == fi for pr, fi in zip(predicted, first)]
+    margins = []
+    for i, f in enumerate(first):
+        if f is not None:
+            scale = np.max(np.abs(inner[i]))
+            margins.append(float(min(abs(inner[i, f - 1]), abs(inner[i, f - 2]) if f >= 2 else np.inf) / scale))
+    show = [i for i, f in enumerate(first) if f is not None][:6]
+    return {
+        "n_regimes": len(grid),
+        "n_match": int(sum(match)),
+        "n_conflict": int(sum(f is not None for f in first)),
+        "all_match": bool(all(match)),
+        "k_grid": int(k_grid),
+        "regimes": [
+            {"p_hard": float(g[0]), "separation": float(g[1]), "start_logit": float(g[2]), "seed": int(g[3])}
+            for g in grid
+        ],
+        "k_star_predicted": predicted,
+        "k_star_autodiff": first,
+        "mismatches": [
+            {"regime": i, "predicted": predicted[i], "autodiff": first[i]} for i, m in enumerate(match) if not m
+        ],
+        "min_relative_margin": (min(margins) if margins else None),
+        "curves": {
+            "ks": list(range(1, k_grid + 1)),
+            "regimes": show,
+            "inner_over_inner1": [to_json(inner[i] / abs(inner[i, 0])) for i in show],
+        },
+    }
+
+
+# --------------------------------------------------------------------------- 2. phase diagram
+
+
+@functools.lru_cache(maxsize=16)
+def _phase_entry(n_prompts: int, n_actions: int, start_logit: float, k_max: int) -> Callable:
+    def entry(args):
+        p_hard, separation, key = args
+        bandit, theta0 = toy_bandit(
+            key, n_prompts=n_prompts, p_hard=p_hard, separation=separation, n_actions=n_actions,
+            start_logit=start_logit,
+        )
+        p = bandit.success(theta0)
+        a = bandit.agreement_scores(theta0)
+        hard = hard_mask(bandit)
+        k_star = theory.critical_k_jax(p, a, bandit.prompt_weights, k_max=k_max)
+        n_hard = jnp.sum(hard)
+        return {
+            "k_star": k_star,
+            "p_hard_group": jnp.sum(jnp.where(hard, p, 0)) / jnp.maximum(n_hard, 1),
+            "p_easy_group": jnp.sum(jnp.where(hard, 0, p)) / jnp.maximum(p.shape[0] - n_hard, 1),
+            "share_negative": jnp.mean(a < 0),
+        }
+
+    return entry
+
+
+def phase_diagram(
+    *,
+    key,
+    n_p_hard: int = 12,
+    n_separation: int = 12,
+    n_seeds: int = 1,
+    n_prompts: int = 64,
+    n_actions: int = TOY_DEFAULTS["n_actions"],
+    start_logit: float = TOY_DEFAULTS["start_logit"],
+    p_hard_range=(0.02, 0.6),
+    separation_range=(0.0, 4.0),
+    k_max: int = DEFAULT_K_MAX,
+    devices=None,
+) -> dict:
+    """Confirmation 2: `k*` at the toy start over a `p_hard x separation` grid, one compiled call.
+
+    All `n_p_hard * n_separation * n_seeds` regimes form one sweep axis, evaluated by one
+    `jit(vmap)` sharded over `devices` (:func:`sim.sweep.sweep_map`), float32. Seeds use common
+    random numbers across the grid (the same key for every cell), so the map is smooth in the
+    parameters.
+
+    Returns:
+      `p_hard` and `separation` axes, `k_star[seed][i][j]` (None = no conflict up to `k_max`),
+      `median_k_star[i][j]` over seeds (None when most seeds have none), `conflict_fraction`,
+      group success means and the share of negatively interfering prompts.
+    """
+    p_axis = np.linspace(*p_hard_range, n_p_hard)
+    s_axis = np.linspace(*separation_range, n_separation)
+    seed_keys = _keys(key, n_seeds)
+    S, I, J = np.meshgrid(np.arange(n_seeds), np.arange(n_p_hard), np.arange(n_separation), indexing="ij")
+    args = (
+        jnp.asarray(p_axis[I.ravel()], jnp.float32),
+        jnp.asarray(s_axis[J.ravel()], jnp.float32),
+        seed_keys[S.ravel()],
+    )
+    out = _sweep.sweep_map(_phase_entry(n_prompts, n_actions, float(start_logit), k_max), args, devices=devices)
+    shape = (n_seeds, n_p_hard, n_separation)
+    out = {name: np.asarray(v).reshape(shape) for name, v in out.items()}
+    k_star = out["k_star"]
+    conflict = k_star <= k_max
+    # median over seeds with "none" as +inf
+    med = np.median(np.where(conflict, k_star, np.inf), axis=0)
+    return {
+        "p_hard": p_axis.tolist(),
+        "separation": s_axis.tolist(),
+        "k_max": int(k_max),
+        "n_prompts": int(n_prompts),
+        "n_actions": int(n_actions),
+        "start_logit": float(start_logit),
+        "k_star": _k_star_json(k_star, k_max),
+        "median_k_star": [[None if not np.isfinite(v) else float(v) for v in row] for row in med],
+        "conflict_fraction": to_json(conflict.mean(axis=0)),
+        "mean_p_hard_group": to_json(out["p_hard_group"].mean(axis=0)),
+        "mean_p_easy_group": to_json(out["p_easy_group"].mean(axis=0)),
+        "share_negative_agreement": to_json(out["share_negative"].mean(axis=0)),
+        "share_cells_with_conflict": float((med <= k_max).mean()),
+        "share_cells_k_star_4_to_64": float(((med >= 4) & (med <= 64)).mean()),
+    }
+
+
+# --------------------------------------------------------------------------- 3. one step
+
+
+def _random_instance(key, n_prompts, n_actions, dim):
+    kf, kr, kt = jax.random.split(key, 3)
+    features = jax.random.normal(kf, (n_prompts, dim), jnp.float64)
+    rewards = (jax.random.uniform(kr, (n_prompts, n_actions), jnp.float64) < 0.3).astype(jnp.float64)
+    theta = 1.5 * jax.random.normal(kt, (n_actions, dim), jnp.float64)
+    return SoftmaxBandit(features, rewards), theta
+
+
+def one_step(
+    *,
+    key,
+    n_instances: int = 256,
+    n_prompts: int = 6,
+    n_actions: int = 4,
+    dim: int = 3,
+    k_search: int = 64,
+    step_fraction: float = 0.5,
+) -> dict:
+    """Confirmation 3: one plain pass@k step inside the windows lowers `J_1` and raises `J_k`.
+
+    Random instances (Gaussian features `(P, d)`, Bernoulli(0.3) reward tables, Gaussian `theta`
+    of scale 1.5; float64). An instance is a *conflict instance* when `k* <= k_search`; it is
+    stepped at `k = k*`, with `eta = step_fraction * min(eta_1, eta_k)`,
+    `eta_1 = theory.pass1_decrease_window(I_k, ||grad J_k||^2, L_1)`,
+    `eta_k = theory.passk_increase_window(L_k)`, `L_1 = theory.softmax_smoothness_bound(B)`,
+    `L_k = theory.passk_smoothness_bound(B, k)`, `B = max_i ||psi_i||`.
+
+    Also reported, on the same instances: one Adam step from a fresh state whose update has the
+    same norm as the plain step (Adam's first step is `lr sign(g)` up to `eps`); one step of the
+    same size along `theory.project_conflict(g_k, g_1)` and along
+    `theory.project_step_safe(g_k, g_1, step_size=eta, smoothness=L_1)`; and the largest
+    `||hess p_i|| / (B^2/2)` over prompts and instances (`jax.hessian`; SPEC conjectures the
+    supremum `B^2/(3 sqrt 3)`, a ratio of `2/(3 sqrt 3) = 0.385`).
+    """
+    if not 0 < step_fraction < 1:
+        raise ValueError(f"step_fraction must lie in (0, 1); got {step_fraction!r}")
+    with jax.enable_x64(True):
+        keys = _keys(key, n_instances)
+
+        @jax.jit
+        def compute(keys):
+            def one(key):
+                bandit, theta = _random_instance(key, n_prompts, n_actions, dim)
+                p = bandit.success(theta)
+                a = bandit.agreement_scores(theta)
+                mu = bandit.prompt_weights
+                k_star = theory.critical_k_jax(p, a, mu, k_max=k_search)
+                conflict = k_star <= k_search
+                k = jnp.where(conflict, k_star, 1)
+                g1 = bandit.weighted_grad(theta, mu)
+                gk = bandit.pass_at_k_grad(theta, k)
+                inner = jnp.vdot(gk, g1)
+                gk_sq = jnp.vdot(gk, gk)
+                B = bandit.feature_norm
+                L1 = theory.softmax_smoothness_bound(B)
+                Lk = theory.passk_smoothness_bound(B, k)
+                eta1 = theory.pass1_decrease_window(inner, gk_sq, L1)
+                etak = theory.passk_increase_window(Lk)
+                eta = step_fraction * jnp.minimum(eta1, etak)
+                j1 = lambda th: bandit.objective(th, 1)
+                jk = lambda th: bandit.objective(th, k)
+                J1, Jk = j1(theta), jk(theta)
+                theta_sgd = theta + eta * gk
+                d1_sgd = j1(theta_sgd) - J1
+                dk_sgd = jk(theta_sgd) - Jk
+                bound = eta * inner + 0.5 * L1 * eta**2 * gk_sq  # descent lemma
+                # Adam, fresh state, update norm matched to the plain step.
+                lr = eta * jnp.sqrt(gk_sq) / jnp.sqrt(gk.size)
+                opt = optax.adam(lr)
+                upd, _ = opt.update(-gk, opt.init(theta), theta)
+                theta_adam = theta + upd
+                d1_adam = j1(theta_adam) - J1
+                dk_adam = jk(theta_adam) - Jk
+                adam_inner = jnp.vdot(g1, upd)
+                # Projected steps of the same size.
+                flat_k, flat_1 = gk.reshape(-1), g1.reshape(-1)
+                g_proj = theory.project_conflict(flat_k, flat_1).reshape(gk.shape)
+                g_safe = theory.project_step_safe(flat_k, flat_1, step_size=eta, smoothness=L1).reshape(gk.shape)
+                d1_proj = j1(theta + eta * g_proj) - J1
+                dk_proj = jk(theta + eta * g_proj) - Jk
+                d1_safe = j1(theta + eta * g_safe) - J1
+                dk_safe = jk(theta + eta * g_safe) - Jk
+                hess = jax.hessian(lambda th: bandit.success(th))(theta).reshape(n_prompts, theta.size, theta.size)
+                hess_norm = jnp.max(jnp.abs(jnp.linalg.eigvalsh(hess)), axis=-1)
+                return dict(
+                    J1=J1, Jk=Jk, conflict=conflict, k=k, eta=eta, eta1=eta1, etak=etak, inner=inner,
+                    d1_sgd=d1_sgd, dk_sgd=dk_sgd, bound_gap=d1_sgd - bound,
+                    d1_adam=d1_adam, dk_adam=dk_adam, adam_inner=adam_inner,
+                    d1_proj=d1_proj, dk_proj=dk_proj, d1_safe=d1_safe, dk_safe=dk_safe,
+                    hess_ratio=jnp.max(hess_norm) / L1,
+                )
+
+            return jax.vmap(one)(keys)
+
+        r = {name: np.asarray(v) for name, v in compute(keys).items()}
+    c = r["conflict"]
+    n_c = int(c.sum())
+    # float64 cannot resolve a change below a few ulps of the objective (J_k is often within
+    # 1e-16 of 1): such changes are counted as unresolved and left out of the shares.
+    tol_1 = 8 * np.finfo(np.float64).eps * np.abs(r["J1"])
+    tol_k = 8 * np.finfo(np.float64).eps * np.abs(r["Jk"])
+
+    def frac(change, sign, tol):
+        resolved = c & (np.abs(change) > tol)
+        if not resolved.any():
+            return None
+        return float((sign * change[resolved] > 0).mean())
+
+    def both(d1, dk):
+        resolved = c & (np.abs(d1) > tol_1) & (np.abs(dk) > tol_k)
+        if not resolved.any():
+            return None
+        return float(((d1 < 0) & (dk > 0))[resolved].mean())
+
+    def unresolved(change, tol):
+        return int((c & (np.abs(change) <= tol)).sum())
+
+    return {
+        "n_instances": int(n_instances),
+        "n_conflict": n_c,
+        "sizes": {"n_prompts": n_prompts, "n_actions": n_actions, "dim": dim},
+        "step_fraction": float(step_fraction),
+        "k_search": int(k_search),
+        "k_values": to_json(np.bincount(r["k"][c], minlength=k_search + 1)[1:]),
+        "sgd": {
+            "share_pass1_down": frac(r["d1_sgd"], -1, tol_1),
+            "share_passk_up": frac(r["dk_sgd"], 1, tol_k),
+            "share_both": both(r["d1_sgd"], r["dk_sgd"]),
+            "unresolved_pass1": unresolved(r["d1_sgd"], tol_1),
+            "unresolved_passk": unresolved(r["dk_sgd"], tol_k),
+            "max_descent_lemma_gap": (float(r["bound_gap"][c].max()) if n_c else None),
+            "max_descent_lemma_gap_over_rounding": (float((r["bound_gap"][c] / tol_1[c]).max()) if n_c else None),
+            "share_window_from_pass1": (float((r["eta1"] <= r["etak"])[c].mean()) if n_c else None),
+        },
+        "adam": {
+            "share_pass1_down": frac(r["d1_adam"], -1, tol_1),
+            "share_passk_up": frac(r["dk_adam"], 1, tol_k),
+            "share_both": both(r["d1_adam"], r["dk_adam"]),
+            "share_update_inner_negative": (float((r["adam_inner"] < 0)[c].mean()) if n_c else None),
+        },
+        "project": {"share_pass1_down": frac(r["d1_proj"], -1, tol_1), "share_passk_up": frac(r["dk_proj"], 1, tol_k)},
+        "project_safe": {
+            "share_pass1_down": frac(r["d1_safe"], -1, tol_1),
+            "share_passk_up": frac(r["dk_safe"], 1, tol_k),
+            "unresolved_pass1": unresolved(r["d1_safe"], tol_1),
+        },
+        "hessian": {
+            "max_ratio_to_bound": float(r["hess_ratio"].max()),
+            "conjectured_ratio": 2 / (3 * math.sqrt(3)),
+        },
+        "scatter": {
+            "d1_sgd": to_json(r["d1_sgd"][c][:400]),
+            "dk_sgd": to_json(r["dk_sgd"][c][:400]),
+            "d1_adam": to_json(r["d1_adam"][c][:400]),
+            "dk_adam": to_json(r["dk_adam"][c][:400]),
+            "eta": to_json(r["eta"][c][:400]),
+        },
+    }
+
+
+# --------------------------------------------------------------------------- 4. dynamics
+
+
+def _summarise(out: dict, k_max: int) -> dict:
+    """Mean and spread over seeds of a `(K, S, T)` record dict; `k*` as median with None."""
+    res = {}
+    for name in ("j1", "jk", "inner", "mean_agreement", "cos", "update_inner"):
+        v = np.asarray(out[name], np.float64)
+        res[name] = {"mean": to_json(v.mean(axis=-2)), "std": to_json(v.std(axis=-2))}
+    ks = np.asarray(out["k_star"])
+    med = np.median(np.where(ks <= k_max, ks, np.inf), axis=-2)
+    res["k_star_median"] = [[None if not np.isfinite(x) else float(x) for x in row] for row in med]
+    res["k_used_mean"] = to_json(np.asarray(out["k_used"], np.float64).mean(axis=-2))
+    return res
+
+
+def _trend(j):
+    """Start, end, minimum, argmin, maximum of a mean curve."""
+    j = np.asarray(j, np.float64)
+    return {
+        "start": float(j[0]),
+        "end": float(j[-1]),
+        "min": float(j.min()),
+        "argmin": int(j.argmin()),
+        "max": float(j.max()),
+        "monotone_down_steps": int(np.argmax(np.diff(j) >= 0)) if (np.diff(j) >= 0).any() else int(len(j) - 1),
+    }
+
+
+def dynamics(
+    *,
+    key,
+    steps: int = 60,
+    n_seeds: int = 2,
+    n_samples: int = 40,
+    learning_rate: float = 1.0,
+    adam_learning_rate: float = 0.05,
+    mixture_weight: float = 1.0,
+    n_prompts: int = TOY_DEFAULTS["n_prompts"],
+    sampled=("pkpo-loo/sgd", "grouped-passk/sgd", "pkpo-loo/adam"),
+    k_max: int = 1024,
+) -> dict:
+    """Confirmation 4: training dynamics from the toy start (default regime, float32).
+
+    With `k*` the critical order at the start, `k_low = max(2, k* // 2)` (no conflict) and
+    `k_high` the power of two at or above `4 k*`, capped at `n_samples - 1` (conflict). Every run
+    covers `ks = (1, k_low, k_high)`: pass@k ascent at `k = 1` *is* pass@1 ascent (`w_1 = 1`; the
+    PKPO-LOO estimator at `k = 1` is RLOO, and the group-normalised advantage at `k = 1` is GRPO).
+    Each line is one `train_sweep` call (rules, `k` and seeds are vmap axes of one compile):
+
+    - `"exact/sgd"`: exact gradients, plain steps (`optax.sgd(learning_rate)`), rules `"passk"`,
+      `"project"`, `"project-safe"`, `"mixture"` (fixed `lambda = mixture_weight`: ascent on
+      `J_k + lambda J_1`) and `"safe-k"`; one seed (deterministic);
+    - `"exact/adam"`: exact gradients, `optax.adam(adam_learning_rate)`, rule `"passk"`;
+    - the sampled runs named in `sampled`, `"estimator/optimizer"` (default `"pkpo-loo/sgd"`,
+      `"grouped-passk/sgd"`, `"pkpo-loo/adam"`): `n_samples` answers per prompt over `n_seeds`
+      seeds, rule `"passk"`.
+
+    Returns:
+      `k_star0`, `k_low`, `k_high`, and per run and rule (`runs[name][rule]`) the mean/std over
+      seeds of `J_1`, `J_k`, `I_k`, `A_k`, `cos_k`, `<grad J_1, u>` per step (arrays `(3, T)`,
+      one row per `k`), the median `k*` per step, and trend summaries (start, end, min, argmin of
+      `J_1` and `J_k`).
+    """
+    with jax.enable_x64(False):
+        bandit, theta0 = toy_bandit(jax.random.fold_in(key, 0), n_prompts=n_prompts, dtype=jnp.float32)
+        k_star0 = int(bandit.diagnostics(theta0, 1, k_max=k_max).k_star)
+        k_star0 = None if k_star0 > k_max else k_star0
+        if k_star0 is None:
+            raise RuntimeError("the toy start shows no conflict; dynamics needs one (check TOY_DEFAULTS)")
+        k_low = max(2, k_star0 // 2)
+        k_high = min(2 ** math.ceil(math.log2(4 * k_star0)), n_samples - 1)
+        if not k_low < k_star0 <= k_high:
+            raise RuntimeError(f"cannot place k below and above k*={k_star0} with n_samples={n_samples}")
+        ks = [1, k_low, k_high]
+        bandits = jax.tree_util.tree_map(lambda x: x[None], bandit)
+        thetas = theta0[None]
+        seed_keys = _keys(jax.random.fold_in(key, 1), n_seeds)
+        safe_rules = ("passk", "project", "project-safe", "mixture", "safe-k")
+        plan = [
+            ("exact/sgd", dict(rule=safe_rules, keys=seed_keys[:1], mixture_weight=mixture_weight)),
+            ("exact/adam", dict(rule=("passk",), keys=seed_keys[:1], optimizer="adam")),
+        ]
+        for name in sampled:
+            estimator, _, optimizer = str(name).partition("/")
+            if estimator not in ESTIMATORS[1:] or optimizer not in ("sgd", "adam", "momentum"):
+                raise ValueError(f"sampled runs are named 'estimator/optimizer' (e.g. 'pkpo-loo/sgd'); got {name!r}")
+            plan.append((name, dict(rule=("passk",), keys=seed_keys, estimator=estimator, optimizer=optimizer)))
+        runs = {}
+        for name, cfg in plan:
+            cfg = dict(cfg)
+            estimator = cfg.pop("estimator", "exact")
+            optimizer = cfg.pop("optimizer", "sgd")
+            out = train_sweep(
+                bandits, thetas, ks=ks, steps=steps, estimator=estimator, optimizer=optimizer,
+                n_samples=None if estimator == "exact" else n_samples,
+                learning_rate=adam_learning_rate if optimizer == "adam" else learning_rate,
+                k_max=k_max, **cfg,
+            )
+            runs[name] = {}
+            for u, rule in enumerate(cfg["rule"]):
+                rec = {n: v[u, 0] for n, v in out.items() if n != "theta"}  # (K, S, T)
+                summary = _summarise(rec, k_max)
+                summary["ks"] = ks
+                summary["n_seeds"] = int(len(cfg["keys"]))
+                summary["trend"] = [
+                    {"k": int(k), "j1": _trend(summary["j1"]["mean"][i]), "jk": _trend(summary["jk"]["mean"][i])}
+                    for i, k in enumerate(ks)
+                ]
+                runs[name][rule] = summary
+    return {
+        "k_star0": int(k_star0),
+        "k_low": int(k_low),
+        "k_high": int(k_high),
+        "ks": ks,
+        "steps": int(steps),
+        "n_samples": int(n_samples),
+        "learning_rate": float(learning_rate),
+        "adam_learning_rate": float(adam_learning_rate),
+        "mixture_weight": float(mixture_weight),
+        "regime": dict(TOY_DEFAULTS, n_prompts=n_prompts),
+        "runs": runs,
+    }
+
+
+# --------------------------------------------------------------------------- 5. estimators
+
+
+def estimator_check(
+    *,
+    key,
+    n_draws: int = 2000,
+    n_prompts: int = 32,
+    k: int = 4,
+    n_samples: int = 8,
+    estimators=ESTIMATORS[1:],
+) -> dict:
+    """Confirmation 5: the mean sampled update equals its exact expectation; variances compared.
+
+    At the toy start (default regime, `n_prompts` prompts, float64), `n_draws` independent updates
+    of each estimator (:func:`sim.train.sampled_update`, `n_samples` answers per prompt, order
+    `k`) are averaged and compared with the exact expectation
+    `sum_i mu_i v(p_i) grad p_i`, `v = theory.implied_prompt_weight(method, p, k=k, n=n_samples)`
+    (for the PKPO variants this is `grad J_k` itself). Reported per estimator: the largest
+    `|mean - exact| / stderr` over parameters (`z_max`), the relative error
+    `||mean - exact|| / ||exact||`, the cosine between the exact expectation and `grad J_k`, the
+    total variance `E||u - E u||^2` relative to `||E u||^2`, and the variance of the component
+    along `grad J_k`, relative to the squared projection of `E u` on it. Also the implied weights
+    `v(p)` on a grid of `p` (at `n_samples` and in the limit) for the figure.
+    """
+    estimators = tuple(estimators)
+    for est in estimators:
+        if est not in ESTIMATORS[1:]:
+            raise ValueError(f"estimators must be among {ESTIMATORS[1:]}; got {est!r}")
+    grid = np.linspace(0.0, 1.0, 101)
+    with jax.enable_x64(True):
+        bandit, theta0 = toy_bandit(jax.random.fold_in(key, 0), n_prompts=n_prompts, dtype=jnp.float64)
+        draw_keys = _keys(jax.random.fold_in(key, 1), n_draws)
+
+        @jax.jit
+        def compute(bandit, theta0, draw_keys):
+            p = bandit.success(theta0)
+            gk = bandit.pass_at_k_grad(theta0, k)
+            p_and_grid = jnp.concatenate([p, jnp.asarray(grid, p.dtype)])  # one weight call per method
+            expected, finite, limit = {}, {}, {}
+            for est in estimators:
+                kk = k if est in PASSK_ESTIMATORS else None
+                w = theory.implied_prompt_weight(est, p_and_grid, k=kk, n=n_samples)
+                expected[est] = bandit.weighted_grad(theta0, bandit.prompt_weights * w[: p.shape[0]])
+                finite[est] = w[p.shape[0]:]
+                limit[est] = theory.implied_prompt_weight(est, jnp.asarray(grid, p.dtype), k=kk, n=None)
+            samples = jax.vmap(
+                lambda kk_: sampled_updates(bandit, theta0, estimators=estimators, k=k, n_samples=n_samples, key=kk_)
+            )(draw_keys)  # every estimator on the same draws
+            return gk, expected, finite, limit, samples
+
+        gk, expected, finite, limit, samples = jax.tree_util.tree_map(np.asarray, compute(bandit, theta0, draw_keys))
+    u_hat = gk.reshape(-1) / np.linalg.norm(gk)
+    rows = {}
+    curves = {}
+    for est in estimators:
+        curves[est] = {"finite_n": to_json(finite[est]), "limit": to_json(limit[est])}
+        e = expected[est].reshape(-1)
+        u = samples[est].reshape(n_draws, -1)
+        mean = u.mean(axis=0)
+        stderr = u.std(axis=0, ddof=1) / math.sqrt(n_draws)
+        z = np.abs(mean - e) / np.where(stderr > 0, stderr, np.inf)
+        centred = u - mean
+        along = centred @ u_hat
+        e_along = float(e @ u_hat)
+        rows[est] = {
+            "z_max": float(z.max()),
+            "relative_error": float(np.linalg.norm(mean - e) / np.linalg.norm(e)),
+            "cos_expected_vs_grad_jk": float(e_along / np.linalg.norm(e)),
+            "relative_total_variance": float(np.mean(np.sum(centred**2, axis=1)) / np.dot(e, e)),
+            "relative_variance_along_grad_jk": float(np.mean(along**2) / e_along**2) if e_along != 0 else None,
+            "uses_k": est in PASSK_ESTIMATORS,
+        }
+    return {
+        "k": int(k),
+        "n_samples": int(n_samples),
+        "n_draws": int(n_draws),
+        "n_prompts": int(n_prompts),
+        "n_parameters": int(np.prod(theta0.shape)),
+        "estimators": rows,
+        "implied_weights": {"p": grid.tolist(), "curves": curves},
+    }
+
+
+# --------------------------------------------------------------------------- all together
+
+
+def run_all(*, quick: bool, key, progress: Callable[[str], None] | None = None) -> dict:
+    """Every confirmation's numbers (quick: small sizes, under a minute; full: the figures).
+
+    Args:
+      quick: use :data:`QUICK` sizes instead of :data:`FULL`.
+      key: `jax.random` key; each confirmation gets its own `fold_in`.
+      progress: optional callback receiving one line per finished part.
+
+    Returns:
+      A JSON-serialisable dict with keys `toy`, `critical_k`, `phase_diagram`, `one_step`,
+      `dynamics`, `estimators`, and `meta` (sizes, seconds per part, device count).
+    """
+    sizes = QUICK if quick else FULL
+    say = progress or (lambda _msg: None)
+    timings = {}
+    results = {}
+
+    def part(name, fn):
+        t0 = time.perf_counter()
+        results[name] = fn()
+        timings[name] = round(time.perf_counter() - t0, 2)
+        say(f"{name}: {timings[name]:.1f} s")
+
+    part("toy", lambda: toy_diagnostics(key=jax.random.fold_in(key, 100), k=16))
+    part("critical_k", lambda: critical_k_agreement(key=jax.random.fold_in(key, 1), **sizes["critical_k"]))
+    part("phase_diagram", lambda: phase_diagram(key=jax.random.fold_in(key, 2), **sizes["phase"]))
+    part("one_step", lambda: one_step(key=jax.random.fold_in(key, 3), **sizes["one_step"]))
+    part("dynamics", lambda: dynamics(key=jax.random.fold_in(key, 4), **sizes["dynamics"]))
+    part("estimators", lambda: estimator_check(key=jax.random.fold_in(key, 5), **sizes["estimators"]))
+    results["meta"] = {
+        "quick": bool(quick),
+        "sizes": to_json(sizes),
+        "seconds": timings,
+        "n_devices": len(jax.devices()),
+        "backend": jax.default_backend(),
+    }
+    return to_json(results)

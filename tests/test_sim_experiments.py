@@ -1,0 +1,149 @@
+"""The five confirmations at small size, their JSON, and the figures drawn from them."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from sim import experiments as E
+
+KEY = jax.random.PRNGKey(7)
+
+
+@pytest.fixture(scope="module")
+def critical_result():
+    return E.critical_k_agreement(
+        key=KEY, p_hards=(0.1, 0.3), separations=(0.5, 2.5), start_logits=(2.0, 3.0), n_seeds=1, n_prompts=24, k_grid=64
+    )
+
+
+@pytest.fixture(scope="module")
+def phase_result():
+    return E.phase_diagram(key=KEY, n_p_hard=5, n_separation=3, n_seeds=2, n_prompts=32)
+
+
+def test_confirmation_1_critical_k_equals_autodiff_crossing(critical_result):
+    res = critical_result
+    json.dumps(res, allow_nan=False)
+    assert res["n_regimes"] == 8
+    assert res["n_conflict"] >= 4
+    assert res["all_match"], res["mismatches"]
+    assert res["n_match"] == res["n_regimes"]
+
+
+def test_confirmation_2_phase_diagram(phase_result):
+    res = phase_result
+    json.dumps(res, allow_nan=False)
+    k_star = res["k_star"]
+    assert np.shape(k_star) == (2, 5, 3)
+    assert len(res["median_k_star"]) == 5 and len(res["median_k_star"][0]) == 3
+    assert 0 < res["share_cells_with_conflict"] <= 1
+    # direct check of one cell against the bandit's own diagnostics
+    from sim import toy_bandit
+
+    key = jax.random.split(KEY, 2)[1]
+    b, t0 = toy_bandit(key, n_prompts=32, p_hard=float(res["p_hard"][2]), separation=float(res["separation"][1]))
+    direct = int(b.diagnostics(t0, 1, k_max=res["k_max"]).k_star)
+    assert k_star[1][2][1] == (None if direct > res["k_max"] else direct)
+
+
+@pytest.fixture(scope="module")
+def one_step_result():
+    return E.one_step(key=KEY, n_instances=200)
+
+
+def test_confirmation_3_one_step(one_step_result):
+    res = one_step_result
+    json.dumps(res, allow_nan=False)
+    assert res["n_conflict"] >= 20
+    assert res["sgd"]["share_pass1_down"] == 1.0
+    assert res["sgd"]["share_passk_up"] == 1.0
+    assert res["sgd"]["share_both"] == 1.0
+    assert res["sgd"]["max_descent_lemma_gap_over_rounding"] <= 1.0
+    assert res["project_safe"]["share_pass1_down"] == 0.0
+    assert 0.0 <= res["adam"]["share_pass1_down"] <= 1.0
+    assert res["hessian"]["max_ratio_to_bound"] <= 1.0
+
+
+@pytest.fixture(scope="module")
+def dynamics_result():
+    return E.dynamics(key=KEY, steps=12, n_seeds=2, n_samples=36, n_prompts=64, sampled=("pkpo-loo/sgd",))
+
+
+def test_confirmation_4_dynamics(dynamics_result):
+    res = dynamics_result
+    json.dumps(res, allow_nan=False)
+    assert res["ks"] == [1, res["k_low"], res["k_high"]]
+    assert res["k_low"] < res["k_star0"] <= res["k_high"]
+    for name in ("exact/sgd", "pkpo-loo/sgd", "exact/adam"):
+        t = res["runs"][name]["passk"]["trend"]
+        assert t[0]["j1"]["end"] > t[0]["j1"]["start"], name  # pass@1 ascent raises J_1
+        assert t[1]["j1"]["end"] > t[1]["j1"]["start"] and t[1]["jk"]["end"] > t[1]["jk"]["start"], name
+        assert t[2]["jk"]["end"] > t[2]["jk"]["start"], name
+    for name in ("exact/sgd", "pkpo-loo/sgd"):  # plain steps above k*: J_1 falls
+        t = res["runs"][name]["passk"]["trend"][2]
+        assert t["j1"]["end"] < t["j1"]["start"], name
+    ex = res["runs"]["exact/sgd"]
+    assert ex["passk"]["trend"][2]["j1"]["monotone_down_steps"] == 12
+    assert ex["project-safe"]["trend"][2]["j1"]["min"] >= ex["project-safe"]["trend"][2]["j1"]["start"]
+    assert ex["project-safe"]["trend"][2]["jk"]["end"] > ex["project-safe"]["trend"][2]["jk"]["start"]
+    assert len(ex["passk"]["k_star_median"][2]) == 13
+
+
+@pytest.fixture(scope="module")
+def estimator_result():
+    return E.estimator_check(key=KEY, n_draws=3000, n_prompts=24, k=4, n_samples=8)
+
+
+def test_confirmation_5_estimators(estimator_result):
+    res = estimator_result
+    json.dumps(res, allow_nan=False)
+    rows = res["estimators"]
+    assert set(rows) == set(E.ESTIMATORS[1:])
+    for name, row in rows.items():
+        # the mean of 3000 updates is within Monte-Carlo error of the exact expectation
+        assert row["z_max"] < 5.0, (name, row)
+    for name in ("pkpo", "pkpo-loo", "pkpo-loo-1"):
+        assert rows[name]["cos_expected_vs_grad_jk"] == pytest.approx(1.0, abs=1e-12)
+    # baselines reduce variance: no baseline > leave-one-out > (k-1) baseline here
+    assert rows["pkpo"]["relative_total_variance"] > rows["pkpo-loo"]["relative_total_variance"]
+    assert rows["reinforce"]["relative_variance_along_grad_jk"] is not None
+
+
+def test_figures(tmp_path, critical_result, phase_result, one_step_result, dynamics_result, estimator_result):
+    from passk.plots.bandit import draw
+    from sim import toy_diagnostics
+
+    results = {
+        "toy": toy_diagnostics(0.2, 1.0, 8, n_prompts=32),
+        "critical_k": critical_result,
+        "phase_diagram": phase_result,
+        "one_step": one_step_result,
+        "dynamics": dynamics_result,
+        "estimators": estimator_result,
+    }
+    paths = draw(json.loads(json.dumps(results)), tmp_path / "figs")
+    names = sorted(p.name for p in paths)
+    assert names == sorted(
+        f"bandit_{n}.{ext}" for n in ("toy", "critical_k", "phase", "one_step", "dynamics", "estimators") for ext in ("png", "pdf")
+    )
+    for p in paths:
+        assert p.stat().st_size > 1000
+    assert not list((tmp_path / "figs").glob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_run_all_quick(tmp_path):
+    """The whole `run_all(quick=True)` (about a minute on two loaded cores), then every figure."""
+    from passk.plots.bandit import draw
+
+    lines = []
+    res = E.run_all(quick=True, key=KEY, progress=lines.append)
+    text = json.dumps(res, allow_nan=False)
+    assert set(res) == {"toy", "critical_k", "phase_diagram", "one_step", "dynamics", "estimators", "meta"}
+    assert res["critical_k"]["all_match"] and res["one_step"]["sgd"]["share_both"] == 1.0
+    assert len(lines) == 6 and len(text) > 10_000
+    assert len(draw(res, tmp_path)) == 12

@@ -1,0 +1,92 @@
+"""Sharding the sweep axis over several devices gives the one-device numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sim.sweep import padded_length, sweep_map
+
+_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import jax, numpy as np
+    from sim import experiments as E
+    from sim import toy_bandit, train_sweep
+
+    assert len(jax.devices()) == 4, jax.devices()
+    key = jax.random.PRNGKey(0)
+    b, t0 = toy_bandit(key, n_prompts=32)
+    bb = jax.tree_util.tree_map(lambda x: x[None], b)
+    out = {}
+    for name, devs in (("one", jax.devices()[:1]), ("four", jax.devices())):
+        # 3 x 5 = 15 regimes: padded to 16 on four devices
+        ph = E.phase_diagram(key=key, n_p_hard=3, n_separation=5, n_seeds=1, n_prompts=32, devices=devs)
+        # 2 rules x 3 k x 3 seeds = 18 runs: padded to 20 on four devices
+        tr = train_sweep(bb, t0[None], ks=[2, 16, 40], keys=jax.random.split(key, 3), steps=6,
+                         rule=("passk", "project-safe"), devices=devs)
+        out[name] = {
+            "phase_k_star": ph["k_star"],
+            "phase_share": ph["share_negative_agreement"],
+            "train": {n: np.asarray(v, np.float64).tolist() for n, v in tr.items()},
+        }
+    print("RESULT" + json.dumps(out))
+    """
+)
+
+
+def test_four_devices_match_one_device():
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    env.pop("JAX_ENABLE_X64", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", _SCRIPT], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))
+    out = json.loads(line[len("RESULT"):])
+    one, four = out["one"], out["four"]
+    assert one["phase_k_star"] == four["phase_k_star"]
+    np.testing.assert_allclose(four["phase_share"], one["phase_share"], rtol=1e-6)
+    for group in ("train",):
+        for name in one[group]:
+            a, b = np.asarray(one[group][name]), np.asarray(four[group][name])
+            assert a.shape == b.shape, name
+            if name in ("k_star", "k_used"):
+                np.testing.assert_array_equal(a, b, err_msg=name)
+            else:
+                # float32: equal to 1e-6 of the array's scale (XLA may vectorise a batch of 20
+                # and a batch of 5 differently, so the last bits can differ)
+                np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6 * np.abs(a).max(), err_msg=name)
+
+
+def test_padding_and_validation():
+    assert padded_length(15, 4) == 16 and padded_length(16, 4) == 16 and padded_length(1, 4) == 4
+    with pytest.raises(ValueError, match="at least one entry"):
+        padded_length(0, 4)
+    out = sweep_map(_square, (jnp.arange(5.0), jnp.ones(5)))
+    np.testing.assert_allclose(out, np.arange(5.0) ** 2 + 1)
+    with pytest.raises(ValueError, match="leading sweep axis"):
+        sweep_map(_square, (jnp.arange(5.0), jnp.ones(4)))
+    with pytest.raises(ValueError, match="scalar"):
+        sweep_map(_square, (jnp.arange(5.0), jnp.ones(())))
+
+
+def _square(args):
+    x, y = args
+    return x * x + y
+
+
+def test_uses_all_local_devices():
+    from sim.sweep import sweep_mesh
+
+    assert sweep_mesh().size == len(jax.devices())

@@ -1,0 +1,109 @@
+"""Training: rules, estimators, records, sweep axes and validation."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sim import ESTIMATORS, toy_bandit, train, train_sweep
+from sim.train import sampled_updates
+
+
+@pytest.fixture(scope="module")
+def toy():
+    b, theta0 = toy_bandit(jax.random.PRNGKey(0), n_prompts=64)
+    k_star = int(b.diagnostics(theta0, 1).k_star)
+    return b, theta0, k_star
+
+
+def test_rules_in_one_compiled_sweep(toy):
+    """Exact plain steps: pass@1 ascent raises J_1; pass@k above k* lowers J_1 and raises J_k;
+    the projection never loses pass@1 to first order; the step-safe projection never loses it."""
+    b, theta0, k_star = toy
+    lr = 1.0
+    rules = ("passk", "project", "project-safe", "safe-k")
+    ks = [1, 4 * k_star]
+    out = train_sweep(
+        jax.tree_util.tree_map(lambda x: x[None], b), theta0[None], ks=ks,
+        keys=jax.random.split(jax.random.PRNGKey(1), 1), steps=15, rule=rules, learning_rate=lr,
+    )
+    assert out["j1"].shape == (4, 1, 2, 1, 16) and out["update_inner"].shape == (4, 1, 2, 1, 15)
+    assert out["theta"].shape == (4, 1, 2, 1) + theta0.shape
+    j1, jk = out["j1"][:, 0, :, 0], out["jk"][:, 0, :, 0]
+    passk, project, safe, safe_k = range(4)
+    assert np.all(np.diff(j1[passk, 0]) > 0)  # k = 1 is pass@1 ascent
+    assert np.all(np.diff(j1[passk, 1]) < 0) and np.all(np.diff(jk[passk, 1]) > 0)  # k > k*
+    # sgd: the update is lr * g_k, so <g_1, u> = lr * I_k
+    np.testing.assert_allclose(out["update_inner"][passk, 0, 1, 0], lr * out["inner"][passk, 0, 1, 0, :-1], rtol=1e-4)
+    assert np.all(out["update_inner"][project, 0, 1, 0] >= -1e-7)
+    assert np.all(np.diff(j1[safe, 1]) >= 0) and jk[safe, 1, -1] > jk[safe, 1, 0]
+    k_used = out["k_used"][safe_k, 0, 1, 0]
+    k_star_path = out["k_star"][safe_k, 0, 1, 0, :-1]
+    assert np.all(k_used == np.clip(k_star_path - 1, 1, ks[1]))
+    assert np.all(np.diff(j1[safe_k, 1]) > 0)
+
+
+def test_train_matches_sweep_entry(toy):
+    b, theta0, k_star = toy
+    single = train(b, theta0, k=8, steps=5, key=jax.random.PRNGKey(3), optimizer="adam", learning_rate=0.05)
+    sweep = train_sweep(
+        jax.tree_util.tree_map(lambda x: x[None], b), theta0[None], ks=[2, 8],
+        keys=jax.random.PRNGKey(3)[None], steps=5, optimizer="adam", learning_rate=0.05,
+    )
+    for name in ("j1", "jk", "k_star", "update_inner"):
+        np.testing.assert_allclose(single[name], sweep[name][0, 1, 0], rtol=1e-5, atol=1e-8)
+    assert single["j1"].shape == (6,) and single["update_inner"].shape == (5,)
+
+
+def test_sampled_estimators_train(toy):
+    """Every sampled estimator runs inside the scan; PKPO at k > k* follows the exact descent."""
+    b, theta0, k_star = toy
+    bb = jax.tree_util.tree_map(lambda x: x[None], b)
+    keys = jax.random.split(jax.random.PRNGKey(4), 2)
+    k = 4 * k_star
+    res = train_sweep(
+        bb, theta0[None], ks=[k], keys=keys, steps=12, rule=("passk", "project"), estimator="pkpo-loo-1", n_samples=k + 8
+    )
+    j1 = res["j1"][0, 0, 0].mean(axis=0)
+    assert j1[-1] < j1[0] and res["jk"][0, 0, 0, :, -1].mean() > res["jk"][0, 0, 0, :, 0].mean()
+    assert np.all(np.isfinite(res["j1"][1]))  # sampled projection (g_1 from RLOO on the same answers)
+    updates = jax.jit(
+        lambda key: sampled_updates(b, theta0, estimators=ESTIMATORS[1:], k=4, n_samples=8, key=key)
+    )(jax.random.PRNGKey(5))
+    for est, u in updates.items():
+        assert u.shape == theta0.shape and np.all(np.isfinite(u)), est
+
+
+@pytest.mark.parametrize(
+    "kwargs, err, match",
+    [
+        (dict(rule="nope"), ValueError, "rule"),
+        (dict(estimator="ppo"), ValueError, "estimator"),
+        (dict(estimator="pkpo", n_samples=4), ValueError, "n_samples >= 8"),
+        (dict(estimator="pkpo-loo", n_samples=8), ValueError, "n_samples >= 9"),
+        (dict(estimator="rloo"), ValueError, "n_samples"),
+        (dict(n_samples=4), ValueError, "n_samples"),
+        (dict(steps=0), ValueError, "steps"),
+        (dict(learning_rate=-1.0), ValueError, "learning_rate"),
+        (dict(optimizer="lbfgs"), ValueError, "optimizer"),
+        (dict(mixture_weight=1.0), ValueError, "mixture_weight"),
+        (dict(k=0), ValueError, "k must be >= 1"),
+        (dict(k=2.0), TypeError, "k"),
+    ],
+)
+def test_validation(toy, kwargs, err, match):
+    b, theta0, _ = toy
+    args = dict(k=8, steps=2, key=jax.random.PRNGKey(0))
+    args.update(kwargs)
+    with pytest.raises(err, match=match):
+        train(b, theta0, **args)
+
+
+def test_key_is_keyword_only(toy):
+    b, theta0, _ = toy
+    with pytest.raises(TypeError):
+        train(b, theta0, 8, 2, jax.random.PRNGKey(0))  # type: ignore[misc]
+    with pytest.raises(ValueError, match="theta0s"):
+        train(b, jnp.zeros((3, 2)), k=2, steps=2, key=jax.random.PRNGKey(0))
