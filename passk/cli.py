@@ -69,10 +69,38 @@ def _cmd_reproduce(args) -> int:
     return 0
 
 
+def format_toy(diag: dict, ks) -> str:
+    """A text report of `sim.toy_diagnostics` at the requested `ks`."""
+    reg = diag["regime"]
+    curves = diag["curves"]
+    col = {k: i for i, k in enumerate(curves["ks"])}
+    lines = [
+        f"toy regime: p_hard={reg['p_hard']}, separation={reg['separation']}, "
+        f"A={reg['n_actions']}, P={reg['n_prompts']}, start_logit={reg['start_logit']}",
+        f"pass@1 J_1 = {diag['j1']:.4f}   ||grad J_1|| = {diag['grad_norm_1']:.4g}",
+        f"critical k* = {diag['k_star'] if diag['k_star'] is not None else 'none'}   safe k = {diag['safe_k']}",
+    ]
+    for name, group in diag["groups"].items():
+        if group:
+            lines.append(
+                f"{name:>4} prompts: {group['count']:4d}, mean p {group['mean_p']:.3f}, "
+                f"mean agreement {group['mean_agreement']:+.3e}, negative share {group['share_negative_agreement']:.2f}"
+            )
+    lines.append(f"{'k':>6}  {'J_k':>8}  {'I_k':>11}  {'A_k':>11}  {'cos_k':>7}  conflict")
+    for k in ks:
+        i = col[k]
+        a_k = curves["mean_agreement"][i]
+        lines.append(
+            f"{k:>6}  {curves['jk'][i]:8.4f}  {curves['inner'][i]:11.3e}  {a_k:11.3e}  "
+            f"{curves['cos'][i]:7.3f}  {'yes' if a_k < 0 else 'no'}"
+        )
+    return "\n".join(lines)
+
+
 def _cmd_toy(args) -> int:
     import jax
 
-    from sim import experiments
+    from sim import toy_diagnostics
     from sim._atomic import atomic_write_json
 
     kwargs = {}
@@ -80,10 +108,11 @@ def _cmd_toy(args) -> int:
         kwargs["n_prompts"] = args.n_prompts
     if args.n_actions is not None:
         kwargs["n_actions"] = args.n_actions
-    diag = experiments.toy_diagnostics(
-        p_hard=args.p_hard, separation=args.separation, ks=args.k, key=jax.random.key(args.seed), **kwargs
+    ks = sorted(set(args.k))
+    diag = toy_diagnostics(
+        p_hard=args.p_hard, separation=args.separation, k=ks[-1], ks=ks, key=jax.random.key(args.seed), **kwargs
     )
-    print(experiments.format_toy_diagnostics(diag))
+    print(format_toy(diag, ks))
     if args.json:
         atomic_write_json(args.json, diag)
     return 0

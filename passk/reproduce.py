@@ -81,11 +81,32 @@ def _run_theory(*, quick, key, outdir, progress):
     return results, plots.draw(results, outdir)
 
 
+def bandit_headline(results: dict) -> dict:
+    """The bandit numbers worth a line in the summary table, read from `sim.run_all` output."""
+    toy, crit, one = results["toy"], results["critical_k"], results["one_step"]
+    dyn = results["dynamics"]
+    plain = dyn["runs"]["exact/sgd"]["passk"]
+    index = {k: i for i, k in enumerate(plain["ks"])}
+    j1_hi = plain["j1"]["mean"][index[dyn["k_high"]]]
+    j1_lo = plain["j1"]["mean"][index[dyn["k_low"]]]
+    return {
+        "toy k* at the start": toy["k_star"],
+        f"toy cos_k at k={toy['k']}": toy["cos"],
+        "k* predicted = first autodiff conflict": f"{crit['n_match']}/{crit['n_regimes']} regimes",
+        "phase diagram: share of cells in conflict": results["phase_diagram"]["share_cells_with_conflict"],
+        "one plain step in the window: J_1 down and J_k up": one["sgd"]["share_both"],
+        "one Adam step: J_1 down": one["adam"]["share_pass1_down"],
+        f"pass@{dyn['k_high']} ascent (k > k*={dyn['k_star0']}): J_1 start -> end": f"{j1_hi[0]:.3f} -> {j1_hi[-1]:.3f}",
+        f"pass@{dyn['k_low']} ascent (k < k*): J_1 start -> end": f"{j1_lo[0]:.3f} -> {j1_lo[-1]:.3f}",
+    }
+
+
 def _run_bandit(*, quick, key, outdir, progress):
     from passk.plots import bandit as plots
     from sim import experiments
 
     results = experiments.run_all(quick=quick, key=key, progress=progress)
+    results["headline"] = bandit_headline(results)
     return results, plots.draw(results, outdir)
 
 

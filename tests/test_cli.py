@@ -74,3 +74,36 @@ def test_atomic_json_refuses_nan(tmp_path):
     with pytest.raises(ValueError):
         atomic_write_json(tmp_path / "x.json", {"a": float("nan")})
     assert not (tmp_path / "x.json").exists()
+
+
+def test_toy_command_reports_the_simulated_k_star(capsys):
+    import jax
+
+    from sim import toy_diagnostics
+
+    assert cli.main(["toy", "--p-hard", "0.2", "--separation", "1.0", "--k", "1", "16", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    expected = toy_diagnostics(p_hard=0.2, separation=1.0, k=16, ks=[1, 16], key=jax.random.key(3))
+    assert f"critical k* = {expected['k_star']}" in out
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith(("1 ", "16 "))]
+    assert [r[0] for r in rows] == ["1", "16"]
+    assert rows[0][-1] == "no"  # never a conflict at k = 1
+
+
+def test_toy_command_rejects_bad_regime(capsys):
+    assert cli.main(["toy", "--p-hard", "1.5", "--separation", "1.0", "--k", "4"]) == 2
+    assert "p_hard" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_reproduce_quick_all_parts(tmp_path):
+    """`passk reproduce --quick` end to end (about two minutes on 2 cores)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "passk.cli", "reproduce", "--quick", "--out", str(tmp_path)],
+        capture_output=True, text=True, check=True,
+    )
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert set(data) == {"theory", "bandit", "transformer"}
+    for part in data.values():
+        assert part["figures"] and all((tmp_path / f).exists() for f in part["figures"])
+    assert "toy k* at the start" in out.stdout
