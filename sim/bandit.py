@@ -33,40 +33,16 @@ import jax.numpy as jnp
 import numpy as np
 
 import theory
+from theory import _validate
 
 __all__ = ["SoftmaxBandit", "BanditDiagnostics", "DEFAULT_K_MAX"]
 
 # Largest k searched for k* by default: comfortably above the k of any practical pass@k trainer.
 DEFAULT_K_MAX = 4096
 
-_MU_SUM_TOL = 1e-6
-
 
 def _concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
-
-
-def _float_array(name: str, x, dtype=None):
-    if x is None or isinstance(x, (str, bytes)):
-        raise TypeError(f"{name} must be an array of numbers; got {x!r}")
-    try:
-        arr = jnp.asarray(x)
-    except TypeError as err:
-        raise TypeError(f"{name} must be an array of numbers; got {x!r}") from err
-    if arr.dtype == jnp.bool_ or not (
-        jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)
-    ):
-        raise TypeError(f"{name} must be real-valued; got dtype {arr.dtype}")
-    if dtype is not None:
-        return arr.astype(dtype)
-    if not jnp.issubdtype(arr.dtype, jnp.floating):
-        arr = arr.astype(jnp.result_type(float))
-    return arr
-
-
-def _first_bad(host: np.ndarray, bad: np.ndarray) -> str:
-    idx = tuple(int(i) for i in np.argwhere(bad)[0])
-    return f"{host[idx]!r} at index {idx}"
+    return _validate.is_concrete(x)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -96,45 +72,24 @@ class SoftmaxBandit:
     prompt_weights: jax.Array = None
 
     def __post_init__(self):
-        feats = _float_array("features", self.features)
+        feats = _validate.finite("features", self.features)
         if feats.ndim != 2:
             raise ValueError(f"features must have shape (P, d); got shape {feats.shape}")
         n_prompts, dim = feats.shape
         if n_prompts < 1 or dim < 1:
             raise ValueError(f"features must have at least one prompt and one feature; got shape {feats.shape}")
         dtype = feats.dtype
-        rewards = _float_array("rewards", self.rewards, dtype)
+        rewards = _validate.probability("rewards", _validate.as_float_array("rewards", self.rewards).astype(dtype))
         if rewards.ndim != 2 or rewards.shape[0] != n_prompts or rewards.shape[1] < 1:
             raise ValueError(
                 f"rewards must have shape (P, A) = ({n_prompts}, A) with A >= 1 (one row per prompt of "
                 f"features); got shape {rewards.shape}"
             )
-        if self.prompt_weights is None:
-            mu = jnp.full((n_prompts,), 1.0 / n_prompts, dtype=dtype)
-        else:
-            mu = _float_array("prompt_weights", self.prompt_weights, dtype)
-            if mu.shape != (n_prompts,):
-                raise ValueError(
-                    f"prompt_weights must have shape (P,) = ({n_prompts},); got shape {mu.shape}"
-                )
-        if _concrete(feats):
-            host = np.asarray(feats)
-            bad = ~np.isfinite(host)
-            if bad.any():
-                raise ValueError(f"features must be finite; got {_first_bad(host, bad)}")
-        if _concrete(rewards):
-            host = np.asarray(rewards)
-            bad = ~((host >= 0) & (host <= 1))
-            if bad.any():
-                raise ValueError(f"rewards must lie in [0, 1] (no NaN); got {_first_bad(host, bad)}")
-        if self.prompt_weights is not None and _concrete(mu):
-            host = np.asarray(mu, dtype=np.float64)
-            bad = ~(host >= 0) | ~np.isfinite(host)
-            if bad.any():
-                raise ValueError(f"prompt_weights must be non-negative and finite; got {_first_bad(host, bad)}")
-            total = float(host.sum())
-            if abs(total - 1.0) > _MU_SUM_TOL:
-                raise ValueError(f"prompt_weights must sum to 1; their sum is {total!r}")
+        if self.prompt_weights is not None and jnp.shape(self.prompt_weights) != (n_prompts,):
+            raise ValueError(
+                f"prompt_weights must have shape (P,) = ({n_prompts},); got shape {jnp.shape(self.prompt_weights)}"
+            )
+        mu = _validate.prompt_weights(self.prompt_weights, n_prompts, dtype, name="prompt_weights")
         object.__setattr__(self, "features", feats)
         object.__setattr__(self, "rewards", rewards)
         object.__setattr__(self, "prompt_weights", mu)
@@ -214,9 +169,8 @@ class SoftmaxBandit:
         Returns:
           `J_k` of shape `jnp.shape(k)` (`J_1` for `k = 1`).
 
-        Autodiff of this function goes through `log1p(-p)` inside `theory.pass_at_k` and gives
-        NaN where some `p_i` is exactly 1 (a prompt every answer solves); use
-        :meth:`pass_at_k_grad` for the gradient, which is finite everywhere.
+        Its gradient (autodiff through :func:`theory.pass_at_k`, whose derivative is `w_k`) is
+        finite everywhere; :meth:`pass_at_k_grad` gives the same in one reverse pass.
         """
         return _compiled["objective"](self, self._check_theta(theta), self._check_k(k))
 
