@@ -1,0 +1,66 @@
+"""A small JAX transformer that confirms the pass@k / pass@1 conflict end to end.
+
+Modules: :mod:`task` (the verifiable task), :mod:`model` (the transformer), :mod:`exact` (exact
+success, objectives and agreements by JVP), :mod:`train` (warm start, policy-gradient fine-tuning,
+sampling, checkpoints), :mod:`experiment` (:func:`run_experiment`).
+"""
+
+from sim.transformer.exact import (
+    agreement_jvp,
+    agreement_pergrad,
+    conflict_summary,
+    gradient_cosines,
+    pass_at_1,
+    pass_at_k_objective,
+    success,
+)
+from sim.transformer.experiment import (
+    SCOPE,
+    ExperimentConfig,
+    RunSpec,
+    choose_ks,
+    experiment_config,
+    run_experiment,
+)
+from sim.transformer.model import LAST_LAYER, ModelConfig, apply, init, param_count
+from sim.transformer.task import Task, TaskConfig, correct_answer, make_task, verify
+from sim.transformer.train import (
+    Interrupted,
+    PGConfig,
+    SFTConfig,
+    finetune,
+    sample_answers,
+    supervised_warm_start,
+)
+
+__all__ = [
+    "LAST_LAYER",
+    "SCOPE",
+    "ExperimentConfig",
+    "Interrupted",
+    "ModelConfig",
+    "PGConfig",
+    "RunSpec",
+    "SFTConfig",
+    "Task",
+    "TaskConfig",
+    "agreement_jvp",
+    "agreement_pergrad",
+    "apply",
+    "choose_ks",
+    "conflict_summary",
+    "correct_answer",
+    "experiment_config",
+    "finetune",
+    "gradient_cosines",
+    "init",
+    "make_task",
+    "param_count",
+    "pass_at_1",
+    "pass_at_k_objective",
+    "run_experiment",
+    "sample_answers",
+    "success",
+    "supervised_warm_start",
+    "verify",
+]

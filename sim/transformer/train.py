@@ -1,0 +1,421 @@
+"""Training the transformer policy: supervised warm start, policy-gradient fine-tuning, sampling,
+and checkpoint/resume.
+
+Policy-gradient estimators (each a surrogate whose gradient is the update direction, ascended):
+
+- `"exact"`: `grad J_k` itself, exact because the correct answer is unique
+  (`J_k = sum_i mu_i (1 - (1 - p_i)^k)`, `p_i = pi(y*_i | x_i)`); at `k = 1` this is `grad J_1`.
+- `"pkpo"`: `n` sampled answers per prompt, scored by the verifier, with the PKPO `k-1`-baseline
+  weights `s_ij` of `pkpo_weights(rewards, k, baseline="loo-1")`; the update
+  `sum_i mu_i sum_j s_ij grad log pi(y_ij | x_i)` is unbiased for `grad J_k` (SPEC section 6).
+- `"rloo"`: pass@1 with the leave-one-out baseline, `sum_i mu_i (1/n) sum_j A_ij grad log pi`,
+  `A = rloo_advantages(rewards)`: unbiased for `grad J_1`.
+
+Every run is a loop of `lax.scan` chunks of `checkpoint_every` steps; the key of step `t` is
+`fold_in(key, t)`, so a run restarted from a checkpoint (params, optimiser state, key, step and
+the trajectory so far, written atomically) replays exactly the steps it lost and ends with the
+same numbers as an uninterrupted run.
+
+Scope (SPEC section 9): the updates here are on-policy (answers sampled from the current policy),
+with no PPO ratio clipping, no KL penalty, no entropy bonus and no length normalisation (answers
+have a fixed length of two tokens).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import pickle
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import theory
+from theory.estimators import pkpo_weights, rloo_advantages
+from sim._atomic import atomic_write
+from sim.transformer import exact as _exact
+from sim.transformer import model as _model
+
+__all__ = [
+    "ESTIMATORS",
+    "OPTIMIZERS",
+    "PGConfig",
+    "SFTConfig",
+    "sample_answer",
+    "sample_answers",
+    "answer_log_probs",
+    "pg_surrogate",
+    "supervised_warm_start",
+    "finetune",
+    "Interrupted",
+]
+
+ESTIMATORS = ("exact", "pkpo", "rloo")
+OPTIMIZERS = ("sgd", "adam")
+
+
+class Interrupted(RuntimeError):
+    """Raised by a `progress` callback to stop a run after a checkpoint (used to test resuming)."""
+
+
+def _positive_int(owner, name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{owner}.{name} must be a positive integer; got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SFTConfig:
+    """Supervised warm start: Adam on the answer-token cross-entropy of the warm-start prompts."""
+
+    steps: int = 300
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    checkpoint_every: int = 100
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "checkpoint_every"):
+            _positive_int("SFTConfig", name, getattr(self, name))
+        if not self.learning_rate > 0:
+            raise ValueError(f"SFTConfig.learning_rate must be > 0; got {self.learning_rate!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PGConfig:
+    """One policy-gradient fine-tuning run.
+
+    Attributes:
+      estimator: `"exact"`, `"pkpo"` or `"rloo"` (see the module docstring).
+      k: the pass@k order being optimised (must be 1 for `"rloo"`; `k <= n_samples` for `"pkpo"`).
+      n_samples: answers per prompt for the sampled estimators (`>= 2`).
+      optimizer: `"sgd"` (plain gradient steps, the sign test of SPEC section 5) or `"adam"`.
+      learning_rate: step size.
+      steps: number of updates.
+      checkpoint_every: steps per `lax.scan` chunk; a checkpoint is written after each chunk.
+      track_ks: pass@k orders whose exact value is recorded at every step.
+    """
+
+    estimator: str
+    k: int
+    n_samples: int = 8
+    optimizer: str = "sgd"
+    learning_rate: float = 1.0
+    steps: int = 50
+    checkpoint_every: int = 25
+    track_ks: tuple = (1,)
+
+    def __post_init__(self):
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"PGConfig.estimator must be one of {ESTIMATORS}; got {self.estimator!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"PGConfig.optimizer must be one of {OPTIMIZERS}; got {self.optimizer!r}")
+        for name in ("k", "n_samples", "steps", "checkpoint_every"):
+            _positive_int("PGConfig", name, getattr(self, name))
+        if self.n_samples < 2:
+            raise ValueError(f"PGConfig.n_samples must be >= 2; got {self.n_samples}")
+        if self.estimator == "rloo" and self.k != 1:
+            raise ValueError(f"PGConfig.k must be 1 for the pass@1 estimator 'rloo'; got {self.k}")
+        if self.estimator == "pkpo" and self.k > self.n_samples:
+            raise ValueError(
+                f"PGConfig.k ({self.k}) must be <= n_samples ({self.n_samples}) for 'pkpo'"
+            )
+        if not self.learning_rate > 0:
+            raise ValueError(f"PGConfig.learning_rate must be > 0; got {self.learning_rate!r}")
+        for k in self.track_ks:
+            _positive_int("PGConfig", "track_ks entry", k)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling
+
+
+def sample_answer(params, prompt, key, config: _model.ModelConfig, answer_len: int):
+    """Sample one answer `(answer_len,)` autoregressively from `pi(.|prompt)` with `lax.scan`."""
+    lp = prompt.shape[0]
+    buf = jnp.concatenate([prompt, jnp.zeros((answer_len,), prompt.dtype)])  # (Lp + La,)
+
+    def body(carry, t):
+        seq, key = carry
+        key, sub = jax.random.split(key)
+        # Causal attention: the zeros after position Lp-1+t do not affect its logits.
+        logits = _model.apply(params, seq[:-1], config)  # (Lp + La - 1, V)
+        token = jax.random.categorical(sub, logits[lp - 1 + t]).astype(seq.dtype)
+        seq = seq.at[lp + t].set(token)
+        return (seq, key), token
+
+    _, tokens = jax.lax.scan(body, (buf, key), jnp.arange(answer_len))
+    return tokens  # (La,)
+
+
+def sample_answers(params, prompts, key, config, answer_len: int, n: int):
+    """`n` answers for each prompt: `(P, n, answer_len)`; one key per (prompt, sample)."""
+    keys = jax.random.split(key, prompts.shape[0] * n)
+    keys = keys.reshape((prompts.shape[0], n) + keys.shape[1:])  # typed or raw uint32 keys
+    one = lambda prompt, ks: jax.vmap(lambda kk: sample_answer(params, prompt, kk, config, answer_len))(ks)
+    return jax.vmap(one)(prompts, keys)
+
+
+def answer_log_probs(params, prompts, answers, config):
+    """`log pi(y_ij | x_i)` for answers `(P, n, La)`: `(P, n)`."""
+    per_prompt = lambda prompt, ys: jax.vmap(lambda y: _exact.log_success(params, prompt, y, config))(ys)
+    return jax.vmap(per_prompt)(prompts, answers)
+
+
+# ---------------------------------------------------------------------------------------------
+# Policy-gradient surrogates
+
+
+def pg_surrogate(params, prompts, answers, config, pg: PGConfig, key, verifier, mu):
+    """A scalar whose gradient is the estimator's update direction (ascend it).
+
+    Returns `(surrogate, mean_reward)`; sampled estimators draw `pg.n_samples` answers per prompt
+    with `key` and score them with `verifier(prompt, answer) -> {0, 1}`.
+    """
+    if pg.estimator == "exact":
+        return _exact.pass_at_k_objective(params, prompts, answers, config, pg.k, mu), jnp.nan
+    samples = sample_answers(
+        jax.lax.stop_gradient(params), prompts, key, config, answers.shape[1], pg.n_samples
+    )  # (P, n, La)
+    rewards = jax.vmap(lambda x, ys: jax.vmap(lambda y: verifier(x, y))(ys))(prompts, samples)  # (P, n)
+    if pg.estimator == "pkpo":
+        weights = pkpo_weights(rewards, pg.k, baseline="loo-1")  # (P, n), sum over the group
+    else:
+        weights = rloo_advantages(rewards) / pg.n_samples  # (P, n), mean over the group
+    weights = jax.lax.stop_gradient(weights)
+    logp = answer_log_probs(params, prompts, samples, config)  # (P, n)
+    return jnp.sum(mu[:, None] * weights * logp), jnp.mean(rewards)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def _fingerprint(*parts) -> str:
+    """A short hash naming a run: a checkpoint is only resumed by the run that wrote it."""
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+def _data_bytes(*trees):
+    """Digests of the arrays a run starts from (data, initial parameters)."""
+    return [
+        hashlib.sha256(b"".join(np.asarray(x).tobytes() for x in jax.tree_util.tree_leaves(tree))).hexdigest()
+        for tree in trees
+    ]
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    host = jax.device_get(state)
+    atomic_write(path, lambda f: pickle.dump(host, f, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _load_checkpoint(path: Path, fingerprint: str):
+    if path is None or not path.exists():
+        return None
+    with open(path, "rb") as handle:
+        state = pickle.load(handle)
+    if state.get("fingerprint") != fingerprint:
+        raise ValueError(
+            f"checkpoint {path} belongs to a different run (fingerprint {state.get('fingerprint')!r}, "
+            f"expected {fingerprint!r}); remove it or use another checkpoint_dir"
+        )
+    return state
+
+
+def _run_chunks(run_chunk, init_state, *, steps, chunk, checkpoint_path, fingerprint, key, progress, label):
+    """Drive `run_chunk(carry, start) -> (carry, metrics over chunk steps)` until `steps`.
+
+    Returns `(final_carry, metrics)` with metrics stacked over steps (numpy). Resumes from
+    `checkpoint_path` when it holds a checkpoint of the same run (same fingerprint).
+    """
+    carry, done, history = init_state, 0, []
+    saved = _load_checkpoint(checkpoint_path, fingerprint)
+    if saved is not None:
+        carry = jax.tree_util.tree_map(jnp.asarray, saved["carry"])
+        done, history = int(saved["step"]), list(saved["history"])
+        if progress:
+            progress(f"{label}: resumed at step {done}/{steps}")
+    while done < steps:
+        # Callers check that `steps` is a multiple of `chunk`, so chunks never overshoot.
+        carry, metrics = run_chunk(carry, jnp.asarray(done, jnp.int32))
+        history.append(jax.device_get(metrics))
+        done += chunk
+        if checkpoint_path is not None:
+            _save_checkpoint(
+                checkpoint_path,
+                {"fingerprint": fingerprint, "carry": carry, "step": done, "history": history,
+                 "key": _key_list(key)},
+            )
+        if progress:
+            progress(f"{label}: step {done}/{steps}" + (" (checkpoint written)" if checkpoint_path else ""))
+    stacked = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *history) if history else {}
+    return carry, stacked
+
+
+def _step_keys(key, start, chunk):
+    """The keys of steps `start .. start+chunk-1`: `fold_in(key, t)`, independent of chunking."""
+    idx = start + jnp.arange(chunk)
+    return idx, jax.vmap(lambda t: jax.random.fold_in(key, t))(idx)
+
+
+def _check_chunking(steps, chunk, owner):
+    if steps % chunk:
+        raise ValueError(f"{owner}: steps ({steps}) must be a multiple of checkpoint_every ({chunk})")
+
+
+# ---------------------------------------------------------------------------------------------
+# Supervised warm start
+
+
+@functools.partial(jax.jit, static_argnames=("config", "sft"))
+def _sft_chunk(carry, start, key, prompts, answers, *, config, sft):
+    opt = optax.adam(sft.learning_rate)
+
+    def loss_fn(theta, idx):
+        logp = jax.vmap(lambda x, y: _exact.log_success(theta, x, y, config))(prompts[idx], answers[idx])
+        return -jnp.mean(logp)
+
+    def step(carry, inputs):
+        theta, opt_state = carry
+        _, step_key = inputs
+        idx = jax.random.randint(step_key, (sft.batch_size,), 0, prompts.shape[0])
+        loss, grads = jax.value_and_grad(loss_fn)(theta, idx)
+        updates, opt_state = opt.update(grads, opt_state, theta)
+        return (optax.apply_updates(theta, updates), opt_state), {"loss": loss}
+
+    return jax.lax.scan(step, carry, _step_keys(key, start, sft.checkpoint_every))
+
+
+def supervised_warm_start(
+    params, prompts, answers, config, sft: SFTConfig, *, key, checkpoint_path=None, progress=None
+):
+    """Adam on the mean answer cross-entropy `-log pi(y*|x)` over random mini-batches of the
+    warm-start prompts `(N, Lp)` / answers `(N, La)`. Returns `(params, losses (steps,))`."""
+    _check_chunking(sft.steps, sft.checkpoint_every, "SFTConfig")
+    prompts, answers = jnp.asarray(prompts), jnp.asarray(answers)
+    fingerprint = _fingerprint("sft", sft, config, *_data_bytes(prompts, answers, params), _key_list(key))
+    (params, _), metrics = _run_chunks(
+        lambda carry, start: _sft_chunk(carry, start, key, prompts, answers, config=config, sft=sft),
+        (params, optax.adam(sft.learning_rate).init(params)),
+        steps=sft.steps,
+        chunk=sft.checkpoint_every,
+        checkpoint_path=None if checkpoint_path is None else Path(checkpoint_path),
+        fingerprint=fingerprint,
+        key=key,
+        progress=progress,
+        label="warm start",
+    )
+    return params, np.asarray(metrics["loss"])
+
+
+def _is_typed_key(key) -> bool:
+    return jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key)
+
+
+def _key_list(key):
+    return (jax.random.key_data(key) if _is_typed_key(key) else jnp.asarray(key)).tolist()
+
+
+# ---------------------------------------------------------------------------------------------
+# Policy-gradient fine-tuning
+
+
+def _make_optimizer(pg: PGConfig):
+    # optax minimises: negate the ascent direction by descending `-surrogate`.
+    return optax.sgd(pg.learning_rate) if pg.optimizer == "sgd" else optax.adam(pg.learning_rate)
+
+
+@functools.partial(jax.jit, static_argnums=5)
+def _evaluate(theta, prompts, answers, mu, track, config):
+    p = _exact.success(theta, prompts, answers, config)
+    return jnp.sum(mu * p), jnp.sum(mu * theory.pass_at_k(p, track[:, None]), axis=-1)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "pg", "verifier"))
+def _pg_chunk(carry, start, key, prompts, answers, mu, verifier_args, *, config, pg, verifier):
+    opt = _make_optimizer(pg)
+    track = jnp.asarray(pg.track_ks)
+    verify = lambda x, y: verifier(x, y, *verifier_args)
+
+    def step(carry, inputs):
+        theta, opt_state = carry
+        _, step_key = inputs
+        (_, mean_reward), grads = jax.value_and_grad(
+            lambda th: pg_surrogate(th, prompts, answers, config, pg, step_key, verify, mu), has_aux=True
+        )(theta)
+        g1 = _exact.grad_pass_at_1(theta, prompts, answers, config, mu)
+        neg = jax.tree_util.tree_map(jnp.negative, grads)  # optax descends: descend -surrogate
+        updates, opt_state = opt.update(neg, opt_state, theta)
+        j1, jk = _evaluate(theta, prompts, answers, mu, track, config)
+        metrics = {"pass1": j1, "passk": jk, "g1_dot_u": _exact.tree_dot(g1, updates), "mean_reward": mean_reward}
+        return (optax.apply_updates(theta, updates), opt_state), metrics
+
+    return jax.lax.scan(step, carry, _step_keys(key, start, pg.checkpoint_every))
+
+
+def finetune(
+    params,
+    prompts,
+    answers,
+    config,
+    pg: PGConfig,
+    *,
+    key,
+    verifier: Callable,
+    verifier_args=(),
+    mu=None,
+    checkpoint_path=None,
+    progress=None,
+    label: str = "fine-tune",
+):
+    """Policy-gradient fine-tuning of `params` on the population `(prompts, answers)`.
+
+    `verifier(prompt, answer, *verifier_args) -> {0, 1}` scores sampled answers; it must be
+    hashable (a module-level function such as `task.verify`), its array arguments go in
+    `verifier_args` (so compiled steps are reused across runs).
+
+    At every step (before its update) records the exact `J_1`, the exact `J_k` for each `k` in
+    `pg.track_ks`, the mean sampled reward, and the update-aware inner product `<g_1, u>` with
+    `g_1 = grad J_1` and `u` the parameter change actually applied (SPEC section 5: with Adam the
+    first-order change of pass@1 is `<g_1, u>`, not `eta <g_1, g_k>`).
+
+    Returns:
+      `(params, trajectory)` with trajectory a dict of numpy arrays: `pass1` `(steps+1,)`,
+      `passk` `(steps+1, len(track_ks))` (the last row after the final update), `g1_dot_u`
+      `(steps,)`, `mean_reward` `(steps,)`.
+    """
+    if not isinstance(pg, PGConfig):
+        raise TypeError(f"pg must be a PGConfig; got {type(pg).__name__}")
+    _check_chunking(pg.steps, pg.checkpoint_every, "PGConfig")
+    prompts, answers = jnp.asarray(prompts), jnp.asarray(answers)
+    n = prompts.shape[0]
+    mu = jnp.full((n,), 1.0 / n, jnp.float32) if mu is None else jnp.asarray(mu, jnp.float32)
+    verifier_args = tuple(jnp.asarray(x) for x in verifier_args)
+    fingerprint = _fingerprint(
+        "pg", pg, config, *_data_bytes(prompts, answers, mu, verifier_args, params), _key_list(key),
+        getattr(verifier, "__qualname__", repr(verifier)),
+    )
+    (params, _), metrics = _run_chunks(
+        lambda carry, start: _pg_chunk(
+            carry, start, key, prompts, answers, mu, verifier_args, config=config, pg=pg, verifier=verifier
+        ),
+        (params, _make_optimizer(pg).init(params)),
+        steps=pg.steps,
+        chunk=pg.checkpoint_every,
+        checkpoint_path=None if checkpoint_path is None else Path(checkpoint_path),
+        fingerprint=fingerprint,
+        key=key,
+        progress=progress,
+        label=label,
+    )
+    j1_end, jk_end = jax.device_get(_evaluate(params, prompts, answers, mu, jnp.asarray(pg.track_ks), config))
+    trajectory = {
+        "pass1": np.append(np.asarray(metrics["pass1"]), j1_end),
+        "passk": np.concatenate([np.asarray(metrics["passk"]), np.asarray(jk_end)[None]], axis=0),
+        "g1_dot_u": np.asarray(metrics["g1_dot_u"]),
+        "mean_reward": np.asarray(metrics["mean_reward"]),
+    }
+    return params, trajectory

@@ -1,0 +1,285 @@
+"""Checks of the transformer confirmation (`sim.transformer`) at small sizes.
+
+The identities (JVP agreements = per-prompt agreements, the small-step sign of pass@1) are checked
+in float64 on a tiny model; exact success against sampled answers by a Monte Carlo bound; the
+checkpoints by interrupting and resuming runs and comparing every number with an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import theory
+from sim.transformer import exact, experiment, model, task, train
+
+TINY_TASK = task.TaskConfig(modulus=4, hard_fraction=0.25, sft_hard_fraction=0.5)
+
+
+def _tiny_model_config(t):
+    return model.ModelConfig(vocab_size=t.vocab_size, max_len=t.seq_len, d_model=16, n_heads=2, n_layers=1, d_mlp=32)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A tiny task and a briefly warm-started tiny model (float32)."""
+    t = task.make_task(TINY_TASK, key=jax.random.key(0))
+    cfg = _tiny_model_config(t)
+    params = model.init(jax.random.key(1), cfg)
+    params, _ = train.supervised_warm_start(
+        params, t.prompts[t.sft_index], t.answers[t.sft_index], cfg,
+        train.SFTConfig(steps=30, batch_size=16, learning_rate=1e-2, checkpoint_every=30),
+        key=jax.random.key(2),
+    )
+    return t, cfg, params
+
+
+def _f64(tree):
+    return jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float64), tree)
+
+
+# ------------------------------------------------------------------------------------------------
+# Task and model
+
+
+def test_task_has_unique_answers_and_verifier():
+    t = task.make_task(TINY_TASK, key=jax.random.key(3))
+    m = t.modulus
+    assert t.n_prompts == 2 * m * m and t.is_hard.sum() == round(0.25 * m * m)
+    tables = (jnp.asarray(t.hard_table), jnp.asarray(t.exception_table))
+    verify = jax.jit(jax.vmap(lambda x, y: task.verify(x, y, *tables)))
+    x, y, hard = t.prompts, t.answers, t.is_hard
+    np.testing.assert_array_equal(np.asarray(verify(x, y)), 1.0)
+    wrong = y.copy()
+    wrong[:, 0] = (wrong[:, 0] + 1) % m
+    np.testing.assert_array_equal(np.asarray(verify(x, wrong)), 0.0)
+    np.testing.assert_array_equal(y[~hard], x[~hard][:, [1, 0]])  # the rule reverses the pair
+    assert np.all(y[hard][:, 0] != x[hard][:, 1]) and np.all(y[hard][:, 1] != x[hard][:, 0])
+    # Every hard prompt has a PLUS twin with the same digits and the rule's answer.
+    for i in np.flatnonzero(t.is_hard):
+        j = t.twin[i]
+        assert (t.prompts[j, :2] == t.prompts[i, :2]).all() and t.prompts[j, 2] == t.plus
+    assert set(np.flatnonzero(~t.is_hard)) <= set(t.sft_index)
+
+
+def test_model_shapes_size_and_causality():
+    t = task.make_task(task.TaskConfig(), key=jax.random.key(0))
+    cfg = model.ModelConfig(vocab_size=t.vocab_size, max_len=t.seq_len)
+    params = model.init(jax.random.key(0), cfg)
+    assert 50_000 <= model.param_count(params) <= 500_000
+    tokens = jnp.asarray(np.concatenate([t.prompts[0], t.answers[0]]))
+    apply = jax.jit(model.apply, static_argnums=2)
+    logits = apply(params, tokens, cfg)
+    assert logits.shape == (t.seq_len, t.vocab_size)
+    changed = apply(params, tokens.at[-1].set((tokens[-1] + 1) % t.modulus), cfg)
+    np.testing.assert_array_equal(np.asarray(logits[:-1]), np.asarray(changed[:-1]))  # causal
+
+
+def test_bad_inputs_raise_named_errors():
+    with pytest.raises(ValueError, match="d_model"):
+        model.ModelConfig(vocab_size=5, max_len=6, d_model=10, n_heads=4)
+    with pytest.raises(ValueError, match="modulus"):
+        task.TaskConfig(modulus=2)
+    with pytest.raises(ValueError, match="hard_fraction"):
+        task.TaskConfig(hard_fraction=0.0)
+    with pytest.raises(ValueError, match="estimator"):
+        train.PGConfig(estimator="ppo", k=2)
+    with pytest.raises(ValueError, match="k must be 1"):
+        train.PGConfig(estimator="rloo", k=2)
+    with pytest.raises(ValueError, match="n_samples"):
+        train.PGConfig(estimator="pkpo", k=9, n_samples=8)
+    with pytest.raises(ValueError, match="k must be a positive"):
+        train.PGConfig(estimator="exact", k=0)
+    with pytest.raises(ValueError, match="multiple of checkpoint_every"):
+        t = task.make_task(TINY_TASK, key=jax.random.key(0))
+        cfg = _tiny_model_config(t)
+        train.finetune(model.init(jax.random.key(0), cfg), t.prompts, t.answers, cfg,
+                       train.PGConfig(estimator="exact", k=2, steps=5, checkpoint_every=2),
+                       key=jax.random.key(0), verifier=task.verify)
+    with pytest.raises(TypeError, match="quick"):
+        experiment.experiment_config("yes")
+
+
+# ------------------------------------------------------------------------------------------------
+# The identities
+
+
+def test_jvp_agreements_equal_per_prompt_gradient_agreements(tiny):
+    t, cfg, params = tiny
+    with jax.enable_x64(True):
+        params64 = _f64(params)
+        prompts, answers = jnp.asarray(t.prompts), jnp.asarray(t.answers)
+        mu = np.random.default_rng(0).dirichlet(np.ones(t.n_prompts))
+        jvp = jax.jit(exact.agreement_jvp, static_argnums=3, static_argnames="subset")
+        pergrad = jax.jit(exact.agreement_pergrad, static_argnums=3, static_argnames="subset")
+        for subset in (None, model.LAST_LAYER):
+            a, p, g1_sq = jvp(params64, prompts, answers, cfg, mu, subset=subset)
+            a_ref = pergrad(params64, prompts, answers, cfg, mu, subset=subset)
+            assert a.dtype == jnp.float64
+            np.testing.assert_allclose(np.asarray(a), np.asarray(a_ref), rtol=1e-9, atol=1e-14 * float(g1_sq))
+            # sum_i mu_i a_i = ||grad J_1||^2 (SPEC section 3)
+            np.testing.assert_allclose(float(np.dot(mu, a)), float(g1_sq), rtol=1e-10)
+        # cos_k from passes equals theory.gradient_cosine on per-prompt gradients.
+        ks = (1, 2, 5, 50)
+        per = jax.jit(jax.vmap(jax.grad(lambda th, x, y: jnp.exp(exact.log_success(th, x, y, cfg))),
+                               in_axes=(None, 0, 0)))(params64, prompts, answers)
+        flat = jnp.concatenate([g.reshape(t.n_prompts, -1) for g in jax.tree_util.tree_leaves(per)], axis=1)
+        np.testing.assert_allclose(
+            np.asarray(jax.jit(exact.gradient_cosines, static_argnums=(3, 4))(params64, prompts, answers, cfg, ks, mu)),
+            np.asarray(theory.gradient_cosine(flat, p, jnp.asarray(ks), mu)), rtol=1e-9, atol=1e-12)
+
+
+def test_exact_success_equals_monte_carlo_success_rate(tiny):
+    t, cfg, params = tiny
+    n = 4000
+    prompts = jnp.asarray(t.prompts)
+    p = np.asarray(exact.success(params, prompts, jnp.asarray(t.answers), cfg))
+    samples = jax.jit(train.sample_answers, static_argnums=(3, 4, 5))(
+        params, prompts, jax.random.key(7), cfg, 2, n)  # (P, n, 2)
+    tables = (jnp.asarray(t.hard_table), jnp.asarray(t.exception_table))
+    rewards = jax.vmap(lambda x, ys: jax.vmap(lambda y: task.verify(x, y, *tables))(ys))(prompts, samples)
+    rate = np.asarray(rewards.mean(axis=1))
+    assert 0.05 < p.max() and p.min() < 0.5  # a spread of p, so the comparison means something
+    sigma = np.sqrt(p * (1 - p) / n) + 1.0 / n
+    assert np.all(np.abs(rate - p) <= 5 * sigma), np.max(np.abs(rate - p) / sigma)
+    # The whole answer distribution, not only the correct answer: first tokens match their marginal.
+    logits = jax.vmap(lambda x: model.apply(params, x, cfg)[-1])(prompts)
+    first = np.asarray(jax.nn.softmax(logits, axis=-1))[:, : t.modulus]
+    counts = np.stack([(np.asarray(samples[:, :, 0]) == d).mean(axis=1) for d in range(t.modulus)], axis=1)
+    assert np.max(np.abs(counts - first) / (np.sqrt(first * (1 - first) / n) + 1.0 / n)) < 5
+
+
+def test_small_plain_step_changes_pass1_with_the_sign_of_I_k(tiny):
+    """SPEC section 5: a small plain step along grad J_k moves J_1 by eta I_k to first order."""
+    t, cfg, params = tiny
+    with jax.enable_x64(True):
+        params64 = _f64(params)
+        prompts, answers = jnp.asarray(t.prompts), jnp.asarray(t.answers)
+        a, p, _ = jax.jit(exact.agreement_jvp, static_argnums=3)(params64, prompts, answers, cfg)
+        ks = np.array([1, 2, 3, 4, 6, 8, 12, 16, 32, 64, 128])
+        summary = exact.conflict_summary(np.asarray(p), np.asarray(a), ks)
+        signs = np.sign(summary["A_k"])
+        assert (signs < 0).any() and (signs > 0).any(), summary  # the instance has a conflict regime
+        pass1 = jax.jit(exact.pass_at_1, static_argnums=3)
+        grad_k = jax.jit(jax.grad(exact.pass_at_k_objective), static_argnums=3)
+        j1 = pass1(params64, prompts, answers, cfg)
+        for k, i_k, a_k in zip(ks, summary["I_k"], summary["A_k"]):
+            g = grad_k(params64, prompts, answers, cfg, jnp.asarray(k))
+            eta = 1e-4 / np.sqrt(float(exact.tree_dot(g, g)))
+            moved = jax.tree_util.tree_map(lambda x, d: x + eta * d, params64, g)
+            dj1 = float(pass1(moved, prompts, answers, cfg) - j1)
+            assert np.sign(dj1) == np.sign(a_k), (k, dj1, a_k)
+            # and the first-order size: dJ_1 = eta I_k + O(eta^2)
+            np.testing.assert_allclose(dj1, eta * i_k, rtol=2e-2)
+
+
+# ------------------------------------------------------------------------------------------------
+# Training, estimators, checkpoints
+
+
+@pytest.mark.slow
+def test_sampled_estimators_are_unbiased_for_exact_gradients(tiny):
+    """The PKPO k-1-baseline and RLOO surrogates average to grad J_k and grad J_1."""
+    t, cfg, params = tiny
+    prompts, answers = jnp.asarray(t.prompts), jnp.asarray(t.answers)
+    mu = jnp.full((t.n_prompts,), 1.0 / t.n_prompts)
+    tables = (jnp.asarray(t.hard_table), jnp.asarray(t.exception_table))
+    verify = lambda x, y: task.verify(x, y, *tables)
+    for estimator, k in (("pkpo", 3), ("rloo", 1)):
+        pg = train.PGConfig(estimator=estimator, k=k, n_samples=8)
+        exact_g = jax.grad(exact.pass_at_k_objective)(params, prompts, answers, cfg, k)
+        grad_fn = jax.jit(jax.vmap(jax.grad(
+            lambda th, key: train.pg_surrogate(th, prompts, answers, cfg, pg, key, verify, mu)[0]), in_axes=(None, 0)))
+        keys = jax.random.split(jax.random.key(11), 256)
+        mean_g = jax.tree_util.tree_map(lambda x: x.mean(axis=0), grad_fn(params, keys))
+        cos = exact.tree_dot(mean_g, exact_g) / jnp.sqrt(exact.tree_dot(mean_g, mean_g) * exact.tree_dot(exact_g, exact_g))
+        assert float(cos) > 0.95, (estimator, float(cos))
+
+
+def _interrupt_after(n_checkpoints):
+    seen = []
+
+    def progress(line):
+        seen.append(line)
+        if "checkpoint written" in line and sum("checkpoint written" in s for s in seen) >= n_checkpoints:
+            raise train.Interrupted(line)
+
+    return progress, seen
+
+
+def test_finetune_killed_and_resumed_ends_with_the_same_numbers(tiny, tmp_path):
+    t, cfg, params = tiny
+    pg = train.PGConfig(estimator="pkpo", k=2, n_samples=4, optimizer="adam", learning_rate=1e-2,
+                        steps=6, checkpoint_every=2, track_ks=(1, 2))
+    args = (params, t.prompts, t.answers, cfg, pg)
+    kwargs = dict(key=jax.random.key(5), verifier=task.verify, verifier_args=(t.hard_table, t.exception_table))
+    ref_params, ref_traj = train.finetune(*args, **kwargs)
+    path = tmp_path / "run.pkl"
+    progress, seen = _interrupt_after(1)
+    with pytest.raises(train.Interrupted):
+        train.finetune(*args, **kwargs, checkpoint_path=path, progress=progress)
+    assert path.exists()
+    lines = []
+    new_params, new_traj = train.finetune(*args, **kwargs, checkpoint_path=path, progress=lines.append)
+    assert any("resumed at step 2/6" in line for line in lines)
+    for a, b in zip(jax.tree_util.tree_leaves(ref_params), jax.tree_util.tree_leaves(new_params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for name in ref_traj:
+        np.testing.assert_array_equal(ref_traj[name], new_traj[name])
+    # A checkpoint of another run is refused, not silently used.
+    other = train.PGConfig(estimator="pkpo", k=3, n_samples=4, steps=6, checkpoint_every=2)
+    with pytest.raises(ValueError, match="different run"):
+        train.finetune(params, t.prompts, t.answers, cfg, other, **kwargs, checkpoint_path=path)
+
+
+def _tiny_experiment_config(quick):
+    return experiment.ExperimentConfig(
+        task=TINY_TASK, d_model=16, n_heads=2, n_layers=1, d_mlp=32,
+        sft=train.SFTConfig(steps=30, batch_size=16, learning_rate=1e-2, checkpoint_every=10),
+        ks=(1, 2, 4, 8, 16),
+        runs=(
+            experiment.RunSpec("exact", "high", "sgd"),
+            experiment.RunSpec("pkpo", "low", "adam", (0, 1)),
+        ),
+        min_samples=4, sgd_learning_rate=1.0, sgd_steps=4, adam_learning_rate=1e-2, adam_steps=4,
+        checkpoint_every=2, sign_step=1e-3, first_steps=2,
+    )
+
+
+def test_run_experiment_interface_resume_and_figures(monkeypatch, tmp_path):
+    """run_experiment at a tiny size: JSON-ready keys; a run interrupted mid-way and restarted
+    ends with exactly the numbers of an uninterrupted run; the figures are written."""
+    monkeypatch.setattr(experiment, "experiment_config", _tiny_experiment_config)
+    ref = experiment.run_experiment(quick=True, key=jax.random.key(0))
+    json.dumps(ref, allow_nan=False)
+    for name in ("k_star_predicted", "agreement_jvp_vs_pergrad_max_abs_err", "last_layer_sign_agreement",
+                 "I_k", "cos_k", "sign_test", "scope"):
+        assert name in ref
+    assert ref["agreement_jvp_vs_pergrad_max_abs_err"] < 1e-4
+    assert 0.0 <= ref["last_layer_sign_agreement"] <= 1.0
+    assert len(ref["runs"]) == 3
+    for run in ref["runs"]:
+        for name in ("pass1_before", "pass1_after", "passk_before", "passk_after"):
+            assert isinstance(run[name], float)
+        assert len(run["pass1"]) == run["steps"] + 1
+
+    progress, _ = _interrupt_after(4)  # the warm start's 3 checkpoints, then half-way through run 1
+    with pytest.raises(train.Interrupted):
+        experiment.run_experiment(quick=True, key=jax.random.key(0), checkpoint_dir=tmp_path, progress=progress)
+    lines = []
+    resumed = experiment.run_experiment(quick=True, key=jax.random.key(0), checkpoint_dir=tmp_path,
+                                        progress=lines.append)
+    assert any("warm start: resumed at step 30/30" in line for line in lines)
+    assert any("resumed at step 2/4" in line for line in lines)
+    ref.pop("runtime_s"), resumed.pop("runtime_s")
+    assert resumed == ref
+
+    from passk.plots import transformer as plots
+
+    paths = plots.draw(ref, tmp_path / "figs")
+    assert {p.suffix for p in paths} == {".png", ".pdf"} and len(paths) == 6
+    assert all(p.stat().st_size > 1000 for p in paths)
