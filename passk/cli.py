@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -121,14 +120,16 @@ def _cmd_toy(args) -> int:
 def _cmd_transformer(args) -> int:
     import jax
 
-    from passk.reproduce import Progress
+    from passk.reproduce import Progress, transformer_headline
     from sim import transformer
     from sim._atomic import atomic_write_json
 
     results = transformer.run_experiment(
         quick=args.quick, key=jax.random.key(args.seed), checkpoint_dir=args.checkpoint_dir, progress=Progress()
     )
-    print(json.dumps(results.get("headline", {}), indent=2))
+    results["headline"] = transformer_headline(results)
+    for name, value in results["headline"].items():
+        print(f"{name}: {value}")
     if args.json:
         atomic_write_json(args.json, results)
     return 0

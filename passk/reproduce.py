@@ -110,6 +110,24 @@ def _run_bandit(*, quick, key, outdir, progress):
     return results, plots.draw(results, outdir)
 
 
+def transformer_headline(results: dict) -> dict:
+    """The transformer numbers worth a line in the summary table."""
+    head = {
+        "transformer k* predicted (all parameters, JVP)": results["k_star_predicted"],
+        "transformer k* from the last-layer proxy": results["last_layer_k_star"],
+        "last-layer proxy: agreement signs right": results["last_layer_sign_agreement"],
+        "JVP vs per-prompt agreement, max abs error": results["agreement_jvp_vs_pergrad_max_abs_err"],
+    }
+    for run in results["runs"]:
+        if run["seed"] == 0 and run["k"] > 1:
+            side = ">= k*" if run["k_ge_k_star"] else "< k*"
+            head[f"{run['name']} (k {side}): pass@1, pass@k before -> after"] = (
+                f"{run['pass1_before']:.3f} -> {run['pass1_after']:.3f}, "
+                f"{run['passk_before']:.3f} -> {run['passk_after']:.3f}"
+            )
+    return head
+
+
 def _run_transformer(*, quick, key, outdir, progress):
     from passk.plots import transformer as plots
     from sim import transformer
@@ -117,6 +135,7 @@ def _run_transformer(*, quick, key, outdir, progress):
     results = transformer.run_experiment(
         quick=quick, key=key, checkpoint_dir=outdir / ".checkpoints" / ("quick" if quick else "full"), progress=progress
     )
+    results["headline"] = transformer_headline(results)
     return results, plots.draw(results, outdir)
 
 
@@ -138,7 +157,7 @@ def reproduce(*, outdir: Path, quick: bool, seed: int, parts=PARTS, resume: bool
     results_path = outdir / "results.json"
     record = load_results(results_path) if resume else {}
     settings = {"quick": quick, "seed": seed}
-    for i, part in enumerate(parts):
+    for part in parts:
         if part not in RUNNERS:
             raise ValueError(f"unknown part {part!r}; choose from {PARTS}")
         if resume and record.get(part, {}).get("settings") == settings:
@@ -146,7 +165,7 @@ def reproduce(*, outdir: Path, quick: bool, seed: int, parts=PARTS, resume: bool
             continue
         progress(f"{part}: running ({'quick' if quick else 'full'} size)")
         t0 = time.perf_counter()
-        key = jax.random.fold_in(jax.random.key(seed), i)
+        key = jax.random.key(seed)  # the same key as `passk transformer --seed` / `passk toy --seed`
         results, paths = RUNNERS[part](quick=quick, key=key, outdir=outdir, progress=progress)
         seconds = time.perf_counter() - t0
         record[part] = {
