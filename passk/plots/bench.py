@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.ticker import FixedFormatter, FixedLocator, NullFormatter
 
 from passk.plots._style import new_figure, save
 
@@ -32,6 +33,10 @@ def draw(results: list[dict], outdir) -> list[Path]:
         ax.loglog(sizes, secs, "o", label="measured")
         ax.loglog(sizes, np.exp(icpt) * sizes**slope, "-", label=f"fit: exponent {slope:.2f}")
         ax.loglog(sizes, secs[0] * sizes / sizes[0], ":", color="gray", label="linear")
+        # Ticks at the measured sizes, no minor labels (they collide on a short log axis).
+        ax.xaxis.set_major_locator(FixedLocator(sizes))
+        ax.xaxis.set_major_formatter(FixedFormatter([f"{int(x)}" for x in sizes]))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(labels[name])
         ax.set_ylabel(f"seconds ({r.get('steps', '?')} steps)")
         ax.legend(fontsize=8)

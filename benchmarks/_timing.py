@@ -1,0 +1,93 @@
+"""Shared timing helpers: interleaved repeats, medians, compile counting, result rows."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from typing import Callable
+
+import jax
+
+__all__ = ["interleaved", "timed", "CompileCounter", "row"]
+
+
+def timed(fn: Callable[[], object]) -> float:
+    """Wall-clock seconds of one call of `fn`, waiting for every JAX result it returns."""
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - start
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each function, timed in turn (A, B, A, B, ...) in this process.
+
+    Interleaving spreads the noise of a shared machine (other processes, frequency changes) over
+    all candidates instead of letting it fall on whichever ran during a busy spell.
+    """
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].append(timed(fn))
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+_LOGGERS = ("jax._src.interpreters.pxla", "jax._src.dispatch")
+
+
+class CompileCounter:
+    """Counts XLA compilations while active (through JAX's `jax_log_compiles` log records).
+
+    `with CompileCounter() as c: ...` then `c.count` (and `c.names`, the compiled functions).
+    """
+
+    def __init__(self):
+        self.names: list[str] = []
+        self._handler = _Handler(self.names)
+
+    @property
+    def count(self) -> int:
+        return len(self.names)
+
+    def __enter__(self):
+        self._previous = jax.config.jax_log_compiles
+        jax.config.update("jax_log_compiles", True)
+        self._propagate = {}
+        for name in _LOGGERS:
+            logger = logging.getLogger(name)
+            logger.addHandler(self._handler)
+            # Keep the compile log off the console: only the counter reads it.
+            self._propagate[name] = logger.propagate
+            logger.propagate = False
+        return self
+
+    def __exit__(self, *exc):
+        for name in _LOGGERS:
+            logger = logging.getLogger(name)
+            logger.removeHandler(self._handler)
+            logger.propagate = self._propagate[name]
+        jax.config.update("jax_log_compiles", self._previous)
+        return False
+
+
+class _Handler(logging.Handler):
+    def __init__(self, names):
+        super().__init__(level=logging.DEBUG)
+        self._names = names
+
+    def emit(self, record):
+        msg = record.getMessage()
+        if msg.startswith("Compiling "):
+            self._names.append(msg.split()[1])
+
+
+def row(name: str, ours_s: float, baseline_s: float, target: str, **extra) -> dict:
+    """One JSON row: `{name, ours_s, baseline_s, ratio, target, ...extra}` (ratio = baseline/ours)."""
+    return {
+        "name": name,
+        "ours_s": float(ours_s),
+        "baseline_s": float(baseline_s),
+        "ratio": float(baseline_s / ours_s) if ours_s > 0 else float("inf"),
+        "target": target,
+        **extra,
+    }

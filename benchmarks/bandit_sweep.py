@@ -1,0 +1,266 @@
+"""`bandit-sweep`: exact-gradient pass@k training of softmax bandits, many configurations at once.
+
+Measured: :func:`sim.train_sweep` (rule `"passk"`, estimator `"exact"`, plain SGD) over a sweep of
+`R` bandit draws (the regime axis, one per seed) times `K` pass@k orders, each run `steps` steps
+with every per-step record (`j1`, `jk`, `inner`, `mean_agreement`, `cos`, `k_star`,
+`update_inner`, `update_norm`, `k_used`) -- one compiled call.
+
+Baseline: :func:`numpy_train`, the same math in plain numpy, one configuration after another, each
+step vectorised over prompts (answers on the leading axis, prompts contiguous: the faster of the two
+numpy layouts). `k*` is the first `t` in `[0, k_max)` with `sum_i c_i (1-p_i)^t < 0`, decided in
+log space like :func:`theory.critical_k_jax`, but by evaluating every `t` at once (vectorised over
+`t`; the depth-first search of `theory` is sequential and would put a Python loop in the baseline).
+
+The bandit: `P` prompts with Gaussian features `psi ~ N(0, I_d / d)`, one correct answer out of `A`
+per prompt (uniform), uniform `mu`, start `theta0 = 0` (every `p_i = 1/A`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sim.bandit import SoftmaxBandit
+
+__all__ = ["make_bandits", "numpy_train", "numpy_sweep", "run_sweep", "RECORDS", "bench"]
+
+RECORDS = ("j1", "jk", "inner", "mean_agreement", "cos", "k_star", "update_inner", "update_norm", "k_used")
+
+
+def make_bandits(key, *, n_regimes: int, n_prompts: int, n_actions: int, dim: int, dtype=jnp.float32):
+    """`n_regimes` random bandits stacked on a leading regime axis, and their starts `(R, A, d)`."""
+
+    def one(k):
+        k_feat, k_ans = jax.random.split(k)
+        feats = jax.random.normal(k_feat, (n_prompts, dim), dtype) * (1.0 / math.sqrt(dim))  # keeps dtype
+        rewards = jax.nn.one_hot(jax.random.randint(k_ans, (n_prompts,), 0, n_actions), n_actions, dtype=dtype)
+        return feats, rewards
+
+    feats, rewards = jax.vmap(one)(jax.random.split(key, n_regimes))
+    mu = jnp.full((n_regimes, n_prompts), 1.0 / n_prompts, dtype)
+    # Built leaf by leaf: the stacked fields carry a regime axis the constructor does not accept.
+    bandits = jax.tree_util.tree_unflatten(
+        jax.tree_util.tree_structure(SoftmaxBandit(jnp.zeros((1, 1), dtype), jnp.zeros((1, 1), dtype))),
+        [feats, rewards, mu],
+    )
+    theta0s = jnp.zeros((n_regimes, n_actions, dim), dtype)
+    return bandits, theta0s
+
+
+# --------------------------------------------------------------------------- numpy reference
+
+
+def _log1mp_power(log1mp, t):
+    # t log(1-p) with (1-p)^0 = 1 also at p = 1 (no 0 * -inf).
+    return np.where(t == 0, 0.0, t * log1mp).astype(log1mp.dtype)
+
+
+def _logsumexp_masked(vals):
+    """log sum exp over the last axis; -inf for an all -inf row."""
+    top = np.max(vals, axis=-1, keepdims=True)
+    safe = np.where(np.isneginf(top), 0.0, top)
+    with np.errstate(divide="ignore"):
+        out = safe[..., 0] + np.log(np.sum(np.exp(vals - safe), axis=-1))
+    return np.where(np.isneginf(top[..., 0]), -np.inf, out)
+
+
+def _k_star(p, c, k_max: int, dtype):
+    """First `k` in `[1, k_max]` with `I_k < 0` (log-space comparison), `k_max + 1` when none."""
+    t = np.arange(k_max, dtype=dtype)[:, None]
+    with np.errstate(divide="ignore"):
+        log1mp = np.log1p(-p)
+        log_abs_c = np.log(np.where(c != 0, np.abs(c), 1.0)).astype(dtype)
+    terms = log_abs_c + _log1mp_power(log1mp, t)  # (k_max, P)
+    pos = _logsumexp_masked(np.where(c > 0, terms, -np.inf))
+    neg = _logsumexp_masked(np.where(c < 0, terms, -np.inf))
+    hit = np.flatnonzero(neg > pos)
+    return int(hit[0]) + 1 if hit.size else k_max + 1
+
+
+def _core_prompts_fast(f_t, r_t, theta, mu, dtype):
+    """`p`, `a` and the map `weights -> sum_i weights_i grad p_i` with prompts on the fast axis."""
+    logits = theta @ f_t  # (A, P)
+    e = np.exp(logits - logits.max(axis=0))
+    pi = e / e.sum(axis=0)
+    p = np.minimum(np.sum(pi * r_t, axis=0), dtype.type(1))  # (P,)
+    dlog = pi * (r_t - p)  # (A, P): d p_i / d logits_i
+    grad = lambda weights: (dlog * weights) @ f_t.T  # noqa: E731  (A, d): J^T weights
+    g1 = grad(mu)
+    a = np.sum(dlog * (g1 @ f_t), axis=0)  # (P,): a = J g1
+    return p, a, g1, grad
+
+
+def _core_prompts_slow(f, r, theta, mu, dtype):
+    """As :func:`_core_prompts_fast` in the layout of the formulas: `(P, A)` logits."""
+    logits = f @ theta.T  # (P, A)
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    pi = e / e.sum(axis=1, keepdims=True)
+    p = np.minimum(np.sum(pi * r, axis=1), dtype.type(1))
+    dlog = pi * (r - p[:, None])
+    grad = lambda weights: (dlog * weights[:, None]).T @ f  # noqa: E731
+    g1 = grad(mu)
+    a = np.sum(dlog * (f @ g1.T), axis=1)
+    return p, a, g1, grad
+
+
+def numpy_train(features, rewards, mu, theta0, *, k: int, steps: int, learning_rate: float, k_max: int,
+                prompts_fast: bool = True):
+    """Exact pass@k training of one bandit by SGD, with the records of :func:`sim.train_sweep`.
+
+    Args:
+      features: `(P, d)`; rewards: `(P, A)`; mu: `(P,)`; theta0: `(A, d)` (numpy, one dtype).
+      k: pass@k order; steps: number of updates; learning_rate: SGD step; k_max: `k*` search limit.
+      prompts_fast: lay arrays out `(A, P)` (prompts contiguous, the faster numpy layout) rather
+        than `(P, A)` as the formulas are written.
+
+    Returns:
+      A dict of numpy arrays: state records `(steps + 1,)`, update records `(steps,)`, `theta`.
+    """
+    dtype = np.asarray(features).dtype
+    if prompts_fast:
+        f_arr = np.ascontiguousarray(np.asarray(features).T)  # (d, P)
+        r_arr = np.ascontiguousarray(np.asarray(rewards, dtype).T)  # (A, P)
+        core = _core_prompts_fast
+    else:
+        f_arr, r_arr, core = np.asarray(features), np.asarray(rewards, dtype), _core_prompts_slow
+    mu = np.asarray(mu, dtype)
+    theta = np.array(theta0, dtype=dtype)
+    lr = dtype.type(learning_rate)
+    kf = dtype.type(k)
+    with np.errstate(divide="ignore"):
+        log_mu = np.where(mu > 0, np.log(np.where(mu > 0, mu, 1.0)), -np.inf).astype(dtype)
+    state = {name: [] for name in ("j1", "jk", "inner", "mean_agreement", "cos", "k_star")}
+    upd = {name: [] for name in ("update_inner", "update_norm", "k_used")}
+
+    def evaluate(theta):
+        p, a, g1, grad = core(f_arr, r_arr, theta, mu, dtype)
+        with np.errstate(divide="ignore"):
+            log1mp = np.log1p(-p)
+        tk = _log1mp_power(log1mp, kf - 1)
+        w = kf * np.exp(tk)  # pass@k weight w_k(p)
+        logits_w = log_mu + tk  # normalised weights omega in log space (never underflow)
+        omega = np.exp(logits_w - logits_w.max())
+        omega /= omega.sum()
+        gk_dir = grad(omega)
+        norms = np.linalg.norm(gk_dir) * np.linalg.norm(g1)
+        cos = np.vdot(gk_dir, g1) / norms if norms > 0 else dtype.type(0)
+        state["j1"].append(np.sum(mu * p))
+        state["jk"].append(np.sum(mu * -np.expm1(_log1mp_power(log1mp, kf))))
+        state["inner"].append(np.sum(mu * w * a))
+        state["mean_agreement"].append(np.sum(omega * a))
+        state["cos"].append(cos)
+        state["k_star"].append(_k_star(p, mu * a, k_max, dtype))
+        return g1, grad(mu * w)  # grad J_1, grad J_k
+
+    for _ in range(steps):
+        g1, gk = evaluate(theta)
+        update = lr * gk  # SGD ascent on J_k
+        theta = theta + update
+        upd["update_inner"].append(np.vdot(g1, update))
+        upd["update_norm"].append(np.linalg.norm(update))
+        upd["k_used"].append(k)
+    evaluate(theta)
+    out = {name: np.asarray(v) for name, v in {**state, **upd}.items()}
+    out["theta"] = theta
+    return out
+
+
+def numpy_sweep(bandits, theta0s, *, ks, steps: int, learning_rate: float, k_max: int, prompts_fast: bool = True) -> dict:
+    """:func:`numpy_train` for every (regime, k), one after another; arrays shaped `(R, K, ...)`."""
+    feats, rewards, mu = (np.asarray(x) for x in jax.tree_util.tree_leaves(bandits))
+    theta0s = np.asarray(theta0s)
+    runs = [
+        [
+            numpy_train(feats[r], rewards[r], mu[r], theta0s[r], k=int(k), steps=steps,
+                        learning_rate=learning_rate, k_max=k_max, prompts_fast=prompts_fast)
+            for k in ks
+        ]
+        for r in range(feats.shape[0])
+    ]
+    return {name: np.stack([np.stack([run[name] for run in row]) for row in runs]) for name in runs[0][0]}
+
+
+# --------------------------------------------------------------------------- benchmark
+
+
+#: Full and quick sizes. `k_max` bounds the per-step `k*` search of the records (see README).
+FULL = dict(n_prompts=4096, n_actions=4, dim=8, n_regimes=8, ks=(1, 2, 3, 4, 6, 8, 12, 16), steps=500,
+            k_max=16, learning_rate=1.0, repeats=2)
+QUICK = dict(n_prompts=1024, n_actions=4, dim=8, n_regimes=2, ks=(1, 2, 4, 8), steps=50, k_max=8,
+             learning_rate=1.0, repeats=2)
+
+
+def run_sweep(bandits, theta0s, *, ks, steps: int, k_max: int, learning_rate: float, devices=None) -> dict:
+    """The measured call: :func:`sim.train_sweep` (exact pass@k ascent by SGD, one key)."""
+    from sim.train import train_sweep
+
+    return train_sweep(
+        bandits, theta0s, ks=ks, keys=jax.random.split(jax.random.key(0), 1), steps=steps,
+        rule="passk", estimator="exact", optimizer="sgd", learning_rate=learning_rate, k_max=k_max,
+        devices=devices,
+    )
+
+
+def max_record_diff(ours: dict, ref: dict) -> dict:
+    """Largest absolute difference of each float record, and the share of equal `k_star`."""
+    out = {}
+    for name in ("j1", "jk", "inner", "mean_agreement", "cos", "update_inner", "update_norm"):
+        out[name] = float(np.max(np.abs(np.asarray(ours[name])[:, :, 0] - ref[name])))
+    out["k_star_equal_share"] = float(np.mean(np.asarray(ours["k_star"])[:, :, 0] == ref["k_star"]))
+    return out
+
+
+def bench(*, quick: bool, key, repeats: int | None = None) -> list[dict]:
+    """`sim.train_sweep` against :func:`numpy_sweep` (target >= 20x), compile time and count."""
+    from benchmarks._timing import CompileCounter, interleaved, row
+
+    cfg = dict(QUICK if quick else FULL)
+    repeats = repeats or cfg["repeats"]
+    bandits, theta0s = make_bandits(key, n_regimes=cfg["n_regimes"], n_prompts=cfg["n_prompts"],
+                                    n_actions=cfg["n_actions"], dim=cfg["dim"])
+    kw = dict(ks=cfg["ks"], steps=cfg["steps"], k_max=cfg["k_max"], learning_rate=cfg["learning_rate"])
+    ours = lambda: run_sweep(bandits, theta0s, **kw)  # noqa: E731
+    base = lambda: numpy_sweep(bandits, theta0s, **kw)  # noqa: E731
+    with CompileCounter() as first:
+        start = time.perf_counter()
+        out = ours()
+        first_s = time.perf_counter() - start
+    with CompileCounter() as again:
+        med = interleaved({"ours": ours, "baseline": base}, repeats)
+    ref = base()
+    # Per configuration-step cost of the two numpy layouts, on one bandit draw and a tenth of the
+    # steps (the slow layout over the whole sweep would dominate the run time).
+    sub = jax.tree_util.tree_map(lambda x: x[:1], bandits), theta0s[:1]
+    sub_kw = dict(kw, steps=max(cfg["steps"] // 10, 1))
+    lay = interleaved({
+        "prompts_fast": lambda: numpy_sweep(*sub, **sub_kw, prompts_fast=True),
+        "prompts_slow": lambda: numpy_sweep(*sub, **sub_kw, prompts_fast=False),
+    }, repeats)
+    per_step = len(cfg["ks"]) * (sub_kw["steps"] + 1)
+    n_configs = cfg["n_regimes"] * len(cfg["ks"])
+    sweep_compiles = [n for n in first.names if "entry" in n]
+    return [
+        row(
+            "bandit-sweep",
+            med["ours"],
+            med["baseline"],
+            ">= 20x",
+            met=bool(med["baseline"] / med["ours"] >= 20),
+            compile_s=max(first_s - med["ours"], 0.0),
+            first_call_s=first_s,
+            compiles_first_call=len(sweep_compiles),
+            compiles_later_calls=len([n for n in again.names if "entry" in n]),
+            size=(f"P={cfg['n_prompts']} A={cfg['n_actions']} d={cfg['dim']}, {n_configs} configs "
+                  f"({cfg['n_regimes']} bandit seeds x {len(cfg['ks'])} k), {cfg['steps']} steps, "
+                  f"k_max={cfg['k_max']}, float32"),
+            max_diff_vs_numpy=max_record_diff(out, ref),
+            baseline_layouts={name: t / per_step for name, t in lay.items()},
+            ours_per_config_step_s=med["ours"] / (n_configs * (cfg["steps"] + 1)),
+            repeats=repeats,
+            device=str(jax.devices()[0].platform),
+        )
+    ]

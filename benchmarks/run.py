@@ -1,0 +1,97 @@
+"""`passk bench`: run the benchmarks, print the table, optionally write it as JSON.
+
+Every benchmark times ours and a baseline in this process, after compilation, interleaved over
+several repeats, and reports median seconds, `ratio = baseline_s / ours_s` and its target. The
+JSON file is a list of rows `{name, ours_s, baseline_s, ratio, target, ...}` (extra keys: `met`,
+`compile_s`, sizes, correctness checks, `device`), written atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import jax
+
+from sim._atomic import atomic_write_json
+
+__all__ = ["BENCHMARKS", "main", "run", "format_table"]
+
+#: Benchmark names, in run order, and their modules (each has `bench(quick=, key=) -> list[dict]`).
+BENCHMARKS = {
+    "bandit-sweep": "benchmarks.bandit_sweep",
+    "agreement": "benchmarks.agreement",
+    "estimators": "benchmarks.estimators",
+    "scaling": "benchmarks.scaling",
+    "multi-device": "benchmarks.multi_device",
+}
+
+
+def run(*, quick: bool, only: list[str] | None = None, seed: int = 0) -> list[dict]:
+    """Run the selected benchmarks (all when `only` is None) and return their rows."""
+    import importlib
+
+    names = list(BENCHMARKS) if not only else list(only)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        raise ValueError(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
+    keys = dict(zip(BENCHMARKS, jax.random.split(jax.random.key(seed), len(BENCHMARKS))))
+    rows = []
+    for name in names:
+        start = time.perf_counter()
+        module = importlib.import_module(BENCHMARKS[name])
+        for r in module.bench(quick=quick, key=keys[name]):
+            r.setdefault("wall_s", time.perf_counter() - start)
+            rows.append(r)
+    return rows
+
+
+def _fmt(x) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    return f"{x:.4g}"
+
+
+def format_table(rows: list[dict]) -> str:
+    """Plain-text table: name, ours_s, baseline_s, ratio, target, met."""
+    header = ("benchmark", "ours_s", "baseline_s", "ratio", "target", "met")
+    body = [
+        (r["name"], _fmt(r["ours_s"]), _fmt(r["baseline_s"]), _fmt(r["ratio"]), r["target"],
+         {True: "yes", False: "NO", None: "-"}[r.get("met")])
+        for r in rows
+    ]
+    widths = [max(len(str(line[i])) for line in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)) for line in [header, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _details(rows: list[dict]) -> str:
+    """Compile times and counts, exponents and memory, each distinct detail printed once."""
+    keys = ("compile_s", "compiles_first_call", "compiles_later_calls", "exponent", "max_abs_diff_1_vs_n",
+            "temp_bytes", "baseline_layouts", "ours_per_config_step_s")
+    out, seen = [], set()
+    for r in rows:
+        extra = {k: r[k] for k in keys if k in r and repr((k, r[k])) not in seen}
+        seen.update(repr((k, v)) for k, v in extra.items())
+        if extra:
+            out.append(f"{r['name']}: {extra}")
+    return "\n".join(out)
+
+
+def main(quick: bool, json_path: Path | None, only: list[str] | None) -> int:
+    """Entry point of `passk bench`: run, print the table, write JSON (and the scaling figure beside it)."""
+    rows = run(quick=quick, only=only)
+    print(format_table(rows))
+    details = _details(rows)
+    if details:
+        print("\n" + details)
+    if json_path is not None:
+        atomic_write_json(Path(json_path), rows)
+        print(f"\nwrote {json_path}")
+        from passk.plots import bench as bench_plot
+
+        for path in bench_plot.draw(rows, Path(json_path).parent):
+            print(f"wrote {path}")
+    return 0

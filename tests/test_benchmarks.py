@@ -1,0 +1,122 @@
+"""Correctness of the benchmark baselines and of the `passk bench` runner (no timings asserted)."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import theory
+from benchmarks import agreement, bandit_sweep, estimators, run
+from benchmarks._timing import CompileCounter
+
+
+def test_numpy_bandit_training_matches_train_sweep():
+    bandits, theta0s = bandit_sweep.make_bandits(
+        jax.random.key(3), n_regimes=2, n_prompts=64, n_actions=3, dim=4, dtype=jnp.float64
+    )
+    kw = dict(ks=(1, 3, 8), steps=6, k_max=8, learning_rate=2.0)
+    ours = bandit_sweep.run_sweep(bandits, theta0s, **kw)
+    ref = bandit_sweep.numpy_sweep(bandits, theta0s, **kw)
+    for name in ("j1", "jk", "inner", "mean_agreement", "cos", "update_inner", "update_norm", "theta"):
+        np.testing.assert_allclose(np.asarray(ours[name])[:, :, 0], ref[name], rtol=1e-9, atol=1e-12, err_msg=name)
+    np.testing.assert_array_equal(np.asarray(ours["k_star"])[:, :, 0], ref["k_star"])
+    np.testing.assert_array_equal(np.asarray(ours["k_used"])[:, :, 0], ref["k_used"])
+    slow = bandit_sweep.numpy_sweep(bandits, theta0s, **kw, prompts_fast=False)
+    for name in ref:
+        np.testing.assert_allclose(slow[name], ref[name], rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+def test_numpy_k_star_finds_a_conflict():
+    # Two prompts: the easy one agrees, the hard one interferes; I_k turns negative at k = 2.
+    p = np.array([0.1, 0.9], np.float32)
+    c = np.array([-1.0, 3.0], np.float32)
+    assert bandit_sweep._k_star(p, c, 10, np.dtype(np.float32)) == theory.critical_k(p, c, k_max=10)
+    assert bandit_sweep._k_star(p, np.abs(c), 10, np.dtype(np.float32)) == 11  # sentinel: none
+
+
+@pytest.mark.parametrize("baseline", estimators.BASELINES)
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_numpy_pkpo_reference_matches_theory(baseline, k):
+    key = jax.random.key(k)
+    binary = estimators.make_rewards(key, 16, 12)
+    continuous = np.asarray(jax.random.uniform(key, (16, 12)), np.float32)
+    continuous[:, :3] = continuous[:, 3:6]  # ties in continuous rewards too
+    for rewards in (binary, continuous):
+        got = np.asarray(theory.pkpo_weights(jnp.asarray(rewards), k, baseline=baseline))
+        ref = estimators.numpy_pkpo_loop(rewards, k, baseline)
+        np.testing.assert_allclose(ref, got, rtol=1e-5, atol=1e-6)
+
+
+def test_numpy_pkpo_reference_values():
+    r = np.array([1.0, 1.0, 0.0, 0.0])
+    np.testing.assert_allclose(estimators.numpy_pkpo_weights(r, 2), [1 / 2, 1 / 2, 1 / 3, 1 / 3])
+    np.testing.assert_allclose(estimators.numpy_pkpo_weights(r, 2, "loo"), [1 / 18, 1 / 18, -1 / 3, -1 / 3])
+    np.testing.assert_allclose(estimators.numpy_pkpo_weights(r, 2, "loo-1"), [1 / 3, 1 / 3, 0, 0])
+
+
+def test_agreement_jvp_matches_per_prompt_gradients():
+    params, prompts, answers, config = agreement.setup(jax.random.key(0), modulus=3, d_model=16, n_layers=1)
+    fns = agreement._functions(config)
+    a_jvp = np.asarray(fns["jvp"](params, prompts, answers))
+    a_ref = np.asarray(fns["pergrad"](params, prompts, answers))
+    np.testing.assert_allclose(a_jvp, a_ref, rtol=1e-4, atol=1e-7 * np.max(np.abs(a_ref)))
+
+
+def test_compile_counter_sees_one_compile_per_shape():
+    f = jax.jit(lambda x: x * 2)
+    with CompileCounter() as c:
+        f(jnp.ones(3))
+        f(jnp.ones(3))
+    assert c.names.count("jit(<lambda>)") == 1
+
+
+def test_runner_writes_json_with_documented_keys(tmp_path, monkeypatch, capsys):
+    # The smallest sizes: shrink the quick estimator benchmark further.
+    real = estimators.make_rewards
+    monkeypatch.setattr(estimators, "make_rewards", lambda key, g, n, dtype=jnp.float32: real(key, 8, n, dtype))
+    path = tmp_path / "bench.json"
+    assert run.main(quick=True, json_path=path, only=["estimators"]) == 0
+    rows = json.loads(path.read_text())
+    assert [r["name"] for r in rows] == ["estimators[none]", "estimators[loo]", "estimators[loo-1]"]
+    for r in rows:
+        assert {"name", "ours_s", "baseline_s", "ratio", "target"} <= set(r)
+        assert r["ours_s"] > 0 and r["baseline_s"] > 0
+        assert r["ratio"] == pytest.approx(r["baseline_s"] / r["ours_s"])
+        assert r["max_abs_diff"] < 1e-5
+    assert "estimators[loo-1]" in capsys.readouterr().out
+
+
+def test_runner_rejects_unknown_names():
+    with pytest.raises(ValueError, match="unknown benchmark"):
+        run.run(quick=True, only=["nope"])
+
+
+def test_scaling_plot_writes_png_and_pdf(tmp_path):
+    from passk.plots import bench as bench_plot
+
+    rows = [
+        {"name": "scaling[prompts]", "sizes": [1, 2, 4], "seconds": [1.0, 2.1, 3.9], "steps": 5},
+        {"name": "scaling[configs]", "sizes": [8, 16], "seconds": [1.0, 2.0], "steps": 5},
+    ]
+    paths = bench_plot.draw(rows, tmp_path)
+    assert sorted(p.suffix for p in paths) == [".pdf", ".png"]
+    assert all(p.stat().st_size > 0 for p in paths)
+    assert bench_plot.draw([{"name": "estimators[none]"}], tmp_path) == []
+
+
+def test_global_sweep_map_equals_sweep_map_on_one_process():
+    from benchmarks.multi_device import global_sweep_map
+    from sim import sweep
+
+    def fn(args):
+        x, key = args
+        return {"y": x * 2.0 + jax.random.uniform(key)}
+
+    args = (jnp.arange(5.0), jax.random.split(jax.random.key(0), 5))
+    want = sweep.sweep_map(fn, args)
+    got = global_sweep_map(sweep, fn, args)
+    np.testing.assert_allclose(np.asarray(got["y"]), np.asarray(want["y"]))
