@@ -181,7 +181,6 @@ def test_small_plain_step_changes_pass1_with_the_sign_of_I_k(tiny):
 # Training, estimators, checkpoints
 
 
-@pytest.mark.slow
 def test_sampled_estimators_are_unbiased_for_exact_gradients(tiny):
     """The PKPO k-1-baseline and RLOO surrogates average to grad J_k and grad J_1."""
     t, cfg, params = tiny

@@ -1,4 +1,4 @@
-"""Execute `notebooks/transformer_confirmation.ipynb` at the quick size (slow: about a minute)."""
+"""Execute `notebooks/transformer_confirmation.ipynb` at the quick size (about 30 s)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ def test_notebook_outputs_are_empty():
             assert cell.outputs == [] and cell.execution_count is None
 
 
-@pytest.mark.slow
 def test_notebook_runs_at_quick_size(tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
