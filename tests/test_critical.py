@@ -171,6 +171,18 @@ def test_critical_k_at_extreme_k(k_target, seed):
     assert abs(got - k_target) <= 1
 
 
+@given(seed=seeds, spread=st.sampled_from([0.0, 1e-9, 1e-6, 1e-3]))
+def test_critical_k_with_tied_and_nearly_tied_success(seed, spread):
+    """Equal or nearly equal p with agreements of both signs: f(t) nearly cancels everywhere."""
+    rng = np.random.default_rng(seed)
+    p = np.clip(0.25 + spread * rng.normal(size=64), 0, 1)
+    a = rng.normal(size=64)
+    a += rng.choice([-0.02, 0.02]) - a.mean()
+    assert theory.critical_k(p, a, k_max=K_SCAN) == first_conflict_by_scan(p, a, None)
+    if spread == 0.0:
+        assert theory.critical_k(p, a, k_max=10**6) == (1 if a.mean() < 0 else None)
+
+
 def test_critical_k_with_solved_and_unsolvable_prompts():
     # p = 1 drops out for k >= 2; p = 0 has the largest weight; equal p merge
     p = np.array([0.0, 0.0, 0.5, 1.0])

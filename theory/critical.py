@@ -20,8 +20,6 @@ All comparisons are between log-sum-exps, so nothing underflows at `k = 10^6`.
 from __future__ import annotations
 
 import math
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,25 +43,59 @@ _K_MAX_LIMIT = 2**31 - 2
 _STACK = 64
 
 
-def _log_part(log_abs_c, mask, p, t):
-    """`log sum_{i in mask} |c_i| q_i^t`; `-inf` for an empty sum."""
-    vals = jnp.where(mask, log_abs_c + log_one_minus_p_power(p, t), -jnp.inf)
-    top = jnp.max(vals)
+def _lse(vals):
+    """log-sum-exp over the last axis; `-inf` for an empty (all `-inf`) sum."""
+    top = jnp.max(vals, axis=-1)
     safe = jnp.where(jnp.isneginf(top), 0.0, top)
-    return jnp.where(jnp.isneginf(top), -jnp.inf, safe + jnp.log(jnp.sum(jnp.exp(vals - safe))))
+    total = jnp.sum(jnp.exp(vals - safe[..., None]), axis=-1)
+    return jnp.where(jnp.isneginf(top), -jnp.inf, safe + jnp.log(total))
+
+
+def _separated(p, c):
+    """Whether every prompt with `c < 0` is strictly harder than every prompt with `c > 0`, and
+    the reverse.
+
+    The first means the coefficients ordered by increasing `p` change sign at most once, negative
+    on the hardest (SPEC's single-crossing condition); the second, at most once, positive on the
+    hardest. `O(P)`: no sort.
+    """
+    big = jnp.asarray(2.0, p.dtype)
+    neg_hardest = jnp.max(jnp.where(c < 0, p, -big)) < jnp.min(jnp.where(c > 0, p, big))
+    pos_hardest = jnp.max(jnp.where(c > 0, p, -big)) < jnp.min(jnp.where(c < 0, p, big))
+    return neg_hardest, pos_hardest
 
 
 def _first_negative_t(p, c, t_max):
-    """Smallest integer `t` in `[0, t_max]` with `sum_i c_i (1-p_i)^t < 0`, or -1 if none."""
+    """Smallest integer `t` in `[0, t_max]` with `f(t) = sum_i c_i (1-p_i)^t < 0`, or -1 if none.
+
+    Depth-first over halved integer intervals, leftmost first. For an interval `[a, b]` and any
+    reference rate `rho`, `f(t) = rho^t sum_i c_i (q_i / rho)^t` and each term is monotone in `t`,
+    so
+
+        f(t) >= rho^t [ sum_{c_i>0} c_i min_{a,b} (q_i/rho)^t - sum_{c_i<0} |c_i| max_{a,b} (q_i/rho)^t ].
+
+    `rho = 1` gives `F+(b) - F-(a)`; `rho` set to the decay rate of the term that dominates at
+    `a` keeps the bound tight when rates are (nearly) equal, where the first bound cancels badly
+    (tied `p` with opposite agreements). An interval is pruned when either bound is non-negative.
+
+    When the coefficients ordered by increasing `p` change sign at most once (SPEC section 4),
+    `f` has at most one zero, so the search is a bisection: with the hardest prompts negative,
+    `f(b) >= 0` clears all of `[a, b]`; with them positive, only `t = 0` can be negative.
+    """
     pos = c > 0
     neg = c < 0
     log_abs_c = jnp.log(jnp.where(c != 0, jnp.abs(c), 1.0))
+    log_q = jnp.log1p(-p)
     itype = t_max.dtype
-    part = partial(_log_part, log_abs_c)
+    monotone, positive_first = _separated(p, c)
+    # positive on the hardest, at most one change: f < 0 only on an initial range, so only t = 0
+    t_max = jnp.where(positive_first & ~monotone, jnp.zeros_like(t_max), t_max)
 
-    def f_parts(t):
-        tf = t.astype(p.dtype)
-        return part(pos, p, tf), part(neg, p, tf)
+    def exponent(t):  # t log q_i, with q^0 = 1 also at q = 0
+        return log_one_minus_p_power(p, t.astype(p.dtype))
+
+    def parts(x):  # log F+, log F- from per-term logs x_i = log |c_i| + t log q_i
+        return _lse(jnp.where(pos, x, -jnp.inf)), _lse(jnp.where(neg, x, -jnp.inf))
 
     stack = jnp.zeros((_STACK, 2), itype).at[0].set(jnp.stack([jnp.zeros((), itype), t_max]))
 
@@ -75,14 +107,27 @@ def _first_negative_t(p, c, t_max):
         stack, sp, found = state
         lo, hi = stack[sp - 1, 0], stack[sp - 1, 1]
         sp = sp - 1
-        pos_lo, neg_lo = f_parts(lo)
-        pos_hi, _ = f_parts(hi)
-        prune = pos_hi >= neg_lo  # f >= 0 on the whole interval
+        x_lo = log_abs_c + exponent(lo)  # log |c_i| q_i^lo
+        x_hi = log_abs_c + exponent(hi)
+        pos_lo, neg_lo = parts(x_lo)
+        pos_hi, neg_hi = parts(x_hi)
+        # reference rate: the decay of the term that dominates at the interval's start
+        # (a masked max, not a gather: gathers batch badly under vmap)
+        live_lo = jnp.where(c != 0, x_lo, -jnp.inf)
+        rate = jnp.max(jnp.where(live_lo == jnp.max(live_lo), log_q, -jnp.inf))
+        rate = jnp.where(jnp.isfinite(rate), rate, 0.0)
+        shift_lo = x_lo - rate * lo.astype(p.dtype)
+        shift_hi = x_hi - rate * hi.astype(p.dtype)
+        prune = (
+            (pos_hi >= neg_lo)  # rho = 1
+            | (parts(jnp.minimum(shift_lo, shift_hi))[0] >= parts(jnp.maximum(shift_lo, shift_hi))[1])
+            | (monotone & (pos_hi >= neg_hi))  # single crossing: f(hi) >= 0 clears [lo, hi]
+        )
         negative_at_lo = neg_lo > pos_lo
         found = jnp.where(~prune & negative_at_lo, lo, found)
         split = ~prune & ~negative_at_lo & (lo < hi)
         mid = lo + (hi - lo) // 2
-        # push right half, then left half on top (leftmost first)
+        # push the right half, then the left half on top (leftmost first)
         stack = jnp.where(split, stack.at[sp].set(jnp.stack([mid + 1, hi])), stack)
         stack = jnp.where(split, stack.at[sp + 1].set(jnp.stack([lo, mid])), stack)
         sp = jnp.where(split, sp + 2, sp)
