@@ -3,7 +3,9 @@
 Measured: :func:`sim.train_sweep` (rule `"passk"`, estimator `"exact"`, plain SGD) over a sweep of
 `R` bandit draws (the regime axis, one per seed) times `K` pass@k orders, each run `steps` steps
 with every per-step record (`j1`, `jk`, `inner`, `mean_agreement`, `cos`, `k_star`,
-`update_inner`, `update_norm`, `k_used`) -- one compiled call.
+`update_inner`, `update_norm`, `k_used`) -- one compiled call. A second row times the same sweep
+with `record_every=N`: the diagnostics (`inner`, `mean_agreement`, `cos`, `k_star`) every `N`
+steps, the rest at every step, against the baseline recording exactly the same.
 
 Baseline: :func:`numpy_train`, the same math in plain numpy, one configuration after another, each
 step vectorised over prompts (answers on the leading axis, prompts contiguous: the faster of the two
@@ -81,8 +83,9 @@ def _k_star(p, c, k_max: int, dtype):
     return int(hit[0]) + 1 if hit.size else k_max + 1
 
 
-def _core_prompts_fast(f_t, r_t, theta, mu, dtype):
-    """`p`, `a` and the map `weights -> sum_i weights_i grad p_i` with prompts on the fast axis."""
+def _core_prompts_fast(f_t, r_t, theta, mu, dtype, with_agreement=True):
+    """`p`, `a` (None unless `with_agreement`), `grad J_1` and the map `weights -> sum_i weights_i
+    grad p_i`, with prompts on the fast axis."""
     logits = theta @ f_t  # (A, P)
     e = np.exp(logits - logits.max(axis=0))
     pi = e / e.sum(axis=0)
@@ -90,11 +93,11 @@ def _core_prompts_fast(f_t, r_t, theta, mu, dtype):
     dlog = pi * (r_t - p)  # (A, P): d p_i / d logits_i
     grad = lambda weights: (dlog * weights) @ f_t.T  # noqa: E731  (A, d): J^T weights
     g1 = grad(mu)
-    a = np.sum(dlog * (g1 @ f_t), axis=0)  # (P,): a = J g1
+    a = np.sum(dlog * (g1 @ f_t), axis=0) if with_agreement else None  # (P,): a = J g1
     return p, a, g1, grad
 
 
-def _core_prompts_slow(f, r, theta, mu, dtype):
+def _core_prompts_slow(f, r, theta, mu, dtype, with_agreement=True):
     """As :func:`_core_prompts_fast` in the layout of the formulas: `(P, A)` logits."""
     logits = f @ theta.T  # (P, A)
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -103,12 +106,12 @@ def _core_prompts_slow(f, r, theta, mu, dtype):
     dlog = pi * (r - p[:, None])
     grad = lambda weights: (dlog * weights[:, None]).T @ f  # noqa: E731
     g1 = grad(mu)
-    a = np.sum(dlog * (f @ g1.T), axis=1)
+    a = np.sum(dlog * (f @ g1.T), axis=1) if with_agreement else None
     return p, a, g1, grad
 
 
 def numpy_train(features, rewards, mu, theta0, *, k: int, steps: int, learning_rate: float, k_max: int,
-                prompts_fast: bool = True):
+                prompts_fast: bool = True, record_every: int = 1):
     """Exact pass@k training of one bandit by SGD, with the records of :func:`sim.train_sweep`.
 
     Args:
@@ -116,6 +119,9 @@ def numpy_train(features, rewards, mu, theta0, *, k: int, steps: int, learning_r
       k: pass@k order; steps: number of updates; learning_rate: SGD step; k_max: `k*` search limit.
       prompts_fast: lay arrays out `(A, P)` (prompts contiguous, the faster numpy layout) rather
         than `(P, A)` as the formulas are written.
+      record_every: as in :func:`sim.train_sweep`: the diagnostics (`inner`, `mean_agreement`,
+        `cos`, `k_star`) at steps `0, N, 2N, ...` and the last state only (NaN, `k_star = -1`
+        elsewhere); the steps in between compute `p`, `grad J_1`, `grad J_k`, `J_1` and `J_k`.
 
     Returns:
       A dict of numpy arrays: state records `(steps + 1,)`, update records `(steps,)`, `theta`.
@@ -131,52 +137,61 @@ def numpy_train(features, rewards, mu, theta0, *, k: int, steps: int, learning_r
     theta = np.array(theta0, dtype=dtype)
     lr = dtype.type(learning_rate)
     kf = dtype.type(k)
+    nan = dtype.type(np.nan)
     with np.errstate(divide="ignore"):
         log_mu = np.where(mu > 0, np.log(np.where(mu > 0, mu, 1.0)), -np.inf).astype(dtype)
     state = {name: [] for name in ("j1", "jk", "inner", "mean_agreement", "cos", "k_star")}
     upd = {name: [] for name in ("update_inner", "update_norm", "k_used")}
 
-    def evaluate(theta):
-        p, a, g1, grad = core(f_arr, r_arr, theta, mu, dtype)
+    def evaluate(theta, full):
+        p, a, g1, grad = core(f_arr, r_arr, theta, mu, dtype, with_agreement=full)
         with np.errstate(divide="ignore"):
             log1mp = np.log1p(-p)
         tk = _log1mp_power(log1mp, kf - 1)
         w = kf * np.exp(tk)  # pass@k weight w_k(p)
-        logits_w = log_mu + tk  # normalised weights omega in log space (never underflow)
-        omega = np.exp(logits_w - logits_w.max())
-        omega /= omega.sum()
-        gk_dir = grad(omega)
-        norms = np.linalg.norm(gk_dir) * np.linalg.norm(g1)
-        cos = np.vdot(gk_dir, g1) / norms if norms > 0 else dtype.type(0)
         state["j1"].append(np.sum(mu * p))
         state["jk"].append(np.sum(mu * -np.expm1(_log1mp_power(log1mp, kf))))
-        state["inner"].append(np.sum(mu * w * a))
-        state["mean_agreement"].append(np.sum(omega * a))
-        state["cos"].append(cos)
-        state["k_star"].append(_k_star(p, mu * a, k_max, dtype))
+        if full:
+            logits_w = log_mu + tk  # normalised weights omega in log space (never underflow)
+            omega = np.exp(logits_w - logits_w.max())
+            omega /= omega.sum()
+            gk_dir = grad(omega)
+            norms = np.linalg.norm(gk_dir) * np.linalg.norm(g1)
+            cos = np.vdot(gk_dir, g1) / norms if norms > 0 else dtype.type(0)
+            state["inner"].append(np.sum(mu * w * a))
+            state["mean_agreement"].append(np.sum(omega * a))
+            state["cos"].append(cos)
+            state["k_star"].append(_k_star(p, mu * a, k_max, dtype))
+        else:
+            for name in ("inner", "mean_agreement", "cos"):
+                state[name].append(nan)
+            state["k_star"].append(-1)
         return g1, grad(mu * w)  # grad J_1, grad J_k
 
-    for _ in range(steps):
-        g1, gk = evaluate(theta)
+    for t in range(steps):
+        g1, gk = evaluate(theta, t % record_every == 0)
         update = lr * gk  # SGD ascent on J_k
         theta = theta + update
         upd["update_inner"].append(np.vdot(g1, update))
         upd["update_norm"].append(np.linalg.norm(update))
         upd["k_used"].append(k)
-    evaluate(theta)
+    evaluate(theta, True)
     out = {name: np.asarray(v) for name, v in {**state, **upd}.items()}
+    out["k_star"] = out["k_star"].astype(np.int64)
     out["theta"] = theta
     return out
 
 
-def numpy_sweep(bandits, theta0s, *, ks, steps: int, learning_rate: float, k_max: int, prompts_fast: bool = True) -> dict:
+def numpy_sweep(bandits, theta0s, *, ks, steps: int, learning_rate: float, k_max: int, prompts_fast: bool = True,
+                record_every: int = 1) -> dict:
     """:func:`numpy_train` for every (regime, k), one after another; arrays shaped `(R, K, ...)`."""
     feats, rewards, mu = (np.asarray(x) for x in jax.tree_util.tree_leaves(bandits))
     theta0s = np.asarray(theta0s)
     runs = [
         [
             numpy_train(feats[r], rewards[r], mu[r], theta0s[r], k=int(k), steps=steps,
-                        learning_rate=learning_rate, k_max=k_max, prompts_fast=prompts_fast)
+                        learning_rate=learning_rate, k_max=k_max, prompts_fast=prompts_fast,
+                        record_every=record_every)
             for k in ks
         ]
         for r in range(feats.shape[0])
@@ -187,35 +202,47 @@ def numpy_sweep(bandits, theta0s, *, ks, steps: int, learning_rate: float, k_max
 # --------------------------------------------------------------------------- benchmark
 
 
-#: Full and quick sizes. `k_max` bounds the per-step `k*` search of the records (see README).
+#: Full and quick sizes. `k_max` bounds the per-step `k*` search of the records (see README);
+#: `record_every` lists the variants timed: diagnostics at every step, and every N steps.
 FULL = dict(n_prompts=4096, n_actions=4, dim=8, n_regimes=8, ks=(1, 2, 3, 4, 6, 8, 12, 16), steps=500,
-            k_max=16, learning_rate=1.0, repeats=2)
+            k_max=16, learning_rate=1.0, repeats=2, record_every=(1, 50))
 QUICK = dict(n_prompts=1024, n_actions=4, dim=8, n_regimes=2, ks=(1, 2, 4, 8), steps=50, k_max=8,
-             learning_rate=1.0, repeats=2)
+             learning_rate=1.0, repeats=2, record_every=(1, 10))
 
 
-def run_sweep(bandits, theta0s, *, ks, steps: int, k_max: int, learning_rate: float, devices=None) -> dict:
+def run_sweep(bandits, theta0s, *, ks, steps: int, k_max: int, learning_rate: float, devices=None,
+              record_every: int = 1) -> dict:
     """The measured call: :func:`sim.train_sweep` (exact pass@k ascent by SGD, one key)."""
     from sim.train import train_sweep
 
     return train_sweep(
         bandits, theta0s, ks=ks, keys=jax.random.split(jax.random.key(0), 1), steps=steps,
         rule="passk", estimator="exact", optimizer="sgd", learning_rate=learning_rate, k_max=k_max,
-        devices=devices,
+        record_every=record_every, devices=devices,
     )
 
 
 def max_record_diff(ours: dict, ref: dict) -> dict:
-    """Largest absolute difference of each float record, and the share of equal `k_star`."""
+    """Largest absolute difference of each float record (NaN where neither recorded), and the
+    share of equal `k_star`."""
     out = {}
     for name in ("j1", "jk", "inner", "mean_agreement", "cos", "update_inner", "update_norm"):
-        out[name] = float(np.max(np.abs(np.asarray(ours[name])[:, :, 0] - ref[name])))
+        mine, theirs = np.asarray(ours[name])[:, :, 0], np.asarray(ref[name])
+        if not np.array_equal(np.isnan(mine), np.isnan(theirs)):
+            out[name] = float("inf")  # recorded at different steps
+            continue
+        out[name] = float(np.nanmax(np.abs(mine - theirs))) if np.any(~np.isnan(mine)) else 0.0
     out["k_star_equal_share"] = float(np.mean(np.asarray(ours["k_star"])[:, :, 0] == ref["k_star"]))
     return out
 
 
 def bench(*, quick: bool, key, repeats: int | None = None) -> list[dict]:
-    """`sim.train_sweep` against :func:`numpy_sweep` (target >= 20x), compile time and count."""
+    """`sim.train_sweep` against :func:`numpy_sweep` (target >= 20x), compile time and count.
+
+    One row per `record_every` variant: `bandit-sweep` (diagnostics at every step) and
+    `bandit-sweep[record_every=N]` (diagnostics every `N` steps, `J_1`, `J_k` and the update
+    records at every step), each against the numpy baseline doing the same records.
+    """
     from benchmarks._timing import CompileCounter, interleaved, row
 
     cfg = dict(QUICK if quick else FULL)
@@ -223,15 +250,10 @@ def bench(*, quick: bool, key, repeats: int | None = None) -> list[dict]:
     bandits, theta0s = make_bandits(key, n_regimes=cfg["n_regimes"], n_prompts=cfg["n_prompts"],
                                     n_actions=cfg["n_actions"], dim=cfg["dim"])
     kw = dict(ks=cfg["ks"], steps=cfg["steps"], k_max=cfg["k_max"], learning_rate=cfg["learning_rate"])
-    ours = lambda: run_sweep(bandits, theta0s, **kw)  # noqa: E731
-    base = lambda: numpy_sweep(bandits, theta0s, **kw)  # noqa: E731
-    with CompileCounter() as first:
-        start = time.perf_counter()
-        out = ours()
-        first_s = time.perf_counter() - start
-    with CompileCounter() as again:
-        med = interleaved({"ours": ours, "baseline": base}, repeats)
-    ref = base()
+    n_configs = cfg["n_regimes"] * len(cfg["ks"])
+    size = (f"P={cfg['n_prompts']} A={cfg['n_actions']} d={cfg['dim']}, {n_configs} configs "
+            f"({cfg['n_regimes']} bandit seeds x {len(cfg['ks'])} k), {cfg['steps']} steps, "
+            f"k_max={cfg['k_max']}, float32")
     # Per configuration-step cost of the two numpy layouts, on one bandit draw and a tenth of the
     # steps (the slow layout over the whole sweep would dominate the run time).
     sub = jax.tree_util.tree_map(lambda x: x[:1], bandits), theta0s[:1]
@@ -241,26 +263,36 @@ def bench(*, quick: bool, key, repeats: int | None = None) -> list[dict]:
         "prompts_slow": lambda: numpy_sweep(*sub, **sub_kw, prompts_fast=False),
     }, repeats)
     per_step = len(cfg["ks"]) * (sub_kw["steps"] + 1)
-    n_configs = cfg["n_regimes"] * len(cfg["ks"])
-    sweep_compiles = [n for n in first.names if "entry" in n]
-    return [
-        row(
-            "bandit-sweep",
-            med["ours"],
-            med["baseline"],
-            ">= 20x",
-            met=bool(med["baseline"] / med["ours"] >= 20),
-            compile_s=max(first_s - med["ours"], 0.0),
-            first_call_s=first_s,
-            compiles_first_call=len(sweep_compiles),
-            compiles_later_calls=len([n for n in again.names if "entry" in n]),
-            size=(f"P={cfg['n_prompts']} A={cfg['n_actions']} d={cfg['dim']}, {n_configs} configs "
-                  f"({cfg['n_regimes']} bandit seeds x {len(cfg['ks'])} k), {cfg['steps']} steps, "
-                  f"k_max={cfg['k_max']}, float32"),
-            max_diff_vs_numpy=max_record_diff(out, ref),
-            baseline_layouts={name: t / per_step for name, t in lay.items()},
-            ours_per_config_step_s=med["ours"] / (n_configs * (cfg["steps"] + 1)),
-            repeats=repeats,
-            device=str(jax.devices()[0].platform),
+    rows = []
+    for every in cfg["record_every"]:
+        ours = lambda every=every: run_sweep(bandits, theta0s, **kw, record_every=every)  # noqa: E731
+        base = lambda every=every: numpy_sweep(bandits, theta0s, **kw, record_every=every)  # noqa: E731
+        with CompileCounter() as first:
+            start = time.perf_counter()
+            out = ours()
+            first_s = time.perf_counter() - start
+        with CompileCounter() as again:
+            med = interleaved({"ours": ours, "baseline": base}, repeats)
+        ref = base()
+        sweep_compiles = [n for n in first.names if "entry" in n]
+        rows.append(
+            row(
+                "bandit-sweep" if every == 1 else f"bandit-sweep[record_every={every}]",
+                med["ours"],
+                med["baseline"],
+                ">= 20x",
+                met=bool(med["baseline"] / med["ours"] >= 20),
+                compile_s=max(first_s - med["ours"], 0.0),
+                first_call_s=first_s,
+                compiles_first_call=len(sweep_compiles),
+                compiles_later_calls=len([n for n in again.names if "entry" in n]),
+                size=size,
+                record_every=every,
+                max_diff_vs_numpy=max_record_diff(out, ref),
+                baseline_layouts={name: t / per_step for name, t in lay.items()},
+                ours_per_config_step_s=med["ours"] / (n_configs * (cfg["steps"] + 1)),
+                repeats=repeats,
+                device=str(jax.devices()[0].platform),
+            )
         )
-    ]
+    return rows

@@ -48,19 +48,31 @@ Records (exact, whatever the estimator), for every step `t = 0..steps` (state) o
 (`k_max + 1` = none) at `theta_t`, and for each update `update_inner = <grad J_1, u_t>` (the
 first-order change of pass@1 actually taken; SPEC section 5: with Adam it differs from
 `lr I_k`), `update_norm` and `k_used` (the order of `g_k` used, which moves under `"safe-k"`).
+With `record_every = N > 1` the diagnostics `inner`, `mean_agreement`, `cos` and `k_star` are
+written at `t = 0, N, 2N, ...` and at `t = steps` only (NaN, and `k_star = -1`, elsewhere); the
+other records stay per step. The diagnostics cost a forward pass `J grad J_1`, one more reverse
+direction and the `k*` search per recorded step, so long sweeps record them sparsely.
 
-Compilation: the step loop is `lax.scan`; :func:`train_sweep` vmaps over regimes (bandits of
-equal sizes), `k` values and seeds (and rules, given a tuple of rules) in one compiled function,
-sharded by :mod:`sim.sweep`. A new
-compile happens when any static setting changes: `steps`, the rule (tuple), `estimator`, `n_samples`,
-`optimizer`, `learning_rate`, `mixture_weight`, `k_max`, the bandit sizes `(P, A, d)`, the
-dtype, or the number of sweep entries (padded to a multiple of the device count). New seeds, new
-`k` values and new regimes of the same sizes reuse the compiled function.
+Cost of a step (exact estimator): one evaluation of `p` and `dp/dlogits` at `theta_t` feeds one
+matrix product for all reverse passes (`grad J_1`, `J^T omega` and `grad J_k`; `grad J_k` joins
+later, by a second product, only under `"safe-k"`, whose order needs `k*` first) and the forward
+pass `a = J grad J_1` (:mod:`sim.bandit`, prompts on the fast axis).
+
+Compilation: the step loop is `lax.scan`; :func:`train_sweep` cuts each regime's
+configurations (rules x `k` x seeds) into chunks (:func:`sweep_blocks`), vmaps a chunk with the
+bandit shared and maps the `(regime, chunk)` blocks with :func:`sim.sweep.sweep_map` (one
+compiled function, sharded over devices). A new compile happens when any static setting
+changes: `steps`, the rule (tuple), `estimator`, `n_samples`, `optimizer`, `learning_rate`,
+`mixture_weight`, `k_max`, `record_every`, the bandit sizes `(P, A, d)`, the dtype, the number
+of blocks (regimes x chunks, padded to a multiple of the device count) or the chunk size (the
+configurations per regime, padded to a multiple of the chunk count). New seeds, new `k` values
+and new regimes of the same sizes and counts reuse the compiled function.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 from typing import Callable
 
@@ -71,7 +83,15 @@ import optax
 
 import theory
 from sim import sweep as _sweep
-from sim.bandit import DEFAULT_K_MAX, SoftmaxBandit, diagnostics_fn
+from sim.bandit import (
+    DEFAULT_K_MAX,
+    SoftmaxBandit,
+    assemble_diagnostics,
+    prompts_last,
+    pullback,
+    pushforward,
+    success_parts,
+)
 
 __all__ = [
     "RULES",
@@ -93,6 +113,10 @@ PASSK_ESTIMATORS = ("pkpo", "pkpo-loo", "pkpo-loo-1", "grouped-passk")
 
 STATE_RECORDS = ("j1", "jk", "inner", "mean_agreement", "cos", "k_star")
 UPDATE_RECORDS = ("update_inner", "update_norm", "k_used")
+#: State records written only at the steps that record diagnostics (`record_every`).
+DIAGNOSTIC_RECORDS = ("inner", "mean_agreement", "cos", "k_star")
+# `k_star` where no diagnostics were recorded (`k* >= 1`; `k_max + 1` means "none up to k_max").
+_NOT_RECORDED = -1
 
 
 # --------------------------------------------------------------------------- estimators
@@ -225,31 +249,87 @@ def _direction(rule, g1, gk, *, step_size, smoothness, mixture_weight):
 _NEEDS_G1 = ("project", "project-safe", "mixture")
 
 
-def _run(bandit, theta0, k, key, rule_index, *, rules, steps, estimator, n_samples, optimizer, learning_rate, mixture_weight, k_max):
+def _run(bandit, theta0, k, key, rule_index, *, rules, steps, estimator, n_samples, optimizer, learning_rate,
+         mixture_weight, k_max, record_every):
     """One training run, traceable in `bandit`, `theta0`, `k`, `key` and `rule_index`.
 
     `rules` is a static tuple; `rule_index` picks one (`lax.switch`), so several rules are a vmap
     axis of one compiled function (under vmap every branch is evaluated and one is selected: the
     branches are a few vector operations).
+
+    Per step, one forward evaluation at `theta` (`p` and `dp/dlogits`) feeds every reverse pass
+    (`grad J_1`, the diagnostics' `J^T omega` and, when its order is known before `k*`, `grad J_k`,
+    all in one matrix product) and the forward pass `a = J grad J_1`. At steps that record no
+    diagnostics (`record_every > 1`), `a`, `omega` and `k*` are skipped unless the rule needs `k*`
+    (`"safe-k"`).
     """
     opt = make_optimizer(optimizer, learning_rate)
     k = jnp.asarray(k, jnp.int32)
+    lay = prompts_last(bandit)  # transposed once, outside the step loop
+    mu = lay.prompt_weights
     smoothness = theory.softmax_smoothness_bound(bandit.feature_norm)
     sample_g1 = estimator != "exact" and any(r in _NEEDS_G1 for r in rules)
-
-    def state_record(theta):
-        d = diagnostics_fn(bandit, theta, k, k_max=k_max)
-        return {
-            "j1": d.j1,
-            "jk": d.jk,
-            "inner": d.inner,
-            "mean_agreement": d.mean_agreement,
-            "cos": d.cos,
-            "k_star": d.k_star,
-        }
+    exact = estimator == "exact"
+    k_star_every_step = "safe-k" in rules
+    # Without "safe-k" the order of g_k is known before k*, so grad J_k joins the first reverse pass.
+    early_gk = exact and not k_star_every_step
 
     def is_rule(name):
         return rule_index == rules.index(name) if name in rules else jnp.zeros((), bool)
+
+    def order_used(k_star):
+        k_used = jnp.where(is_rule("safe-k"), jnp.clip(k_star - 1, 1, k), k)
+        return jnp.where(is_rule("pass1"), 1, k_used)
+
+    def gk_weights(p, k_used):
+        return jax.lax.stop_gradient(mu * theory.pass_at_k_weight(p, k_used))
+
+    def evaluate(theta, full: bool):
+        """State records at `theta` (diagnostics when `full`), exact `grad J_1`, and `grad J_k`
+        (exact estimator) with its order."""
+        p, dlogits = success_parts(lay, theta)
+        rows = [mu[None]]
+        if full:
+            omega = jax.lax.stop_gradient(theory.normalized_weights(p, k[None], mu))  # (1, P)
+            rows.append(omega)
+        if early_gk:
+            k_used = order_used(k)
+            rows.append(gk_weights(p, k_used)[None])
+        grads = pullback(lay, dlogits, jnp.concatenate(rows))
+        g1 = grads[0]
+        k_star = None
+        if full or k_star_every_step:
+            a = pushforward(lay, dlogits, g1)
+            k_star = theory.critical_k_jax(p, a, mu, k_max=k_max)
+        if full:
+            d = assemble_diagnostics(p, a, g1, grads[1:2], omega, k[None], mu, k_max=k_max, k_star=k_star)
+            rec = {
+                "j1": d.j1,
+                "jk": d.jk[0],
+                "inner": d.inner[0],
+                "mean_agreement": d.mean_agreement[0],
+                "cos": d.cos[0],
+                "k_star": d.k_star,
+            }
+        else:
+            nan = jnp.full((), jnp.nan, p.dtype)
+            rec = {
+                "j1": jnp.sum(mu * p),
+                "jk": jnp.sum(mu * theory.pass_at_k(p, k[None, None]), axis=-1)[0],
+                "inner": nan,
+                "mean_agreement": nan,
+                "cos": nan,
+                "k_star": jnp.full((), _NOT_RECORDED, jnp.int32),
+            }
+        if not early_gk:
+            k_used = order_used(k if k_star is None else k_star)
+        if early_gk:
+            gk = grads[-1]
+        elif exact:
+            gk = pullback(lay, dlogits, gk_weights(p, k_used))
+        else:
+            gk = None
+        return rec, g1, gk, k_used
 
     branches = [
         functools.partial(
@@ -258,15 +338,22 @@ def _run(bandit, theta0, k, key, rule_index, *, rules, steps, estimator, n_sampl
         for r in rules
     ]
 
-    def step(carry, step_key):
+    def step(carry, xs):
+        t, step_key = xs
         theta, opt_state = carry
-        rec = state_record(theta)
-        k_used = jnp.where(is_rule("safe-k"), jnp.clip(rec["k_star"] - 1, 1, k), k)
-        k_used = jnp.where(is_rule("pass1"), 1, k_used)
-        exact_g1 = bandit.weighted_grad(theta, bandit.prompt_weights)
-        if estimator == "exact":
+        if record_every == 1:
+            rec, exact_g1, gk, k_used = evaluate(theta, True)
+        else:
+            # `t` is not batched (the same for every sweep entry), so this is a real branch under
+            # vmap: the steps between records skip the diagnostics' passes and the k* search.
+            rec, exact_g1, gk, k_used = jax.lax.cond(
+                t % record_every == 0,
+                functools.partial(evaluate, full=True),
+                functools.partial(evaluate, full=False),
+                theta,
+            )
+        if exact:
             g1 = exact_g1
-            gk = bandit.pass_at_k_grad(theta, k_used)
         else:
             answers, rewards = draw_answers(bandit, theta, n_samples, key=step_key)
             gk = score_update(bandit, theta, answers, sample_coefficients(estimator, rewards, k_used))
@@ -291,22 +378,40 @@ def _run(bandit, theta0, k, key, rule_index, *, rules, steps, estimator, n_sampl
         return (theta, opt_state), (rec, upd)
 
     keys = jax.random.split(key, steps)
-    (theta, _), (recs, upds) = jax.lax.scan(step, (theta0, opt.init(theta0)), keys)
-    final = state_record(theta)
+    xs = (jnp.arange(steps, dtype=jnp.int32), keys)
+    (theta, _), (recs, upds) = jax.lax.scan(step, (theta0, opt.init(theta0)), xs)
+    final = evaluate(theta, True)[0]
     recs = jax.tree_util.tree_map(lambda r, f: jnp.concatenate([r, f[None]], axis=0), recs, final)
     return {**recs, **upds, "theta": theta}
 
 
 @functools.lru_cache(maxsize=128)
 def _sweep_fn(config: tuple) -> Callable:
-    """A stable (cached) per-entry function for :func:`sim.sweep.sweep_map`."""
-    cfg = dict(config)
+    """A stable (cached) per-block function for :func:`sim.sweep.sweep_map`.
+
+    A block is one bandit with a chunk of configurations (`k`, key, rule): the configurations are
+    vmapped with the bandit shared (`in_axes=None`), so each matrix product of a step covers the
+    whole chunk (`(chunk * A, d) @ (d, P)`) instead of one tiny product per configuration.
+    """
+    run = functools.partial(_run, **dict(config))
 
     def entry(args):
-        bandit, theta0, k, key, rule_index = args
-        return _run(bandit, theta0, k, key, rule_index, **cfg)
+        bandit, theta0, ks, keys, rule_indices = args
+        return jax.vmap(run, in_axes=(None, None, 0, 0, 0))(bandit, theta0, ks, keys, rule_indices)
 
     return entry
+
+
+def sweep_blocks(n_regimes: int, n_configs: int, n_devices: int) -> tuple[int, int]:
+    """`(chunks per regime, configurations per chunk)` of :func:`train_sweep`'s blocks.
+
+    The sweep axis of :func:`sim.sweep.sweep_map` holds `n_regimes * chunks` blocks; `chunks` is
+    the smallest count that makes it a multiple of `n_devices` (1 on one device), so no device
+    idles on padding blocks, and each chunk holds `ceil(n_configs / chunks)` configurations (the
+    last ones padded by repeating the last configuration).
+    """
+    chunks = n_devices // math.gcd(n_regimes, n_devices)
+    return chunks, -(-n_configs // chunks)
 
 
 def _validate_common(*, steps, rules, estimator, n_samples, optimizer, learning_rate, mixture_weight, k_max, ks):
@@ -372,6 +477,7 @@ def train(
     learning_rate: float = 1.0,
     mixture_weight: float | None = None,
     k_max: int = DEFAULT_K_MAX,
+    record_every: int = 1,
 ) -> dict:
     """Train one bandit from `theta0` for `steps` steps (see the module docstring).
 
@@ -389,6 +495,11 @@ def train(
       learning_rate: step size (`eta`).
       mixture_weight: fixed `lambda` for `rule="mixture"` (None: recomputed each step).
       k_max: largest `k` searched for `k*` in the records.
+      record_every: record the diagnostics (`inner`, `mean_agreement`, `cos`, `k_star`) at steps
+        `t = 0, N, 2N, ...` and at `t = steps` only (`N = record_every`; NaN and `k_star = -1`
+        elsewhere); `j1`, `jk` and the update records are written at every step. The steps in
+        between skip the diagnostics' passes and the `k*` search (which `rule="safe-k"` still runs
+        for its order). Static: a new value recompiles.
 
     Returns:
       A dict of numpy arrays: the state records (length `steps + 1`), the update records
@@ -411,6 +522,7 @@ def train(
         learning_rate=learning_rate,
         mixture_weight=mixture_weight,
         k_max=k_max,
+        record_every=record_every,
     )
     return {name: value[0, 0, 0] for name, value in out.items()}
 
@@ -429,6 +541,7 @@ def train_sweep(
     learning_rate: float = 1.0,
     mixture_weight: float | None = None,
     k_max: int = DEFAULT_K_MAX,
+    record_every: int = 1,
     devices=None,
 ) -> dict:
     """Train every (rule,) regime, k, seed combination in one compiled, device-sharded call.
@@ -441,14 +554,20 @@ def train_sweep(
       keys: `(S,)` `jax.random` keys (seeds), e.g. `jax.random.split(key, S)`.
       rule: one rule name, or a tuple of rule names: then the rules are one more vmap axis
         (selected inside the step by `lax.switch`), and the results gain a leading rule axis.
-      steps, estimator, n_samples, optimizer, learning_rate, mixture_weight, k_max: as in
-        :func:`train` (all static).
-      devices: devices to shard the flattened sweep axis over (default: all).
+      steps, estimator, n_samples, optimizer, learning_rate, mixture_weight, k_max,
+        record_every: as in :func:`train` (all static).
+      devices: devices to shard the sweep over (default: all).
 
     Returns:
       A dict of numpy arrays with leading axes `(R, K, S)` (`(n_rules, R, K, S)` when `rule` is a
       tuple): state records `(..., steps+1)`, update records `(..., steps)`, `theta`
       `(..., A, d)`.
+
+    Layout: the `C = n_rules * K * S` configurations of each regime are cut into chunks
+    (:func:`sweep_blocks`: one chunk per regime on one device); the sweep axis of
+    :func:`sim.sweep.sweep_map` is the `(regime, chunk)` blocks, and inside a block the chunk's
+    configurations share the bandit. Compiles once per `(block count, chunk size)` and static
+    settings (see the module docstring).
     """
     if not isinstance(bandits, SoftmaxBandit):
         raise TypeError(f"bandits must be a SoftmaxBandit with a leading regime axis; got {type(bandits).__name__}")
@@ -483,11 +602,26 @@ def train_sweep(
     n_seeds = keys.shape[0] if keys.ndim >= 1 else 0
     if n_seeds < 1:
         raise ValueError(f"keys must have a leading seed axis (e.g. jax.random.split(key, S)); got shape {keys.shape}")
+    if isinstance(record_every, bool) or not isinstance(record_every, numbers.Integral) or record_every < 1:
+        raise ValueError(f"record_every must be a positive integer; got {record_every!r}")
     n_k = ks.shape[0]
-    grid = np.meshgrid(np.arange(len(rules)), np.arange(n_regimes), np.arange(n_k), np.arange(n_seeds), indexing="ij")
-    u_idx, r_idx, k_idx, s_idx = (a.reshape(-1) for a in grid)
-    flat_bandits = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[r_idx], bandits)
-    args = (flat_bandits, theta0s[r_idx], jnp.asarray(ks[k_idx]), keys[s_idx], jnp.asarray(u_idx, jnp.int32))
+    # Configurations of one regime, rule-major then k then seed (the order of the result axes).
+    grid = np.meshgrid(np.arange(len(rules)), np.arange(n_k), np.arange(n_seeds), indexing="ij")
+    u_idx, k_idx, s_idx = (a.reshape(-1) for a in grid)
+    n_configs = u_idx.size
+    n_devices = len(jax.devices() if devices is None else devices)
+    chunks, per_chunk = sweep_blocks(n_regimes, n_configs, n_devices)
+    # Pad the configurations by repeating the last one (its results are dropped).
+    pick = np.minimum(np.arange(chunks * per_chunk), n_configs - 1).reshape(chunks, per_chunk)
+    r_block = np.repeat(np.arange(n_regimes), chunks)  # block b = (regime b // chunks, chunk b % chunks)
+    c_block = np.tile(pick, (n_regimes, 1))  # (blocks, per_chunk) configuration indices
+    args = (
+        jax.tree_util.tree_map(lambda x: jnp.asarray(x)[r_block], bandits),
+        theta0s[r_block],
+        jnp.asarray(ks[k_idx][c_block]),
+        keys[s_idx[c_block]],
+        jnp.asarray(u_idx[c_block], jnp.int32),
+    )
     cfg = _config(
         rules=rules,
         steps=int(steps),
@@ -497,7 +631,13 @@ def train_sweep(
         learning_rate=float(learning_rate),
         mixture_weight=None if mixture_weight is None else float(mixture_weight),
         k_max=int(k_max),
+        record_every=int(record_every),
     )
     out = _sweep.sweep_map(_sweep_fn(cfg), args, devices=devices)
-    shape = (len(rules), n_regimes, n_k, n_seeds) if several else (n_regimes, n_k, n_seeds)
-    return {name: np.asarray(v).reshape(shape + v.shape[1:]) for name, v in out.items()}
+
+    def unblock(v):
+        v = np.asarray(v).reshape((n_regimes, chunks * per_chunk) + v.shape[2:])[:, :n_configs]
+        v = v.reshape((n_regimes, len(rules), n_k, n_seeds) + v.shape[2:])
+        return np.moveaxis(v, 1, 0) if several else v[:, 0]
+
+    return {name: unblock(v) for name, v in out.items()}

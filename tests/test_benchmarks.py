@@ -120,3 +120,19 @@ def test_global_sweep_map_equals_sweep_map_on_one_process():
     want = sweep.sweep_map(fn, args)
     got = global_sweep_map(sweep, fn, args)
     np.testing.assert_allclose(np.asarray(got["y"]), np.asarray(want["y"]))
+
+
+def test_numpy_bandit_training_matches_train_sweep_with_sparse_diagnostics():
+    bandits, theta0s = bandit_sweep.make_bandits(
+        jax.random.key(4), n_regimes=2, n_prompts=64, n_actions=3, dim=4, dtype=jnp.float64
+    )
+    kw = dict(ks=(1, 3, 8), steps=7, k_max=8, learning_rate=2.0, record_every=3)
+    ours = bandit_sweep.run_sweep(bandits, theta0s, **kw)
+    ref = bandit_sweep.numpy_sweep(bandits, theta0s, **kw)
+    for name in ("j1", "jk", "inner", "mean_agreement", "cos", "update_inner", "update_norm", "theta"):
+        np.testing.assert_allclose(np.asarray(ours[name])[:, :, 0], ref[name], rtol=1e-9, atol=1e-12, err_msg=name)
+    np.testing.assert_array_equal(np.asarray(ours["k_star"])[:, :, 0], ref["k_star"])
+    assert np.isnan(ref["inner"][0, 0, 1]) and ref["k_star"][0, 0, 1] == -1
+    diff = bandit_sweep.max_record_diff(ours, ref)
+    assert max(v for n, v in diff.items() if n != "k_star_equal_share") < 1e-9
+    assert diff["k_star_equal_share"] == 1.0

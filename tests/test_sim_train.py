@@ -107,3 +107,57 @@ def test_key_is_keyword_only(toy):
         train(b, theta0, 8, 2, jax.random.PRNGKey(0))  # type: ignore[misc]
     with pytest.raises(ValueError, match="theta0s"):
         train(b, jnp.zeros((3, 2)), k=2, steps=2, key=jax.random.PRNGKey(0))
+
+
+def test_record_every_keeps_the_trajectory(toy):
+    """Diagnostics every N steps: the same trajectory, the same records at the recorded steps,
+    NaN (k_star -1) in between, J_1 / J_k / update records at every step; one compile each."""
+    from benchmarks._timing import CompileCounter
+
+    b, theta0, k_star = toy
+    bb = jax.tree_util.tree_map(lambda x: x[None], b)
+    kw = dict(ks=[1, 4 * k_star], keys=jax.random.split(jax.random.PRNGKey(6), 2), steps=11,
+              rule=("passk", "safe-k"), learning_rate=1.0)
+    every = train_sweep(bb, theta0[None], **kw)
+    with CompileCounter() as c:
+        sparse = train_sweep(bb, theta0[None], **kw, record_every=4)
+    assert len([n for n in c.names if "entry" in n]) == 1
+    recorded = np.zeros(12, bool)
+    recorded[[0, 4, 8, 11]] = True  # multiples of 4 and the final state
+    for name in ("j1", "jk", "update_inner", "update_norm", "k_used", "theta"):
+        np.testing.assert_allclose(sparse[name], every[name], rtol=1e-5, atol=1e-7, err_msg=name)
+    for name in ("inner", "mean_agreement", "cos"):
+        np.testing.assert_allclose(sparse[name][..., recorded], every[name][..., recorded], rtol=1e-5, atol=1e-7)
+        assert np.all(np.isnan(sparse[name][..., ~recorded])), name
+    np.testing.assert_array_equal(sparse["k_star"][..., recorded], every["k_star"][..., recorded])
+    assert np.all(sparse["k_star"][..., ~recorded] == -1)
+    with pytest.raises(ValueError, match="record_every"):
+        train(b, theta0, k=2, steps=2, key=jax.random.PRNGKey(0), record_every=0)
+
+
+@pytest.mark.parametrize("n_regimes, n_configs, n_devices, want", [
+    (8, 64, 1, (1, 64)), (1, 18, 4, (4, 5)), (2, 18, 4, (2, 9)), (3, 5, 4, (4, 2)), (4, 1, 4, (1, 1)),
+])
+def test_sweep_blocks(n_regimes, n_configs, n_devices, want):
+    from sim.train import sweep_blocks
+
+    chunks, per_chunk = sweep_blocks(n_regimes, n_configs, n_devices)
+    assert (chunks, per_chunk) == want
+    assert (n_regimes * chunks) % n_devices == 0 and chunks * per_chunk >= n_configs
+
+
+def test_regimes_and_configs_keep_their_places():
+    """Two different bandits, several k and seeds: every entry equals its own single run."""
+    bandits = jax.vmap(lambda key: toy_bandit(key, n_prompts=32)[0])(jax.random.split(jax.random.PRNGKey(7), 2))
+    theta0s = jax.vmap(lambda key: toy_bandit(key, n_prompts=32)[1])(jax.random.split(jax.random.PRNGKey(7), 2))
+    keys = jax.random.split(jax.random.PRNGKey(8), 2)
+    ks = [1, 3, 9]
+    out = train_sweep(bandits, theta0s, ks=ks, keys=keys, steps=3, rule=("passk", "pass1"))
+    assert out["j1"].shape == (2, 2, 3, 2, 4)
+    for u, rule in enumerate(("passk", "pass1")):
+        for r in range(2):
+            b = jax.tree_util.tree_map(lambda x: x[r], bandits)
+            for i, k in enumerate(ks):
+                one = train(b, theta0s[r], k=k, steps=3, key=keys[1], rule=rule)
+                for name in ("j1", "jk", "k_star", "theta"):
+                    np.testing.assert_allclose(out[name][u, r, i, 1], one[name], rtol=1e-5, atol=1e-7, err_msg=name)
