@@ -8,7 +8,10 @@ by a cumulative product, prefix/suffix sums, ties read at one position) written 
 plain numpy, applied group after group in a Python loop.
 
 Rewards: binary, each group drawing its own success rate, so that groups have many ties (the
-case the tie handling exists for) and every count of correct answers occurs.
+case the tie handling exists for) and every count of correct answers occurs. Binary rewards are
+what trainers with verifiers produce; on them `theory.pkpo_weights` takes its sort-free path
+(weights from each group's count of correct answers, the same numbers as its sorting path), while
+the baseline runs the general sorting algorithm on every group.
 """
 
 from __future__ import annotations

@@ -402,6 +402,127 @@ def test_pkpo_continuous_n_300_matches_exact_rationals():
 
 
 # ------------------------------------------------------------------------------------------
+# The binary (count) path and the sorting path
+# ------------------------------------------------------------------------------------------
+
+
+def _all_counts_and_ks(n, k_max, seed=0):
+    """Binary groups of size n for every (c, k), c = 0..n, k = 1..k_max, correct ones shuffled."""
+    rng = np.random.default_rng(seed)
+    cs, ks = np.meshgrid(np.arange(n + 1), np.arange(1, k_max + 1), indexing="ij")
+    cs, ks = cs.ravel(), ks.ravel()
+    groups = (np.arange(n)[None, :] < cs[:, None]).astype(np.float64)
+    return rng.permuted(groups, axis=1), cs, ks
+
+
+@pytest.mark.parametrize("baseline", BASELINES, ids=BASELINE_IDS)
+@pytest.mark.parametrize("n", [1, 2, 8, 100])
+def test_pkpo_binary_path_equals_sorting_path_bit_for_bit(baseline, n):
+    # Every c (c = 0 and c = n included) and every k (k = 1 and k = n included), per-group k,
+    # tied samples in random positions; and a scalar k (the tables then have shape (n+1,)).
+    if baseline == "loo" and n < 2:
+        return
+    k_max = n - 1 if baseline == "loo" else n
+    groups, cs, ks = _all_counts_and_ks(n, k_max)
+    fast = np.asarray(pkpo_weights(groups, ks, baseline=baseline, binary=True))
+    slow = np.asarray(pkpo_weights(groups, ks, baseline=baseline, binary=False))
+    np.testing.assert_array_equal(fast, slow)
+    np.testing.assert_array_equal(np.asarray(pkpo_weights(groups, ks, baseline=baseline)), fast)
+    for k in sorted({1, k_max}):
+        np.testing.assert_array_equal(
+            np.asarray(pkpo_weights(groups, k, baseline=baseline, binary=True)),
+            np.asarray(pkpo_weights(groups, k, baseline=baseline, binary=False)))
+
+
+@pytest.mark.parametrize("baseline", BASELINES, ids=BASELINE_IDS)
+def test_pkpo_binary_path_matches_count_forms_exactly_all_c_and_k(baseline):
+    # SPEC count forms against exact rationals for every c and k at n = 9 (both paths, as they
+    # are equal bit for bit): plain correct k/n, incorrect (k/n) rho(n-1,c,k-1); loo subtracts
+    # (k/(n-1)) rho(n-1, c', k) with c' the count of the others; loo-1 correct C(n-c,k-1)/C(n,k),
+    # incorrect exactly 0.
+    n = 9
+    k_max = n - 1 if baseline == "loo" else n
+    groups, cs, ks = _all_counts_and_ks(n, k_max, seed=1)
+    s = np.asarray(pkpo_weights(groups, ks, baseline=baseline, binary=True))
+    for row, (c, k) in enumerate(zip(cs, ks)):
+        c, k = int(c), int(k)
+        if baseline == "loo-1":
+            want = {1: Fraction(comb(n - c, k - 1), comb(n, k)), 0: Fraction(0)}
+        else:
+            # (an entry for an answer the group does not hold is never read)
+            want = {1: Fraction(k, n), 0: Fraction(k, n) * exact_rho(n - 1, min(c, n - 1), k - 1)}
+            if baseline == "loo":
+                want[1] -= Fraction(k, n - 1) * exact_rho(n - 1, max(c - 1, 0), k)
+                want[0] -= Fraction(k, n - 1) * exact_rho(n - 1, min(c, n - 1), k)
+        for i in range(n):
+            exact = want[int(groups[row, i])]
+            if baseline == "loo":
+                assert abs(float(Fraction(float(s[row, i])) - exact)) < RTOL_EXACT * k / n
+            elif exact == 0:
+                assert s[row, i] == 0.0
+            else:
+                assert rel_err(float(s[row, i]), exact) < RTOL_EXACT
+
+
+@pytest.mark.parametrize("baseline", BASELINES, ids=BASELINE_IDS)
+def test_pkpo_sorting_path_equals_binary_path_at_n_1e4(baseline):
+    # The n = 10^4 exact-rational tests above take the binary path; the sorting path (here
+    # XLA's sort, n being above the sorting network's limit) gives the same numbers.
+    n = 10**4
+    cs = [0, 1, 2, 5000, n - 2, n - 1, n]
+    k_list = [1, 2, 17, 5000, n - 1] + ([] if baseline == "loo" else [n])
+    rows = [(c, k) for c in cs for k in k_list]
+    rng = np.random.default_rng(2)
+    rewards = np.zeros((len(rows), n))
+    for row, (c, _) in enumerate(rows):
+        rewards[row, rng.choice(n, size=c, replace=False)] = 1.0
+    ks = np.array([k for _, k in rows])
+    fast = np.asarray(pkpo_weights(rewards, ks, baseline=baseline, binary=True))
+    slow = np.asarray(pkpo_weights(rewards, ks, baseline=baseline, binary=False))
+    np.testing.assert_array_equal(fast, slow)
+
+
+def test_pkpo_binary_path_float32_equals_sorting_path():
+    groups, cs, ks = _all_counts_and_ks(64, 8)
+    groups = groups.astype(np.float32)
+    for baseline in BASELINES:
+        fast = pkpo_weights(groups, ks, baseline=baseline, binary=True)
+        slow = pkpo_weights(groups, ks, baseline=baseline, binary=False)
+        assert fast.dtype == slow.dtype == jnp.float32
+        np.testing.assert_array_equal(np.asarray(fast), np.asarray(slow))
+
+
+def test_pkpo_binary_flag_under_jit_and_detection():
+    groups, _, _ = _all_counts_and_ks(6, 1)
+    eager = np.asarray(pkpo_weights(groups, 3, baseline="loo"))  # detected: binary path
+    for binary in (None, True, False):  # under jit, None takes the sorting path
+        f = jax.jit(lambda r, b=binary: pkpo_weights(r, 3, baseline="loo", binary=b))
+        np.testing.assert_array_equal(np.asarray(f(groups)), eager)
+    # A non-binary group takes the sorting path when detected; forcing binary=True refuses it.
+    r = np.array([[1.0, 0.5, 0.0, 1.0]])
+    np.testing.assert_allclose(np.asarray(pkpo_weights(r, 2)), brute_force_pkpo(r[0], 2, None)[None],
+                               rtol=1e-14)
+    with pytest.raises(ValueError, match=r"must be binary \(0 or 1\) with binary=True; got 0.5 at index \(0, 1\)"):
+        pkpo_weights(r, 2, binary=True)
+    with pytest.raises(TypeError, match="binary must be None, True or False; got 'yes'"):
+        pkpo_weights(r, 2, binary="yes")
+
+
+@pytest.mark.parametrize("n", [1, 3, 64, 100, 4096, 4097])
+def test_sort_rewards_network_and_xla_sort_agree_with_numpy(n):
+    # The sorting network (n <= 4096, padded to a power of two) and XLA's sort of the bit
+    # patterns (larger n), with ties, exact 0 and 1, and -0.0 (sorted as a zero). Subnormals are
+    # left out: XLA on CPU flushes them to zero in min/max, as in all its arithmetic.
+    from theory.estimators import _sort_rewards
+
+    rng = np.random.default_rng(n)
+    r = rng.choice([0.0, -0.0, 0.25, 0.5, 1.0], size=(3, n)) if n > 1 else np.array([[0.5]] * 3)
+    r[0] = rng.uniform(size=n)
+    got = np.asarray(jax.jit(_sort_rewards)(jnp.asarray(r)))
+    np.testing.assert_array_equal(got, np.sort(r, axis=-1))
+
+
+# ------------------------------------------------------------------------------------------
 # Group-normalised analytic pass@k advantage, GRPO, RLOO
 # ------------------------------------------------------------------------------------------
 
