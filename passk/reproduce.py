@@ -2,12 +2,15 @@
 
 Parts run in order (theory, bandit, transformer). After each part, `figures/results.json` is
 rewritten atomically with the numbers of every finished part, so an interrupted run loses at most
-the part in progress; `--resume` skips parts already recorded with the same settings.
+the part in progress; `--resume` skips parts already recorded with the same settings and lets the
+transformer part continue from its checkpoints (`figures/.checkpoints/`). Without `--resume` every
+part is recomputed from scratch.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -74,7 +77,7 @@ def theory_results() -> dict:
     return {"weights": weights, "concentration": concentration, "two_group": two_group, "headline": headline}
 
 
-def _run_theory(*, quick, key, outdir, progress):
+def _run_theory(*, quick, key, outdir, progress, resume):
     from passk.plots import theory as plots
 
     results = theory_results()
@@ -101,7 +104,7 @@ def bandit_headline(results: dict) -> dict:
     }
 
 
-def _run_bandit(*, quick, key, outdir, progress):
+def _run_bandit(*, quick, key, outdir, progress, resume):
     from passk.plots import bandit as plots
     from sim import experiments
 
@@ -128,13 +131,14 @@ def transformer_headline(results: dict) -> dict:
     return head
 
 
-def _run_transformer(*, quick, key, outdir, progress):
+def _run_transformer(*, quick, key, outdir, progress, resume):
     from passk.plots import transformer as plots
     from sim import transformer
 
-    results = transformer.run_experiment(
-        quick=quick, key=key, checkpoint_dir=outdir / ".checkpoints" / ("quick" if quick else "full"), progress=progress
-    )
+    checkpoints = outdir / ".checkpoints" / ("quick" if quick else "full")
+    if not resume and checkpoints.exists():
+        shutil.rmtree(checkpoints)  # a fresh run recomputes; only --resume continues a killed one
+    results = transformer.run_experiment(quick=quick, key=key, checkpoint_dir=checkpoints, progress=progress)
     results["headline"] = transformer_headline(results)
     return results, plots.draw(results, outdir)
 
@@ -166,7 +170,7 @@ def reproduce(*, outdir: Path, quick: bool, seed: int, parts=PARTS, resume: bool
         progress(f"{part}: running ({'quick' if quick else 'full'} size)")
         t0 = time.perf_counter()
         key = jax.random.key(seed)  # the same key as `passk transformer --seed` / `passk toy --seed`
-        results, paths = RUNNERS[part](quick=quick, key=key, outdir=outdir, progress=progress)
+        results, paths = RUNNERS[part](quick=quick, key=key, outdir=outdir, progress=progress, resume=resume)
         seconds = time.perf_counter() - t0
         record[part] = {
             "settings": settings,
