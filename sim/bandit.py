@@ -217,8 +217,7 @@ class SoftmaxBandit:
         """Exact `grad J_k = sum_i mu_i w_k(p_i) grad p_i` (SPEC section 2), one reverse pass.
 
         The prompt weights `mu w_k(p)` come from :func:`theory.pass_at_k_weight` and are held
-        fixed (`stop_gradient`): this is the gradient of `J_k` without differentiating through
-        `log1p(-p)`, so it is finite also where `p` rounds to 1.
+        fixed (`stop_gradient`): one reverse pass of `success`, finite also where `p` rounds to 1.
         """
         return _compiled["pass_at_k_grad"](self, self._check_theta(theta), self._check_k(k))
 

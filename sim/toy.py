@@ -48,6 +48,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import theory
+
 from sim.bandit import DEFAULT_K_MAX, SoftmaxBandit
 
 __all__ = [
@@ -242,7 +244,7 @@ def toy_diagnostics(
         },
         "k": k,
         "k_star": k_star,
-        "safe_k": (k_max if k_star is None else k_star - 1),
+        "safe_k": theory.safe_k(k_star, k_max),
         "conflict": bool(float(diag.mean_agreement[idx]) < 0),
         "j1": float(diag.j1),
         "jk": float(diag.jk[idx]),
