@@ -10,7 +10,6 @@ XLA's single-device code does not already use.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import subprocess
@@ -68,77 +67,33 @@ def bench(*, quick: bool, key=None, repeats: int | None = None) -> list[dict]:
                 met=None, device=f"cpu x{fields['n_devices']} (host devices)", **fields)]
 
 
-def global_sweep_map(sweep, fn, args, *, devices=None):
-    """`sim.sweep.sweep_map` for a mesh whose devices span several processes.
-
-    `jax.device_put` cannot place a process-local array on devices of other processes, so each
-    process builds its shards of the global input from its own (identical) host copy with
-    `jax.make_array_from_callback`; the sharded outputs are gathered to every process with
-    `process_allgather`. With one process this computes what `sweep_map` computes.
-    """
-    import jax
-    import numpy as np
-    from jax.experimental import multihost_utils
-    from jax.sharding import NamedSharding, PartitionSpec
-
-    n = sweep._leading_size(args)
-    mesh = sweep.sweep_mesh(devices)
-    n_total = sweep.padded_length(n, mesh.size)
-    sharding = NamedSharding(mesh, PartitionSpec(sweep.SWEEP_AXIS))
-
-    def place(x):
-        host = np.asarray(sweep._pad(x, n_total - n))
-        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
-
-    def place_keys(x):
-        # Typed PRNG keys travel as their raw bits and are re-wrapped on the devices.
-        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-            return jax.random.wrap_key_data(place(jax.random.key_data(x)), impl=jax.random.key_impl(x))
-        return place(x)
-
-    placed = jax.tree_util.tree_map(place_keys, args)
-    out = sweep._compiled(fn, mesh)(placed)
-    out = multihost_utils.process_allgather(out, tiled=True)
-    return jax.tree_util.tree_map(lambda x: x[:n], out)
-
-
 def multihost(*, coordinator: str, num_processes: int, process_id: int, quick: bool) -> dict | None:
     """The sweep over the devices of every process (`jax.distributed`); the result on process 0.
 
     Every process runs this with the same arguments but its own `process_id`. `sim.train_sweep`
-    shards the sweep axis over the global mesh (:func:`sim.sweep.sweep_map`); its outputs are
-    global arrays with shards on every host, so here `sweep_map`'s outputs are gathered to every
-    host with `process_allgather` before `train_sweep` turns them into numpy. Returns timing and a
-    checksum on process 0, None elsewhere.
+    shards the sweep axis over the global mesh; `sim.sweep.sweep_map` places the inputs shard by
+    shard and gathers the outputs to every process. Returns timing and a checksum on process 0,
+    None elsewhere.
     """
-    import importlib
     import time
 
     import jax
 
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
     import numpy as np
-    from jax.experimental import multihost_utils
 
     from benchmarks.bandit_sweep import make_bandits, run_sweep
 
-    sweep = importlib.import_module("sim.sweep")
-    local_map = sweep.sweep_map
-    gathered_map = functools.partial(global_sweep_map, sweep)
-    sweep.sweep_map = gathered_map
-    try:
-        n_prompts, n_regimes, ks, steps = (
-            (1024, 2, (1, 2, 4, 8), 20) if quick else (4096, 8, (1, 2, 3, 4, 6, 8, 12, 16), 50)
-        )
-        bandits, theta0s = make_bandits(jax.random.key(0), n_regimes=n_regimes, n_prompts=n_prompts,
-                                        n_actions=4, dim=8)
-        kw = dict(ks=ks, steps=steps, k_max=max(ks), learning_rate=1.0)
-        run_sweep(bandits, theta0s, **kw)  # compile
-        start = time.perf_counter()
-        out = run_sweep(bandits, theta0s, **kw)
-        seconds = time.perf_counter() - start
-    finally:
-        sweep.sweep_map = local_map
+    n_prompts, n_regimes, ks, steps = (
+        (1024, 2, (1, 2, 4, 8), 20) if quick else (4096, 8, (1, 2, 3, 4, 6, 8, 12, 16), 50)
+    )
+    bandits, theta0s = make_bandits(jax.random.key(0), n_regimes=n_regimes, n_prompts=n_prompts,
+                                    n_actions=4, dim=8)
+    kw = dict(ks=ks, steps=steps, k_max=max(ks), learning_rate=1.0)
+    run_sweep(bandits, theta0s, **kw)  # compile
+    start = time.perf_counter()
+    out = run_sweep(bandits, theta0s, **kw)
+    seconds = time.perf_counter() - start
     if jax.process_index() != 0:
         return None
     return {"seconds": seconds, "n_devices": jax.device_count(), "n_processes": jax.process_count(),

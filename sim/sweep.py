@@ -6,7 +6,8 @@ axis is sharded over a 1-D mesh of `jax.devices()` with a `NamedSharding`: it is
 multiple of the device count (by repeating the last entry; the padded results are dropped), laid
 out with `jax.device_put`, and every device computes its slice. Entries never talk to each other,
 so the results equal the one-device run up to float rounding (bitwise where XLA vectorises the
-per-device batch the same way). The same code runs on CPU (use
+per-device batch the same way). After `jax.distributed.initialize`, the mesh spans every process's
+devices; inputs are then placed shard by shard and outputs gathered to every process. The same code runs on CPU (use
 `XLA_FLAGS=--xla_force_host_platform_device_count=N` for `N` host devices) and GPU.
 
 Compilation: one compile per `(fn, padded sweep length, argument shapes/dtypes, device set)`.
@@ -72,22 +73,47 @@ def _compiled(fn: Callable, mesh: Mesh):
     return jax.jit(jax.vmap(fn), in_shardings=(sharding,), out_shardings=sharding)
 
 
-def sweep_map(fn: Callable, args, *, devices: Sequence[jax.Device] | None = None):
+def _place_global(x, sharding):
+    """A global array for `sharding` built by every process from its own (identical) host copy.
+
+    `jax.device_put` cannot place a process-local array on other processes' devices; each process
+    supplies the shards of its own devices with `jax.make_array_from_callback`. Typed PRNG keys
+    travel as their raw bits and are re-wrapped on the devices.
+    """
+    if jax.dtypes.issubdtype(jnp.asarray(x).dtype, jax.dtypes.prng_key):
+        bits = _place_global(jax.random.key_data(x), sharding)
+        return jax.random.wrap_key_data(bits, impl=jax.random.key_impl(x))
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def sweep_map(fn: Callable, args, *, devices: Sequence[jax.Device] | None = None, multiprocess: bool | None = None):
     """`jax.vmap(fn)(args)`, jitted and sharded over `devices` along the leading axis of `args`.
 
     Args:
       fn: a function of one pytree (one sweep entry) returning a pytree of arrays.
       args: a pytree whose leaves all share the leading sweep axis of length `n`.
-      devices: devices of the 1-D mesh (default: all of `jax.devices()`).
+      devices: devices of the 1-D mesh (default: all of `jax.devices()`, which after
+        `jax.distributed.initialize` spans every process).
+      multiprocess: place inputs shard by shard and gather the outputs to every process
+        (`process_allgather`), as a mesh spanning several processes needs. Default: when
+        `jax.process_count() > 1`. Every process must call with the same `args`.
 
     Returns:
-      The pytree of results with leading axis `n` (padding removed).
+      The pytree of results with leading axis `n` (padding removed), on every process.
     """
     n = _leading_size(args)
     mesh = sweep_mesh(devices)
     n_total = padded_length(n, mesh.size)
     padded = jax.tree_util.tree_map(lambda x: _pad(x, n_total - n), args)
     sharding = NamedSharding(mesh, PartitionSpec(SWEEP_AXIS))
-    placed = jax.device_put(padded, sharding)
-    out = _compiled(fn, mesh)(placed)
+    if multiprocess is None:
+        multiprocess = jax.process_count() > 1
+    if not multiprocess:
+        out = _compiled(fn, mesh)(jax.device_put(padded, sharding))
+    else:
+        from jax.experimental import multihost_utils
+
+        placed = jax.tree_util.tree_map(lambda x: _place_global(x, sharding), padded)
+        out = multihost_utils.process_allgather(_compiled(fn, mesh)(placed), tiled=True)
     return jax.tree_util.tree_map(lambda x: x[:n], out)

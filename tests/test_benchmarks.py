@@ -108,20 +108,6 @@ def test_scaling_plot_writes_png_and_pdf(tmp_path):
     assert bench_plot.draw([{"name": "estimators[none]"}], tmp_path) == []
 
 
-def test_global_sweep_map_equals_sweep_map_on_one_process():
-    from benchmarks.multi_device import global_sweep_map
-    from sim import sweep
-
-    def fn(args):
-        x, key = args
-        return {"y": x * 2.0 + jax.random.uniform(key)}
-
-    args = (jnp.arange(5.0), jax.random.split(jax.random.key(0), 5))
-    want = sweep.sweep_map(fn, args)
-    got = global_sweep_map(sweep, fn, args)
-    np.testing.assert_allclose(np.asarray(got["y"]), np.asarray(want["y"]))
-
-
 def test_numpy_bandit_training_matches_train_sweep_with_sparse_diagnostics():
     bandits, theta0s = bandit_sweep.make_bandits(
         jax.random.key(4), n_regimes=2, n_prompts=64, n_actions=3, dim=4, dtype=jnp.float64
