@@ -18,14 +18,22 @@ def new_figure(*, nrows: int = 1, ncols: int = 1, width: float = 5.5, height: fl
     return fig, axes
 
 
-def save(fig, outdir: Path, name: str) -> list[Path]:
-    """Write `name.png` and `name.pdf` into `outdir` atomically, then close the figure."""
+def save(fig, outdir: Path, name: str, *, dpi: int = 130, bbox_inches: str | None = None) -> list[Path]:
+    """Write `name.png` and `name.pdf` into `outdir` atomically, then close the figure.
+
+    With `bbox_inches=None` the layout is tightened first; `bbox_inches="tight"` crops at save
+    time instead (figures with suptitles or outside legends).
+    """
     outdir = Path(outdir)
-    fig.tight_layout()
+    if bbox_inches is None:
+        fig.tight_layout()
     paths = []
-    for fmt, kwargs in (("png", {"dpi": 130}), ("pdf", {})):
+    for fmt in ("png", "pdf"):
         path = outdir / f"{name}.{fmt}"
-        atomic_write(path, lambda f, fmt=fmt, kwargs=kwargs: fig.savefig(f, format=fmt, **kwargs))
+        kwargs = {"format": fmt, "bbox_inches": bbox_inches}
+        if fmt == "png":
+            kwargs["dpi"] = dpi
+        atomic_write(path, lambda f, kwargs=kwargs: fig.savefig(f, **kwargs))
         paths.append(path)
     plt.close(fig)
     return paths

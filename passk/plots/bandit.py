@@ -1,7 +1,7 @@
 """Figures of the simulated bandits, drawn from the numbers of :func:`sim.experiments.run_all`.
 
 `draw(results, outdir)` writes one PNG and one PDF per figure (atomically, via
-`sim._atomic.atomic_write`) for every section present in `results`, and returns the paths:
+`passk.plots._style.save`) for every section present in `results`, and returns the paths:
 
 - `bandit_toy`: agreement against `p` per prompt at the toy start, and `cos_k` against `k` with
   `k*` marked;
@@ -25,7 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sim._atomic import atomic_write  # noqa: E402
+from passk.plots._style import save  # noqa: E402
 
 __all__ = ["draw"]
 
@@ -36,13 +36,7 @@ def _arr(x):
 
 
 def _save(fig, outdir: pathlib.Path, name: str) -> list[pathlib.Path]:
-    paths = []
-    for fmt in ("png", "pdf"):
-        path = outdir / f"{name}.{fmt}"
-        atomic_write(path, lambda f, fmt=fmt: fig.savefig(f, format=fmt, dpi=150, bbox_inches="tight"))
-        paths.append(path)
-    plt.close(fig)
-    return paths
+    return save(fig, outdir, name, dpi=150, bbox_inches="tight")
 
 
 def _toy(res):

@@ -21,21 +21,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sim._atomic import atomic_write  # noqa: E402
+from passk.plots._style import save  # noqa: E402
 
 __all__ = ["draw"]
 
 _DPI = 150
 
 
-def _save(fig, outdir: pathlib.Path, stem: str) -> list[pathlib.Path]:
-    paths = []
-    for fmt in ("png", "pdf"):
-        path = outdir / f"{stem}.{fmt}"
-        atomic_write(path, lambda f, fmt=fmt: fig.savefig(f, format=fmt, dpi=_DPI, bbox_inches="tight"))
-        paths.append(path)
-    plt.close(fig)
-    return paths
+def _save(fig, outdir: pathlib.Path, name: str) -> list[pathlib.Path]:
+    return save(fig, outdir, name, dpi=_DPI, bbox_inches="tight")
 
 
 def _families(runs):
