@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import theory
-from reference import pass1, passk, per_prompt_grads, random_policy, realizable_gradients, success
+from reference import pass1, passk, per_prompt_grads, random_policy, success
 
 getcontext().prec = 50
 
