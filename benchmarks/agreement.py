@@ -1,7 +1,10 @@
 """`agreement`: agreement scores of every prompt of the transformer, over all parameters.
 
 Measured: :func:`sim.transformer.exact.agreement_jvp` -- `v = grad J_1 = J^T mu` by one reverse
-pass, then `a = J v` by one forward pass (`jax.jvp`), never forming per-prompt gradients.
+pass, then `a = J v` by one forward pass (`jax.jvp`), never forming per-prompt gradients, over
+chunks of `CHUNK` prompts. The same passes over all `P` prompts at once are timed
+too (`one_pass_s`): on the CPU backend the chunked passes are faster, since each chunk's scratch
+buffers stay in cache instead of being allocated and page-faulted afresh on every call.
 
 Baselines, each jitted and timed after compilation in the same process:
 
@@ -44,11 +47,16 @@ def setup(key, *, modulus: int, d_model: int = 64, n_layers: int = 2):
     return params, jnp.asarray(t.prompts), jnp.asarray(t.answers), config
 
 
-def _functions(config):
-    jvp = jax.jit(lambda prm, x, y: exact.agreement_jvp(prm, x, y, config)[0])
+#: Prompts per chunk of the measured JVP route (full run; `--quick` uses 32 so that it chunks too).
+CHUNK = 256
+
+
+def _functions(config, chunk_size: int = CHUNK):
+    jvp = jax.jit(lambda prm, x, y: exact.agreement_jvp(prm, x, y, config, chunk_size=chunk_size)[0])
+    one_pass = jax.jit(lambda prm, x, y: exact.agreement_jvp(prm, x, y, config, chunk_size=None)[0])
     pergrad = jax.jit(lambda prm, x, y: exact.agreement_pergrad(prm, x, y, config))
     batch = jax.jit(lambda prm, x, y: exact.grad_pass_at_1(prm, x, y, config))
-    return {"jvp": jvp, "pergrad": pergrad, "batch_grad": batch}
+    return {"jvp": jvp, "jvp_one_pass": one_pass, "pergrad": pergrad, "batch_grad": batch}
 
 
 def temp_bytes(fn, *args) -> int:
@@ -66,13 +74,14 @@ def bench(*, quick: bool, key, repeats: int | None = None) -> list[dict]:
     modulus = 8 if quick else 32
     runs = ((64, (64, 128)),) if quick else ((64, (512, 2048)), (128, (512,)))
     mem_sizes = (32, 64, 128) if quick else (128, 512, 2048)
+    chunk = 32 if quick else CHUNK
     repeats = repeats or (3 if quick else 5)
     k_setup, k_sub = jax.random.split(key)
     rows = []
     for width, sizes in runs:
         params, prompts, answers, config = setup(k_setup, modulus=modulus, d_model=width)
         n_params = model.param_count(params)
-        fns = _functions(config)
+        fns = _functions(config, chunk)
         perm = np.asarray(jax.random.permutation(k_sub, prompts.shape[0]))
 
         def subset(p):
@@ -82,12 +91,12 @@ def bench(*, quick: bool, key, repeats: int | None = None) -> list[dict]:
         memory = {}
         for p in mem_sizes:
             x, y = subset(p)
-            memory[str(p)] = {name: temp_bytes(fns[name], params, x, y) for name in ("jvp", "pergrad", "batch_grad")}
+            memory[str(p)] = {name: temp_bytes(fn, params, x, y) for name, fn in fns.items()}
         lo, hi = str(mem_sizes[0]), str(mem_sizes[-1])
         # Growth of scratch memory per extra prompt, in units of the parameter bytes.
         per_prompt = {
             name: (memory[hi][name] - memory[lo][name]) / (mem_sizes[-1] - mem_sizes[0]) / (4 * n_params)
-            for name in ("jvp", "pergrad", "batch_grad")
+            for name in fns
         }
         for p in sizes:
             x, y = subset(p)
@@ -105,6 +114,8 @@ def bench(*, quick: bool, key, repeats: int | None = None) -> list[dict]:
                 d_model=width,
                 params=n_params,
                 compile_s=compile_s["jvp"],
+                chunk_size=chunk,
+                one_pass_s=med["jvp_one_pass"],
                 max_rel_diff=rel_err,
                 temp_bytes=memory,
                 temp_bytes_per_prompt_in_param_bytes=per_prompt,

@@ -60,7 +60,7 @@ def test_numpy_pkpo_reference_values():
 
 def test_agreement_jvp_matches_per_prompt_gradients():
     params, prompts, answers, config = agreement.setup(jax.random.key(0), modulus=3, d_model=16, n_layers=1)
-    fns = agreement._functions(config)
+    fns = agreement._functions(config, chunk_size=5)
     a_jvp = np.asarray(fns["jvp"](params, prompts, answers))
     a_ref = np.asarray(fns["pergrad"](params, prompts, answers))
     np.testing.assert_allclose(a_jvp, a_ref, rtol=1e-4, atol=1e-7 * np.max(np.abs(a_ref)))

@@ -114,7 +114,7 @@ def test_jvp_agreements_equal_per_prompt_gradient_agreements(tiny):
         params64 = _f64(params)
         prompts, answers = jnp.asarray(t.prompts), jnp.asarray(t.answers)
         mu = np.random.default_rng(0).dirichlet(np.ones(t.n_prompts))
-        jvp = jax.jit(exact.agreement_jvp, static_argnums=3, static_argnames="subset")
+        jvp = jax.jit(exact.agreement_jvp, static_argnums=3, static_argnames=("subset", "chunk_size"))
         pergrad = jax.jit(exact.agreement_pergrad, static_argnums=3, static_argnames="subset")
         for subset in (None, model.LAST_LAYER):
             a, p, g1_sq = jvp(params64, prompts, answers, cfg, mu, subset=subset)
@@ -131,6 +131,33 @@ def test_jvp_agreements_equal_per_prompt_gradient_agreements(tiny):
         np.testing.assert_allclose(
             np.asarray(jax.jit(exact.gradient_cosines, static_argnums=(3, 4))(params64, prompts, answers, cfg, ks, mu)),
             np.asarray(theory.gradient_cosine(flat, p, jnp.asarray(ks), mu)), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5, 7, None])
+def test_chunked_agreements_equal_one_pass(tiny, chunk_size):
+    """Chunks that divide P, that do not (padded last chunk) and one pass give the same numbers."""
+    t, cfg, params = tiny
+    with jax.enable_x64(True):
+        params64 = _f64(params)
+        prompts, answers = jnp.asarray(t.prompts), jnp.asarray(t.answers)
+        mu = np.random.default_rng(1).dirichlet(np.ones(t.n_prompts))
+        jvp = jax.jit(exact.agreement_jvp, static_argnums=3, static_argnames=("subset", "chunk_size"))
+        a, p, g1_sq = jvp(params64, prompts, answers, cfg, mu, chunk_size=chunk_size)
+        a_ref = jax.jit(exact.agreement_pergrad, static_argnums=3)(params64, prompts, answers, cfg, mu)
+        assert a.shape == p.shape == (t.n_prompts,)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(a_ref), rtol=1e-9, atol=1e-14 * float(g1_sq))
+        np.testing.assert_allclose(np.asarray(p), np.asarray(exact.success(params64, prompts, answers, cfg)),
+                                   rtol=1e-12)
+        np.testing.assert_allclose(float(np.dot(mu, a)), float(g1_sq), rtol=1e-10)
+
+
+def test_agreement_chunk_size_must_be_a_positive_int(tiny):
+    t, cfg, params = tiny
+    prompts, answers = jnp.asarray(t.prompts), jnp.asarray(t.answers)
+    with pytest.raises(ValueError, match="chunk_size.*0"):
+        exact.agreement_jvp(params, prompts, answers, cfg, chunk_size=0)
+    with pytest.raises(TypeError, match="chunk_size.*2.5"):
+        exact.agreement_jvp(params, prompts, answers, cfg, chunk_size=2.5)
 
 
 def test_exact_success_equals_monte_carlo_success_rate(tiny):

@@ -6,7 +6,8 @@ With a unique correct answer `y* = (y*_1, y*_2)` the per-prompt success is exact
 
 Agreement scores over all parameters follow SPEC section 7: `v = grad J_1 = J^T mu` is one reverse
 pass and `a = J v` one forward pass (`jax.jvp` of the map `theta -> p(theta)` along `v`), where
-`J = dp/dtheta` is the `P x D` Jacobian that is never formed. The per-prompt gradient route
+`J = dp/dtheta` is the `P x D` Jacobian that is never formed; both passes go over chunks of
+prompts, so memory does not grow with `P` beyond the outputs. The per-prompt gradient route
 (`vmap(grad p_i)`, then `theory.agreement_scores`) is kept only as a check. The last-layer proxy
 restricts the same computation to the output head (`model.LAST_LAYER`): it is the agreement of the
 policy whose other weights are frozen.
@@ -92,11 +93,15 @@ def _split(params, subset):
     return varying, frozen
 
 
-def agreement_jvp(params, prompts, answers, config, mu=None, *, subset=None):
+def agreement_jvp(params, prompts, answers, config, mu=None, *, subset=None, chunk_size=256):
     """Agreement scores of every prompt in a few passes: `a = J (J^T mu)` (SPEC section 7).
 
-    `v = grad J_1` is one reverse pass and `a = J v` is one forward pass (`jax.jvp` of
-    `theta -> p(theta)`); memory `O(P + D)`.
+    `v = grad J_1 = sum_i mu_i grad p_i` is one reverse pass and `a = J v` is one forward pass
+    (`jax.jvp` of `theta -> p(theta)`); the `P x D` Jacobian `J` is never formed. Both passes run
+    over chunks of `chunk_size` prompts in sequence (`lax.scan`, `lax.map`): the reverse pass sums
+    the chunks' `J_c^T mu_c`, the forward pass gives each chunk's `J_c v`. Scratch memory is then
+    `O(chunk_size x activations + D)` whatever `P`, and the working set of a chunk stays small
+    enough to be reused from cache rather than allocated afresh.
 
     Args:
       params: model parameters.
@@ -105,21 +110,48 @@ def agreement_jvp(params, prompts, answers, config, mu=None, *, subset=None):
       mu: prompt weights `(P,)`, uniform when None.
       subset: top-level parameter names to differentiate (e.g. `model.LAST_LAYER` for the
         last-layer proxy); all parameters when None.
+      chunk_size: prompts per pass (a positive int), or None for all `P` in one pass. A last,
+        partial chunk is padded with weight-0 copies of the first prompt, whose outputs are dropped.
 
     Returns:
       `(a, p, grad_j1_sq)`: agreements `(P,)`, success `(P,)` and `||grad J_1||^2`
       (which equals `sum_i mu_i a_i`).
+
+    Example:
+      >>> a, p, g1_sq = agreement_jvp(params, prompts, answers, config)  # doctest: +SKIP
+      >>> # sum(mu * a) == g1_sq up to rounding
     """
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)):
+        raise TypeError(f"chunk_size must be a positive int or None; got {chunk_size!r}")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int or None; got {chunk_size}")
     varying, frozen = _split(params, subset)
     n = prompts.shape[0]
+    weights = _mu(mu, n, jax.tree_util.tree_leaves(varying)[0].dtype)
+    if chunk_size is None or chunk_size >= n:
+        chunk_size, n_chunks = n, 1
+    else:
+        n_chunks = -(-n // chunk_size)
+    pad = n_chunks * chunk_size - n
 
-    def p_of(theta):
-        return success({**frozen, **theta}, prompts, answers, config)
+    def chunks(x, fill):  # (P, ...) -> (n_chunks, chunk_size, ...), padded with `fill`
+        x = jnp.concatenate([x, jnp.broadcast_to(fill, (pad,) + x.shape[1:])]) if pad else x
+        return x.reshape((n_chunks, chunk_size) + x.shape[1:])
 
-    p, vjp = jax.vjp(p_of, varying)
-    (v,) = vjp(_mu(mu, n, p.dtype))  # v = J^T mu = grad J_1, one reverse pass
-    _, a = jax.jvp(p_of, (varying,), (v,))  # a = J v, one forward pass
-    return a, p, tree_dot(v, v)
+    xs, ys, ws = chunks(prompts, prompts[0]), chunks(answers, answers[0]), chunks(weights, 0)
+
+    def p_of(theta, x, y):
+        return success({**frozen, **theta}, x, y, config)
+
+    def reverse(v, chunk):  # v += J_c^T mu_c
+        x, y, w = chunk
+        p, vjp = jax.vjp(lambda theta: p_of(theta, x, y), varying)
+        (g,) = vjp(w.astype(p.dtype))
+        return jax.tree_util.tree_map(jnp.add, v, g), p
+
+    v, p = jax.lax.scan(reverse, jax.tree_util.tree_map(jnp.zeros_like, varying), (xs, ys, ws))
+    a = jax.lax.map(lambda xy: jax.jvp(lambda theta: p_of(theta, *xy), (varying,), (v,))[1], (xs, ys))
+    return a.reshape(-1)[:n], p.reshape(-1)[:n], tree_dot(v, v)
 
 
 def agreement_pergrad(params, prompts, answers, config, mu=None, *, subset=None):

@@ -154,7 +154,7 @@ def _sign(x: float) -> int:
     return int(np.sign(x))
 
 
-_agreement_jvp = jax.jit(_exact.agreement_jvp, static_argnums=3, static_argnames="subset")
+_agreement_jvp = jax.jit(_exact.agreement_jvp, static_argnums=3, static_argnames=("subset", "chunk_size"))
 _agreement_pergrad = jax.jit(_exact.agreement_pergrad, static_argnums=3)
 
 
