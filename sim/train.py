@@ -87,6 +87,7 @@ from sim.bandit import (
     DEFAULT_K_MAX,
     SoftmaxBandit,
     assemble_diagnostics,
+    prompt_mean,
     prompts_last,
     pullback,
     pushforward,
@@ -314,8 +315,8 @@ def _run(bandit, theta0, k, key, rule_index, *, rules, steps, estimator, n_sampl
         else:
             nan = jnp.full((), jnp.nan, p.dtype)
             rec = {
-                "j1": jnp.sum(mu * p),
-                "jk": jnp.sum(mu * theory.pass_at_k(p, k[None, None]), axis=-1)[0],
+                "j1": prompt_mean(p, mu),
+                "jk": prompt_mean(theory.pass_at_k(p, k), mu),
                 "inner": nan,
                 "mean_agreement": nan,
                 "cos": nan,

@@ -145,7 +145,7 @@ def test_two_group_closed_form_matches_exhaustive_scan(q, p_hard, gap, a_hard, a
     mu = np.array([q, 1 - q])
     assert k_star == first_conflict_by_scan(p, a, mu)
     assert k_star == theory.critical_k(p, a, mu, k_max=K_SCAN)
-    assert k_star == max(1, int(np.floor(x)) + 1)
+    assert k_star == (1 if x < 1 else int(np.floor(x)) + 1)  # x = -inf: p_easy = 1, hard group wins at k = 1
 
 
 def test_two_group_easy_group_solved():

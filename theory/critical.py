@@ -14,7 +14,10 @@ with `F+ = sum_{c_i > 0} c_i q_i^t`, `F- = sum_{c_i < 0} |c_i| q_i^t`. A depth-f
 halved intervals, leftmost first, prunes every interval whose lower bound is non-negative and stops
 at the first integer where `f < 0`: it is exact (up to float rounding of `f` itself) however many
 times `f` changes sign, and visits few intervals (about `log2(k_max)` per sign change of `f`).
-All comparisons are between log-sum-exps, so nothing underflows at `k = 10^6`.
+All comparisons are between log-sum-exps, so nothing underflows at `k = 10^6`. The first 16
+values of `t` are decided before the search by carrying the terms from `t` to `t + 1` with one
+multiplication each, rescaled to keep the largest at 1 (no exponentials); most `k*` met in
+practice are found there.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ __all__ = [
 _K_MAX_LIMIT = 2**31 - 2
 # A leftmost depth-first search holds at most one pending right sibling per level.
 _STACK = 64
+# The first `_WINDOW` values of `t` are decided before the search, with multiplications only:
+# typical `k*` are small, and the whole window costs less than one search step.
+_WINDOW = 16
 
 
 def _lse(vals):
@@ -65,6 +71,25 @@ def _separated(p, c):
     return neg_hardest, pos_hardest
 
 
+def _window_negative(p, c):
+    """`f(t) < 0` for `t = 0, ..., _WINDOW - 1`, shape `(_WINDOW,)`, without exponentials.
+
+    The terms `|c_i| q_i^t` are carried from one `t` to the next by one multiplication with `q_i`
+    and rescaled so that the largest is 1: the sign of `f(t)` is that of `sum_i sign(c_i) y_i`.
+    A term can underflow only below `1e-38` (float32) of the largest, far under the rounding
+    of the sum.
+    """
+    q = 1 - p
+    sign = jnp.sign(c)
+
+    def step(y, _):
+        top = jnp.max(y)
+        y = y / jnp.where(top > 0, top, 1)
+        return y * q, jnp.sum(sign * y) < 0
+
+    return jax.lax.scan(step, jnp.abs(c), None, length=_WINDOW, unroll=True)[1]
+
+
 def _first_negative_t(p, c, t_max):
     """Smallest integer `t` in `[0, t_max]` with `f(t) = sum_i c_i (1-p_i)^t < 0`, or -1 if none.
 
@@ -81,6 +106,9 @@ def _first_negative_t(p, c, t_max):
     When the coefficients ordered by increasing `p` change sign at most once (SPEC section 4),
     `f` has at most one zero, so the search is a bisection: with the hardest prompts negative,
     `f(b) >= 0` clears all of `[a, b]`; with them positive, only `t = 0` can be negative.
+
+    Before the search, `t = 0, ..., _WINDOW - 1` are decided directly (:func:`_window_negative`);
+    the search then covers `[_WINDOW, t_max]` only when none of them is negative.
     """
     pos = c > 0
     neg = c < 0
@@ -97,7 +125,13 @@ def _first_negative_t(p, c, t_max):
     def parts(x):  # log F+, log F- from per-term logs x_i = log |c_i| + t log q_i
         return _lse(jnp.where(pos, x, -jnp.inf)), _lse(jnp.where(neg, x, -jnp.inf))
 
-    stack = jnp.zeros((_STACK, 2), itype).at[0].set(jnp.stack([jnp.zeros((), itype), t_max]))
+    window = jnp.arange(_WINDOW, dtype=itype)
+    hits = _window_negative(p, c) & (window <= t_max)
+    first = jnp.where(jnp.any(hits), jnp.argmax(hits).astype(itype), -jnp.ones((), itype))
+    start = jnp.asarray(_WINDOW, itype)
+    searching = (first < 0) & (t_max >= start)
+
+    stack = jnp.zeros((_STACK, 2), itype).at[0].set(jnp.stack([start, jnp.maximum(t_max, start)]))
 
     def cond(state):
         _, sp, found = state
@@ -133,7 +167,7 @@ def _first_negative_t(p, c, t_max):
         sp = jnp.where(split, sp + 2, sp)
         return stack, sp, found
 
-    _, _, found = jax.lax.while_loop(cond, body, (stack, jnp.ones((), itype), -jnp.ones((), itype)))
+    _, _, found = jax.lax.while_loop(cond, body, (stack, searching.astype(itype), first))
     return found
 
 
