@@ -13,12 +13,18 @@ numpy layouts). `k*` is the first `t` in `[0, k_max)` with `sum_i c_i (1-p_i)^t 
 log space like :func:`theory.critical_k_jax`, but by evaluating every `t` at once (vectorised over
 `t`; the depth-first search of `theory` is sequential and would put a Python loop in the baseline).
 
+Floors (:func:`step_floor`, measured in the same run): the same steps with only their compulsory
+work as one XLA program, and the operation count at this machine's measured matrix-product and
+exponential rates. `ratio_ceiling` divides the baseline's time by each: no implementation of the
+same math on this machine can reach a ratio above the hardware one.
+
 The bandit: `P` prompts with Gaussian features `psi ~ N(0, I_d / d)`, one correct answer out of `A`
 per prompt (uniform), uniform `mu`, start `theta0 = 0` (every `p_i = 1/A`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -26,9 +32,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks._timing import interleaved
 from sim.bandit import SoftmaxBandit
 
-__all__ = ["make_bandits", "numpy_train", "numpy_sweep", "run_sweep", "RECORDS", "bench"]
+__all__ = ["make_bandits", "numpy_train", "numpy_sweep", "run_sweep", "step_floor", "RECORDS", "bench"]
 
 RECORDS = ("j1", "jk", "inner", "mean_agreement", "cos", "k_star", "update_inner", "update_norm", "k_used")
 
@@ -222,6 +229,71 @@ def run_sweep(bandits, theta0s, *, ks, steps: int, k_max: int, learning_rate: fl
     )
 
 
+def _minimal_sweep(features_t, rewards_t, mu, theta0, ks, *, steps: int, learning_rate: float):
+    """The compulsory work of exact pass@k SGD, nothing else: per step the logits product, the
+    softmax, `w_k(p)`, the two-row reverse product (`grad J_1`, `grad J_k`) and the update.
+
+    features_t `(R, d, P)`, rewards_t `(R, A, P)`, mu `(R, P)`, theta0 `(R, K, A, d)`, ks `(K,)`.
+    """
+    kf = ks.astype(theta0.dtype)[None, :, None]  # (1, K, 1)
+
+    def step(theta, _):
+        logits = jnp.einsum("rkad,rdp->rkap", theta, features_t)  # (R, K, A, P)
+        e = jnp.exp(logits - jnp.max(logits, axis=2, keepdims=True))
+        pi = e / jnp.sum(e, axis=2, keepdims=True)
+        p = jnp.sum(pi * rewards_t[:, None], axis=2)  # (R, K, P)
+        w = kf * jnp.exp((kf - 1) * jnp.log1p(-jnp.minimum(p, 1 - 1e-7)))
+        dlogits = pi * (rewards_t[:, None] - p[:, :, None])  # (R, K, A, P)
+        rows = jnp.stack([mu[:, None] * jnp.ones_like(w), mu[:, None] * w], axis=2)  # (R, K, 2, P)
+        grads = jnp.einsum("rkcp,rkap,rdp->rkcad", rows, dlogits, features_t)  # (R, K, 2, A, d)
+        return theta + learning_rate * grads[:, :, 1], jnp.sum(grads[:, :, 0] * grads[:, :, 1])
+
+    return jax.lax.scan(step, theta0, None, length=steps)
+
+
+def step_floor(bandits, theta0s, *, ks, steps: int, learning_rate: float, repeats: int) -> dict:
+    """What the fastest implementation of the sweep could take on this machine, measured here.
+
+    - `minimal_s`: :func:`_minimal_sweep`, one jitted `lax.scan` doing only the compulsory work of
+      each step for all configurations (no records, no `k*`): the floor for an XLA program.
+    - `hardware_s`: the floating-point operations of the two products per step at the best
+      matrix-product rate measured here (a 1024 x 1024 float32 product), plus the exponentials and
+      logarithms per step at the rate of XLA's `exp` on a vector of `2^22` entries: the floor for
+      any program that computes the same quantities with these kernels.
+    """
+    feats, rewards, mu = jax.tree_util.tree_leaves(bandits)
+    n_regimes, n_prompts, dim = feats.shape
+    n_actions = rewards.shape[-1]
+    kvec = jnp.asarray(ks)
+    n_configs = n_regimes * kvec.shape[0]
+    theta = jnp.broadcast_to(theta0s[:, None], (n_regimes, kvec.shape[0]) + theta0s.shape[1:])
+    minimal = jax.jit(functools.partial(_minimal_sweep, steps=steps, learning_rate=learning_rate))
+    args = (jnp.swapaxes(feats, 1, 2), jnp.swapaxes(rewards, 1, 2), mu, theta, kvec)
+    square = jnp.ones((1024, 1024), feats.dtype)
+    product = jax.jit(lambda a: a @ a)
+    logits = jnp.linspace(-3.0, 3.0, 1 << 22, dtype=feats.dtype)  # long enough to hide dispatch
+    exp = jax.jit(jnp.exp)
+    for fn, a in ((minimal, args), (product, (square,)), (exp, (logits,))):
+        jax.block_until_ready(fn(*a))  # compile
+    med = interleaved({
+        "minimal": lambda: minimal(*args),
+        "product": lambda: product(square),
+        "exp": lambda: exp(logits),
+    }, max(repeats, 5))
+    flops = 6 * n_configs * n_actions * dim * n_prompts  # logits (2 CAdP) + two-row reverse (4 CAdP)
+    transcendentals = n_configs * n_prompts * (n_actions + 2)  # softmax exps, log1p and exp of w_k
+    flop_rate = 2 * 1024**3 / med["product"]
+    exp_rate = logits.size / med["exp"]
+    return {
+        "minimal_s": med["minimal"],
+        "hardware_s": steps * (flops / flop_rate + transcendentals / exp_rate),
+        "flops_per_step": flops,
+        "transcendentals_per_step": transcendentals,
+        "matmul_gflops": flop_rate / 1e9,
+        "exp_per_s": exp_rate,
+    }
+
+
 def max_record_diff(ours: dict, ref: dict) -> dict:
     """Largest absolute difference of each float record (NaN where neither recorded), and the
     share of equal `k_star`."""
@@ -243,7 +315,7 @@ def bench(*, quick: bool, key, repeats: int | None = None) -> list[dict]:
     `bandit-sweep[record_every=N]` (diagnostics every `N` steps, `J_1`, `J_k` and the update
     records at every step), each against the numpy baseline doing the same records.
     """
-    from benchmarks._timing import CompileCounter, interleaved, row
+    from benchmarks._timing import CompileCounter, row
 
     cfg = dict(QUICK if quick else FULL)
     repeats = repeats or cfg["repeats"]
@@ -263,6 +335,8 @@ def bench(*, quick: bool, key, repeats: int | None = None) -> list[dict]:
         "prompts_slow": lambda: numpy_sweep(*sub, **sub_kw, prompts_fast=False),
     }, repeats)
     per_step = len(cfg["ks"]) * (sub_kw["steps"] + 1)
+    floor = step_floor(bandits, theta0s, ks=cfg["ks"], steps=cfg["steps"], learning_rate=cfg["learning_rate"],
+                       repeats=repeats)
     rows = []
     for every in cfg["record_every"]:
         ours = lambda every=every: run_sweep(bandits, theta0s, **kw, record_every=every)  # noqa: E731
@@ -291,6 +365,9 @@ def bench(*, quick: bool, key, repeats: int | None = None) -> list[dict]:
                 max_diff_vs_numpy=max_record_diff(out, ref),
                 baseline_layouts={name: t / per_step for name, t in lay.items()},
                 ours_per_config_step_s=med["ours"] / (n_configs * (cfg["steps"] + 1)),
+                floor=floor,
+                ratio_ceiling={"minimal": med["baseline"] / floor["minimal_s"],
+                               "hardware": med["baseline"] / floor["hardware_s"]},
                 repeats=repeats,
                 device=str(jax.devices()[0].platform),
             )

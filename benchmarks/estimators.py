@@ -7,11 +7,15 @@ Baseline: :func:`numpy_pkpo_weights`, the same `O(n log n)` algorithm (sort, bin
 by a cumulative product, prefix/suffix sums, ties read at one position) written for one group in
 plain numpy, applied group after group in a Python loop.
 
-Rewards: binary, each group drawing its own success rate, so that groups have many ties (the
-case the tie handling exists for) and every count of correct answers occurs. Binary rewards are
-what trainers with verifiers produce; on them `theory.pkpo_weights` takes its sort-free path
-(weights from each group's count of correct answers, the same numbers as its sorting path), while
-the baseline runs the general sorting algorithm on every group.
+Rewards, one row per baseline and kind:
+
+- binary (`estimators[none]`, ...): each group draws its own success rate, so that groups have
+  many ties (the case the tie handling exists for) and every count of correct answers occurs.
+  Binary rewards are what trainers with verifiers produce; on them `theory.pkpo_weights` takes its
+  sort-free path (weights from each group's count of correct answers, the same numbers as its
+  sorting path), while the baseline runs the general sorting algorithm on every group.
+- continuous (`estimators[none, continuous]`, ...): uniform rewards in [0, 1) with a tenth of
+  each group rounded onto a few levels (ties among real-valued rewards): both sides sort.
 """
 
 from __future__ import annotations
@@ -82,21 +86,32 @@ def numpy_pkpo_loop(rewards, k: int, baseline=None) -> np.ndarray:
     return np.stack([numpy_pkpo_weights(g, k, baseline) for g in rewards])
 
 
-def make_rewards(key, n_groups: int, n: int, dtype=jnp.float32) -> np.ndarray:
-    """Binary rewards `(n_groups, n)`; group `g` succeeds with its own rate drawn uniformly."""
+def make_rewards(key, n_groups: int, n: int, dtype=jnp.float32, *, kind: str = "binary") -> np.ndarray:
+    """Rewards `(n_groups, n)`.
+
+    `kind="binary"`: group `g` succeeds with its own rate drawn uniformly. `kind="continuous"`:
+    uniform in [0, 1), with the first tenth of each group rounded to multiples of 1/4 (ties).
+    """
     k_rate, k_draw = jax.random.split(key)
-    rate = jax.random.uniform(k_rate, (n_groups, 1), dtype)
-    return np.asarray((jax.random.uniform(k_draw, (n_groups, n), dtype) < rate).astype(dtype))
+    draws = jax.random.uniform(k_draw, (n_groups, n), dtype)
+    if kind == "binary":
+        rate = jax.random.uniform(k_rate, (n_groups, 1), dtype)
+        return np.asarray((draws < rate).astype(dtype))
+    if kind == "continuous":
+        tied = jnp.arange(n) < max(n // 10, 2)
+        return np.asarray(jnp.where(tied, jnp.round(draws * 4) / 4, draws).astype(dtype))
+    raise ValueError(f"kind must be 'binary' or 'continuous'; got {kind!r}")
 
 
 def bench(*, quick: bool, key, repeats: int | None = None) -> list[dict]:
-    """One row per baseline: `theory.pkpo_weights` vs the numpy per-group loop (target >= 30x)."""
+    """One row per reward kind and baseline: `theory.pkpo_weights` vs the numpy per-group loop
+    (target >= 30x)."""
     n_groups, n, k = (512, 64, 8) if quick else (4096, 64, 8)
     repeats = repeats or (3 if quick else 5)
-    rewards_np = make_rewards(key, n_groups, n)
-    rewards = jnp.asarray(rewards_np)
     rows = []
-    for baseline in BASELINES:
+    for kind, baseline in [(kind, b) for kind in ("binary", "continuous") for b in BASELINES]:
+        rewards_np = make_rewards(key, n_groups, n, kind=kind)
+        rewards = jnp.asarray(rewards_np)
         ours = lambda: theory.pkpo_weights(rewards, k, baseline=baseline)  # noqa: E731
         base = lambda: numpy_pkpo_loop(rewards_np, k, baseline)  # noqa: E731
         t0 = time.perf_counter()
@@ -107,13 +122,14 @@ def bench(*, quick: bool, key, repeats: int | None = None) -> list[dict]:
         med = interleaved({"ours": ours, "baseline": base}, repeats)
         rows.append(
             row(
-                f"estimators[{baseline or 'none'}]",
+                f"estimators[{baseline or 'none'}{'' if kind == 'binary' else ', ' + kind}]",
                 med["ours"],
                 med["baseline"],
                 ">= 30x",
                 compile_s=compile_s,
                 max_abs_diff=max_err,
-                size=f"{n_groups} groups x n={n}, k={k}, float32",
+                size=f"{n_groups} groups x n={n}, k={k}, {kind} rewards, float32",
+                rewards=kind,
                 met=bool(med["baseline"] / med["ours"] >= 30),
                 device=str(jax.devices()[0].platform),
             )

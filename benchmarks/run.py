@@ -69,8 +69,9 @@ def format_table(rows: list[dict]) -> str:
 
 def _details(rows: list[dict]) -> str:
     """Compile times and counts, exponents and memory, each distinct detail printed once."""
-    keys = ("compile_s", "compiles_first_call", "compiles_later_calls", "exponent", "max_abs_diff_1_vs_n",
-            "temp_bytes", "baseline_layouts", "ours_per_config_step_s")
+    keys = ("compile_s", "compiles_first_call", "compiles_later_calls", "exponent", "exponent_upper",
+            "max_abs_diff_1_vs_n", "temp_bytes", "baseline_layouts", "ours_per_config_step_s", "floor",
+            "ratio_ceiling", "one_pass_s")
     out, seen = [], set()
     for r in rows:
         extra = {k: r[k] for k in keys if k in r and repr((k, r[k])) not in seen}

@@ -45,10 +45,17 @@ def test_numpy_pkpo_reference_matches_theory(baseline, k):
     binary = estimators.make_rewards(key, 16, 12)
     continuous = np.asarray(jax.random.uniform(key, (16, 12)), np.float32)
     continuous[:, :3] = continuous[:, 3:6]  # ties in continuous rewards too
-    for rewards in (binary, continuous):
+    generated = estimators.make_rewards(key, 16, 12, kind="continuous")
+    assert 0 < len(np.unique(generated)) < generated.size  # real-valued, with ties
+    for rewards in (binary, continuous, generated):
         got = np.asarray(theory.pkpo_weights(jnp.asarray(rewards), k, baseline=baseline))
         ref = estimators.numpy_pkpo_loop(rewards, k, baseline)
         np.testing.assert_allclose(ref, got, rtol=1e-5, atol=1e-6)
+
+
+def test_make_rewards_rejects_unknown_kind():
+    with pytest.raises(ValueError, match="kind.*'ternary'"):
+        estimators.make_rewards(jax.random.key(0), 2, 4, kind="ternary")
 
 
 def test_numpy_pkpo_reference_values():
@@ -77,11 +84,14 @@ def test_compile_counter_sees_one_compile_per_shape():
 def test_runner_writes_json_with_documented_keys(tmp_path, monkeypatch, capsys):
     # The smallest sizes: shrink the quick estimator benchmark further.
     real = estimators.make_rewards
-    monkeypatch.setattr(estimators, "make_rewards", lambda key, g, n, dtype=jnp.float32: real(key, 8, n, dtype))
+    monkeypatch.setattr(estimators, "make_rewards",
+                        lambda key, g, n, dtype=jnp.float32, kind="binary": real(key, 8, n, dtype, kind=kind))
     path = tmp_path / "bench.json"
     assert run.main(quick=True, json_path=path, only=["estimators"]) == 0
     rows = json.loads(path.read_text())
-    assert [r["name"] for r in rows] == ["estimators[none]", "estimators[loo]", "estimators[loo-1]"]
+    assert [r["name"] for r in rows] == ["estimators[none]", "estimators[loo]", "estimators[loo-1]",
+                                         "estimators[none, continuous]", "estimators[loo, continuous]",
+                                         "estimators[loo-1, continuous]"]
     for r in rows:
         assert {"name", "ours_s", "baseline_s", "ratio", "target"} <= set(r)
         assert r["ours_s"] > 0 and r["baseline_s"] > 0
@@ -100,7 +110,7 @@ def test_scaling_plot_writes_png_and_pdf(tmp_path):
 
     rows = [
         {"name": "scaling[prompts]", "sizes": [1, 2, 4], "seconds": [1.0, 2.1, 3.9], "steps": 5},
-        {"name": "scaling[configs]", "sizes": [8, 16], "seconds": [1.0, 2.0], "steps": 5},
+        {"name": "scaling[configs]", "sizes": [8, 16, 32], "seconds": [1.0, 1.6, 3.1], "steps": 5, "fit_points": 2},
     ]
     paths = bench_plot.draw(rows, tmp_path)
     assert sorted(p.suffix for p in paths) == [".pdf", ".png"]

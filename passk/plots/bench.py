@@ -15,8 +15,9 @@ __all__ = ["draw"]
 def draw(results: list[dict], outdir) -> list[Path]:
     """Draw `bench_scaling.png/.pdf` from the rows of `benchmarks.run` (needs the `scaling` rows).
 
-    Each panel shows the measured seconds on log-log axes, the fitted power law (its exponent in
-    the legend) and a slope-1 guide through the smallest size. Returns the written paths (none when
+    Each panel shows the measured seconds on log-log axes, the power law fitted to all sizes and,
+    when the row names `fit_points`, the one fitted to the largest sizes (exponents in the legend),
+    and a slope-1 guide through the smallest size. Returns the written paths (none when
     the rows hold no scaling results).
     """
     rows = {r["name"]: r for r in results if r.get("name", "").startswith("scaling[")}
@@ -31,7 +32,12 @@ def draw(results: list[dict], outdir) -> list[Path]:
         secs = np.asarray(r["seconds"], float)
         slope, icpt = np.polyfit(np.log(sizes), np.log(secs), 1)
         ax.loglog(sizes, secs, "o", label="measured")
-        ax.loglog(sizes, np.exp(icpt) * sizes**slope, "-", label=f"fit: exponent {slope:.2f}")
+        ax.loglog(sizes, np.exp(icpt) * sizes**slope, "-", label=f"fit, all sizes: exponent {slope:.2f}")
+        n_fit = int(r.get("fit_points", 0))
+        if 2 <= n_fit < sizes.size:
+            top, top_secs = sizes[-n_fit:], secs[-n_fit:]
+            s_up, i_up = np.polyfit(np.log(top), np.log(top_secs), 1)
+            ax.loglog(top, np.exp(i_up) * top**s_up, "--", label=f"fit, largest {n_fit}: exponent {s_up:.2f}")
         ax.loglog(sizes, secs[0] * sizes / sizes[0], ":", color="gray", label="linear")
         # Ticks at the measured sizes, no minor labels (they collide on a short log axis).
         ax.xaxis.set_major_locator(FixedLocator(sizes))
