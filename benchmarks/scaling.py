@@ -1,7 +1,7 @@
 """`scaling`: cost of :func:`sim.train_sweep` against prompts `P` and against configurations.
 
 Measured: the `bandit-sweep` call (same bandits, rule, records, `k_max`) at `P = 4k..64k` prompts
-(32 configurations) and at `8..256` configurations (`P = 4096`), median of a few calls after
+(8 configurations) and at `8..256` configurations (`P = 4096`), median of a few calls after
 compilation. Steps are cut to `steps` (20 in the full run) so the largest sizes fit the time budget;
 per-step cost does not depend on the step count (a `lax.scan`).
 
@@ -53,7 +53,7 @@ def bench(*, quick: bool, key, repeats: int | None = None) -> list[dict]:
     k_max = max(ks)
     rows = []
     series = {
-        "prompts": [(p, dict(n_prompts=p, n_regimes=1 if quick else 4, ks=(1, 2, 4, 8, 1, 2, 4, 8) if quick else KS))
+        "prompts": [(p, dict(n_prompts=p, n_regimes=1, ks=(1, 2, 4, 8, 1, 2, 4, 8) if quick else KS))
                     for p in prompt_sizes],
         "configs": [(c, dict(n_prompts=prompt_sizes[0] if quick else 4096, n_regimes=c // len(ks), ks=ks))
                     for c in config_sizes],

@@ -68,9 +68,17 @@ def _pad(x, n_pad: int):
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled(fn: Callable, mesh: Mesh):
-    sharding = NamedSharding(mesh, PartitionSpec(SWEEP_AXIS))
-    return jax.jit(jax.vmap(fn), in_shardings=(sharding,), out_shardings=sharding)
+def _compiled(fn: Callable, mesh: Mesh, batch_size: int | None):
+    spec = PartitionSpec(SWEEP_AXIS)
+    sharding = NamedSharding(mesh, spec)
+    if batch_size is None:
+        body = jax.vmap(fn)
+    else:
+        # Each device loops over its own slice in vectorised batches (shard_map keeps the loop
+        # local: a scan over the sharded axis itself would gather it).
+        body = jax.shard_map(lambda a: jax.lax.map(fn, a, batch_size=batch_size), mesh=mesh,
+                             in_specs=(spec,), out_specs=spec)
+    return jax.jit(body, in_shardings=(sharding,), out_shardings=sharding)
 
 
 def _place_global(x, sharding):
@@ -87,7 +95,8 @@ def _place_global(x, sharding):
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
-def sweep_map(fn: Callable, args, *, devices: Sequence[jax.Device] | None = None, multiprocess: bool | None = None):
+def sweep_map(fn: Callable, args, *, devices: Sequence[jax.Device] | None = None, multiprocess: bool | None = None,
+              batch_size: int | None = None):
     """`jax.vmap(fn)(args)`, jitted and sharded over `devices` along the leading axis of `args`.
 
     Args:
@@ -98,10 +107,16 @@ def sweep_map(fn: Callable, args, *, devices: Sequence[jax.Device] | None = None
       multiprocess: place inputs shard by shard and gather the outputs to every process
         (`process_allgather`), as a mesh spanning several processes needs. Default: when
         `jax.process_count() > 1`. Every process must call with the same `args`.
+      batch_size: entries vectorised together on a device; each device then loops over its slice
+        in batches of this size (`jax.lax.map(fn, slice, batch_size=...)`), which bounds the
+        working set (useful when the vmapped arrays of a whole slice no longer fit in cache).
+        None: the whole slice in one `vmap`. Same results either way, up to float rounding.
 
     Returns:
       The pytree of results with leading axis `n` (padding removed), on every process.
     """
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive int or None; got {batch_size!r}")
     n = _leading_size(args)
     mesh = sweep_mesh(devices)
     n_total = padded_length(n, mesh.size)
@@ -110,10 +125,10 @@ def sweep_map(fn: Callable, args, *, devices: Sequence[jax.Device] | None = None
     if multiprocess is None:
         multiprocess = jax.process_count() > 1
     if not multiprocess:
-        out = _compiled(fn, mesh)(jax.device_put(padded, sharding))
+        out = _compiled(fn, mesh, batch_size)(jax.device_put(padded, sharding))
     else:
         from jax.experimental import multihost_utils
 
         placed = jax.tree_util.tree_map(lambda x: _place_global(x, sharding), padded)
-        out = multihost_utils.process_allgather(_compiled(fn, mesh)(placed), tiled=True)
+        out = multihost_utils.process_allgather(_compiled(fn, mesh, batch_size)(placed), tiled=True)
     return jax.tree_util.tree_map(lambda x: x[:n], out)

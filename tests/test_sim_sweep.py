@@ -18,8 +18,9 @@ from sim.sweep import padded_length, sweep_map
 _SCRIPT = textwrap.dedent(
     """
     import json
-    import jax, numpy as np
+    import jax, jax.numpy as jnp, numpy as np
     from sim import experiments as E
+    from sim.sweep import sweep_map
     from sim import toy_bandit, train_sweep
 
     assert len(jax.devices()) == 4, jax.devices()
@@ -33,7 +34,9 @@ _SCRIPT = textwrap.dedent(
         # 2 rules x 3 k x 3 seeds = 18 runs: padded to 20 on four devices
         tr = train_sweep(bb, t0[None], ks=[2, 16, 40], keys=jax.random.split(key, 3), steps=6,
                          rule=("passk", "project-safe"), devices=devs)
+        batched = sweep_map(lambda a: a * 2.0 + 1.0, jnp.arange(10.0), devices=devs, batch_size=2)
         out[name] = {
+            "batched": np.asarray(batched).tolist(),
             "phase_k_star": ph["k_star"],
             "phase_share": ph["share_negative_agreement"],
             "train": {n: np.asarray(v, np.float64).tolist() for n, v in tr.items()},
@@ -55,6 +58,7 @@ def test_four_devices_match_one_device():
     line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))
     out = json.loads(line[len("RESULT"):])
     one, four = out["one"], out["four"]
+    assert one["batched"] == four["batched"] == [2.0 * i + 1.0 for i in range(10)]
     assert one["phase_k_star"] == four["phase_k_star"]
     np.testing.assert_allclose(four["phase_share"], one["phase_share"], rtol=1e-6)
     for group in ("train",):
@@ -79,6 +83,18 @@ def test_padding_and_validation():
         sweep_map(_square, (jnp.arange(5.0), jnp.ones(4)))
     with pytest.raises(ValueError, match="scalar"):
         sweep_map(_square, (jnp.arange(5.0), jnp.ones(())))
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 5, 8])
+def test_batches_equal_one_vmap(batch_size):
+    """Looping over vectorised batches (with a remainder batch) gives the one-vmap numbers."""
+    args = (jnp.linspace(-1.0, 2.0, 5), jnp.arange(5.0))
+    want = sweep_map(_square, args)
+    got = sweep_map(_square, args, batch_size=batch_size)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6)
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match=f"batch_size.*{bad!r}"):
+            sweep_map(_square, args, batch_size=bad)
 
 
 def _square(args):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -144,6 +145,38 @@ def test_sweep_blocks(n_regimes, n_configs, n_devices, want):
     chunks, per_chunk = sweep_blocks(n_regimes, n_configs, n_devices)
     assert (chunks, per_chunk) == want
     assert (n_regimes * chunks) % n_devices == 0 and chunks * per_chunk >= n_configs
+
+
+def test_sweep_batch_size():
+    T = importlib.import_module("sim.train")  # the module (`sim.train` is also a function)
+
+    # 8 configurations at P = 4096, A = 4, float32: 512 KiB a block, 4 blocks per batch
+    assert T.sweep_batch_size(32, 8, 4, 4096, 4) == T.sweep_batch_size(8, 8, 4, 4096, 4) == 4
+    # everything fits one batch: None (a single vmap)
+    assert T.sweep_batch_size(4, 8, 4, 4096, 4) is None
+    # huge blocks: still at least _BATCH_MIN_CONFIGS configurations per batch
+    assert T.sweep_batch_size(64, 4, 4, 2**20, 4) * 4 >= T._BATCH_MIN_CONFIGS
+
+
+def test_batched_sweep_equals_one_vmap(monkeypatch):
+    """Blocks looped over one at a time give the numbers of the single vmap."""
+    T = importlib.import_module("sim.train")  # the module (`sim.train` is also a function)
+
+    bandits = jax.vmap(lambda key: toy_bandit(key, n_prompts=32)[0])(jax.random.split(jax.random.PRNGKey(3), 3))
+    theta0s = jax.vmap(lambda key: toy_bandit(key, n_prompts=32)[1])(jax.random.split(jax.random.PRNGKey(3), 3))
+    kw = dict(ks=[1, 4, 16], keys=jax.random.split(jax.random.PRNGKey(5), 2), steps=4)
+    assert T.sweep_batch_size(3, 6, 8, 32, 4) is None
+    want = train_sweep(bandits, theta0s, **kw)
+    monkeypatch.setattr(T, "_BATCH_BYTES", 1)
+    monkeypatch.setattr(T, "_BATCH_MIN_CONFIGS", 1)
+    assert T.sweep_batch_size(3, 6, 8, 32, 4) == 1
+    got = train_sweep(bandits, theta0s, **kw)
+    for name in want:
+        if name in ("k_star", "k_used"):
+            np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+        else:
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6 * np.nanmax(np.abs(want[name])),
+                                       err_msg=name)
 
 
 def test_regimes_and_configs_keep_their_places():
