@@ -164,7 +164,7 @@ def test_batched_sweep_equals_one_vmap(monkeypatch):
 
     bandits = jax.vmap(lambda key: toy_bandit(key, n_prompts=32)[0])(jax.random.split(jax.random.PRNGKey(3), 3))
     theta0s = jax.vmap(lambda key: toy_bandit(key, n_prompts=32)[1])(jax.random.split(jax.random.PRNGKey(3), 3))
-    kw = dict(ks=[1, 4, 16], keys=jax.random.split(jax.random.PRNGKey(5), 2), steps=4)
+    kw = dict(ks=[1, 4, 16], keys=jax.random.split(jax.random.PRNGKey(5), 2), steps=4, record_every=2)
     assert T.sweep_batch_size(3, 6, 8, 32, 4) is None
     want = train_sweep(bandits, theta0s, **kw)
     monkeypatch.setattr(T, "_BATCH_BYTES", 1)
