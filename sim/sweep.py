@@ -78,8 +78,12 @@ def _compiled(fn: Callable, mesh: Mesh, batch_size: int | None):
         # local: a scan over the sharded axis itself would gather it). Entries never communicate,
         # so the varying-axis type check has nothing to guard (and would reject constants that
         # only one branch of a `lax.cond` in `fn` creates).
-        body = jax.shard_map(lambda a: jax.lax.map(fn, a, batch_size=batch_size), mesh=mesh,
-                             in_specs=(spec,), out_specs=spec, check_vma=False)
+        def batched(a):
+            return jax.lax.map(fn, a, batch_size=batch_size)
+
+        # Named after `fn`, like the vmapped program, for compile logs and profiles.
+        body = functools.wraps(fn)(jax.shard_map(batched, mesh=mesh, in_specs=(spec,), out_specs=spec,
+                                                 check_vma=False))
     return jax.jit(body, in_shardings=(sharding,), out_shardings=sharding)
 
 

@@ -170,7 +170,14 @@ def test_batched_sweep_equals_one_vmap(monkeypatch):
     monkeypatch.setattr(T, "_BATCH_BYTES", 1)
     monkeypatch.setattr(T, "_BATCH_MIN_CONFIGS", 1)
     assert T.sweep_batch_size(3, 6, 8, 32, 4) == 1
-    got = train_sweep(bandits, theta0s, **kw)
+    from benchmarks._timing import CompileCounter
+
+    with CompileCounter() as first:
+        got = train_sweep(bandits, theta0s, **kw)
+    with CompileCounter() as again:
+        train_sweep(bandits, theta0s, **kw)
+    assert [n for n in first.names if "entry" in n] == ["jit(entry)"]  # one program, named as unbatched
+    assert not [n for n in again.names if "entry" in n]
     for name in want:
         if name in ("k_star", "k_used"):
             np.testing.assert_array_equal(got[name], want[name], err_msg=name)
