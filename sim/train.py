@@ -404,9 +404,10 @@ def _sweep_fn(config: tuple) -> Callable:
 
 
 #: Working-set target of one vectorised batch of blocks: the bytes of one `(configurations, A, P)`
-#: array of a step. 2 MiB measured fastest on a 2-core CPU (L2 2 MiB per core): at P = 4096,
-#: A = 4, 256 configurations took 8.0 ms a step in one vmap and 4.8 ms in batches of 16 to 32.
-_BATCH_BYTES = 2 * 2**20
+#: array of a step. Measured on a 2-core CPU (2 MiB L2 per core, 32 MiB L3) at P = 4096, A = 4:
+#: 256 configurations took 8.0 ms a step in one vmap and 4.8-5.4 ms in batches of 16-64; at 64
+#: configurations (4 MiB) one vmap and batches were within 10% of each other.
+_BATCH_BYTES = 4 * 2**20
 #: Fewest configurations per batch: smaller batches pay the per-operation cost of the step loop.
 _BATCH_MIN_CONFIGS = 16
 
@@ -586,7 +587,7 @@ def train_sweep(
     Layout: the `C = n_rules * K * S` configurations of each regime are cut into chunks
     (:func:`sweep_blocks`: one chunk per regime on one device); the sweep axis of
     :func:`sim.sweep.sweep_map` is the `(regime, chunk)` blocks, and inside a block the chunk's
-    configurations share the bandit. Each device vectorises its blocks in batches of about 2 MiB
+    configurations share the bandit. Each device vectorises its blocks in batches of about 4 MiB
     of `(configurations, A, P)` array (:func:`sweep_batch_size`) and loops over the batches, so a
     large sweep's step stays in cache. Compiles once per `(block count, chunk size)` and static
     settings (see the module docstring).

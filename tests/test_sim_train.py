@@ -150,10 +150,10 @@ def test_sweep_blocks(n_regimes, n_configs, n_devices, want):
 def test_sweep_batch_size():
     T = importlib.import_module("sim.train")  # the module (`sim.train` is also a function)
 
-    # 8 configurations at P = 4096, A = 4, float32: 512 KiB a block, 4 blocks per batch
-    assert T.sweep_batch_size(32, 8, 4, 4096, 4) == T.sweep_batch_size(8, 8, 4, 4096, 4) == 4
+    # 8 configurations at P = 4096, A = 4, float32: 512 KiB a block, 8 blocks per batch
+    assert T.sweep_batch_size(32, 8, 4, 4096, 4) == T.sweep_batch_size(9, 8, 4, 4096, 4) == 8
     # everything fits one batch: None (a single vmap)
-    assert T.sweep_batch_size(4, 8, 4, 4096, 4) is None
+    assert T.sweep_batch_size(8, 8, 4, 4096, 4) is None
     # huge blocks: still at least _BATCH_MIN_CONFIGS configurations per batch
     assert T.sweep_batch_size(64, 4, 4, 2**20, 4) * 4 >= T._BATCH_MIN_CONFIGS
 
