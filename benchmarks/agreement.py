@@ -48,7 +48,7 @@ def setup(key, *, modulus: int, d_model: int = 64, n_layers: int = 2):
 
 
 #: Prompts per chunk of the measured JVP route (full run; `--quick` uses 32 so that it chunks too).
-CHUNK = 256
+CHUNK = 128
 
 
 def _functions(config, chunk_size: int = CHUNK):
@@ -75,7 +75,7 @@ def bench(*, quick: bool, key, repeats: int | None = None) -> list[dict]:
     runs = ((64, (64, 128)),) if quick else ((64, (512, 2048)), (128, (512,)))
     mem_sizes = (32, 64, 128) if quick else (128, 512, 2048)
     chunk = 32 if quick else CHUNK
-    repeats = repeats or (3 if quick else 5)
+    repeats = repeats or (3 if quick else 9)
     k_setup, k_sub = jax.random.split(key)
     rows = []
     for width, sizes in runs:
