@@ -19,17 +19,18 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each function, timed in turn (A, B, A, B, ...) in this process.
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, *, reduce=statistics.median) -> dict[str, float]:
+    """Median seconds (or `reduce` of the repeats) of each function, timed in turn (A, B, A, B, ...).
 
     Interleaving spreads the noise of a shared machine (other processes, frequency changes) over
-    all candidates instead of letting it fall on whichever ran during a busy spell.
+    all candidates instead of letting it fall on whichever ran during a busy spell. Comparisons
+    use the median; a lower bound on what a computation can take uses `reduce=min`.
     """
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             times[name].append(timed(fn))
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return {name: reduce(ts) for name, ts in times.items()}
 
 
 _LOGGERS = ("jax._src.interpreters.pxla", "jax._src.dispatch")

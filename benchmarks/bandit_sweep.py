@@ -252,7 +252,8 @@ def _minimal_sweep(features_t, rewards_t, mu, theta0, ks, *, steps: int, learnin
 
 
 def step_floor(bandits, theta0s, *, ks, steps: int, learning_rate: float, repeats: int) -> dict:
-    """What the fastest implementation of the sweep could take on this machine, measured here.
+    """What the fastest implementation of the sweep could take on this machine, measured here
+    (each time the best of several repeats: these are lower bounds).
 
     - `minimal_s`: :func:`_minimal_sweep`, one jitted `lax.scan` doing only the compulsory work of
       each step for all configurations (no records, no `k*`): the floor for an XLA program.
@@ -279,7 +280,7 @@ def step_floor(bandits, theta0s, *, ks, steps: int, learning_rate: float, repeat
         "minimal": lambda: minimal(*args),
         "product": lambda: product(square),
         "exp": lambda: exp(logits),
-    }, max(repeats, 5))
+    }, max(repeats, 5), reduce=min)  # floors: the best of the repeats
     flops = 6 * n_configs * n_actions * dim * n_prompts  # logits (2 CAdP) + two-row reverse (4 CAdP)
     transcendentals = n_configs * n_prompts * (n_actions + 2)  # softmax exps, log1p and exp of w_k
     flop_rate = 2 * 1024**3 / med["product"]
