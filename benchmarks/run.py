@@ -67,6 +67,21 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """The README's table: name, ours (s), baseline (s), ratio (with the scaling exponents), target, met.
+
+    `python -c "import json, benchmarks.run as r; print(r.markdown_table(json.load(open(PATH))))"`.
+    """
+    lines = ["| benchmark | ours (s) | baseline (s) | ratio | target | met |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = f"{r['ratio']:.3g}"
+        if "exponent_upper" in r:
+            ratio += f" (exponent {r['exponent_upper']:.2f} largest {r['fit_points']}, {r['exponent']:.2f} all)"
+        met = {True: "yes", False: "no", None: "-"}[r.get("met")]
+        lines.append(f"| `{r['name']}` | {_fmt(r['ours_s'])} | {_fmt(r['baseline_s'])} | {ratio} | {r['target']} | {met} |")
+    return "\n".join(lines)
+
+
 def _details(rows: list[dict]) -> str:
     """Compile times and counts, exponents and memory, each distinct detail printed once."""
     keys = ("compile_s", "compiles_first_call", "compiles_later_calls", "exponent", "exponent_upper",

@@ -53,6 +53,20 @@ def test_numpy_pkpo_reference_matches_theory(baseline, k):
         np.testing.assert_allclose(ref, got, rtol=1e-5, atol=1e-6)
 
 
+def test_markdown_table_rows():
+    rows = [
+        {"name": "estimators[none]", "ours_s": 0.001, "baseline_s": 0.1, "ratio": 100.0, "target": ">= 30x", "met": True},
+        {"name": "scaling[configs]", "ours_s": 0.4, "baseline_s": 1.2, "ratio": 3.0, "target": "t", "met": False,
+         "exponent": 0.76, "exponent_upper": 1.0, "fit_points": 3},
+        {"name": "multi-device", "ours_s": 0.2, "baseline_s": 0.28, "ratio": 1.4, "target": "report", "met": None},
+    ]
+    lines = run.markdown_table(rows).splitlines()
+    assert len(lines) == 2 + len(rows)
+    assert lines[2] == "| `estimators[none]` | 0.001 | 0.1 | 100 | >= 30x | yes |"
+    assert "(exponent 1.00 largest 3, 0.76 all)" in lines[3] and lines[3].endswith("| no |")
+    assert lines[4].endswith("| - |")
+
+
 def test_make_rewards_rejects_unknown_kind():
     with pytest.raises(ValueError, match="kind.*'ternary'"):
         estimators.make_rewards(jax.random.key(0), 2, 4, kind="ternary")
