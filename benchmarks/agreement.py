@@ -47,7 +47,7 @@ def setup(key, *, modulus: int, d_model: int = 64, n_layers: int = 2):
     return params, jnp.asarray(t.prompts), jnp.asarray(t.answers), config
 
 
-#: Prompts per chunk of the measured JVP route (full run; `--quick` uses 32 so that it chunks too).
+#: Prompts per chunk of the measured JVP route (its default; `--quick` uses 32 so that it chunks too).
 CHUNK = 128
 
 

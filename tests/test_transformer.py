@@ -108,7 +108,10 @@ def test_bad_inputs_raise_named_errors():
 # The identities
 
 
-def test_jvp_agreements_equal_per_prompt_gradient_agreements(tiny):
+@pytest.mark.parametrize("chunk_size", [1, 5, 7, None, "default"])
+def test_jvp_agreements_equal_per_prompt_gradient_agreements(tiny, chunk_size):
+    """All parameters and the last-layer proxy; chunks that divide P, that do not (padded last
+    chunk), one pass, and the default."""
     t, cfg, params = tiny
     with jax.enable_x64(True):
         params64 = _f64(params)
@@ -116,14 +119,26 @@ def test_jvp_agreements_equal_per_prompt_gradient_agreements(tiny):
         mu = np.random.default_rng(0).dirichlet(np.ones(t.n_prompts))
         jvp = jax.jit(exact.agreement_jvp, static_argnums=3, static_argnames=("subset", "chunk_size"))
         pergrad = jax.jit(exact.agreement_pergrad, static_argnums=3, static_argnames="subset")
+        chunking = {} if chunk_size == "default" else {"chunk_size": chunk_size}
         for subset in (None, model.LAST_LAYER):
-            a, p, g1_sq = jvp(params64, prompts, answers, cfg, mu, subset=subset)
+            a, p, g1_sq = jvp(params64, prompts, answers, cfg, mu, subset=subset, **chunking)
             a_ref = pergrad(params64, prompts, answers, cfg, mu, subset=subset)
-            assert a.dtype == jnp.float64
+            assert a.dtype == jnp.float64 and a.shape == p.shape == (t.n_prompts,)
             np.testing.assert_allclose(np.asarray(a), np.asarray(a_ref), rtol=1e-9, atol=1e-14 * float(g1_sq))
+            np.testing.assert_allclose(np.asarray(p), np.asarray(exact.success(params64, prompts, answers, cfg)),
+                                       rtol=1e-12)
             # sum_i mu_i a_i = ||grad J_1||^2 (SPEC section 3)
             np.testing.assert_allclose(float(np.dot(mu, a)), float(g1_sq), rtol=1e-10)
-        # cos_k from passes equals theory.gradient_cosine on per-prompt gradients.
+
+
+def test_gradient_cosines_from_passes_equal_per_prompt_gradients(tiny):
+    """cos_k from reverse passes equals theory.gradient_cosine on per-prompt gradients."""
+    t, cfg, params = tiny
+    with jax.enable_x64(True):
+        params64 = _f64(params)
+        prompts, answers = jnp.asarray(t.prompts), jnp.asarray(t.answers)
+        mu = np.random.default_rng(0).dirichlet(np.ones(t.n_prompts))
+        p = exact.success(params64, prompts, answers, cfg)
         ks = (1, 2, 5, 50)
         per = jax.jit(jax.vmap(jax.grad(lambda th, x, y: jnp.exp(exact.log_success(th, x, y, cfg))),
                                in_axes=(None, 0, 0)))(params64, prompts, answers)
@@ -131,24 +146,6 @@ def test_jvp_agreements_equal_per_prompt_gradient_agreements(tiny):
         np.testing.assert_allclose(
             np.asarray(jax.jit(exact.gradient_cosines, static_argnums=(3, 4))(params64, prompts, answers, cfg, ks, mu)),
             np.asarray(theory.gradient_cosine(flat, p, jnp.asarray(ks), mu)), rtol=1e-9, atol=1e-12)
-
-
-@pytest.mark.parametrize("chunk_size", [1, 5, 7, None])
-def test_chunked_agreements_equal_one_pass(tiny, chunk_size):
-    """Chunks that divide P, that do not (padded last chunk) and one pass give the same numbers."""
-    t, cfg, params = tiny
-    with jax.enable_x64(True):
-        params64 = _f64(params)
-        prompts, answers = jnp.asarray(t.prompts), jnp.asarray(t.answers)
-        mu = np.random.default_rng(1).dirichlet(np.ones(t.n_prompts))
-        jvp = jax.jit(exact.agreement_jvp, static_argnums=3, static_argnames=("subset", "chunk_size"))
-        a, p, g1_sq = jvp(params64, prompts, answers, cfg, mu, chunk_size=chunk_size)
-        a_ref = jax.jit(exact.agreement_pergrad, static_argnums=3)(params64, prompts, answers, cfg, mu)
-        assert a.shape == p.shape == (t.n_prompts,)
-        np.testing.assert_allclose(np.asarray(a), np.asarray(a_ref), rtol=1e-9, atol=1e-14 * float(g1_sq))
-        np.testing.assert_allclose(np.asarray(p), np.asarray(exact.success(params64, prompts, answers, cfg)),
-                                   rtol=1e-12)
-        np.testing.assert_allclose(float(np.dot(mu, a)), float(g1_sq), rtol=1e-10)
 
 
 def test_agreement_chunk_size_must_be_a_positive_int(tiny):

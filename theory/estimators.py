@@ -42,6 +42,7 @@ import numpy as np
 from jax import lax
 
 from theory import _validate
+from theory.weights import k_times_exp
 
 __all__ = [
     "pass_at_k_unbiased",
@@ -225,7 +226,7 @@ def pass_at_k_weight_unbiased(n, c, k):
     n, c, k = _counts(n, c, k, k_offset=1)
     dtype = _default_float()
     log_ratio = _log_binom_ratio_jit(n, c, k - 1, dtype=dtype)
-    return k.astype(dtype) * jnp.exp(log_ratio)
+    return k_times_exp(k.astype(dtype), log_ratio)
 
 
 # --------------------------------------------------------------------------------------------

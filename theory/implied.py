@@ -42,7 +42,7 @@ from jax.scipy.special import gammaln, xlog1py, xlogy
 
 from theory import _validate
 from theory.estimators import _grouped_count_advantages, _log_binom_ratio_core
-from theory.weights import log_one_minus_p_power, pass_at_k, pass_at_k_weight
+from theory.weights import k_times_exp, log_one_minus_p_power, pass_at_k, pass_at_k_weight
 
 __all__ = ["implied_prompt_weight", "IMPLIED_METHODS"]
 
@@ -82,7 +82,7 @@ def _finite_weight(p, k, method, n):
     elif method in ("pkpo", "pkpo-loo"):
         # n (s_correct - s_incorrect) = n (k/n) (1 - rho(n-1, c', k-1)); the LOO baseline depends
         # on the other answers only (the same c' for both), so it cancels from the contrast.
-        contrast = kf * jnp.exp(_log_binom_ratio_core(n - 1, others, kk - 1, dtype))
+        contrast = k_times_exp(kf, _log_binom_ratio_core(n - 1, others, kk - 1, dtype))
     elif method == "pkpo-loo-1":
         # n s_correct(c'+1) = n C(n-c'-1, k-1)/C(n,k); incorrect answers get exactly 0.
         ratio = jnp.exp(_log_binom_ratio_core(n, others + 1, kk - 1, dtype))  # C(.,k-1)/C(n,k-1)

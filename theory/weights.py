@@ -27,6 +27,7 @@ __all__ = [
     "log_normalized_weights",
     "normalized_weights",
     "log_one_minus_p_power",
+    "k_times_exp",
 ]
 
 
@@ -48,6 +49,18 @@ def log_one_minus_p_power(p, t):
     return jnp.where(t == 0, jnp.zeros_like(p * t), t * jnp.log1p(-p))
 
 
+def k_times_exp(kf, log_factor):
+    """`k exp(x)` for `k >= 1`; `x = -inf` gives 0.
+
+    XLA's CPU backend flushes subnormal results to zero: `k * exp(x)` would give 0 where `exp(x)`
+    is subnormal but the product is a normal float (`w_k(p)` near `1e-303` at `k = 10^6`). There
+    it is formed as `exp(log k + x)`; elsewhere as `k * exp(x)`, exact at `x = 0`.
+    """
+    tiny = jnp.finfo(jnp.result_type(log_factor)).tiny
+    direct = kf * jnp.exp(log_factor)
+    return jnp.where(log_factor > jnp.log(tiny), direct, jnp.exp(jnp.log(kf) + log_factor))
+
+
 @jax.custom_jvp
 def _pass_at_k_core(p, kf):
     return -jnp.expm1(log_one_minus_p_power(p, kf))
@@ -59,7 +72,7 @@ def _pass_at_k_core_jvp(primals, tangents):
     # log1p(-p) would give 0 * inf there); k is an order, not a differentiable quantity.
     p, kf = primals
     dp, _ = tangents
-    weight = kf * jnp.exp(log_one_minus_p_power(p, kf - 1))
+    weight = k_times_exp(kf, log_one_minus_p_power(p, kf - 1))
     return _pass_at_k_core(p, kf), weight * dp
 
 
@@ -113,7 +126,8 @@ def pass_at_k_weight(p, k):
       k: integer `>= 1`, broadcast against `p`.
 
     Returns:
-      `k (1-p)^(k-1)`, computed as `k exp((k-1) log1p(-p))`.
+      `k (1-p)^(k-1)`, computed as `exp(log k + (k-1) log1p(-p))` (normal
+      results stay normal where `(1-p)^(k-1)` alone would be subnormal).
 
     Example:
       >>> float(pass_at_k_weight(0.5, 3))
@@ -122,7 +136,7 @@ def pass_at_k_weight(p, k):
     p = _validate.probability("p", p)
     k = _validate.integer("k", k, minimum=1)
     kf = _cast_k(k, p)
-    return kf * jnp.exp(log_one_minus_p_power(p, kf - 1))
+    return k_times_exp(kf, log_one_minus_p_power(p, kf - 1))
 
 
 def _prompt_axis_k(k, p):
