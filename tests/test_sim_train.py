@@ -137,7 +137,8 @@ def test_record_every_keeps_the_trajectory(toy):
 
 
 @pytest.mark.parametrize("n_regimes, n_configs, n_devices, want", [
-    (8, 64, 1, (1, 64)), (1, 18, 4, (4, 5)), (2, 18, 4, (2, 9)), (3, 5, 4, (4, 2)), (4, 1, 4, (1, 1)),
+    (8, 64, 1, (1, 64)), (1, 18, 4, (8, 3)), (2, 18, 4, (4, 5)), (3, 5, 4, (4, 2)), (4, 1, 4, (1, 1)),
+    (1, 8, 1, (2, 4)), (1, 1, 1, (1, 1)),
 ])
 def test_sweep_blocks(n_regimes, n_configs, n_devices, want):
     from sim.train import sweep_blocks
@@ -145,6 +146,7 @@ def test_sweep_blocks(n_regimes, n_configs, n_devices, want):
     chunks, per_chunk = sweep_blocks(n_regimes, n_configs, n_devices)
     assert (chunks, per_chunk) == want
     assert (n_regimes * chunks) % n_devices == 0 and chunks * per_chunk >= n_configs
+    assert n_regimes * chunks >= 2 * n_devices or chunks >= n_configs  # two blocks a device when possible
 
 
 def test_sweep_batch_size():
