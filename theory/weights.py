@@ -61,6 +61,12 @@ def k_times_exp(kf, log_factor):
     return jnp.where(log_factor > jnp.log(tiny), direct, jnp.exp(jnp.log(kf) + log_factor))
 
 
+def _weight(p, kf):
+    """`w_k(p) = k (1-p)^(k-1)` for validated `p` and `k` cast to `p`'s dtype (the one formula
+    behind :func:`pass_at_k_weight` and the derivative of :func:`pass_at_k`)."""
+    return k_times_exp(kf, log_one_minus_p_power(p, kf - 1))
+
+
 @jax.custom_jvp
 def _pass_at_k_core(p, kf):
     return -jnp.expm1(log_one_minus_p_power(p, kf))
@@ -72,8 +78,7 @@ def _pass_at_k_core_jvp(primals, tangents):
     # log1p(-p) would give 0 * inf there); k is an order, not a differentiable quantity.
     p, kf = primals
     dp, _ = tangents
-    weight = k_times_exp(kf, log_one_minus_p_power(p, kf - 1))
-    return _pass_at_k_core(p, kf), weight * dp
+    return _pass_at_k_core(p, kf), _weight(p, kf) * dp
 
 
 def pass_at_k(p, k):
@@ -126,8 +131,9 @@ def pass_at_k_weight(p, k):
       k: integer `>= 1`, broadcast against `p`.
 
     Returns:
-      `k (1-p)^(k-1)`, computed as `exp(log k + (k-1) log1p(-p))` (normal
-      results stay normal where `(1-p)^(k-1)` alone would be subnormal).
+      `k (1-p)^(k-1)`, computed as `k exp((k-1) log1p(-p))`, or as
+      `exp(log k + (k-1) log1p(-p))` where the power alone would be subnormal (see
+      :func:`k_times_exp`).
 
     Example:
       >>> float(pass_at_k_weight(0.5, 3))
@@ -135,8 +141,7 @@ def pass_at_k_weight(p, k):
     """
     p = _validate.probability("p", p)
     k = _validate.integer("k", k, minimum=1)
-    kf = _cast_k(k, p)
-    return k_times_exp(kf, log_one_minus_p_power(p, kf - 1))
+    return _weight(p, _cast_k(k, p))
 
 
 def _prompt_axis_k(k, p):
