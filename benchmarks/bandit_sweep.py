@@ -32,8 +32,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import theory
 from benchmarks._timing import interleaved
-from sim.bandit import SoftmaxBandit
+from sim.bandit import SoftmaxBandit, prompts_last, pullback, success_parts
 
 __all__ = ["make_bandits", "numpy_train", "numpy_sweep", "run_sweep", "step_floor", "RECORDS", "bench"]
 
@@ -229,24 +230,16 @@ def run_sweep(bandits, theta0s, *, ks, steps: int, k_max: int, learning_rate: fl
     )
 
 
-def _minimal_sweep(features_t, rewards_t, mu, theta0, ks, *, steps: int, learning_rate: float):
-    """The compulsory work of exact pass@k SGD, nothing else: per step the logits product, the
-    softmax, `w_k(p)`, the two-row reverse product (`grad J_1`, `grad J_k`) and the update.
-
-    features_t `(R, d, P)`, rewards_t `(R, A, P)`, mu `(R, P)`, theta0 `(R, K, A, d)`, ks `(K,)`.
-    """
-    kf = ks.astype(theta0.dtype)[None, :, None]  # (1, K, 1)
+def _minimal_run(lay, theta0, k, *, steps: int, learning_rate: float):
+    """The compulsory work of exact pass@k SGD, nothing else, with the kernels of
+    :func:`sim.train_sweep`: per step the logits and softmax (`success_parts`), `w_k(p)`, the
+    two-row reverse product (`grad J_1`, `grad J_k`) and the update; no records, no `k*`."""
+    mu = lay.prompt_weights
 
     def step(theta, _):
-        logits = jnp.einsum("rkad,rdp->rkap", theta, features_t)  # (R, K, A, P)
-        e = jnp.exp(logits - jnp.max(logits, axis=2, keepdims=True))
-        pi = e / jnp.sum(e, axis=2, keepdims=True)
-        p = jnp.sum(pi * rewards_t[:, None], axis=2)  # (R, K, P)
-        w = kf * jnp.exp((kf - 1) * jnp.log1p(-jnp.minimum(p, 1 - 1e-7)))
-        dlogits = pi * (rewards_t[:, None] - p[:, :, None])  # (R, K, A, P)
-        rows = jnp.stack([mu[:, None] * jnp.ones_like(w), mu[:, None] * w], axis=2)  # (R, K, 2, P)
-        grads = jnp.einsum("rkcp,rkap,rdp->rkcad", rows, dlogits, features_t)  # (R, K, 2, A, d)
-        return theta + learning_rate * grads[:, :, 1], jnp.sum(grads[:, :, 0] * grads[:, :, 1])
+        p, dlogits = success_parts(lay, theta)
+        grads = pullback(lay, dlogits, jnp.stack([mu, mu * theory.pass_at_k_weight(p, k)]))
+        return theta + learning_rate * grads[1], jnp.vdot(grads[0], grads[1])
 
     return jax.lax.scan(step, theta0, None, length=steps)
 
@@ -255,22 +248,23 @@ def step_floor(bandits, theta0s, *, ks, steps: int, learning_rate: float, repeat
     """What the fastest implementation of the sweep could take on this machine, measured here
     (each time the best of several repeats: these are lower bounds).
 
-    - `minimal_s`: :func:`_minimal_sweep`, one jitted `lax.scan` doing only the compulsory work of
-      each step for all configurations (no records, no `k*`): the floor for an XLA program.
+    - `minimal_s`: :func:`_minimal_run` for all configurations, one jitted `lax.scan` doing only
+      the compulsory work of each step (no records, no `k*`): the floor for an XLA program.
     - `hardware_s`: the floating-point operations of the two products per step at the best
       matrix-product rate measured here (a 1024 x 1024 float32 product), plus the exponentials and
       logarithms per step at the rate of XLA's `exp` (32 rounds over a vector of `2^20` entries in
       one jitted loop): the floor for any program that computes the same quantities with these
       kernels.
     """
-    feats, rewards, mu = jax.tree_util.tree_leaves(bandits)
+    feats, rewards, _ = jax.tree_util.tree_leaves(bandits)
     n_regimes, n_prompts, dim = feats.shape
     n_actions = rewards.shape[-1]
     kvec = jnp.asarray(ks)
     n_configs = n_regimes * kvec.shape[0]
-    theta = jnp.broadcast_to(theta0s[:, None], (n_regimes, kvec.shape[0]) + theta0s.shape[1:])
-    minimal = jax.jit(functools.partial(_minimal_sweep, steps=steps, learning_rate=learning_rate))
-    args = (jnp.swapaxes(feats, 1, 2), jnp.swapaxes(rewards, 1, 2), mu, theta, kvec)
+    run = functools.partial(_minimal_run, steps=steps, learning_rate=learning_rate)
+    # configurations share their regime's bandit (as in train_sweep's blocks), regimes side by side
+    minimal = jax.jit(jax.vmap(jax.vmap(run, in_axes=(None, None, 0)), in_axes=(0, 0, None)))
+    args = (jax.vmap(prompts_last)(bandits), theta0s, kvec)
     square = jnp.ones((1024, 1024), feats.dtype)
     product = jax.jit(lambda a: a @ a)
     # Exponentials in a loop over one buffer: no dispatch or fresh output pages in the rate.
