@@ -62,6 +62,13 @@ def rel_err(value: float, exact: Fraction) -> float:
     return float(abs(Fraction(value) - exact) / abs(exact))
 
 
+def binomial_expectation(estimate, n: int, p: float) -> float:
+    """`E[estimate(c)]` for `c ~ Binomial(n, p)`, exactly over `c = 0..n` (`estimate` vectorised in `c`)."""
+    c = np.arange(n + 1)
+    pmf = np.array([comb(n, int(j)) * p**j * (1 - p) ** (n - j) for j in c])
+    return float(np.sum(pmf * np.asarray(estimate(c))))
+
+
 def binary_outcomes(n):
     """All `2^n` binary reward vectors, shape `(2^n, n)`."""
     return np.array(list(itertools.product([0.0, 1.0], repeat=n)))
@@ -159,9 +166,7 @@ def test_rho_internal_k_zero_is_zero():
 @given(p=st.floats(0.0, 1.0), k=st.integers(1, 12))
 def test_rho_unbiased_for_pass_at_k(p, k):
     n = 12
-    c = np.arange(n + 1)
-    pmf = np.array([comb(n, int(j)) * p**j * (1 - p) ** (n - j) for j in c])
-    expected = np.sum(pmf * np.asarray(pass_at_k_unbiased(n, c, k)))
+    expected = binomial_expectation(lambda c: pass_at_k_unbiased(n, c, k), n, p)
     assert expected == pytest.approx(1 - (1 - p) ** k, rel=1e-12, abs=1e-14)
 
 
@@ -195,9 +200,7 @@ def test_weight_estimator_matches_exact_rationals(nck):
 @given(p=st.floats(0.0, 1.0), k=st.integers(1, 11))
 def test_weight_estimator_unbiased_for_w_k(p, k):
     n = 10
-    c = np.arange(n + 1)
-    pmf = np.array([comb(n, int(j)) * p**j * (1 - p) ** (n - j) for j in c])
-    expected = np.sum(pmf * np.asarray(pass_at_k_weight_unbiased(n, c, k)))
+    expected = binomial_expectation(lambda c: pass_at_k_weight_unbiased(n, c, k), n, p)
     assert expected == pytest.approx(float(pass_at_k_weight(p, k)), rel=1e-12, abs=1e-14)
 
 
