@@ -148,6 +148,40 @@ def test_rho_vectorised_extremes_match_exact_rationals():
         assert rel_err(float(v), exact_rho(n_, c_, k_)) < RTOL_EXACT, (n_, c_, k_, v)
 
 
+def test_rho_5_2_1_is_two_fifths_to_4_ulp():
+    # 1 - C(3,1)/C(5,1) = 2/5: the term log(1 - 2/5) falls where XLA's float64 log1p on CPU is
+    # off by up to about 130 ulp; the binomial ratio must not go through it there.
+    assert abs(float(pass_at_k_unbiased(5, 2, 1)) - 0.4) <= 4 * np.spacing(0.4)
+
+
+GRID_N = 32
+# Worst relative error measured over every (n, c, k) with 1 <= k <= n <= 60 (76k points): rho
+# 2.64 eps, the weight estimator 0.99 eps x (4 + |log(exact / k)|) (exp of a log-sum carries the
+# sum's absolute error as relative error). Before the log1p threshold moved from 1/2 to 1/4 the
+# same grid gave 88.9 eps and 17.8 eps x (4 + |log(exact / k)|).
+GRID_RHO_EPS = 4.0
+GRID_WEIGHT_EPS = 1.5
+
+
+def test_rho_and_weight_on_full_grid_match_exact_rationals():
+    cases = [(n, c, k) for n in range(1, GRID_N + 1) for c in range(n + 1) for k in range(1, n + 1)]
+    ns, cs, ks = (np.array(v) for v in zip(*cases))
+    rho = np.asarray(pass_at_k_unbiased(ns, cs, ks))
+    weight = np.asarray(pass_at_k_weight_unbiased(ns, cs, ks))
+    eps = float(np.finfo(np.float64).eps)
+    worst_rho = worst_weight = 0.0
+    for (n, c, k), r, w in zip(cases, rho, weight):
+        worst_rho = max(worst_rho, rel_err(float(r), exact_rho(n, c, k)) / eps)
+        exact_w = k * Fraction(comb(n - c, k - 1), comb(n, k - 1))
+        if exact_w == 0:
+            assert w == 0.0, (n, c, k, w)
+            continue
+        scale = 4 + abs(np.log(float(exact_w / k)))
+        worst_weight = max(worst_weight, rel_err(float(w), exact_w) / (eps * scale))
+    assert worst_rho < GRID_RHO_EPS
+    assert worst_weight < GRID_WEIGHT_EPS
+
+
 def test_rho_exactly_one_when_fewer_than_k_incorrect():
     n = 50
     c = np.arange(n + 1)[:, None]
@@ -723,12 +757,21 @@ def test_float32_inputs_stay_float32_with_documented_accuracy():
         (lambda: pass_at_k_unbiased(np.array([4, 4]), np.array([1, 5]), 2), ValueError,
          r"c must be <= n .*got c=5 with n=4 at index \(1,\)"),
         (lambda: pass_at_k_weight_unbiased(4, 2, 6), ValueError, r"k must be <= n \+ 1; got k=6"),
+        (lambda: pass_at_k_unbiased(None, 2, 1), TypeError, r"n must be an integer; got None"),
+        (lambda: pass_at_k_unbiased(5, None, 1), TypeError, r"c must be an integer; got None"),
+        (lambda: pass_at_k_unbiased(5, 2, None), TypeError, r"k must be an integer; got None"),
+        (lambda: pass_at_k_weight_unbiased(None, 2, 1), TypeError, r"n must be an integer; got None"),
+        (lambda: pass_at_k_weight_unbiased(5, None, 1), TypeError, r"c must be an integer; got None"),
+        (lambda: pass_at_k_weight_unbiased(5, 2, None), TypeError, r"k must be an integer; got None"),
+        (lambda: pass_at_k_unbiased(np.array([5, None]), 2, 1), TypeError, r"n must be an integer"),
         (lambda: pkpo_weights(np.ones(4), 5), ValueError, r"k must be <= n = 4 .*got k=5"),
         (lambda: pkpo_weights(np.ones(4), 4, baseline="loo"), ValueError, r"k must be <= n-1"),
         (lambda: pkpo_weights(np.ones(4), 2, baseline="mean"), ValueError, r"baseline must be .*'mean'"),
         (lambda: pkpo_weights(np.array([0.5, 1.5]), 1), ValueError, r"rewards must lie in \[0, 1\].*1.5"),
         (lambda: pkpo_weights(np.array([0.5, np.nan]), 1), ValueError, r"rewards must lie in .*nan"),
         (lambda: pkpo_weights(np.ones(4), 2.0), TypeError, r"k must be an integer; got 2.0"),
+        (lambda: pkpo_weights(np.ones(4), None), TypeError, r"k must be an integer; got None"),
+        (lambda: grouped_passk_advantages(np.ones(4), None), TypeError, r"k must be an integer; got None"),
         (lambda: pkpo_weights(np.ones(4), 0), ValueError, r"k must be >= 1; got 0"),
         (lambda: pkpo_weights(0.5, 1), ValueError, r"rewards must have a group axis"),
         (lambda: pkpo_weights(np.ones((2, 4)), np.array([1, 2, 3])), ValueError, r"k must be a scalar or"),

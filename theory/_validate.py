@@ -96,7 +96,7 @@ def integer(name: str, x, *, minimum: int | None = None):
 
     Floats are refused even when integral (`k=4.0`): a pass@k order is a count.
     """
-    if isinstance(x, bool) or isinstance(x, np.bool_):
+    if x is None or isinstance(x, bool) or isinstance(x, np.bool_):
         raise TypeError(f"{name} must be an integer; got {x!r}")
     if isinstance(x, numbers.Integral):
         arr = jnp.asarray(int(x))
@@ -106,7 +106,7 @@ def integer(name: str, x, *, minimum: int | None = None):
             raise TypeError(f"{name} must be an integer; got {x!r} of type {type(x).__name__}")
         try:
             arr = jnp.asarray(x)
-        except TypeError as err:
+        except (TypeError, ValueError) as err:
             raise TypeError(f"{name} must be an integer or integer array; got {x!r}") from err
         if arr.dtype == jnp.bool_ or not jnp.issubdtype(arr.dtype, jnp.integer):
             raise TypeError(

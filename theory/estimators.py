@@ -69,8 +69,11 @@ def _log_binom_ratio_core(n, c, k, dtype):
 
     Uses `C(n-c,k)/C(n,k) = prod_{j<m} (n-j-M)/(n-j)` with `m = min(c,k)`, `M = max(c,k)` (the
     ratio is symmetric in `c` and `k`), so at most `min(c,k)` terms are summed. Each term is
-    `log1p(-M/(n-j))` when `M/(n-j) < 1/2` and `log((n-j-M)/(n-j))` otherwise: both arguments
-    are exactly rounded quotients of integers, so every term is accurate to rounding. The sum runs
+    `log1p(-M/(n-j))` when `M/(n-j) < 1/4` and `log((n-j-M)/(n-j))` otherwise: both arguments
+    are exactly rounded quotients of integers, so every term is accurate to rounding. (XLA's
+    float64 `log1p` on CPU is off by up to about 130 ulp for arguments in about `[-0.45, -0.35]`;
+    below `1/4` in magnitude it is within 1 ulp, and above it the quotient `(n-j-M)/(n-j)` is at
+    most `3/4`, where `log` of it is accurate to a few ulp.) The sum runs
     in a `while_loop` over chunks of `_CHUNK` terms (trip count from the data, shapes static),
     with Kahan compensation across chunks. `k = 0` or `c = 0` give exactly 0.
     """
@@ -93,7 +96,7 @@ def _log_binom_ratio_core(n, c, k, dtype):
         rest = jnp.where(active, nf - j.astype(dtype), 1)  # n - j >= 1 on active terms
         x = jnp.where(active, big / rest, 0)
         y = jnp.where(active, (rest - big) / rest, 1)
-        term = jnp.sum(jnp.where(x < 0.5, jnp.log1p(-x), jnp.log(y)), axis=-1)
+        term = jnp.sum(jnp.where(x < 0.25, jnp.log1p(-x), jnp.log(y)), axis=-1)
         # Kahan: the terms share a sign, so the compensated sum is accurate to a few ulps.
         corrected = term - comp
         new_total = total + corrected
