@@ -147,17 +147,38 @@ RUNNERS: dict[str, Callable] = {"theory": _run_theory, "bandit": _run_bandit, "t
 
 
 def load_results(path: Path) -> dict:
-    if path.exists():
+    """The record in `path` (`{}` when there is none); ValueError naming the file when unreadable."""
+    if not path.exists():
+        return {}
+    what_to_do = "delete it, or run without --resume to recompute every part"
+    try:
         with open(path) as f:
-            return json.load(f)
-    return {}
+            record = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read {path} ({err}); {what_to_do}") from err
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} holds a JSON {type(record).__name__}, not a results record; {what_to_do}")
+    return record
+
+
+def _make_outdir(outdir: Path) -> None:
+    """Create the output folder; ValueError naming it when that cannot be done."""
+    if outdir.exists() and not outdir.is_dir():
+        raise ValueError(f"output folder {outdir} is an existing file; pass --out a folder path")
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(
+            f"cannot create the output folder {outdir} ({err.strerror or err}); pass --out a folder "
+            "that can be created"
+        ) from err
 
 
 def reproduce(*, outdir: Path, quick: bool, seed: int, parts=PARTS, resume: bool = False, progress=None) -> dict:
     """Run `parts`, draw their figures into `outdir`, write `outdir/results.json`; return it."""
     progress = progress or Progress()
     outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    _make_outdir(outdir)
     results_path = outdir / "results.json"
     record = load_results(results_path) if resume else {}
     settings = {"quick": quick, "seed": seed}

@@ -95,6 +95,39 @@ def test_toy_command_rejects_bad_regime(capsys):
     assert "p_hard" in capsys.readouterr().err
 
 
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("passk reproduce: error: ")
+    return lines[0]
+
+
+def test_reproduce_out_that_cannot_be_made_is_a_one_line_error(capsys):
+    assert cli.main(["reproduce", "--quick", "--parts", "theory", "--out", "/proc/x"]) == 2
+    line = _one_line_error(capsys)
+    assert "cannot create the output folder /proc/x" in line and "pass --out a folder" in line
+
+
+def test_reproduce_out_naming_a_file_is_a_one_line_error(tmp_path, capsys):
+    path = tmp_path / "results"
+    path.write_text("not a folder")
+    assert cli.main(["reproduce", "--quick", "--parts", "theory", "--out", str(path)]) == 2
+    line = _one_line_error(capsys)
+    assert f"output folder {path} is an existing file" in line and "pass --out a folder" in line
+    assert path.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("text", ['{"theory": ', "[1, 2]", "\xff\xfe"], ids=["truncated", "not-an-object", "not-utf8"])
+def test_reproduce_resume_over_corrupt_results_is_a_one_line_error(tmp_path, capsys, text):
+    path = tmp_path / "results.json"
+    path.write_bytes(text.encode("latin-1"))
+    assert cli.main(["reproduce", "--quick", "--parts", "theory", "--out", str(tmp_path), "--resume"]) == 2
+    line = _one_line_error(capsys)
+    assert str(path) in line and "delete it, or run without --resume" in line
+    assert path.read_bytes() == text.encode("latin-1")  # the file is left for the user to inspect
+
+
 @pytest.mark.slow
 def test_reproduce_quick_all_parts(tmp_path):
     """`passk reproduce --quick` end to end (about two minutes on 2 cores)."""
