@@ -240,7 +240,6 @@ def test_agreement_and_cosine_work_under_jit_and_vmap():
         (lambda: theory.weighted_mean_agreement([0.1, 0.2], [1.0, 1.0], 0), ValueError, "k must be >= 1"),
         (lambda: theory.agreement_scores(np.ones((2, 3)), mu=[0.5, 0.6]), ValueError, "mu must sum to 1"),
         (lambda: theory.gradient_cosine(np.ones((2, 3)), [0.5, 0.5, 0.5], 2), ValueError, "leading axis of length 2"),
-        (lambda: theory.sampled_agreement_scores(np.ones((2, 3)), np.ones((2, 3, 4))), ValueError, "even"),
         (lambda: theory.conflict_inner_product([0.1, 0.2], [1.0, 2.0], 1.5), TypeError, "k must be an integer"),
         (lambda: theory.conflict_inner_product([0.1, 0.2], [1.0, 2.0], None), TypeError, "k must be an integer; got None"),
         (lambda: theory.weighted_mean_agreement([0.1, 0.2], [1.0, 2.0], None), TypeError, "k must be an integer; got None"),

@@ -1,4 +1,5 @@
-"""Closed forms for pass@k versus pass@1 (SPEC sections 2 to 8).
+"""Closed forms for pass@k versus pass@1 (SPEC sections 2 to 8), and their estimates from sampled
+answers (section 10).
 
 Every function takes numpy or JAX arrays and works under `jax.jit`/`vmap` where its inputs are
 arrays; concrete inputs are validated (see `theory._validate`), traced ones only by shape/dtype.
@@ -9,6 +10,7 @@ from theory.critical import (
     conflict_sign_changes,
     critical_k,
     critical_k_jax,
+    k_star_or_none,
     single_crossing,
     two_group_conflict_threshold,
     two_group_critical_k,
@@ -26,8 +28,19 @@ from theory.interference import (
     agreement_scores,
     conflict_inner_product,
     gradient_cosine,
-    sampled_agreement_scores,
     weighted_mean_agreement,
+)
+from theory.sampled import (
+    AnswerStatistics,
+    SampledCriticalK,
+    SampledInner,
+    answer_statistics,
+    plugin_critical_k,
+    plugin_inner_product,
+    sampled_agreement_scores,
+    sampled_critical_k,
+    sampled_critical_k_jax,
+    sampled_inner_product,
 )
 from theory.steps import (
     mixture_coefficient,
@@ -49,6 +62,16 @@ from theory.weights import (
 )
 
 __all__ = [
+    "AnswerStatistics",
+    "SampledCriticalK",
+    "SampledInner",
+    "answer_statistics",
+    "k_star_or_none",
+    "plugin_critical_k",
+    "plugin_inner_product",
+    "sampled_critical_k",
+    "sampled_critical_k_jax",
+    "sampled_inner_product",
     "IMPLIED_METHODS",
     "grouped_passk_advantages",
     "grpo_advantages",

@@ -33,6 +33,7 @@ from theory.weights import log_one_minus_p_power
 __all__ = [
     "critical_k",
     "critical_k_jax",
+    "k_star_or_none",
     "conflict_sign_changes",
     "single_crossing",
     "asymptotic_conflict",
@@ -210,6 +211,12 @@ def critical_k_jax(p, agreement, mu=None, *, k_max):
 _critical_k_compiled = jax.jit(critical_k_jax)
 
 
+def k_star_or_none(k_star, k_max: int) -> int | None:
+    """A concrete `k*` from compiled code as a Python int, its sentinel `k_max + 1` as None."""
+    k_star = int(k_star)
+    return None if k_star > k_max else k_star
+
+
 def critical_k(p, agreement, mu=None, *, k_max=10**6):
     """The critical `k* = min{k >= 1 : I_k < 0}`, or None when there is no conflict up to `k_max`.
 
@@ -235,8 +242,7 @@ def critical_k(p, agreement, mu=None, *, k_max=10**6):
     if k_max > _K_MAX_LIMIT:
         raise ValueError(f"k_max must be <= {_K_MAX_LIMIT}; got {k_max}")
     p, a, mu = _one_instance(p, agreement, mu)
-    k = int(_critical_k_compiled(p, a, mu, k_max=k_max))
-    return None if k > k_max else k
+    return k_star_or_none(_critical_k_compiled(p, a, mu, k_max=k_max), k_max)
 
 
 def _merged_coefficients(p, agreement, mu):

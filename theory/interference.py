@@ -31,7 +31,6 @@ __all__ = [
     "conflict_inner_product",
     "weighted_mean_agreement",
     "gradient_cosine",
-    "sampled_agreement_scores",
 ]
 
 
@@ -150,41 +149,3 @@ def gradient_cosine(per_prompt_grads, p, k, mu=None):
     inner = gk @ g1
     norms = jnp.linalg.norm(gk, axis=-1) * jnp.linalg.norm(g1)
     return jnp.where(norms > 0, inner / jnp.where(norms > 0, norms, 1.0), 0.0)
-
-
-def sampled_agreement_scores(rewards, scores, mu=None):
-    """Unbiased agreement scores from sampled answers (SPEC section 6, last item).
-
-    With `n` answers per prompt, `g_i = (1/n) sum_j r_ij s_ij` is unbiased for `grad p_i`
-    (`s_ij = grad log pi(y_ij | x_i)`). Cross terms `<g_i, g_j>`, `i != j`, are then unbiased for
-    `kappa(x_i, x_j)`, but `||g_i||^2` is not (it adds the variance of `g_i`). The self term is
-    estimated from two independent halves of prompt `i`'s answers, `<g_i^A, g_i^B>`:
-
-    `a_hat_i = sum_{j != i} mu_j <g_i, g_j> + mu_i <g_i^A, g_i^B>`.
-
-    Args:
-      rewards: `(P, n)` rewards, `n >= 2` and even.
-      scores: `(P, n, ...)` score vectors `grad log pi(y_ij | x_i)`.
-      mu: prompt weights, uniform when None.
-
-    Returns:
-      `(P,)` unbiased estimates of the agreement scores.
-    """
-    r = _validate.finite("rewards", rewards)
-    s = _validate.finite("scores", scores).astype(r.dtype)
-    if r.ndim != 2:
-        raise ValueError(f"rewards must have shape (P, n); got {r.shape}")
-    if s.shape[:2] != r.shape:
-        raise ValueError(f"scores must have shape (P, n, ...) matching rewards {r.shape}; got {s.shape}")
-    n = r.shape[1]
-    if n < 2 or n % 2:
-        raise ValueError(f"the number of answers per prompt n must be even and >= 2; got {n}")
-    s = s.reshape(s.shape[0], n, -1)
-    mu = _validate.prompt_weights(mu, r.shape[0], r.dtype)
-    contrib = r[..., None] * s  # (P, n, D)
-    g = contrib.mean(axis=1)
-    half_a = contrib[:, : n // 2].mean(axis=1)
-    half_b = contrib[:, n // 2 :].mean(axis=1)
-    cross = g @ (mu @ g) - mu * jnp.sum(g * g, axis=-1)  # drop the biased self term
-    return cross + mu * jnp.sum(half_a * half_b, axis=-1)
-

@@ -1,0 +1,527 @@
+"""Interference from sampled answers: what a real run can measure (SPEC section 10).
+
+A run never sees `p_i` or `grad p_i`. Per prompt `i` it has `n` answers with rewards `r_ij` in
+`{0, 1}` (`c_i` correct, `f_i = n - c_i` wrong) and, if it asks autodiff, score vectors
+`s_ij = grad log pi(y_ij | x_i)` in `R^D`: all parameters, one layer, or a random sketch `S s_ij`
+with `E[S^T S] = I`. Two facts make unbiased estimates possible: `E[r_ij s_ij] = grad p_i`, and for
+`m` answers other than those already used, `E[prod (1 - r)] = (1 - p_i)^m`.
+
+Per prompt the estimators read three statistics of its answers:
+
+    c_i = sum_j r_ij,    g_i = (1/n) sum_j r_ij s_ij,    pair_i = (||G_i||^2 - Q_i) / (n (n-1)),
+
+with `G_i = n g_i` and `Q_i = sum_j r_ij ||s_ij||^2`; `pair_i` is the average of `<s_ij, s_ij'>`
+over ordered pairs of distinct correct answers (0 when `c_i < 2`), unbiased for
+`||grad p_i||^2` up to the factor `P(both correct)`. Only prompts with `c_i >= 1` carry gradient.
+
+- :func:`sampled_agreement_scores`: `a_hat_i = <g_i, H - mu_i g_i> + mu_i pair_i`, `H = sum_l mu_l g_l`,
+  unbiased for `a_i = <grad p_i, grad J_1>`.
+- :func:`sampled_inner_product`: the U-statistic
+
+      I_k_hat = sum_i mu_i [ c1_i <g_i, H - mu_i g_i> + mu_i c2_i pair_i ],
+      c1_i = k C(f_i, k-1) / C(n-1, k-1),    c2_i = k C(f_i, k-1) / C(n-2, k-1),
+
+  exactly unbiased for `I_k = <grad J_k, grad J_1>` for `1 <= k <= n - 1` (a correct answer's
+  score times the chance that `k - 1` of the other answers all failed, averaged over those sets).
+  At `k = 1`, `I_1_hat = sum_i mu_i a_hat_i`: the agreement estimate above is the same U-statistic.
+  Beyond `k = n - 1` no unbiased estimate exists from `n` answers; none is extrapolated.
+- :func:`sampled_critical_k`: `k*` and an interval for it from the jackknife standard errors.
+- :func:`plugin_inner_product`, :func:`plugin_critical_k`: the plug-in `sum_i mu_i w_k(c_i/n) a_hat_i`,
+  biased in the direction that hides conflict (a hard prompt with `c_i = 0` drops out, and its
+  rare successes are under-weighted: `k (1 - 1/n)^(k-1)` against the unbiased `k`); kept for
+  comparison.
+
+Numerics. The coefficients are formed in log space, and each `k`'s sum is evaluated divided by its
+largest coefficient (`log_scale`), as `A_k` is for the exact `I_k` (SPEC section 4): the scaled
+estimate and its standard error never underflow, for `n` in the thousands and every `k <= n - 1`,
+and carry the sign of `I_k_hat`. `estimate = exp(log_scale) * scaled_estimate` may underflow to 0.
+
+Uncertainty. Prompts are independent given the parameters, so the delete-one-prompt jackknife
+(`mu` renormalised over the remaining prompts) gives a standard error. It also counts the spread
+between prompts, so it is conservative for the sampling of answers alone.
+
+Cost. One read of the scores (`O(P n D)`) for the statistics, then `O(K P D)` for `K` orders `k`;
+never a `P x P` matrix. Memory `O(P D + K P)`.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+import statistics
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from theory import _validate
+from theory.critical import critical_k, k_star_or_none
+from theory.weights import pass_at_k_weight
+
+__all__ = [
+    "SampledInner",
+    "SampledCriticalK",
+    "AnswerStatistics",
+    "answer_statistics",
+    "sampled_agreement_scores",
+    "sampled_inner_product",
+    "sampled_critical_k",
+    "sampled_critical_k_jax",
+    "plugin_inner_product",
+    "plugin_critical_k",
+]
+
+
+class SampledInner(NamedTuple):
+    """The sampled conflict inner product for each requested `k` (all fields have `ks`'s shape).
+
+    Attributes:
+      estimate: `I_k_hat`, exactly unbiased for `I_k`; may underflow to 0 for large `n` and `k`.
+      stderr: its delete-one-prompt jackknife standard error.
+      scaled_estimate: `I_k_hat / exp(log_scale)`: the sign of `I_k_hat`, never underflows.
+      scaled_stderr: `stderr / exp(log_scale)`.
+      log_scale: the log of the largest coefficient `c1_i`, `c2_i` at this `k` (0 when no prompt
+        contributes; then every field is 0).
+    """
+
+    estimate: jax.Array
+    stderr: jax.Array
+    scaled_estimate: jax.Array
+    scaled_stderr: jax.Array
+    log_scale: jax.Array
+
+
+class SampledCriticalK(NamedTuple):
+    """`k*` from sampled answers, with an interval (SPEC section 10).
+
+    Attributes:
+      estimate: the first `k <= k_max` with `I_k_hat < 0`, or None.
+      lower: the first `k` whose lower confidence bound is below 0 (conflict cannot be excluded
+        there), or None (no conflict is plausible up to `k_max`).
+      upper: the first `k` whose upper confidence bound is below 0 (conflict established), or
+        None (not established up to `k_max`).
+      k_max: `n - 1`, the largest `k` with an unbiased estimate.
+      level: the nominal level of the pointwise intervals.
+
+    The interval for `k*` is `[lower, upper]`, read as `[k_max + 1, inf]` when `lower` is None
+    and as unbounded above when `upper` is None.
+    """
+
+    estimate: int | None
+    lower: int | None
+    upper: int | None
+    k_max: int
+    level: float
+
+
+class AnswerStatistics(NamedTuple):
+    """What the estimators read of one run's answers (shapes for `P` prompts).
+
+    Attributes:
+      correct: `(P,)` number of correct answers `c_i`, as floats.
+      mean_score: `(P, D)` `g_i = (1/n) sum_j r_ij s_ij`.
+      pair: `(P,)` `(||G_i||^2 - Q_i) / (n (n-1))`, exactly 0 where `c_i < 2`.
+      n: the number of answers per prompt (static).
+    """
+
+    correct: jax.Array
+    mean_score: jax.Array
+    pair: jax.Array
+    n: int
+
+
+def _stats_tree(stats: AnswerStatistics):
+    """The array fields, for passing through `jit` with `n` static."""
+    return stats.correct, stats.mean_score, stats.pair
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+
+def _first_prompt(bad: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.argwhere(bad)[0])
+
+
+def _rewards(rewards):
+    """`(P, n)` rewards as floats; concrete values must be 0 or 1 (bool, int or float input)."""
+    if rewards is None or isinstance(rewards, (str, bytes)):
+        raise TypeError(f"rewards must be an array of 0/1 rewards of shape (P, n); got {rewards!r}")
+    try:
+        arr = jnp.asarray(rewards)
+    except TypeError as err:
+        raise TypeError(f"rewards must be an array of 0/1 rewards of shape (P, n); got {rewards!r}") from err
+    if not (arr.dtype == jnp.bool_ or jnp.issubdtype(arr.dtype, jnp.integer) or jnp.issubdtype(arr.dtype, jnp.floating)):
+        raise TypeError(f"rewards must be bool, integer or float; got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(f"rewards must have shape (P, n) (prompts, answers); got shape {arr.shape}")
+    if arr.shape[0] < 1:
+        raise ValueError(f"rewards must have at least one prompt; got shape {arr.shape}")
+    if arr.shape[1] < 2:
+        raise ValueError(
+            f"rewards must hold n >= 2 answers per prompt (unbiased estimates need two); got n = {arr.shape[1]}"
+        )
+    if _validate.is_concrete(arr) and arr.dtype != jnp.bool_:
+        host = np.asarray(arr)
+        bad = ~((host == 0) | (host == 1))  # NaN and inf are bad too
+        if bad.any():
+            i, j = _first_prompt(bad)
+            raise ValueError(
+                f"rewards must be 0 or 1; got {host[i, j].item()!r} at prompt {i} (answer {j})"
+            )
+    return arr
+
+
+def _scores(scores, shape, dtype):
+    """`(P, n, D)` scores (trailing axes flattened), finite when concrete."""
+    arr = _validate.as_float_array("scores", scores)
+    if arr.ndim < 3 or arr.shape[:2] != shape:
+        raise ValueError(
+            f"scores must have shape (P, n, D) = {shape + ('D',)} matching rewards; got shape {arr.shape}"
+        )
+    arr = arr.reshape(shape + (-1,))
+    if arr.shape[-1] < 1:
+        raise ValueError(f"scores must have at least one coordinate (D >= 1); got shape {arr.shape}")
+    if _validate.is_concrete(arr):
+        host = np.asarray(arr)
+        bad = ~np.isfinite(host)
+        if bad.any():
+            i, j, d = _first_prompt(bad)
+            raise ValueError(
+                f"scores must be finite; got {host[i, j, d].item()!r} at prompt {i} (answer {j}, coordinate {d})"
+            )
+    return arr.astype(jnp.result_type(arr.dtype, dtype))
+
+
+def _orders(name, ks, n):
+    """Integer `k` (scalar or array) with `1 <= k <= n - 1` (concrete values checked)."""
+    k = _validate.integer(name, ks, minimum=1)
+    if _validate.is_concrete(k):
+        host = np.asarray(k)
+        bad = host > n - 1
+        if bad.any():
+            where = f" at index {_first_prompt(bad)}" if host.ndim else ""
+            raise ValueError(
+                f"{name} must be <= n - 1 = {n - 1} (no unbiased estimate of I_k from n = {n} answers "
+                f"beyond k = n - 1); got {int(host[bad].ravel()[0])}{where}"
+            )
+    return k
+
+
+def _level(level) -> float:
+    if isinstance(level, bool) or not isinstance(level, numbers.Real):
+        raise TypeError(f"level must be a real number in (0, 1); got {level!r}")
+    level = float(level)
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie in (0, 1) (for example 0.95); got {level!r}")
+    return level
+
+
+def _positive_prompts(mu, n_prompts):
+    """The jackknife needs two prompts of positive weight (concrete `mu` checked)."""
+    if _validate.is_concrete(mu):
+        live = int(np.count_nonzero(np.asarray(mu) > 0))
+        if live < 2:
+            raise ValueError(
+                f"mu must give positive weight to at least two prompts (the jackknife deletes one "
+                f"prompt at a time); got {live} of {n_prompts}"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics of the answers
+
+
+def _statistics(r, s) -> AnswerStatistics:
+    n = r.shape[-1]
+    r = r.astype(s.dtype)
+    big_g = jnp.einsum("pn,pnd->pd", r, s)  # G_i = sum_j r_ij s_ij
+    q = jnp.einsum("pn,pnd->p", r, s * s)  # Q_i = sum_j r_ij ||s_ij||^2
+    c = jnp.sum(r, axis=-1)
+    pair = jnp.where(c >= 2, (jnp.sum(big_g * big_g, axis=-1) - q) / (n * (n - 1)), 0.0)
+    return AnswerStatistics(correct=c, mean_score=big_g / n, pair=pair, n=n)
+
+
+def answer_statistics(rewards, scores) -> AnswerStatistics:
+    """The per-prompt statistics `c_i`, `g_i`, `pair_i` of sampled answers (see the module docstring).
+
+    Args:
+      rewards: `(P, n)` rewards in `{0, 1}` (bool, int or float), `n >= 2`.
+      scores: `(P, n, ...)` score vectors `grad log pi(y_ij | x_i)` (trailing axes flattened).
+
+    Returns:
+      :class:`AnswerStatistics`.
+    """
+    r = _rewards(rewards)
+    s = _scores(scores, r.shape, jnp.result_type(float))
+    return _statistics(r, s)
+
+
+# ---------------------------------------------------------------------------------------------
+# Coefficients
+
+
+def _log_all_fail_table(m: int, n: int, t_max: int, dtype):
+    """`log(C(f, t) / C(m, t))` for `f = 0..n` (rows) and `t = 0..t_max` (columns).
+
+    The chance that `t` answers drawn without replacement from `m`, of which `f` fail, all fail
+    (a hypergeometric probability), as the cumulative sum over `j < t` of
+    `log((f - j) / (m - j))`; `-inf` where `t > f`. Each term is `log1p(-x)` with
+    `x = (m - f) / (m - j)` where `|x| < 1/4`, else the log of the quotient: both are exactly
+    rounded quotients of integers, so each term is accurate to rounding. `O(n t_max)`.
+    """
+    f = jnp.arange(n + 1, dtype=dtype)[:, None]
+    j = jnp.arange(t_max, dtype=dtype)[None, :]
+    rest = m - j  # >= 1 for every j < t_max <= m
+    x = (m - f) / rest
+    quotient = (f - j) / rest
+    term = jnp.where(
+        quotient <= 0, -jnp.inf, jnp.where(jnp.abs(x) < 0.25, jnp.log1p(-x), jnp.log(jnp.where(quotient > 0, quotient, 1.0)))
+    )
+    zero = jnp.zeros((n + 1, 1), dtype)
+    return jnp.concatenate([zero, jnp.cumsum(term, axis=-1)], axis=-1)
+
+
+def _log_coefficients(stats: AnswerStatistics, k):
+    """`log c1`, `log c2` of shape `k.shape + (P,)`; `-inf` where a prompt cannot contribute."""
+    n = stats.n
+    dtype = stats.mean_score.dtype
+    c = stats.correct
+    f = (n - c).astype(jnp.int32)
+    t = jnp.reshape(k, jnp.shape(k) + (1,)).astype(jnp.int32) - 1
+    log_k = jnp.log(t.astype(dtype) + 1)
+    # k <= n - 1, so t = k - 1 <= n - 2 indexes both tables
+    log_c1 = jnp.where(c >= 1, log_k + _log_all_fail_table(n - 1, n, n - 2, dtype)[f, t], -jnp.inf)
+    log_c2 = jnp.where(c >= 2, log_k + _log_all_fail_table(n - 2, n, n - 2, dtype)[f, t], -jnp.inf)
+    return log_c1, log_c2
+
+
+# ---------------------------------------------------------------------------------------------
+# The estimators
+
+
+def _inner_core(stats: AnswerStatistics, mu, k):
+    """Unvalidated :func:`sampled_inner_product` on statistics; `k` of any shape."""
+    g, pair = stats.mean_score, stats.pair
+    log_c1, log_c2 = _log_coefficients(stats, k)  # (..K, P)
+    top = jnp.maximum(jnp.max(log_c1, axis=-1), jnp.max(log_c2, axis=-1))  # (..K,)
+    log_scale = jnp.where(jnp.isfinite(top), top, 0.0)
+    x1 = mu * jnp.exp(log_c1 - log_scale[..., None])  # mu_i c1_i / scale
+    x2 = mu * mu * jnp.exp(log_c2 - log_scale[..., None])  # mu_i^2 c2_i / scale
+    h = mu @ g  # (D,) H = sum_l mu_l g_l
+    along_h = g @ h  # (P,) <g_i, H>
+    sq = jnp.sum(g * g, axis=-1)  # (P,) ||g_i||^2
+    u = jnp.einsum("...p,pd->...d", x1, g)  # (..K, D) sum_i x1_i g_i
+    along_u = jnp.einsum("...d,pd->...p", u, g)  # (..K, P) <g_i, U>
+    cross = x1 * (along_h - mu * sq)  # mu_i c1_i <g_i, H - mu_i g_i>
+    self_term = x2 * pair
+    total = jnp.sum(cross + self_term, axis=-1)
+    # Delete prompt m: remove its cross terms as the weighted prompt (cross_m) and as the partner
+    # of every other prompt (mu_m <g_m, U - x1_m g_m>), its self term, then renormalise mu.
+    live = mu > 0
+    keep = jnp.where(live, 1 - mu, 1.0)
+    deleted = (total[..., None] - cross - mu * (along_u - x1 * sq) - self_term) / (keep * keep)
+    n_live = jnp.sum(live)
+    mean = jnp.sum(jnp.where(live, deleted, 0.0), axis=-1) / n_live
+    spread = jnp.sum(jnp.where(live, (deleted - mean[..., None]) ** 2, 0.0), axis=-1)
+    var = (n_live - 1) / n_live * spread
+    scaled_stderr = jnp.where(n_live >= 2, jnp.sqrt(var), jnp.inf)
+    scale = jnp.exp(log_scale)
+    return SampledInner(
+        estimate=total * scale,
+        stderr=scaled_stderr * scale,
+        scaled_estimate=total,
+        scaled_stderr=scaled_stderr,
+        log_scale=log_scale,
+    )
+
+
+def _inputs(rewards, scores, mu):
+    r = _rewards(rewards)
+    s = _scores(scores, r.shape, jnp.result_type(float))
+    mu = _validate.prompt_weights(mu, r.shape[0], s.dtype)
+    if mu.ndim != 1:
+        raise ValueError(f"mu must have shape (P,) = ({r.shape[0]},); got shape {mu.shape}")
+    return _statistics(r, s), mu
+
+
+def sampled_agreement_scores(rewards, scores, mu=None):
+    """Unbiased agreement scores `a_hat_i` from sampled answers (SPEC sections 6 and 10).
+
+    With `g_i = (1/n) sum_j r_ij s_ij` (unbiased for `grad p_i`), the cross terms `<g_i, g_l>`,
+    `i != l`, are unbiased for `kappa(x_i, x_l)`, but `||g_i||^2` is not (it adds the variance of
+    `g_i`). The self term averages `<r_ij s_ij, r_ij' s_ij'>` over all ordered pairs of distinct
+    answers instead (a U-statistic; it uses every split of the answers into two halves at once):
+
+        a_hat_i = sum_{l != i} mu_l <g_i, g_l> + mu_i (||G_i||^2 - Q_i) / (n (n-1)).
+
+    `sum_i mu_i a_hat_i` is exactly :func:`sampled_inner_product` at `k = 1`, the unbiased
+    `||grad J_1||^2`.
+
+    Args:
+      rewards: `(P, n)` rewards in `{0, 1}`, `n >= 2`.
+      scores: `(P, n, ...)` score vectors `grad log pi(y_ij | x_i)`.
+      mu: `(P,)` prompt weights, uniform when None.
+
+    Returns:
+      `(P,)` unbiased estimates of `a_i = <grad p_i, grad J_1>`.
+    """
+    return _agreement(*_inputs(rewards, scores, mu))
+
+
+def _agreement(stats: AnswerStatistics, mu):
+    g = stats.mean_score
+    return g @ (mu @ g) - mu * jnp.sum(g * g, axis=-1) + mu * stats.pair
+
+
+def sampled_inner_product(rewards, scores, ks, *, mu=None) -> SampledInner:
+    """Unbiased `I_k = <grad J_k, grad J_1>` from sampled answers, with a jackknife standard error.
+
+        I_k_hat = sum_i mu_i [ c1_i <g_i, H - mu_i g_i> + mu_i c2_i (||G_i||^2 - Q_i) / (n (n-1)) ],
+
+    `c1_i = k C(f_i, k-1) / C(n-1, k-1)`, `c2_i = k C(f_i, k-1) / C(n-2, k-1)` (0 when `f_i < k-1`),
+    `G_i = sum_j r_ij s_ij`, `g_i = G_i / n`, `Q_i = sum_j r_ij ||s_ij||^2`, `H = sum_l mu_l g_l`
+    (SPEC section 10). `E[I_k_hat] = I_k` exactly over the sampling of answers, for every
+    `1 <= k <= n - 1`. At `k = 1` it is `sum_i mu_i a_hat_i` with :func:`sampled_agreement_scores`.
+
+    The standard error is the delete-one-prompt jackknife with `mu` renormalised over the
+    remaining prompts (`O(K P D)` in all, no refit). It treats the prompts as a sample and so also
+    counts the spread between them: conservative for the sampling of answers alone.
+
+    Args:
+      rewards: `(P, n)` rewards in `{0, 1}` (bool, int or float), `n >= 2`.
+      scores: `(P, n, ...)` score vectors (all parameters, a layer, or a sketch; trailing axes
+        flattened). Scores of wrong answers are read but multiplied by 0.
+      ks: an integer or integer array, `1 <= k <= n - 1`; the result has its shape.
+      mu: `(P,)` prompt weights, uniform when None; at least two must be positive.
+
+    Returns:
+      :class:`SampledInner`. Decide signs from `scaled_estimate` (never underflows).
+
+    Raises:
+      ValueError: rewards not in `{0, 1}`, NaN or inf in rewards or scores (naming the first
+        offending prompt), shapes that do not match, `n < 2`, `k` outside `[1, n - 1]`, `mu`
+        negative, not summing to 1, or positive on fewer than two prompts.
+      TypeError: non-integer `ks`, non-numeric arrays.
+
+    Works under `jit`/`vmap` (a batch of runs on a leading axis: `vmap` this function); there only
+    shapes and dtypes are checked.
+
+    Example:
+      >>> import numpy as np
+      >>> r = np.array([[1, 1, 0], [1, 0, 0]])
+      >>> s = np.array([[[1.0], [1.0], [0.0]], [[-1.0], [0.0], [0.0]]])
+      >>> float(sampled_inner_product(r, s, 1).estimate)  # (2/3 - 1/3)/4 + ...
+      -0.027777777777777776
+    """
+    stats, mu = _inputs(rewards, scores, mu)
+    k = _orders("ks", ks, stats.n)
+    _positive_prompts(mu, stats.correct.shape[0])
+    return _inner_jit(*_stats_tree(stats), mu, k, n=stats.n)
+
+
+@functools.partial(jax.jit, static_argnames=("n",))
+def _inner_jit(correct, mean_score, pair, mu, k, *, n):
+    return _inner_core(AnswerStatistics(correct, mean_score, pair, n), mu, k)
+
+
+def _first_true(hits, k_max):
+    """First `k` (1-based position) where `hits` holds along the last axis, `k_max + 1` if none."""
+    return jnp.where(jnp.any(hits, axis=-1), jnp.argmax(hits, axis=-1) + 1, k_max + 1)
+
+
+def _critical_core(stats: AnswerStatistics, mu, z):
+    k_max = stats.n - 1
+    inner = _inner_core(stats, mu, jnp.arange(1, k_max + 1))
+    est, se = inner.scaled_estimate, inner.scaled_stderr
+    return (
+        _first_true(est < 0, k_max),
+        _first_true(est - z * se < 0, k_max),
+        _first_true(est + z * se < 0, k_max),
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("n",))
+def _critical_jit(correct, mean_score, pair, mu, z, *, n):
+    return _critical_core(AnswerStatistics(correct, mean_score, pair, n), mu, z)
+
+
+def _z(level):
+    return statistics.NormalDist().inv_cdf(0.5 + level / 2)
+
+
+def sampled_critical_k_jax(rewards, scores, *, mu=None, level=0.95):
+    """`(estimate, lower, upper)` of :func:`sampled_critical_k` as integers, `n` meaning none.
+
+    The `jit`/`vmap`-compatible form (sentinel `k_max + 1 = n`, as :func:`theory.critical_k_jax`).
+    `level` must be a concrete Python number.
+    """
+    level = _level(level)
+    stats, mu = _inputs(rewards, scores, mu)
+    _positive_prompts(mu, stats.correct.shape[0])
+    return _critical_core(stats, mu, _z(level))
+
+
+def sampled_critical_k(rewards, scores, *, mu=None, level=0.95) -> SampledCriticalK:
+    """`k*` from sampled answers, and an interval for it (SPEC section 10).
+
+    Evaluates :func:`sampled_inner_product` at every `k = 1 .. n - 1` and reads off
+    `estimate = min{k : I_k_hat < 0}`, `lower = min{k : I_k_hat - z se_k < 0}` and
+    `upper = min{k : I_k_hat + z se_k < 0}`, with `z` the normal quantile of `(1 + level) / 2`
+    and `se_k` the jackknife standard error. Signs come from the scaled sums (no underflow).
+    `lower <= estimate <= upper` wherever they exist.
+
+    Args:
+      rewards: `(P, n)` rewards in `{0, 1}`, `n >= 2`.
+      scores: `(P, n, ...)` score vectors.
+      mu: `(P,)` prompt weights, uniform when None.
+      level: nominal level of the pointwise intervals, in `(0, 1)`.
+
+    Returns:
+      :class:`SampledCriticalK` with Python ints or None, and `k_max = n - 1`.
+    """
+    level = _level(level)
+    stats, mu = _inputs(rewards, scores, mu)
+    _positive_prompts(mu, stats.correct.shape[0])
+    k_max = stats.n - 1
+    est, lo, hi = (int(v) for v in _critical_jit(*_stats_tree(stats), mu, _z(level), n=stats.n))
+    return SampledCriticalK(
+        estimate=k_star_or_none(est, k_max),
+        lower=k_star_or_none(lo, k_max),
+        upper=k_star_or_none(hi, k_max),
+        k_max=k_max,
+        level=level,
+    )
+
+
+def plugin_inner_product(rewards, scores, ks, *, mu=None):
+    """The plug-in `sum_i mu_i w_k(c_i / n) a_hat_i` (biased; for comparison only).
+
+    `a_hat` from :func:`sampled_agreement_scores` (unbiased), but the weight evaluated at the
+    observed share `c_i / n`: `E[w_k(c/n) a_hat] != w_k(p) a` because `w_k` is convex in `p` and
+    `c_i` and `a_hat_i` move together. The bias hides conflict (SPEC section 10). Defined for
+    every `k >= 1`: the plug-in extrapolates past `n - 1`, which is part of why it is biased.
+
+    Returns:
+      An array of the shape of `ks`.
+    """
+    stats, mu = _inputs(rewards, scores, mu)
+    a_hat = _agreement(stats, mu)
+    k = _validate.integer("ks", ks, minimum=1)
+    w = pass_at_k_weight(stats.correct / stats.n, jnp.reshape(k, jnp.shape(k) + (1,)))
+    return jnp.sum(mu * w * a_hat, axis=-1)
+
+
+def plugin_critical_k(rewards, scores, *, mu=None, k_max: int = 10**6):
+    """The plug-in `k*`: :func:`theory.critical_k` at `p = c / n` and `a = a_hat` (biased).
+
+    One call on each side of the comparison with :func:`sampled_critical_k`. Searches up to
+    `k_max` (beyond `n - 1`, where no unbiased estimate exists).
+
+    Returns:
+      A Python int, or None when the plug-in shows no conflict up to `k_max`.
+    """
+    stats, mu = _inputs(rewards, scores, mu)
+    a_hat = _agreement(stats, mu)
+    return critical_k(stats.correct / stats.n, a_hat, mu, k_max=k_max)
