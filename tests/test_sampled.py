@@ -410,3 +410,26 @@ S = np.ones((2, 3, 2))
 def test_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_statistics_from_sums_equal_the_answers_own():
+    """Sums accumulated over chunks of answers give the same estimates as the answers themselves."""
+    rng = np.random.default_rng(12)
+    r = rng.integers(0, 2, size=(6, 8))
+    s = rng.normal(size=(6, 8, 5))
+    halves = [(r[:, :4], s[:, :4]), (r[:, 4:], s[:, 4:])]
+    correct = sum(rr.sum(1) for rr, _ in halves)
+    score_sum = sum(np.einsum("pn,pnd->pd", rr, ss) for rr, ss in halves)
+    sq_sum = sum(np.einsum("pn,pnd->p", rr, ss**2) for rr, ss in halves)
+    stats = theory.statistics_from_sums(correct, score_sum, sq_sum, n=8)
+    ks = np.arange(1, 8)
+    a = theory.inner_product_from_statistics(stats, ks)
+    b = theory.sampled_inner_product(r, s, ks)
+    np.testing.assert_allclose(a.estimate, b.estimate, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(a.stderr, b.stderr, rtol=1e-12, atol=1e-15)
+    assert theory.critical_k_from_statistics(stats) == theory.sampled_critical_k(r, s)
+    np.testing.assert_allclose(theory.agreement_from_statistics(stats), theory.sampled_agreement_scores(r, s), rtol=1e-12)
+    with pytest.raises(ValueError, match=r"correct must be integer counts in \[0, n = 8\]; got 9.0 at prompt 2"):
+        theory.statistics_from_sums(np.where(np.arange(6) == 2, 9, correct), score_sum, sq_sum, n=8)
+    with pytest.raises(TypeError, match="stats must be an AnswerStatistics"):
+        theory.inner_product_from_statistics((correct, score_sum), 1)

@@ -64,6 +64,10 @@ __all__ = [
     "SampledCriticalK",
     "AnswerStatistics",
     "answer_statistics",
+    "statistics_from_sums",
+    "agreement_from_statistics",
+    "inner_product_from_statistics",
+    "critical_k_from_statistics",
     "sampled_agreement_scores",
     "sampled_inner_product",
     "sampled_critical_k",
@@ -233,14 +237,16 @@ def _positive_prompts(mu, n_prompts):
 # Statistics of the answers
 
 
+def _from_sums(c, big_g, q, n: int) -> AnswerStatistics:
+    pair = jnp.where(c >= 2, (jnp.sum(big_g * big_g, axis=-1) - q) / (n * (n - 1)), 0.0)
+    return AnswerStatistics(correct=c, mean_score=big_g / n, pair=pair, n=n)
+
+
 def _statistics(r, s) -> AnswerStatistics:
-    n = r.shape[-1]
     r = r.astype(s.dtype)
     big_g = jnp.einsum("pn,pnd->pd", r, s)  # G_i = sum_j r_ij s_ij
     q = jnp.einsum("pn,pnd->p", r, s * s)  # Q_i = sum_j r_ij ||s_ij||^2
-    c = jnp.sum(r, axis=-1)
-    pair = jnp.where(c >= 2, (jnp.sum(big_g * big_g, axis=-1) - q) / (n * (n - 1)), 0.0)
-    return AnswerStatistics(correct=c, mean_score=big_g / n, pair=pair, n=n)
+    return _from_sums(jnp.sum(r, axis=-1), big_g, q, r.shape[-1])
 
 
 def answer_statistics(rewards, scores) -> AnswerStatistics:
@@ -256,6 +262,49 @@ def answer_statistics(rewards, scores) -> AnswerStatistics:
     r = _rewards(rewards)
     s = _scores(scores, r.shape, jnp.result_type(float))
     return _statistics(r, s)
+
+
+def statistics_from_sums(correct, score_sum, score_sq_sum, *, n: int) -> AnswerStatistics:
+    """:class:`AnswerStatistics` from sums accumulated elsewhere (for example over chunks of answers).
+
+    For models too large to hold every score vector at once: accumulate, per prompt,
+    `c_i = sum_j r_ij`, `G_i = sum_j r_ij s_ij` and `Q_i = sum_j r_ij ||s_ij||^2` over the answers
+    (only correct answers contribute), then pass them here.
+
+    Args:
+      correct: `(P,)` counts `c_i`, integers in `[0, n]` (any numeric dtype).
+      score_sum: `(P, ...)` `G_i` (trailing axes flattened).
+      score_sq_sum: `(P,)` `Q_i`.
+      n: answers per prompt, `>= 2`.
+
+    Returns:
+      :class:`AnswerStatistics`, the same as :func:`answer_statistics` of the answers themselves.
+    """
+    n = _validate.python_int("n", n, minimum=2)
+    big_g = _validate.finite("score_sum", score_sum)
+    if big_g.ndim < 2:
+        raise ValueError(f"score_sum must have shape (P, D); got shape {big_g.shape}")
+    big_g = big_g.reshape(big_g.shape[0], -1)
+    q = _validate.finite("score_sq_sum", score_sq_sum).astype(big_g.dtype)
+    c = _validate.finite("correct", correct).astype(big_g.dtype)
+    for name, arr in (("correct", c), ("score_sq_sum", q)):
+        if arr.shape != big_g.shape[:1]:
+            raise ValueError(f"{name} must have shape (P,) = ({big_g.shape[0]},) matching score_sum; got {arr.shape}")
+    if _validate.is_concrete(c):
+        host = np.asarray(c)
+        bad = (host != np.round(host)) | (host < 0) | (host > n)
+        if bad.any():
+            i = int(np.argwhere(bad)[0][0])
+            raise ValueError(f"correct must be integer counts in [0, n = {n}]; got {host[i].item()!r} at prompt {i}")
+    return _from_sums(c, big_g, q, n)
+
+
+def _checked_statistics(stats) -> AnswerStatistics:
+    if not isinstance(stats, AnswerStatistics):
+        raise TypeError(
+            f"stats must be an AnswerStatistics (from answer_statistics or statistics_from_sums); got {type(stats).__name__}"
+        )
+    return stats
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,13 +386,17 @@ def _inner_core(stats: AnswerStatistics, mu, k):
     )
 
 
-def _inputs(rewards, scores, mu):
-    r = _rewards(rewards)
-    s = _scores(scores, r.shape, jnp.result_type(float))
-    mu = _validate.prompt_weights(mu, r.shape[0], s.dtype)
+def _weights(stats: AnswerStatistics, mu):
+    n_prompts = stats.mean_score.shape[0]
+    mu = _validate.prompt_weights(mu, n_prompts, stats.mean_score.dtype)
     if mu.ndim != 1:
-        raise ValueError(f"mu must have shape (P,) = ({r.shape[0]},); got shape {mu.shape}")
-    return _statistics(r, s), mu
+        raise ValueError(f"mu must have shape (P,) = ({n_prompts},); got shape {mu.shape}")
+    return mu
+
+
+def _inputs(rewards, scores, mu):
+    stats = answer_statistics(rewards, scores)
+    return stats, _weights(stats, mu)
 
 
 def sampled_agreement_scores(rewards, scores, mu=None):
@@ -367,7 +420,13 @@ def sampled_agreement_scores(rewards, scores, mu=None):
     Returns:
       `(P,)` unbiased estimates of `a_i = <grad p_i, grad J_1>`.
     """
-    return _agreement(*_inputs(rewards, scores, mu))
+    return agreement_from_statistics(answer_statistics(rewards, scores), mu=mu)
+
+
+def agreement_from_statistics(stats: AnswerStatistics, *, mu=None):
+    """:func:`sampled_agreement_scores` from :class:`AnswerStatistics`."""
+    stats = _checked_statistics(stats)
+    return _agreement(stats, _weights(stats, mu))
 
 
 def _agreement(stats: AnswerStatistics, mu):
@@ -415,7 +474,13 @@ def sampled_inner_product(rewards, scores, ks, *, mu=None) -> SampledInner:
       >>> float(sampled_inner_product(r, s, 1).estimate)  # (2/3 - 1/3)/4 + ...
       -0.027777777777777776
     """
-    stats, mu = _inputs(rewards, scores, mu)
+    return inner_product_from_statistics(answer_statistics(rewards, scores), ks, mu=mu)
+
+
+def inner_product_from_statistics(stats: AnswerStatistics, ks, *, mu=None) -> SampledInner:
+    """:func:`sampled_inner_product` from :class:`AnswerStatistics` (see :func:`statistics_from_sums`)."""
+    stats = _checked_statistics(stats)
+    mu = _weights(stats, mu)
     k = _orders("ks", ks, stats.n)
     _positive_prompts(mu, stats.correct.shape[0])
     return _inner_jit(*_stats_tree(stats), mu, k, n=stats.n)
@@ -481,8 +546,14 @@ def sampled_critical_k(rewards, scores, *, mu=None, level=0.95) -> SampledCritic
     Returns:
       :class:`SampledCriticalK` with Python ints or None, and `k_max = n - 1`.
     """
+    return critical_k_from_statistics(answer_statistics(rewards, scores), mu=mu, level=level)
+
+
+def critical_k_from_statistics(stats: AnswerStatistics, *, mu=None, level=0.95) -> SampledCriticalK:
+    """:func:`sampled_critical_k` from :class:`AnswerStatistics` (see :func:`statistics_from_sums`)."""
     level = _level(level)
-    stats, mu = _inputs(rewards, scores, mu)
+    stats = _checked_statistics(stats)
+    mu = _weights(stats, mu)
     _positive_prompts(mu, stats.correct.shape[0])
     k_max = stats.n - 1
     est, lo, hi = (int(v) for v in _critical_jit(*_stats_tree(stats), mu, _z(level), n=stats.n))
