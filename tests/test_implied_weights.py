@@ -190,3 +190,59 @@ def test_grpo_implied_weight_matches_closed_sum():
 def test_bad_inputs_raise_naming_argument_and_value(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+# ---------------------------------------------------------------------------------------------
+# Unbiased estimate of the finite-n implied weight from one group's count
+
+
+@pytest.mark.parametrize("method", IMPLIED_METHODS)
+@pytest.mark.parametrize("n", [3, 8, pytest.param(2, marks=pytest.mark.slow), pytest.param(13, marks=pytest.mark.slow)])
+def test_implied_weight_unbiased_expectation_is_finite_n_weight(method, n):
+    from scipy.stats import binom
+
+    from theory.implied import implied_weight_unbiased
+
+    counts = np.arange(n + 1)
+    k_top = n - 1 if method == "pkpo-loo" else n
+    for k in sorted({1, 2, k_top // 2 or 1, k_top}):
+        if k < 1 or (method == "pkpo-loo" and k > n - 1):
+            continue
+        t = np.asarray(implied_weight_unbiased(n, counts, method, k))
+        assert t.shape == counts.shape and np.isfinite(t).all()
+        p = np.array([0.0, 0.01, 0.05, 0.3, 0.5, 0.77, 0.999, 1.0])
+        expected = np.asarray(implied_prompt_weight(method, p, k=np.full(p.shape, k), n=n))
+        got = binom.pmf(counts[None, :], n, p[:, None]) @ t
+        assert np.all(np.abs(got - expected) <= 1e-12 * np.maximum(1.0, np.abs(expected))), (method, n, k, got, expected)
+
+
+@pytest.mark.parametrize("method", ["pkpo", "pkpo-loo", "pkpo-loo-1"])
+def test_implied_weight_unbiased_pkpo_is_unbiased_w_k(method):
+    from theory.estimators import pass_at_k_weight_unbiased
+    from theory.implied import implied_weight_unbiased
+
+    n = 8
+    counts = np.arange(n + 1)
+    for k in range(1, n if method == "pkpo-loo" else n + 1):
+        np.testing.assert_allclose(
+            implied_weight_unbiased(n, counts, method, k), pass_at_k_weight_unbiased(n, counts, k), rtol=1e-12, atol=1e-15
+        )
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(n=4, c=5, method="grpo"), ValueError, r"c must be <= n = 4; got c=5"),
+        (dict(n=4, c=-1, method="grpo"), ValueError, r"c must be >= 0"),
+        (dict(n=4, c=1.5, method="grpo"), TypeError, r"c must be an integer"),
+        (dict(n=4, c=1, method="pkpo"), ValueError, r"k is required"),
+        (dict(n=4, c=1, method="pkpo-loo", k=4), ValueError, r"k must be <= n-1 = 3"),
+        (dict(n=4, c=1, method="sgd", k=2), ValueError, r"method must be one of"),
+        (dict(n=1, c=1, method="rloo"), ValueError, r"n must be >= 2; got 1"),
+    ],
+)
+def test_implied_weight_unbiased_bad_inputs(kwargs, exc, match):
+    from theory.implied import implied_weight_unbiased
+
+    with pytest.raises(exc, match=match):
+        implied_weight_unbiased(**kwargs)

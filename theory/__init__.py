@@ -24,6 +24,7 @@ from theory.estimators import (
     rloo_advantages,
 )
 from theory.implied import IMPLIED_METHODS, implied_prompt_weight
+from theory.implied import implied_weight_unbiased
 from theory.interference import (
     agreement_scores,
     conflict_inner_product,
@@ -84,6 +85,7 @@ __all__ = [
     "grouped_passk_advantages",
     "grpo_advantages",
     "implied_prompt_weight",
+    "implied_weight_unbiased",
     "pass_at_k_unbiased",
     "pass_at_k_weight_unbiased",
     "pkpo_weights",

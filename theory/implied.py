@@ -44,7 +44,7 @@ from theory import _validate
 from theory.estimators import _grouped_count_advantages, _log_binom_ratio_core
 from theory.weights import k_times_exp, log_one_minus_p_power, pass_at_k, pass_at_k_weight
 
-__all__ = ["implied_prompt_weight", "IMPLIED_METHODS"]
+__all__ = ["implied_prompt_weight", "implied_weight_unbiased", "IMPLIED_METHODS"]
 
 IMPLIED_METHODS = ("reinforce", "rloo", "grpo", "pkpo", "pkpo-loo", "pkpo-loo-1", "grouped-passk")
 _K_METHODS = ("pkpo", "pkpo-loo", "pkpo-loo-1", "grouped-passk")
@@ -59,17 +59,8 @@ def _grpo_count_advantages(n: int, c, dtype):
     return jnp.where(degenerate, zero, (1 - mean) / std), jnp.where(degenerate, zero, -mean / std)
 
 
-@functools.partial(jax.jit, static_argnames=("method", "n"))
-def _finite_weight(p, k, method, n):
-    dtype = p.dtype
-    others = jnp.arange(n)  # c', the correct answers among the other n - 1
-    pe = p[..., None]
-    # Binomial(n-1, p) law of c'; xlogy/xlog1py make 0 log 0 = 0 at p = 0 and p = 1.
-    log_pmf = (
-        gammaln(jnp.asarray(n, dtype)) - gammaln(others + 1.0) - gammaln(n - others.astype(dtype))
-        + xlogy(others.astype(dtype), pe) + xlog1py((n - 1 - others).astype(dtype), -pe)
-    )
-    kk = k[..., None]
+def _contrast(others, kk, method, n, dtype):
+    """`scale (A_1(c'+1) - A_0(c'))` at `c'` = `others` (the sum of :func:`_finite_weight`)."""
     kf = kk.astype(dtype)
     if method == "grpo":
         correct, _ = _grpo_count_advantages(n, others + 1, dtype)
@@ -89,6 +80,20 @@ def _finite_weight(p, k, method, n):
         contrast = n * ratio * kf / (n - kf + 1)  # C(n,k-1)/C(n,k) = k/(n-k+1)
     else:  # pragma: no cover - methods are checked by the caller
         raise ValueError(method)
+    return contrast
+
+
+@functools.partial(jax.jit, static_argnames=("method", "n"))
+def _finite_weight(p, k, method, n):
+    dtype = p.dtype
+    others = jnp.arange(n)  # c', the correct answers among the other n - 1
+    pe = p[..., None]
+    # Binomial(n-1, p) law of c'; xlogy/xlog1py make 0 log 0 = 0 at p = 0 and p = 1.
+    log_pmf = (
+        gammaln(jnp.asarray(n, dtype)) - gammaln(others + 1.0) - gammaln(n - others.astype(dtype))
+        + xlogy(others.astype(dtype), pe) + xlog1py((n - 1 - others).astype(dtype), -pe)
+    )
+    contrast = _contrast(others, k[..., None], method, n, dtype)
     return jnp.sum(jnp.exp(log_pmf) * contrast, axis=-1)
 
 
@@ -183,3 +188,76 @@ def implied_prompt_weight(method, p, *, k=None, n=None):
         return _limit_weight(method, p, k)
     p, k = jnp.broadcast_arrays(p, k)
     return _finite_weight(p, k, method, n)
+
+
+def implied_weight_unbiased(n, c, method, k=None):
+    """Unbiased estimate, from the counts of one group, of the finite-`n` implied weight `v_n(p)`.
+
+    `v_n(p) = implied_prompt_weight(method, p, k=k, n=n) = sum_{c'} Binom(c'; n-1, p) h(c')` is an
+    average over `c'`, the correct answers among the other `n-1` answers, of the contrast
+    `h(c') = scale (A_1(c'+1) - A_0(c'))` (module docstring). From `c ~ Binomial(n, p)` correct
+    answers among all `n`, drop one answer at random: the other `n-1` are iid, with `c-1` correct
+    if the dropped one was correct (chance `c/n`) and `c` otherwise, so
+
+        T(c) = (c/n) h(c-1) + (1 - c/n) h(c),    E[T(c)] = v_n(p)  exactly, for every p.
+
+    (`h(-1)` and `h(n)` never matter: their factors are 0.) For the PKPO variants `T(c)` is the
+    unbiased `w_k` estimate `k C(n-c, k-1)/C(n, k-1)` (:func:`theory.pass_at_k_weight_unbiased`;
+    unbiased estimators of a polynomial in `p` from `c` are unique); for REINFORCE and RLOO it is 1.
+    Unlike the plug-in `v_n(c/n)`, it gives a prompt with `c = 0` the weight `h(0)`, not `v_n(0)`
+    evaluated at a guess.
+
+    Args:
+      n: group size, a Python integer `>= 1` (`>= 2` for `"rloo"`).
+      c: counts of correct answers, integers in `[0, n]`, any shape.
+      method: one of :data:`IMPLIED_METHODS`.
+      k: Python integer `>= 1` for the PKPO variants and `"grouped-passk"` (`k <= n`, `k <= n-1`
+        for `"pkpo-loo"`); ignored (but validated when given) for the `k`-free methods.
+
+    Returns:
+      `T(c)`, float array of the shape of `c` (default float dtype).
+
+    Raises:
+      ValueError: unknown `method`, counts outside `[0, n]`, `k` out of range or missing.
+      TypeError: non-integer `n`, `c` or `k`.
+
+    Example:
+      >>> float(implied_weight_unbiased(4, 1, "pkpo", 3))  # 3 C(3,2)/C(4,2)
+      1.5
+    """
+    if not isinstance(method, str) or method not in IMPLIED_METHODS:
+        raise ValueError(f"method must be one of {IMPLIED_METHODS}; got {method!r}")
+    n = _validate.python_int("n", n, minimum=2 if method == "rloo" else 1)
+    counts = _validate.integer("c", c, minimum=0)
+    if _validate.is_concrete(counts):
+        host = np.asarray(counts)
+        if (host > n).any():
+            raise ValueError(f"c must be <= n = {n}; got c={int(host.max())}")
+    if k is None:
+        if method in _K_METHODS:
+            raise ValueError(f"k is required for method={method!r}; got k=None")
+        kk = 1
+    else:
+        kk = _validate.python_int("k", k, minimum=1)
+        if method in _K_METHODS:
+            limit = n - 1 if method == "pkpo-loo" else n
+            if kk > limit:
+                raise ValueError(
+                    f"k must be <= {'n-1' if method == 'pkpo-loo' else 'n'} = {limit} for "
+                    f"method={method!r} at n={n}; got k={kk}"
+                )
+    dtype = jnp.result_type(float)
+    if method in ("reinforce", "rloo"):
+        return jnp.ones(jnp.shape(counts), dtype)
+    return _unbiased_jit(counts, jnp.asarray(kk, jnp.int32), method=method, n=n, dtype=dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("method", "n", "dtype"))
+def _unbiased_jit(counts, k, *, method, n, dtype):
+    others = jnp.arange(n)
+    h = _contrast(others, k[None], method, n, dtype)  # (n,) h(c') for c' = 0..n-1
+    h = jnp.broadcast_to(h, (n,))
+    cf = counts.astype(dtype)
+    below = h[jnp.clip(counts - 1, 0, n - 1)]  # h(c-1), weight c/n (0 when c = 0)
+    same = h[jnp.clip(counts, 0, n - 1)]  # h(c), weight 1 - c/n (0 when c = n)
+    return jnp.where(counts > 0, cf / n * below, 0.0) + jnp.where(counts < n, (1 - cf / n) * same, 0.0)
