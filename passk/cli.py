@@ -51,6 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--checkpoint-dir", type=Path, default=None,
                     help="checkpoint folder; a run restarted with the same folder resumes")
 
+    diag = sub.add_parser("diagnose", help="is a run in the conflict regime, at which k, how sure (from its answers)")
+    diag.add_argument("file", nargs="?", type=Path, default=None,
+                      help="the run: .npz (rewards, scores, mu, prompt_ids), .jsonl (one answer a line) or .csv (counts)")
+    diag.add_argument("--k", type=_positive_int, nargs="+", default=None,
+                      help="orders k to report (default: 1, 2, 4, ... up to n)")
+    diag.add_argument("--level", type=float, default=0.95, help="level of the intervals (default: 0.95)")
+    diag.add_argument("--json", type=Path, default=None, help="write the report to this JSON file (atomically)")
+    diag.add_argument("--plot", type=Path, default=None, help="draw I_k and the trainers' weights (.png, .pdf, .svg)")
+    diag.add_argument("--example", action="store_true", help="diagnose the example run shipped with the package")
+
     bench = sub.add_parser("bench", help="benchmarks: ours against baselines, as ratios")
     bench.add_argument("--quick", action="store_true", help="small sizes")
     bench.add_argument("--json", type=Path, default=None, help="write the table to this JSON file")
@@ -135,6 +145,25 @@ def _cmd_transformer(args) -> int:
     return 0
 
 
+def _cmd_diagnose(args) -> int:
+    from passk import diagnose as dg
+    from sim._atomic import atomic_write_bytes, atomic_write_json
+
+    if args.example == (args.file is not None):
+        raise ValueError("give a FILE or --example (one of the two)")
+    path = dg.example_path("npz") if args.example else args.file
+    if args.plot is not None and args.plot.suffix.lower() not in dg.PLOT_SUFFIXES:
+        raise ValueError(f"--plot must end in one of {', '.join(dg.PLOT_SUFFIXES)}; got {str(args.plot)!r}")
+    report = dg.diagnose_file(path, ks=args.k, level=args.level)
+    figure = dg.figure_bytes(report, args.plot.suffix.lower()) if args.plot is not None else None
+    print(dg.format_report(report))
+    if args.json:
+        atomic_write_json(args.json, report)
+    if figure is not None:
+        atomic_write_bytes(args.plot, figure)
+    return 0
+
+
 def _cmd_bench(args) -> int:
     from benchmarks import run as bench_run
 
@@ -147,7 +176,8 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    handlers = {"reproduce": _cmd_reproduce, "toy": _cmd_toy, "transformer": _cmd_transformer, "bench": _cmd_bench}
+    handlers = {"reproduce": _cmd_reproduce, "toy": _cmd_toy, "transformer": _cmd_transformer, "bench": _cmd_bench,
+                "diagnose": _cmd_diagnose}
     try:
         return handlers[args.command](args)
     except ValueError as err:

@@ -41,6 +41,8 @@ __all__ = [
     "SoftmaxBandit",
     "TOY_DEFAULTS",
     "critical_k_agreement",
+    "diagnose_model",
+    "diagnosis_report",
     "draw_answers",
     "dynamics",
     "estimator_check",
@@ -50,6 +52,7 @@ __all__ = [
     "run_all",
     "sampled_update",
     "sampled_updates",
+    "score_sums",
     "sweep_map",
     "toy_bandit",
     "toy_diagnostics",
@@ -57,3 +60,5 @@ __all__ = [
     "train",
     "train_sweep",
 ]
+
+from sim.diagnose import diagnose_model, diagnosis_report, score_sums

@@ -1,0 +1,494 @@
+"""`passk diagnose`: read a run's logged answers, print the diagnosis, write JSON and a figure.
+
+Formats (one run: `P` prompts, `n` answers each):
+
+- `.npz`: `rewards` `(P, n)` in `{0, 1}`; optional `scores` `(P, n, D)` (score vectors
+  `grad log pi(y_ij | x_i)` or a sketch of them), `mu` `(P,)` (non-negative, normalised here),
+  `prompt_ids` `(P,)` strings. Other arrays are ignored.
+- `.jsonl`: one answer per line, `{"prompt_id": ..., "reward": 0 or 1, "score": [...]}`; `score`
+  on every line or on none; every prompt the same `n`. Read line by line (a file of millions of
+  lines needs memory for the per-prompt sums only).
+- `.csv` with a header, counts only: `prompt_id`, `n`, `c`, optional `weight` (normalised);
+  other columns ignored.
+
+Bad input raises :class:`InputError`, whose one-line message names the file, the line (1-based,
+header counted) or the array and prompt index, and the prompt id. The numbers come from
+:func:`sim.diagnose.diagnosis_report`; this module reads, prints, draws and writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["InputError", "RunData", "read_run", "diagnose_file", "format_report", "plot_report", "example_path",
+           "PLOT_SUFFIXES"]
+
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+class InputError(ValueError):
+    """Bad input file: the message is one line naming the file, where, and the prompt id."""
+
+
+@dataclass
+class RunData:
+    """What a file holds, as the arrays :func:`sim.diagnose.diagnosis_report` reads."""
+
+    correct: np.ndarray  # (P,)
+    n: int
+    score_sum: np.ndarray | None  # (P, D)
+    score_sq_sum: np.ndarray | None  # (P,)
+    mu: np.ndarray | None  # (P,)
+    prompt_ids: list
+
+
+def example_path(kind: str = "npz") -> Path:
+    """The shipped example run (`kind` one of `"npz"`, `"jsonl"`, `"csv"`)."""
+    from passk import examples
+
+    names = {"npz": examples.NPZ, "jsonl": examples.JSONL, "csv": examples.CSV}
+    if kind not in names:
+        raise ValueError(f"kind must be one of {tuple(names)}; got {kind!r}")
+    return names[kind]
+
+
+def _where(path, line=None, prompt=None, array=None, index=None) -> str:
+    parts = [str(path)]
+    if line is not None:
+        parts.append(f"line {line}")
+    if array is not None:
+        parts.append(f"array {array!r}" + (f", prompt index {index}" if index is not None else ""))
+    text = ": ".join(parts)
+    if prompt is not None:
+        text += f" (prompt {prompt!r})"
+    return text
+
+
+def _fail(path, what, **where):
+    raise InputError(f"{_where(path, **where)}: {' '.join(str(what).split())}")
+
+
+# ---------------------------------------------------------------------------------------------
+# .npz
+
+
+def _read_npz(path: Path) -> RunData:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        _fail(path, f"cannot read as .npz: {err}")
+    with archive:
+        names = set(archive.files)
+        if "rewards" not in names:
+            _fail(path, f"missing array 'rewards' (the file has: {sorted(names) or 'no arrays'})")
+
+        def load(name):
+            try:
+                return archive[name]
+            except ValueError as err:
+                _fail(path, f"cannot read (object arrays are not accepted; store strings and numbers): {err}",
+                      array=name)
+
+        rewards = load("rewards")
+        ids = None
+        if "prompt_ids" in names:
+            raw = load("prompt_ids")
+            if raw.ndim != 1:
+                _fail(path, f"must have shape (P,); got shape {raw.shape}", array="prompt_ids")
+            ids = [str(x) for x in raw.tolist()]
+        if rewards.ndim != 2:
+            _fail(path, f"must have shape (P, n); got shape {rewards.shape}", array="rewards")
+        n_prompts, n = rewards.shape
+        if ids is not None and len(ids) != n_prompts:
+            _fail(path, f"has {len(ids)} entries but 'rewards' has P = {n_prompts} prompts", array="prompt_ids")
+        if ids is None:
+            ids = [str(i) for i in range(n_prompts)]
+        if n_prompts < 1:
+            _fail(path, f"has no prompts (shape {rewards.shape})", array="rewards")
+        if n < 2:
+            _fail(path, f"needs n >= 2 answers per prompt; got shape {rewards.shape}", array="rewards")
+        if len(set(ids)) != len(ids):
+            seen = set()
+            for i, pid in enumerate(ids):
+                if pid in seen:
+                    _fail(path, "duplicate prompt id", array="prompt_ids", index=i, prompt=pid)
+                seen.add(pid)
+        if not (rewards.dtype == np.bool_ or np.issubdtype(rewards.dtype, np.number)):
+            _fail(path, f"must be numeric 0/1; got dtype {rewards.dtype}", array="rewards")
+        r = rewards.astype(np.float64)
+        bad = ~((r == 0) | (r == 1))
+        if bad.any():
+            i, j = (int(x) for x in np.argwhere(bad)[0])
+            _fail(path, f"reward must be 0 or 1; got {rewards[i, j].item()!r} (answer {j})", array="rewards",
+                  index=i, prompt=ids[i])
+        mu = None
+        if "mu" in names:
+            mu = load("mu")
+            if mu.shape != (n_prompts,):
+                _fail(path, f"must have shape (P,) = ({n_prompts},); got shape {mu.shape}", array="mu")
+            if not np.issubdtype(mu.dtype, np.number):
+                _fail(path, f"must be numeric; got dtype {mu.dtype}", array="mu")
+            mu = mu.astype(np.float64)
+            bad = ~np.isfinite(mu) | (mu < 0)
+            if bad.any():
+                i = int(np.argwhere(bad)[0][0])
+                _fail(path, f"weight must be finite and >= 0; got {mu[i]!r}", array="mu", index=i, prompt=ids[i])
+            if mu.sum() <= 0:
+                _fail(path, "weights must not all be 0", array="mu")
+        score_sum = score_sq_sum = None
+        if "scores" in names:
+            scores = load("scores")
+            if scores.ndim < 3 or scores.shape[:2] != (n_prompts, n) or scores.size == 0:
+                _fail(path, f"must have shape (P, n, D) = ({n_prompts}, {n}, D) matching 'rewards'; got shape "
+                      f"{scores.shape}", array="scores")
+            if not np.issubdtype(scores.dtype, np.number):
+                _fail(path, f"must be numeric; got dtype {scores.dtype}", array="scores")
+            scores = scores.reshape(n_prompts, n, -1).astype(np.float64)
+            bad = ~np.isfinite(scores)
+            if bad.any():
+                i, j, d = (int(x) for x in np.argwhere(bad)[0])
+                _fail(path, f"score must be finite; got {scores[i, j, d]!r} (answer {j}, coordinate {d})",
+                      array="scores", index=i, prompt=ids[i])
+            from sim.diagnose import score_sums
+
+            _, score_sum, score_sq_sum = score_sums(r, scores)
+    return RunData(r.sum(axis=-1), int(n), score_sum, score_sq_sum, mu, ids)
+
+
+# ---------------------------------------------------------------------------------------------
+# .jsonl
+
+
+def _prompt_id(value):
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    return str(value)
+
+
+def _read_jsonl(path: Path) -> RunData:
+    index: dict[str, int] = {}
+    ids: list[str] = []
+    counts: list[int] = []
+    correct: list[int] = []
+    last_line: list[int] = []
+    sums: list[np.ndarray] = []
+    sq: list[float] = []
+    has_score = None
+    dim = None
+    first_line = None
+    try:
+        handle = open(path, encoding="utf-8")
+    except OSError as err:
+        _fail(path, f"cannot read: {err.strerror or err}")
+    with handle:
+        lineno = 0
+        try:
+            for lineno, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as err:
+                    _fail(path, f"not valid JSON: {err.msg}", line=lineno)
+                if not isinstance(obj, dict):
+                    _fail(path, f"expected a JSON object per line; got {type(obj).__name__}", line=lineno)
+                if "prompt_id" not in obj:
+                    _fail(path, "missing field 'prompt_id'", line=lineno)
+                pid = _prompt_id(obj["prompt_id"])
+                if pid is None:
+                    _fail(path, f"prompt_id must be a string or an integer; got {obj['prompt_id']!r}", line=lineno)
+                if "reward" not in obj:
+                    _fail(path, "missing field 'reward'", line=lineno, prompt=pid)
+                reward = obj["reward"]
+                if isinstance(reward, bool) or not isinstance(reward, (int, float)) or reward not in (0, 1):
+                    _fail(path, f"reward must be 0 or 1; got {reward!r}", line=lineno, prompt=pid)
+                score = obj.get("score")
+                if has_score is None:
+                    has_score, first_line = score is not None, lineno
+                elif (score is not None) != has_score:
+                    _fail(path, f"'score' must be on every line or on none; line {first_line} "
+                          f"{'has' if has_score else 'has none'}, this line {'has' if score is not None else 'has none'}",
+                          line=lineno, prompt=pid)
+                i = index.get(pid)
+                if i is None:
+                    i = index[pid] = len(ids)
+                    ids.append(pid)
+                    counts.append(0)
+                    correct.append(0)
+                    last_line.append(lineno)
+                    if has_score:
+                        sums.append(None)
+                        sq.append(0.0)
+                counts[i] += 1
+                last_line[i] = lineno
+                r = 1 if reward == 1 else 0
+                correct[i] += r
+                if has_score:
+                    if not isinstance(score, list) or any(isinstance(x, (bool, list, dict, str)) or x is None
+                                                          for x in score):
+                        _fail(path, "score must be a list of numbers", line=lineno, prompt=pid)
+                    s = np.asarray(score, dtype=np.float64)
+                    if dim is None:
+                        if s.size == 0:
+                            _fail(path, "score must have at least one coordinate", line=lineno, prompt=pid)
+                        dim = s.size
+                    elif s.size != dim:
+                        _fail(path, f"score has {s.size} coordinates, line {first_line} has {dim}",
+                              line=lineno, prompt=pid)
+                    if not np.isfinite(s).all():
+                        d = int(np.argwhere(~np.isfinite(s))[0][0])
+                        _fail(path, f"score must be finite; got {s[d]!r} at coordinate {d}", line=lineno, prompt=pid)
+                    if sums[i] is None:
+                        sums[i] = np.zeros(dim)
+                    sums[i] += float(r) * s  # the order of sim.diagnose.score_sums
+                    sq[i] += float(r) * np.sum(s * s)
+        except UnicodeDecodeError as err:
+            _fail(path, f"not UTF-8 text: {err.reason}", line=lineno + 1)
+    if not ids:
+        _fail(path, "no answers (the file is empty)", line=1)
+    n = counts[0]
+    for i, count in enumerate(counts):
+        if count != n:
+            _fail(path, f"prompt has {count} answers but prompt {ids[0]!r} has {n} (every prompt needs the same n)",
+                  line=last_line[i], prompt=ids[i])
+    if n < 2:
+        _fail(path, f"needs n >= 2 answers per prompt; got {n}", line=last_line[0], prompt=ids[0])
+    score_sum = np.stack(sums) if has_score else None
+    score_sq_sum = np.asarray(sq) if has_score else None
+    return RunData(np.asarray(correct, np.float64), n, score_sum, score_sq_sum, None, ids)
+
+
+# ---------------------------------------------------------------------------------------------
+# .csv
+
+
+def _parse_count(path, text, name, lineno, pid):
+    try:
+        value = int(text.strip())
+    except (ValueError, AttributeError):
+        _fail(path, f"{name} must be a non-negative integer; got {text!r}", line=lineno, prompt=pid)
+    if value < 0:
+        _fail(path, f"{name} must be a non-negative integer; got {value}", line=lineno, prompt=pid)
+    return value
+
+
+def _read_csv(path: Path) -> RunData:
+    ids, correct, weights = [], [], []
+    seen = set()
+    n = None
+    try:
+        handle = open(path, newline="", encoding="utf-8")
+    except OSError as err:
+        _fail(path, f"cannot read: {err.strerror or err}")
+    with handle:
+        try:
+            reader = csv.DictReader(handle)
+            header = reader.fieldnames
+            if header is None:
+                _fail(path, "empty file (expected a header with columns prompt_id, n, c)", line=1)
+            header = [h.strip() if h else h for h in header]
+            reader.fieldnames = header
+            for col in ("prompt_id", "n", "c"):
+                if col not in header:
+                    _fail(path, f"missing column {col!r} (the header has: {', '.join(map(str, header))})", line=1)
+            has_weight = "weight" in header
+            for row in reader:
+                lineno = reader.line_num
+                if None in row:
+                    _fail(path, f"more fields than the {len(header)} of the header", line=lineno,
+                          prompt=row.get("prompt_id"))
+                if any(row.get(col) is None for col in ("prompt_id", "n", "c")):
+                    _fail(path, f"fewer fields than the {len(header)} of the header", line=lineno,
+                          prompt=row.get("prompt_id"))
+                pid = row["prompt_id"].strip()
+                if not pid:
+                    _fail(path, "empty prompt_id", line=lineno)
+                if pid in seen:
+                    _fail(path, "duplicate prompt id", line=lineno, prompt=pid)
+                seen.add(pid)
+                n_row = _parse_count(path, row["n"], "n", lineno, pid)
+                c_row = _parse_count(path, row["c"], "c", lineno, pid)
+                if c_row > n_row:
+                    _fail(path, f"c must be <= n; got c = {c_row} > n = {n_row}", line=lineno, prompt=pid)
+                if n is None:
+                    if n_row < 2:
+                        _fail(path, f"n must be >= 2; got {n_row}", line=lineno, prompt=pid)
+                    n = n_row
+                elif n_row != n:
+                    _fail(path, f"n = {n_row} but the first prompt has n = {n} (every prompt needs the same n)",
+                          line=lineno, prompt=pid)
+                if has_weight:
+                    try:
+                        w = float(row["weight"])
+                    except (TypeError, ValueError):
+                        _fail(path, f"weight must be a number; got {row['weight']!r}", line=lineno, prompt=pid)
+                    if not math.isfinite(w) or w < 0:
+                        _fail(path, f"weight must be finite and >= 0; got {w!r}", line=lineno, prompt=pid)
+                    weights.append(w)
+                ids.append(pid)
+                correct.append(c_row)
+        except UnicodeDecodeError as err:
+            _fail(path, f"not UTF-8 text: {err.reason}")
+        except csv.Error as err:
+            _fail(path, f"not valid CSV: {err}")
+    if not ids:
+        _fail(path, "no prompts after the header", line=1)
+    mu = None
+    if weights:
+        mu = np.asarray(weights)
+        if mu.sum() <= 0:
+            _fail(path, "weights must not all be 0")
+    return RunData(np.asarray(correct, np.float64), n, None, None, mu, ids)
+
+
+READERS = {".npz": _read_npz, ".jsonl": _read_jsonl, ".csv": _read_csv}
+
+
+def read_run(path) -> RunData:
+    """Read a run from `.npz`, `.jsonl` or `.csv` (module docstring). Raises :class:`InputError`."""
+    path = Path(path)
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        _fail(path, f"unknown file type {path.suffix or '(no suffix)'!r} (expected .npz, .jsonl or .csv)")
+    if not path.is_file():
+        _fail(path, "no such file" if not path.exists() else "not a file")
+    return reader(path)
+
+
+def diagnose_file(path, *, ks=None, level: float = 0.95) -> dict:
+    """Read `path` and return :func:`sim.diagnose.diagnosis_report` of it (with `"file"` added)."""
+    from sim.diagnose import diagnosis_report
+
+    run = read_run(path)
+    try:
+        report = diagnosis_report(
+            run.correct, run.n, score_sum=run.score_sum, score_sq_sum=run.score_sq_sum, mu=run.mu,
+            prompt_ids=run.prompt_ids, ks=ks, level=level, scores="file" if run.score_sum is not None else None,
+        )
+    except (ValueError, TypeError) as err:
+        _fail(path, err)
+    return {"file": str(path), **report}
+
+
+# ---------------------------------------------------------------------------------------------
+# Text and figure
+
+
+def _k_text(k, none_text):
+    return str(k) if k is not None else none_text
+
+
+def format_report(report: dict) -> str:
+    """A short text report of :func:`diagnose_file` / :func:`sim.diagnose.diagnose_model`."""
+    n = report["samples_per_prompt"]
+    prompts = report["prompts"]
+    p_hat = np.array([p["p_hat"] for p in prompts])
+    weight = np.array([p["weight"] for p in prompts])
+    unsolved = float(np.sum(weight[p_hat == 0]))
+    lines = [
+        f"run: {report.get('file', 'model')}: {report['n_prompts']} prompts, n = {n} answers each, "
+        + (f"score vectors of dimension {report['score_dim']} ({report['scores']})" if report["score_dim"]
+           else "counts only (no score vectors)"),
+        f"pass@1 (weighted mean of c/n) = {float(weight @ p_hat):.4f}; prompts never solved (c = 0): "
+        f"{int(np.sum(p_hat == 0))} ({unsolved:.1%} of the weight)",
+    ]
+    ks = report["k_star"]
+    if report["inner"]:
+        level = f"{ks['level']:.0%}"
+        k_max = report["k_max"]
+        if ks["lower"] is None:
+            verdict = f"no conflict: I_k > 0 with {level} confidence at every k <= {k_max}"
+        elif ks["upper"] is None:
+            verdict = (f"conflict possible from k = {ks['lower']} on, not established up to k = {k_max} "
+                       f"(more answers per prompt or more prompts narrow it)")
+        else:
+            verdict = f"conflict established: pass@k ascent lowers pass@1 from k = {ks['upper']} at the latest"
+        lines.append(
+            f"k* (first k with I_k = <grad J_k, grad J_1> < 0): estimate {_k_text(ks['estimate'], f'none <= {k_max}')}, "
+            f"{level} interval [{_k_text(ks['lower'], f'> {k_max}')}, {_k_text(ks['upper'], 'not established')}]"
+        )
+        lines.append(f"  {verdict}")
+        z = report["z"]
+        shown = [e for e in report["inner"] if e["k"] in set(report["ks"]) | {ks["estimate"]}]
+        lines.append(f"{'k':>6}  {'I_k':>11}  {'stderr':>10}  sign")
+        for e in shown:
+            lo = e["scaled_estimate"] - z * e["scaled_stderr"]
+            hi = e["scaled_estimate"] + z * e["scaled_stderr"]
+            sign = "negative" if hi < 0 else ("positive" if lo > 0 else "unclear")
+            lines.append(f"{e['k']:>6}  {e['estimate']:11.3e}  {e['stderr']:10.2e}  {sign}")
+    lines.append("trainers (weight on prompts, finite-n, unbiased from counts): effective prompts / share on c = 0 "
+                 "/ share on top 10%")
+    for method, entries in report["trainers"].items():
+        cells = []
+        for e in entries:
+            label = "" if e["k"] is None else f"k={e['k']}: "
+            if e["effective_prompts"] is None:
+                cells.append(f"{label}no weight")
+            else:
+                cells.append(f"{label}{e['effective_prompts']:.1f} / {e['share_unsolved']:.2f} / {e['top_decile_share']:.2f}")
+        lines.append(f"  {method:>13}  " + ";  ".join(cells))
+    for note in report["notes"]:
+        lines.append(f"note: {note}")
+    return "\n".join(lines)
+
+
+def plot_report(report: dict):
+    """`I_k` with its interval against `k`, and the effective number of prompts per trainer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    if report["inner"]:
+        k = np.array([e["k"] for e in report["inner"]])
+        est = np.array([e["estimate"] for e in report["inner"]])
+        half = report["z"] * np.array([e["stderr"] for e in report["inner"]])
+        ax1.fill_between(k, est - half, est + half, alpha=0.3, label=f"{report['k_star']['level']:.0%} interval")
+        ax1.plot(k, est, "o-", ms=3, label="unbiased I_k")
+        ax1.axhline(0.0, color="k", lw=0.8)
+        ks = report["k_star"]
+        if ks["lower"] is not None:
+            ax1.axvspan(ks["lower"], ks["upper"] if ks["upper"] is not None else k[-1], color="C3", alpha=0.1,
+                        label="k* interval")
+        ax1.set_xlabel("k")
+        ax1.set_ylabel("I_k = <grad J_k, grad J_1>")
+        ax1.legend(fontsize=8)
+    else:
+        ax1.text(0.5, 0.5, "no score vectors:\nthe sign of I_k needs them", ha="center", va="center",
+                 transform=ax1.transAxes)
+        ax1.set_axis_off()
+    for method, entries in report["trainers"].items():
+        pts = [(e["k"], e["effective_prompts"]) for e in entries if e["effective_prompts"] is not None]
+        if not pts:
+            continue
+        if pts[0][0] is None:
+            ax2.axhline(pts[0][1], ls="--", lw=1, label=method, color=f"C{list(report['trainers']).index(method)}")
+        else:
+            ax2.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=3, label=method,
+                     color=f"C{list(report['trainers']).index(method)}")
+    ax2.set_xscale("log", base=2)
+    ax2.set_xlabel("k")
+    ax2.set_ylabel("effective prompts 1 / sum omega^2")
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def figure_bytes(report: dict, suffix: str) -> bytes:
+    """The figure of :func:`plot_report` encoded as `suffix` (`.png`, `.pdf`, `.svg`)."""
+    import matplotlib.pyplot as plt
+
+    fig = plot_report(report)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=suffix.lstrip("."), dpi=120)
+    plt.close(fig)
+    return buf.getvalue()
