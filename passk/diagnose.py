@@ -173,14 +173,35 @@ def _prompt_id(value):
     return str(value)
 
 
+class _Growing:
+    """Per-prompt columns in numpy buffers that double when full (no per-prompt Python objects)."""
+
+    def __init__(self, capacity: int = 1024):
+        self.size = 0
+        self.counts = np.zeros(capacity, np.int64)
+        self.correct = np.zeros(capacity, np.int64)
+        self.last_line = np.zeros(capacity, np.int64)
+        self.sq = np.zeros(capacity)
+        self.sums = None  # (capacity, D) once D is known
+
+    def add(self) -> int:
+        if self.size == self.counts.size:
+            cap = 2 * self.counts.size
+            for name in ("counts", "correct", "last_line", "sq", "sums"):
+                old = getattr(self, name)
+                if old is not None:
+                    new = np.zeros((cap,) + old.shape[1:], old.dtype)
+                    new[: old.shape[0]] = old
+                    setattr(self, name, new)
+        self.size += 1
+        return self.size - 1
+
+
 def _read_jsonl(path: Path) -> RunData:
     index: dict[str, int] = {}
     ids: list[str] = []
-    counts: list[int] = []
-    correct: list[int] = []
-    last_line: list[int] = []
-    sums: list[np.ndarray] = []
-    sq: list[float] = []
+    cols = _Growing()
+    counts, correct, last_line = cols.counts, cols.correct, cols.last_line
     has_score = None
     dim = None
     first_line = None
@@ -219,14 +240,9 @@ def _read_jsonl(path: Path) -> RunData:
                           line=lineno, prompt=pid)
                 i = index.get(pid)
                 if i is None:
-                    i = index[pid] = len(ids)
+                    i = index[pid] = cols.add()
                     ids.append(pid)
-                    counts.append(0)
-                    correct.append(0)
-                    last_line.append(lineno)
-                    if has_score:
-                        sums.append(None)
-                        sq.append(0.0)
+                    counts, correct, last_line = cols.counts, cols.correct, cols.last_line
                 counts[i] += 1
                 last_line[i] = lineno
                 r = 1 if reward == 1 else 0
@@ -246,24 +262,26 @@ def _read_jsonl(path: Path) -> RunData:
                     if not np.isfinite(s).all():
                         d = int(np.argwhere(~np.isfinite(s))[0][0])
                         _fail(path, f"score must be finite; got {s[d]!r} at coordinate {d}", line=lineno, prompt=pid)
-                    if sums[i] is None:
-                        sums[i] = np.zeros(dim)
-                    sums[i] += float(r) * s  # the order of sim.diagnose.score_sums
-                    sq[i] += float(r) * np.sum(s * s)
+                    if cols.sums is None:
+                        cols.sums = np.zeros((cols.counts.size, dim))
+                    cols.sums[i] += float(r) * s  # the order of sim.diagnose.score_sums
+                    cols.sq[i] += float(r) * np.sum(s * s)
         except UnicodeDecodeError as err:
             _fail(path, f"not UTF-8 text: {err.reason}", line=lineno + 1)
     if not ids:
         _fail(path, "no answers (the file is empty)", line=1)
-    n = counts[0]
-    for i, count in enumerate(counts):
-        if count != n:
-            _fail(path, f"prompt has {count} answers but prompt {ids[0]!r} has {n} (every prompt needs the same n)",
-                  line=last_line[i], prompt=ids[i])
+    size = cols.size
+    n = int(cols.counts[0])
+    ragged = np.flatnonzero(cols.counts[:size] != n)
+    if ragged.size:
+        i = int(ragged[0])
+        _fail(path, f"prompt has {int(cols.counts[i])} answers but prompt {ids[0]!r} has {n} (every prompt needs the "
+              "same n)", line=int(cols.last_line[i]), prompt=ids[i])
     if n < 2:
-        _fail(path, f"needs n >= 2 answers per prompt; got {n}", line=last_line[0], prompt=ids[0])
-    score_sum = np.stack(sums) if has_score else None
-    score_sq_sum = np.asarray(sq) if has_score else None
-    return RunData(np.asarray(correct, np.float64), n, score_sum, score_sq_sum, None, ids)
+        _fail(path, f"needs n >= 2 answers per prompt; got {n}", line=int(cols.last_line[0]), prompt=ids[0])
+    score_sum = cols.sums[:size].copy() if has_score else None
+    score_sq_sum = cols.sq[:size].copy() if has_score else None
+    return RunData(cols.correct[:size].astype(np.float64), n, score_sum, score_sq_sum, None, ids)
 
 
 # ---------------------------------------------------------------------------------------------

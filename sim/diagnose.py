@@ -100,6 +100,7 @@ def _trainers(c: np.ndarray, n: int, mu: np.ndarray, ks, notes: list) -> dict:
     """Weight concentration of every implied method (module docstring)."""
     counts = c.astype(np.int64)
     unsolved = counts == 0
+    table = np.arange(n + 1)  # T(c) for every possible count, then read at the prompts' counts
     out = {}
     for method in theory.IMPLIED_METHODS:
         k_free = method in ("reinforce", "rloo", "grpo")
@@ -111,7 +112,7 @@ def _trainers(c: np.ndarray, n: int, mu: np.ndarray, ks, notes: list) -> dict:
                     f"trainer {method} skipped at k={k}: it needs k <= {'n-1' if method == 'pkpo-loo' else 'n'} = {limit}"
                 )
                 continue
-            t = np.asarray(theory.implied_weight_unbiased(n, counts, method, k), dtype=np.float64)
+            t = np.asarray(theory.implied_weight_unbiased(n, table, method, k), dtype=np.float64)[counts]
             raw = mu * t
             total = float(raw.sum())
             entry = {"k": k}
@@ -297,57 +298,53 @@ def _check_batch(batch, shape):
 
 def _exact_sums(logp, params, batch, r, chunk_size):
     """`G_i`, `Q_i` over all parameters: one reverse pass per correct answer, `chunk_size` at a time."""
-    flat, unravel = ravel_pytree(params)
+    flat, _ = ravel_pytree(params)
     n_prompts = r.shape[0]
     where = np.argwhere(r == 1)  # (m, 2): the correct answers; wrong ones carry no gradient
     big_g = jnp.zeros((n_prompts, flat.size), flat.dtype)
     q = jnp.zeros((n_prompts,), flat.dtype)
     if where.shape[0] == 0:
-        return big_g, q, flat.size
+        return big_g, q
     pad = (-where.shape[0]) % chunk_size
     live = np.concatenate([np.ones(where.shape[0]), np.zeros(pad)])
     where = np.concatenate([where, np.zeros((pad, 2), where.dtype)])
-    step = _exact_chunk_fn(logp, unravel)
     for start in range(0, where.shape[0], chunk_size):
         idx = where[start : start + chunk_size]
-        big_g, q = step(flat, batch, big_g, q, jnp.asarray(idx[:, 0]), jnp.asarray(idx[:, 1]),
-                        jnp.asarray(live[start : start + chunk_size], flat.dtype))
-    return big_g, q, flat.size
+        big_g, q = _exact_chunk(logp, params, batch, big_g, q, jnp.asarray(idx[:, 0]), jnp.asarray(idx[:, 1]),
+                                jnp.asarray(live[start : start + chunk_size], flat.dtype))
+    return big_g, q
 
 
-def _exact_chunk_fn(logp, unravel):
-    def one(flat, item):  # item: the batch entry of one answer, leaves with leading axes (1, 1)
-        return logp(unravel(flat), item)[0, 0]
+@functools.partial(jax.jit, static_argnums=0)
+def _exact_chunk(logp, params, batch, big_g, q, rows, cols, live):
+    """Add the gradients of the answers `(rows, cols)` (weighted by `live`) to `G` and their norms to `Q`."""
+    flat, unravel = ravel_pytree(params)
 
-    per_answer = jax.vmap(jax.grad(one), in_axes=(None, 0))
+    def one(f, item):  # item: the batch entry of one answer, leaves with leading axes (1, 1)
+        return logp(unravel(f), item)[0, 0]
 
-    @jax.jit
-    def step(flat, batch, big_g, q, rows, cols, live):
-        items = jax.tree_util.tree_map(lambda x: x[rows, cols][:, None, None], batch)
-        grads = per_answer(flat, items) * live[:, None]  # (m, D)
-        big_g = big_g.at[rows].add(grads)
-        q = q.at[rows].add(jnp.sum(grads * grads, axis=-1))
-        return big_g, q
+    items = jax.tree_util.tree_map(lambda x: x[rows, cols][:, None, None], batch)
+    grads = jax.vmap(jax.grad(one), in_axes=(None, 0))(flat, items) * live[:, None]  # (m, D)
+    return big_g.at[rows].add(grads), q.at[rows].add(jnp.sum(grads * grads, axis=-1))
 
-    return step
+
+@functools.partial(jax.jit, static_argnums=(0, 5))
+def _sketch_chunk(logp, params, batch, key, ds, sketch_dim):
+    """`<v_d, grad logp>` for the directions `d` in `ds`: `(len(ds), P, n)`."""
+    flat, unravel = ravel_pytree(params)
+    _, lin = jax.linearize(lambda f: logp(unravel(f), batch), flat)
+    scale = 1.0 / math.sqrt(sketch_dim)
+    vs = jax.vmap(lambda d: jax.random.normal(jax.random.fold_in(key, d), flat.shape, flat.dtype))(ds) * scale
+    return jax.vmap(lin)(vs)
 
 
 def _sketch_scores(logp, params, batch, sketch_dim, key, chunk_size):
     """`(P, n, sketch_dim)` sketched scores `S s_ij`: `<v_d, s_ij>` for `v_d ~ N(0, I / sketch_dim)`."""
-    flat, unravel = ravel_pytree(params)
-    _, lin = jax.linearize(lambda f: logp(unravel(f), batch), flat)
-    scale = 1.0 / math.sqrt(sketch_dim)
-
-    @jax.jit
-    def chunk(ds):
-        vs = jax.vmap(lambda d: jax.random.normal(jax.random.fold_in(key, d), flat.shape, flat.dtype))(ds) * scale
-        return jax.vmap(lin)(vs)  # (m, P, n)
-
     parts = []
     for start in range(0, sketch_dim, chunk_size):
         ds = jnp.arange(start, start + chunk_size)
-        parts.append(np.asarray(chunk(ds))[: sketch_dim - start])
-    return np.moveaxis(np.concatenate(parts, axis=0), 0, -1), flat.size
+        parts.append(np.asarray(_sketch_chunk(logp, params, batch, key, ds, sketch_dim))[: sketch_dim - start])
+    return np.moveaxis(np.concatenate(parts, axis=0), 0, -1)
 
 
 def diagnose_model(
@@ -409,14 +406,14 @@ def diagnose_model(
     _check_batch(batch, r.shape)
     chunk_size = theory._validate.python_int("chunk_size", chunk_size, minimum=1)
     if scores == "exact":
-        big_g, q, _ = _exact_sums(logp, params, batch, r, chunk_size)
+        big_g, q = _exact_sums(logp, params, batch, r, chunk_size)
         c = r.sum(axis=-1)
         big_g, q = np.asarray(big_g, np.float64), np.asarray(q, np.float64)
     elif scores == "sketch":
         sketch_dim = theory._validate.python_int("sketch_dim", sketch_dim, minimum=1)
         if key is None:
             raise ValueError("key must be a jax.random key for scores='sketch'; got None")
-        sketched, _ = _sketch_scores(logp, params, batch, sketch_dim, key, chunk_size)
+        sketched = _sketch_scores(logp, params, batch, sketch_dim, key, chunk_size)
         c, big_g, q = score_sums(r, sketched)
     else:
         raise ValueError(f"scores must be 'exact' or 'sketch'; got {scores!r}")
