@@ -53,6 +53,7 @@ __all__ = [
     "sampled_update",
     "sampled_updates",
     "score_sums",
+    "sketch_scores",
     "sweep_map",
     "toy_bandit",
     "toy_diagnostics",
@@ -61,4 +62,4 @@ __all__ = [
     "train_sweep",
 ]
 
-from sim.diagnose import diagnose_model, diagnosis_report, score_sums
+from sim.diagnose import diagnose_model, diagnosis_report, score_sums, sketch_scores

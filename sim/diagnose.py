@@ -43,7 +43,7 @@ from jax.flatten_util import ravel_pytree
 
 import theory
 
-__all__ = ["diagnosis_report", "diagnose_model", "score_sums", "default_ks", "NO_SCORES_NOTE"]
+__all__ = ["diagnosis_report", "diagnose_model", "sketch_scores", "score_sums", "default_ks", "NO_SCORES_NOTE"]
 
 NO_SCORES_NOTE = (
     "no score vectors: the sign of I_k = <grad J_k, grad J_1>, and so k*, cannot be estimated from "
@@ -345,6 +345,21 @@ def _sketch_scores(logp, params, batch, sketch_dim, key, chunk_size):
         ds = jnp.arange(start, start + chunk_size)
         parts.append(np.asarray(_sketch_chunk(logp, params, batch, key, ds, sketch_dim))[: sketch_dim - start])
     return np.moveaxis(np.concatenate(parts, axis=0), 0, -1)
+
+
+def sketch_scores(logp, params, batch, *, sketch_dim: int, key, chunk_size: int = 64) -> np.ndarray:
+    """Sketched score vectors `S s_ij` of shape `(P, n, sketch_dim)`, to log or write to a file.
+
+    `S` has rows `v_d ~ N(0, I / sketch_dim)` (`E[S^T S] = I`): inner products of sketched scores
+    are unbiased for those of the full score vectors `s_ij = grad_theta log pi(y_ij | x_i)`.
+    Column `d` is the JVP `<v_d, grad logp>` (direction `d` drawn from `fold_in(key, d)`).
+    Cost: `sketch_dim` forward-mode passes over the batch. Arguments as in :func:`diagnose_model`.
+    """
+    sketch_dim = theory._validate.python_int("sketch_dim", sketch_dim, minimum=1)
+    chunk_size = theory._validate.python_int("chunk_size", chunk_size, minimum=1)
+    if key is None:
+        raise ValueError("key must be a jax.random key for a sketch; got None")
+    return _sketch_scores(logp, params, batch, sketch_dim, key, chunk_size)
 
 
 def diagnose_model(
