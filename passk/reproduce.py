@@ -1,6 +1,6 @@
 """`passk reproduce`: compute every headline result, draw its figure, record the numbers.
 
-Parts run in order (theory, bandit, transformer). After each part, `figures/results.json` is
+Parts run in order (theory, bandit, transformer, sampled). After each part, `figures/results.json` is
 rewritten atomically with the numbers of every finished part, so an interrupted run loses at most
 the part in progress; `--resume` skips parts already recorded with the same settings and lets the
 transformer part continue from its checkpoints (`figures/.checkpoints/`). Without `--resume` every
@@ -22,7 +22,7 @@ import numpy as np
 import theory
 from sim._atomic import atomic_write_json
 
-PARTS = ("theory", "bandit", "transformer")
+PARTS = ("theory", "bandit", "transformer", "sampled")
 
 
 class Progress:
@@ -143,7 +143,47 @@ def _run_transformer(*, quick, key, outdir, progress, resume):
     return results, plots.draw(results, outdir)
 
 
-RUNNERS: dict[str, Callable] = {"theory": _run_theory, "bandit": _run_bandit, "transformer": _run_transformer}
+#: Runs of `n` sampled answers per prompt drawn for each `n` in the `sampled` part.
+SAMPLED_REPEATS = {"quick": 40, "full": 200}
+
+
+def sampled_headline(results: dict) -> dict:
+    """The `sampled` part's headline: `k*` recovered from answers, unbiased against plug-in."""
+    head = {}
+    for name, study in (("toy", results["toy"]), ("transformer", results["transformer"]["all_parameters"]),
+                        ("transformer, last layer", results["transformer"]["last_layer"]),
+                        ("transformer, sketch", results["transformer"]["sketch"])):
+        for e in study["by_n"]:
+            if e["n"] in (8, 32):
+                cov, up = e["unbiased"]["coverage"], e["unbiased"]["upper_established"]
+                head[f"{name} n={e['n']}: median k* unbiased / plug-in (exact {study['k_star_exact']})"] = (
+                    f"{e['unbiased']['median']} / {e['plugin']['median']}")
+                head[f"{name} n={e['n']}: interval covers k*, upper end established"] = (
+                    f"{cov['value']:.3f} [{cov['lower']:.3f}, {cov['upper']:.3f}], "
+                    f"{up['value']:.3f} [{up['lower']:.3f}, {up['upper']:.3f}] of {cov['n']}")
+    return head
+
+
+def _run_sampled(*, quick, key, outdir, progress, resume):
+    from passk.plots import sampled as plots
+    from sim import sampled
+    from sim.transformer import sampled as transformer_sampled
+
+    repeats = SAMPLED_REPEATS["quick" if quick else "full"]
+    ns = (8, 32) if quick else sampled.SAMPLE_SIZES
+    results = {
+        "toy": sampled.toy_recovery(key=jax.random.fold_in(key, 100), ns=ns, repeats=repeats),
+        # the transformer experiment's key: the same warm start as the `transformer` part
+        "transformer": transformer_sampled.transformer_recovery(quick=quick, key=key, ns=ns, repeats=repeats,
+                                                                progress=progress),
+    }
+    results["headline"] = sampled_headline(results)
+    return results, plots.draw(results, outdir)
+
+
+RUNNERS: dict[str, Callable] = {
+    "theory": _run_theory, "bandit": _run_bandit, "transformer": _run_transformer, "sampled": _run_sampled,
+}
 
 
 def load_results(path: Path) -> dict:

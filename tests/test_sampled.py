@@ -259,7 +259,7 @@ def test_jit_and_vmap_over_runs():
     s = rng.normal(size=(4, 6, 8, 3))
     ks = np.arange(1, 8)
     batched = jax.jit(jax.vmap(lambda rr, ss: theory.sampled_inner_product(rr, ss, ks)))(r, s)
-    crit = jax.jit(jax.vmap(lambda rr, ss: theory.sampled_critical_k_jax(rr, ss)))(r, s)
+    crit = jax.jit(jax.vmap(lambda rr, ss: theory.sampled_critical_k_jax(theory.answer_statistics(rr, ss))))(r, s)
     for b in range(4):
         one = theory.sampled_inner_product(r[b], s[b], ks)
         np.testing.assert_allclose(batched.estimate[b], one.estimate, rtol=1e-12, atol=1e-15)

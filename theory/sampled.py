@@ -57,7 +57,7 @@ import numpy as np
 
 from theory import _validate
 from theory.critical import critical_k, k_star_or_none
-from theory.weights import pass_at_k_weight
+from theory.interference import conflict_inner_product
 
 __all__ = [
     "SampledInner",
@@ -516,14 +516,16 @@ def _z(level):
     return statistics.NormalDist().inv_cdf(0.5 + level / 2)
 
 
-def sampled_critical_k_jax(rewards, scores, *, mu=None, level=0.95):
+def sampled_critical_k_jax(stats: AnswerStatistics, *, mu=None, level=0.95):
     """`(estimate, lower, upper)` of :func:`sampled_critical_k` as integers, `n` meaning none.
 
-    The `jit`/`vmap`-compatible form (sentinel `k_max + 1 = n`, as :func:`theory.critical_k_jax`).
-    `level` must be a concrete Python number.
+    The `jit`/`vmap`-compatible form, on :class:`AnswerStatistics` (for example
+    `answer_statistics(rewards, scores)` inside the mapped function), with the sentinel
+    `k_max + 1 = n` of :func:`theory.critical_k_jax`. `level` must be a concrete Python number.
     """
     level = _level(level)
-    stats, mu = _inputs(rewards, scores, mu)
+    stats = _checked_statistics(stats)
+    mu = _weights(stats, mu)
     _positive_prompts(mu, stats.correct.shape[0])
     return _critical_core(stats, mu, _z(level))
 
@@ -569,19 +571,16 @@ def critical_k_from_statistics(stats: AnswerStatistics, *, mu=None, level=0.95) 
 def plugin_inner_product(rewards, scores, ks, *, mu=None):
     """The plug-in `sum_i mu_i w_k(c_i / n) a_hat_i` (biased; for comparison only).
 
-    `a_hat` from :func:`sampled_agreement_scores` (unbiased), but the weight evaluated at the
-    observed share `c_i / n`: `E[w_k(c/n) a_hat] != w_k(p) a` because `w_k` is convex in `p` and
-    `c_i` and `a_hat_i` move together. The bias hides conflict (SPEC section 10). Defined for
-    every `k >= 1`: the plug-in extrapolates past `n - 1`, which is part of why it is biased.
+    :func:`theory.conflict_inner_product` at `p = c / n` and `a = a_hat` from
+    :func:`sampled_agreement_scores` (unbiased): `E[w_k(c/n) a_hat] != w_k(p) a` because `w_k` is
+    convex in `p` and `c_i` and `a_hat_i` move together. The bias hides conflict (SPEC section
+    10). Defined for every `k >= 1`: the plug-in extrapolates past `n - 1`.
 
     Returns:
       An array of the shape of `ks`.
     """
     stats, mu = _inputs(rewards, scores, mu)
-    a_hat = _agreement(stats, mu)
-    k = _validate.integer("ks", ks, minimum=1)
-    w = pass_at_k_weight(stats.correct / stats.n, jnp.reshape(k, jnp.shape(k) + (1,)))
-    return jnp.sum(mu * w * a_hat, axis=-1)
+    return conflict_inner_product(stats.correct / stats.n, _agreement(stats, mu), ks, mu)
 
 
 def plugin_critical_k(rewards, scores, *, mu=None, k_max: int = 10**6):

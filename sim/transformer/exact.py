@@ -19,6 +19,8 @@ never underflows).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,6 +36,7 @@ __all__ = [
     "grad_pass_at_1",
     "agreement_jvp",
     "agreement_pergrad",
+    "per_prompt_gradients",
     "gradient_cosines",
     "conflict_summary",
     "tree_dot",
@@ -154,19 +157,30 @@ def agreement_jvp(params, prompts, answers, config, mu=None, *, subset=None, chu
     return a.reshape(-1)[:n], p.reshape(-1)[:n], tree_dot(v, v)
 
 
+@functools.partial(jax.jit, static_argnames=("config", "subset", "log"))
+def per_prompt_gradients(params, prompts, answers, config, *, subset=None, log=False):
+    """Per-prompt gradients `grad p_i` (or `grad log p_i`, with `log=True`), flattened: `(P, D)`.
+
+    `grad log p_i = grad log pi(y*_i | x_i)` is the score vector of prompt `i`'s unique correct
+    answer: every correct sampled answer of that prompt has this score. By `vmap(grad)`; memory
+    `O(P D)`, for small models and checks. `subset` must be hashable (a tuple of names).
+    """
+    varying, frozen = _split(params, subset)
+
+    def value(theta, prompt, answer):
+        logp = log_success({**frozen, **theta}, prompt, answer, config)
+        return logp if log else jnp.exp(logp)
+
+    grads = jax.vmap(jax.grad(value), in_axes=(None, 0, 0))(varying, prompts, answers)
+    return jnp.concatenate([g.reshape(prompts.shape[0], -1) for g in jax.tree_util.tree_leaves(grads)], axis=1)
+
+
 def agreement_pergrad(params, prompts, answers, config, mu=None, *, subset=None):
     """The check: per-prompt gradients `grad p_i` by `vmap(grad)`, then `theory.agreement_scores`.
 
     Memory `O(P D)`: only for small models. Same return values as :func:`agreement_jvp`'s first.
     """
-    varying, frozen = _split(params, subset)
-
-    def p_one(theta, prompt, answer):
-        return jnp.exp(log_success({**frozen, **theta}, prompt, answer, config))
-
-    grads = jax.vmap(jax.grad(p_one), in_axes=(None, 0, 0))(varying, prompts, answers)
-    flat = jnp.concatenate([g.reshape(prompts.shape[0], -1) for g in jax.tree_util.tree_leaves(grads)], axis=1)
-    return theory.agreement_scores(flat, mu)
+    return theory.agreement_scores(per_prompt_gradients(params, prompts, answers, config, subset=subset), mu)
 
 
 def gradient_cosines(params, prompts, answers, config, ks, mu=None):

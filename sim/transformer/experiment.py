@@ -181,6 +181,29 @@ def _sign_test(params, prompts, answers, cfg, ks, eta):
     return jax.vmap(one)(omega, ks)
 
 
+def warm_start(cfg: ExperimentConfig, *, key, checkpoint_dir=None, progress=None):
+    """The task, model config and supervised warm start of an experiment.
+
+    The same `key` as :func:`run_experiment` gives the same task and parameters (its first three
+    splits). Returns `(task, model_config, params, sft_loss)`.
+    """
+    say = progress if progress is not None else (lambda line: None)
+    k_task, k_init, k_sft, _ = jax.random.split(key, 4)
+    task = _task.make_task(cfg.task, key=k_task)
+    mcfg = _model.ModelConfig(
+        vocab_size=task.vocab_size, max_len=task.seq_len, d_model=cfg.d_model,
+        n_heads=cfg.n_heads, n_layers=cfg.n_layers, d_mlp=cfg.d_mlp,
+    )
+    params = _model.init(k_init, mcfg)
+    say(f"task: {task.n_prompts} prompts ({int(task.is_hard.sum())} hard); model: {_model.param_count(params)} parameters")
+    params, sft_loss = _train.supervised_warm_start(
+        params, task.prompts[task.sft_index], task.answers[task.sft_index], mcfg, cfg.sft,
+        key=k_sft, checkpoint_path=None if checkpoint_dir is None else Path(checkpoint_dir) / "warm_start.pkl",
+        progress=say,
+    )
+    return task, mcfg, params, sft_loss
+
+
 def run_experiment(
     *, quick: bool, key, checkpoint_dir=None, progress: Callable[[str], None] | None = None
 ) -> dict:
@@ -206,19 +229,8 @@ def run_experiment(
         raise TypeError(f"progress must be callable or None; got {progress!r}")
     ckpt = None if checkpoint_dir is None else Path(checkpoint_dir)
     start = time.perf_counter()
-    k_task, k_init, k_sft, k_pg = jax.random.split(key, 4)
-
-    task = _task.make_task(cfg.task, key=k_task)
-    mcfg = _model.ModelConfig(
-        vocab_size=task.vocab_size, max_len=task.seq_len, d_model=cfg.d_model,
-        n_heads=cfg.n_heads, n_layers=cfg.n_layers, d_mlp=cfg.d_mlp,
-    )
-    params = _model.init(k_init, mcfg)
-    say(f"task: {task.n_prompts} prompts ({int(task.is_hard.sum())} hard); model: {_model.param_count(params)} parameters")
-    params, sft_loss = _train.supervised_warm_start(
-        params, task.prompts[task.sft_index], task.answers[task.sft_index], mcfg, cfg.sft,
-        key=k_sft, checkpoint_path=None if ckpt is None else ckpt / "warm_start.pkl", progress=say,
-    )
+    k_pg = jax.random.split(key, 4)[3]
+    task, mcfg, params, sft_loss = warm_start(cfg, key=key, checkpoint_dir=ckpt, progress=say)
     prompts, answers = jnp.asarray(task.prompts), jnp.asarray(task.answers)
 
     # Agreements at the warm start: JVP method (all parameters), its per-prompt check, last layer.

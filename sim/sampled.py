@@ -1,0 +1,229 @@
+"""Sampled answers with exact score vectors, and how well `theory.sampled` recovers `k*` from them.
+
+- :func:`scored_answers`: `n` answers per prompt drawn from a :class:`SoftmaxBandit`, their 0/1
+  rewards and their exact score vectors `grad_theta log pi(y | x_i) = (e_y - pi_i) psi_i^T`
+  (closed form; `vmap` it over keys for a batch of runs).
+- :func:`recovery_study`: for a policy whose exact `p`, agreements and `k*` are known, draws many
+  runs of `n` answers per prompt and summarises the unbiased estimate of `k*` and its interval
+  (`theory.sampled_critical_k_jax`) against the plug-in (`theory.critical_k` at `c/n` and the
+  sampled agreements), and the bias and spread of `I_k` at `k*` and `k* - 1`.
+- :func:`toy_recovery`: that study on the toy at its start (SPEC section 10's measurement).
+
+Numbers only; `passk.plots.sampled` draws them.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import statistics
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import theory
+from sim.bandit import SoftmaxBandit
+from sim.intervals import mean_interval, wilson_interval
+from sim.toy import toy_bandit
+from sim.train import draw_answers
+
+__all__ = ["ScoredAnswers", "scored_answers", "recovery_study", "toy_recovery", "SAMPLE_SIZES"]
+
+#: Answers per prompt of the recovery studies (SPEC section 10, issue sizes).
+SAMPLE_SIZES = (4, 8, 16, 32, 64, 128)
+# The plug-in extrapolates past n - 1: search it this far.
+_PLUGIN_K_MAX = 4096
+
+
+class ScoredAnswers(NamedTuple):
+    """`n` sampled answers per prompt.
+
+    Attributes:
+      answers: `(P, n)` answer indices.
+      rewards: `(P, n)` their rewards.
+      scores: `(P, n, A * d)` exact score vectors `grad_theta log pi(y_ij | x_i)`, flattened.
+    """
+
+    answers: jax.Array
+    rewards: jax.Array
+    scores: jax.Array
+
+
+def scored_answers(bandit: SoftmaxBandit, theta, n: int, *, key) -> ScoredAnswers:
+    """Draw `n` answers per prompt with their exact score vectors (SPEC section 10).
+
+    For the multinomial-logistic policy `logits_i = theta psi_i`,
+    `d log pi(y | x_i) / d theta = (e_y - pi_i) psi_i^T` (an `(A, d)` matrix per answer).
+
+    Args:
+      bandit: the policy's bandit.
+      theta: `(A, d)` parameters.
+      n: answers per prompt (a Python int `>= 1`).
+      key: a `jax.random` key (keyword-only).
+
+    Returns:
+      :class:`ScoredAnswers`.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n (answers per prompt) must be a positive integer; got {n!r}")
+    answers, rewards = draw_answers(bandit, theta, int(n), key=key)
+    pi = bandit.policy(theta)  # (P, A)
+    onehot = jax.nn.one_hot(answers, bandit.n_actions, dtype=pi.dtype)  # (P, n, A)
+    scores = (onehot - pi[:, None, :])[..., None] * bandit.features[:, None, None, :]  # (P, n, A, d)
+    return ScoredAnswers(answers, rewards, scores.reshape(scores.shape[:2] + (-1,)))
+
+
+def _histogram(values, k_max: int) -> dict:
+    """`{k: count}` with the sentinel `k_max + 1` as `"none"`."""
+    keys, counts = np.unique(np.asarray(values), return_counts=True)
+    return {("none" if k > k_max else str(int(k))): int(c) for k, c in zip(keys, counts)}
+
+
+def _median_k(values, k_max: int):
+    """Median `k*` over runs, None meaning none up to `k_max` ranked above every `k`."""
+    med = int(np.sort(np.asarray(values))[(len(values) - 1) // 2])  # lower median: an attained value
+    return theory.k_star_or_none(med, k_max)
+
+
+@functools.partial(jax.jit, static_argnames=("stats_of", "n", "level", "batch_size"))
+def _sampled_runs(keys, data, mu, probe_ks, *, stats_of, n, level, batch_size):
+    """The unbiased side of every run: `k*` triple, `I_k_hat` and its standard error at `probe_ks`,
+    and the statistics the plug-in needs (`c`, `g`, `pair`). Compiled once per `n` and shape."""
+
+    def one(run_key):
+        stats = stats_of(run_key, n, data)
+        est, lo, hi = theory.sampled_critical_k_jax(stats, mu=mu, level=level)
+        inner = theory.inner_product_from_statistics(stats, probe_ks, mu=mu)
+        return (est, lo, hi, inner.estimate, inner.stderr), (stats.correct, stats.mean_score, stats.pair)
+
+    return jax.lax.map(one, keys, batch_size=batch_size)
+
+
+@jax.jit
+def _plugin_runs(correct, mean_score, pair, mu, probe_ks, n):
+    """The plug-in side of every run: `k*` and `I_k` at `p = c/n`, `a = a_hat`. `n` enters only
+    as a value (the agreements do not depend on it), so runs of every `n` share one program."""
+
+    def one(c, g, pr):
+        stats = theory.AnswerStatistics(c, g, pr, n)
+        a_hat = theory.agreement_from_statistics(stats, mu=mu)
+        return (theory.critical_k_jax(c / n, a_hat, mu, k_max=_PLUGIN_K_MAX),
+                theory.conflict_inner_product(c / n, a_hat, probe_ks, mu))
+
+    return jax.vmap(one)(correct, mean_score, pair)
+
+
+def recovery_study(
+    stats_of: Callable,
+    data,
+    p,
+    agreement,
+    mu,
+    *,
+    ns=SAMPLE_SIZES,
+    repeats: int,
+    key,
+    level: float = 0.95,
+    batch_size: int = 25,
+) -> dict:
+    """How well `k*` and `I_k` are recovered from `n` sampled answers per prompt.
+
+    Args:
+      stats_of: `(key, n, data) -> theory.AnswerStatistics` of one run of `n` answers per prompt
+        (traceable, mapped over keys; a module-level function, so that compilations are shared).
+      data: the arrays `stats_of` reads (a pytree passed through `jit`).
+      p, agreement, mu: exact per-prompt success, agreements and weights `(P,)` (the ground truth).
+      ns: answers per prompt to study.
+      repeats: runs per `n`.
+      key: `jax.random` key.
+      level: nominal level of the `k*` interval and of the `I_k` intervals.
+      batch_size: runs evaluated together (memory); reduced to a divisor of `repeats`, so that
+        the compiled loop has no remainder body.
+
+    Returns:
+      A JSON-ready dict: `k_star_exact` and, per `n`, the distribution of the unbiased estimate of
+      `k*` and of the plug-in, the interval's coverage of the exact `k*` and how often its upper
+      end is established (Wilson intervals with their counts), and for `k = k* - 1, k*` (where
+      `k <= n - 1`) the exact `I_k`, the mean, spread and bias of both estimates and the coverage
+      of `I_k_hat +- z se`.
+    """
+    p = jnp.asarray(p, jnp.float64)
+    agreement = jnp.asarray(agreement, jnp.float64)
+    mu = jnp.asarray(mu, jnp.float64)
+    k_star = theory.critical_k(p, agreement, mu, k_max=_PLUGIN_K_MAX)
+    z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
+    out = {"k_star_exact": k_star, "level": level, "repeats": repeats, "by_n": []}
+    batch_size = math.gcd(repeats, batch_size)
+    for n in ns:
+        k_max = n - 1
+        probe = [k for k in ((k_star - 1, k_star) if k_star else ()) if 1 <= k <= k_max]
+        probe_ks = jnp.asarray((probe + [1, 1])[:2], jnp.int32)  # two entries: one compiled shape
+        keys = jax.random.split(jax.random.fold_in(key, n), repeats)
+        unbiased, stats = _sampled_runs(keys, data, mu, probe_ks, stats_of=stats_of, n=n, level=level,
+                                        batch_size=batch_size)
+        est, lo, hi, inner, se = (np.asarray(x) for x in unbiased)
+        plug, plug_inner = (np.asarray(x) for x in _plugin_runs(*stats, mu, probe_ks, jnp.asarray(n, jnp.float64)))
+        truth = k_max + 1 if k_star is None else k_star  # no conflict ranks above every k
+        plug_truth = _PLUGIN_K_MAX + 1 if k_star is None else k_star
+        # the interval is [lower, upper], lower = k_max + 1 when absent, upper unbounded when absent
+        covered = (lo <= truth) & ((hi > k_max) | (truth <= hi))
+        entry = {
+            "n": n,
+            "k_max": k_max,
+            "unbiased": {
+                "histogram": _histogram(est, k_max),
+                "median": _median_k(est, k_max),
+                "share_exact": wilson_interval(int(np.sum(est == truth)), repeats, level),
+                "coverage": wilson_interval(int(np.sum(covered)), repeats, level),
+                "upper_established": wilson_interval(int(np.sum(hi <= k_max)), repeats, level),
+                "lower_histogram": _histogram(lo, k_max),
+                "upper_histogram": _histogram(hi, k_max),
+            },
+            "plugin": {
+                "histogram": _histogram(plug, _PLUGIN_K_MAX),
+                "median": _median_k(plug, _PLUGIN_K_MAX),
+                "share_exact": wilson_interval(int(np.sum(plug == plug_truth)), repeats, level),
+                "share_above_exact": wilson_interval(int(np.sum(plug > plug_truth)), repeats, level),
+            },
+            "inner": [],
+        }
+        exact_inner = np.asarray(theory.conflict_inner_product(p, agreement, np.asarray(probe, np.int64), mu)) if probe else []
+        for j, k in enumerate(probe):
+            exact = float(exact_inner[j])
+            entry["inner"].append({
+                "k": k,
+                "exact": exact,
+                "unbiased": mean_interval(inner[:, j], level),
+                "unbiased_bias_z": float((inner[:, j].mean() - exact) / (inner[:, j].std(ddof=1) / np.sqrt(repeats))),
+                "mean_stderr": float(se[:, j].mean()),
+                "coverage": wilson_interval(int(np.sum(np.abs(inner[:, j] - exact) <= z * se[:, j])), repeats, level),
+                "plugin": mean_interval(plug_inner[:, j], level),
+            })
+        out["by_n"].append(entry)
+    return out
+
+
+def _bandit_stats(run_key, n, data):
+    bandit, theta = data
+    draw = scored_answers(bandit, theta, n, key=run_key)
+    return theory.answer_statistics(draw.rewards, draw.scores)
+
+
+def toy_recovery(*, key, ns=SAMPLE_SIZES, repeats: int = 200, level: float = 0.95, **toy) -> dict:
+    """:func:`recovery_study` on the toy at its start (float64), answers drawn by :func:`scored_answers`.
+
+    Args:
+      key: `jax.random` key: the toy's draw uses `fold_in(key, 0)`, the runs `fold_in(key, 1)`.
+      ns, repeats, level: as in :func:`recovery_study`.
+      **toy: regime keywords of :func:`sim.toy_bandit` (defaults: its documented start, `k* = 6`).
+    """
+    with jax.enable_x64(True):
+        bandit, theta0 = toy_bandit(jax.random.fold_in(key, 0), dtype=jnp.float64, **toy)
+        p = bandit.success(theta0)
+        agreement = bandit.agreement_scores(theta0)
+        result = recovery_study(_bandit_stats, (bandit, theta0), p, agreement, bandit.prompt_weights, ns=ns, repeats=repeats,
+                                key=jax.random.fold_in(key, 1), level=level)
+    result["policy"] = {"kind": "toy bandit", "n_prompts": bandit.n_prompts, "score_dim": bandit.n_actions * bandit.dim}
+    return result

@@ -1,0 +1,182 @@
+"""Sampled answers with exact scores (`sim.sampled`, `sim.transformer.sampled`) and intervals."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import theory
+from sim import toy_bandit
+from sim.intervals import mean_interval, wilson_interval
+from sim.sampled import recovery_study, scored_answers, toy_recovery
+from sim.transformer import model as tmodel
+from sim.transformer import sampled as tsampled
+from sim.transformer import task as ttask
+from sim.transformer.exact import log_success, per_prompt_gradients, success
+
+
+@pytest.fixture(scope="module")
+def toy():
+    bandit, theta = toy_bandit(jax.random.key(3), n_prompts=32, dtype=jnp.float64)
+    return bandit, theta
+
+
+def test_scored_answers_match_autodiff_of_the_log_policy(toy):
+    bandit, theta = toy
+    draw = scored_answers(bandit, theta, 5, key=jax.random.key(0))
+    logp = lambda th: jax.nn.log_softmax(bandit.features @ th.T, axis=-1)  # independent of sim
+    jac = jax.jacrev(logp)(theta).reshape(32, bandit.n_actions, -1)  # (P, A, A*d)
+    want = np.take_along_axis(np.asarray(jac), np.asarray(draw.answers)[..., None], axis=1)
+    np.testing.assert_allclose(draw.scores, want, rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(draw.rewards, np.take_along_axis(np.asarray(bandit.rewards), np.asarray(draw.answers), 1))
+    again = scored_answers(bandit, theta, 5, key=jax.random.key(0))
+    np.testing.assert_array_equal(draw.answers, again.answers)
+    batch = jax.vmap(lambda k: scored_answers(bandit, theta, 5, key=k).scores)(jax.random.split(jax.random.key(1), 3))
+    assert batch.shape == (3, 32, 5, bandit.n_actions * 2)
+
+
+def test_scored_answers_rejects_a_bad_n(toy):
+    with pytest.raises(ValueError, match="n .* must be a positive integer; got 0"):
+        scored_answers(*toy, 0, key=jax.random.key(0))
+
+
+def test_recovery_study_on_the_toy():
+    """Exact k* agrees with the bandit's diagnostics; counts add up; I_k_hat unbiased (z-score)."""
+    result = toy_recovery(key=jax.random.key(0), ns=(16,), repeats=50, n_prompts=64)
+    bandit, theta = toy_bandit(jax.random.fold_in(jax.random.key(0), 0), n_prompts=64, dtype=jnp.float64)
+    assert result["k_star_exact"] == int(bandit.diagnostics(theta, jnp.arange(1, 3)).k_star)
+    entry = result["by_n"][0]
+    for side in ("unbiased", "plugin"):
+        assert sum(entry[side]["histogram"].values()) == 50
+    assert entry["unbiased"]["coverage"]["n"] == 50
+    for row in entry["inner"]:
+        assert abs(row["unbiased_bias_z"]) < 4
+        assert row["unbiased"]["lower"] <= row["unbiased"]["value"] <= row["unbiased"]["upper"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The transformer: counts and correct-answer scores are what sampled answers give
+
+
+@pytest.fixture(scope="module")
+def tiny_transformer():
+    with jax.enable_x64(True):
+        task = ttask.make_task(ttask.TaskConfig(modulus=3), key=jax.random.key(0))
+        cfg = tmodel.ModelConfig(vocab_size=task.vocab_size, max_len=task.seq_len, d_model=8, n_heads=2,
+                                 n_layers=1, d_mlp=16)
+        params = tmodel.init(jax.random.key(1), cfg, dtype=jnp.float64)
+    return task, cfg, params
+
+
+def test_sampled_answers_have_the_correct_answer_scores(tiny_transformer):
+    """Answers scored by autodiff one by one give the statistics the study builds from counts and
+    the per-prompt scores `grad log p_i` (the task's correct answers are unique). The answers are
+    the correct one or a random token pair, each with probability 1/2 (any answers would do: the
+    identity holds answer by answer)."""
+    task, cfg, params = tiny_transformer
+    n = 4
+    with jax.enable_x64(True):
+        prompts, answers = jnp.asarray(task.prompts), jnp.asarray(task.answers)
+        k_pick, k_tokens = jax.random.split(jax.random.key(2))
+        random = jax.random.randint(k_tokens, (prompts.shape[0], n, answers.shape[1]), 0, task.vocab_size)
+        pick = jax.random.bernoulli(k_pick, 0.5, (prompts.shape[0], n))
+        sampled = jnp.where(pick[..., None], answers[:, None, :], random).astype(answers.dtype)
+        rewards = jnp.all(sampled == answers[:, None, :], axis=-1).astype(jnp.float64)
+        assert 0 < float(rewards.mean()) < 1
+
+        def score(prompt, answer):  # grad log pi(answer | prompt), flattened
+            g = jax.grad(lambda th: log_success(th, prompt, answer, cfg))(params)
+            return jnp.concatenate([x.ravel() for x in jax.tree_util.tree_leaves(g)])
+
+        scores = jax.jit(jax.vmap(jax.vmap(score, in_axes=(None, 0))))(prompts, sampled)  # (P, n, D)
+        direct = theory.answer_statistics(rewards, scores)
+        star = per_prompt_gradients(params, prompts, answers, cfg, log=True)
+        c = rewards.sum(axis=1)
+        counted = theory.statistics_from_sums(c, c[:, None] * star, c * jnp.sum(star**2, axis=1), n=n)
+        np.testing.assert_allclose(counted.mean_score, direct.mean_score, rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(counted.pair, direct.pair, rtol=1e-10, atol=1e-13)
+        factor = tsampled.gram_factor(star)
+        via_factor = theory.statistics_from_sums(c, c[:, None] * factor, c * jnp.sum(factor**2, axis=1), n=n)
+        ks = np.arange(1, n)
+        np.testing.assert_allclose(theory.inner_product_from_statistics(via_factor, ks).estimate,
+                                   theory.inner_product_from_statistics(direct, ks).estimate, rtol=1e-8, atol=1e-14)
+        p = success(params, prompts, answers, cfg)
+        np.testing.assert_allclose(p, jnp.exp(jax.vmap(lambda x, y: log_success(params, x, y, cfg))(prompts, answers)))
+
+
+def test_count_statistics_sketch_is_unbiased_for_inner_products():
+    """`Z L` with Gaussian `Z`, entries N(0, 1/m): E <Z L_i, Z L_j> = <L_i, L_j> (z-test over draws)."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(0)
+        factor = jnp.asarray(np.pad(rng.normal(size=(4, 3)), ((0, 0), (0, 5))))  # width m = 8
+        p = jnp.asarray([0.3, 0.5, 0.7, 0.9])
+        draws = jax.vmap(lambda k: tsampled._count_stats(k, 4, (p, factor, jnp.asarray(True))).mean_score)(
+            jax.random.split(jax.random.key(0), 4000))
+        counts = jax.vmap(lambda k: tsampled._count_stats(k, 4, (p, factor, jnp.asarray(False))).correct)(
+            jax.random.split(jax.random.key(0), 4000))
+        # the counts are Binomial(4, p)
+        np.testing.assert_allclose(counts.mean(0), 4 * p, atol=4 * np.sqrt(4 * 0.25 / 4000))
+        # g_i = (c_i / n) Z L_i; <g_0, g_1> is unbiased for E[c_0 c_1] / n^2 <L_0, L_1>
+        dots = np.einsum("rd,rd->r", draws[:, 0], draws[:, 1])
+        want = float(p[0] * p[1] * (factor[0] @ factor[1]))
+        assert abs(dots.mean() - want) < 4 * dots.std() / np.sqrt(len(dots))
+
+
+def test_gram_factor_reproduces_the_gram_matrix():
+    rng = np.random.default_rng(1)
+    scores = rng.normal(size=(5, 40))
+    scores[4] = scores[0] + scores[1]  # rank 4
+    factor = tsampled.gram_factor(scores)
+    assert factor.shape == (5, 4)
+    np.testing.assert_allclose(factor @ factor.T, scores @ scores.T, rtol=1e-10, atol=1e-10)
+
+
+# ---------------------------------------------------------------------------------------------
+# Intervals
+
+
+def test_wilson_interval_closed_form_at_zero_successes():
+    """At `s = 0` the Wilson upper end is `z^2 / (n + z^2)`."""
+    z = 1.959963984540054
+    got = wilson_interval(0, 10)
+    assert got["value"] == 0.0 and got["lower"] == 0.0 and got["n"] == 10
+    assert math.isclose(got["upper"], z * z / (10 + z * z), rel_tol=1e-12)
+
+
+def test_wilson_interval_coverage_by_exact_enumeration():
+    """Average exact coverage over `p` in [0.05, 0.95] is within a point of nominal at n = 50."""
+    n = 50
+    intervals = [wilson_interval(s, n) for s in range(n + 1)]
+    coverage = []
+    for p in np.linspace(0.05, 0.95, 91):
+        pmf = np.array([math.comb(n, s) * p**s * (1 - p) ** (n - s) for s in range(n + 1)])
+        inside = np.array([iv["lower"] <= p <= iv["upper"] for iv in intervals])
+        coverage.append(pmf @ inside)
+    assert 0.94 <= np.mean(coverage) <= 0.96, np.mean(coverage)
+    assert min(coverage) >= 0.9
+
+
+@given(s=st.integers(0, 200), extra=st.integers(0, 200))
+def test_wilson_interval_contains_the_share_and_stays_in_unit_interval(s, extra):
+    n = s + extra
+    if n == 0:
+        with pytest.raises(ValueError, match="n >= 1"):
+            wilson_interval(s, n)
+        return
+    iv = wilson_interval(s, n)
+    assert 0 <= iv["lower"] <= iv["value"] <= iv["upper"] <= 1
+
+
+def test_mean_interval():
+    x = np.array([1.0, 2.0, 3.0, 4.0])
+    iv = mean_interval(x)
+    half = 1.959963984540054 * x.std(ddof=1) / 2
+    assert math.isclose(iv["lower"], 2.5 - half) and math.isclose(iv["upper"], 2.5 + half) and iv["n"] == 4
+    with pytest.raises(ValueError, match="finite"):
+        mean_interval([1.0, np.nan])
+    with pytest.raises(ValueError, match="successes"):
+        wilson_interval(3, 2)
