@@ -383,8 +383,10 @@ def read_run(path) -> RunData:
 
 def diagnose_file(path, *, ks=None, level: float = 0.95) -> dict:
     """Read `path` and return :func:`sim.diagnose.diagnosis_report` of it (with `"file"` added)."""
+    import theory
     from sim.diagnose import diagnosis_report
 
+    level = theory.sampled._level(level)  # before reading: a bad level is not the file's fault
     run = read_run(path)
     try:
         report = diagnosis_report(

@@ -150,7 +150,7 @@ def test_diagnose_model_sketch_is_unbiased(small_run):
     draws = np.array([
         [e["estimate"] for e in sim.diagnose_model(bandit_logp, theta, batch, rewards, scores="sketch",
                                                    sketch_dim=4, key=jax.random.key(100 + i), chunk_size=4)["inner"]]
-        for i in range(150)
+        for i in range(100)
     ])
     spread = draws.std(0, ddof=1)
     varies = spread > 0  # k where some prompt contributes (elsewhere every estimate is exactly 0)
@@ -228,6 +228,9 @@ def test_plot_and_json_need_a_file_or_example(tmp_path, capsys):
     assert code == 2 and "give a FILE or --example" in err
     code, _, err = run_cli(["diagnose", "--example", "--plot", tmp_path / "f.jpg"], capsys)
     assert code == 2 and "--plot must end in one of" in err and not (tmp_path / "f.jpg").exists()
+    code, _, err = run_cli(["diagnose", "--example", "--level", "1.5", "--json", tmp_path / "r.json"], capsys)
+    assert code == 2 and err == "passk diagnose: error: level must lie in (0, 1) (for example 0.95); got 1.5\n"
+    assert not (tmp_path / "r.json").exists()
 
 
 def test_interval_covers_exact_k_star_on_sampled_files(tmp_path):
