@@ -45,7 +45,8 @@ def test_critical_k_is_first_negative_inner_product_of_realised_gradients(seed):
     assume(mu @ a > 1e-3)
     grads = realizable_gradients(rng, a, mu, dim=7)
     g1 = mu @ grads
-    inner = np.array([(mu * theory.pass_at_k_weight(p, k)) @ grads @ g1 for k in range(1, 400)])
+    weights = np.asarray(theory.pass_at_k_weight(p, np.arange(1, 400)[:, None]))  # (k, prompt)
+    inner = (mu * weights) @ grads @ g1
     neg = np.nonzero(inner < 0)[0]
     expected = None if neg.size == 0 else int(neg[0]) + 1
     assert theory.critical_k(p, theory.agreement_scores(grads, mu), mu, k_max=399) == expected

@@ -6,6 +6,7 @@ import pathlib
 import sys
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 NOTEBOOK = pathlib.Path(__file__).resolve().parents[1] / "notebooks" / "toy_regimes.ipynb"
@@ -20,6 +21,7 @@ def test_notebook_is_stored_without_outputs():
     assert len(tagged) == 1
 
 
+@pytest.mark.slow  # the whole notebook end to end in a kernel (about 12 s on 2 cores)
 def test_notebook_executes(tmp_path):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     params = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))

@@ -46,6 +46,7 @@ _SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a fresh process compiling the sweeps twice (about 25 s on 2 cores)
 def test_four_devices_match_one_device():
     env = dict(os.environ)
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()

@@ -108,25 +108,38 @@ def test_bad_inputs_raise_named_errors():
 # The identities
 
 
-@pytest.mark.parametrize("chunk_size", [1, 5, 7, None, "default"])
-def test_jvp_agreements_equal_per_prompt_gradient_agreements(tiny, chunk_size):
-    """All parameters and the last-layer proxy; chunks that divide P, that do not (padded last
-    chunk), one pass, and the default."""
+@pytest.fixture(scope="module")
+def pergrad_reference(tiny):
+    """Per-prompt-gradient agreements (all parameters, last layer) and success, float64: computed
+    once for every chunking of the JVP test."""
     t, cfg, params = tiny
     with jax.enable_x64(True):
         params64 = _f64(params)
         prompts, answers = jnp.asarray(t.prompts), jnp.asarray(t.answers)
         mu = np.random.default_rng(0).dirichlet(np.ones(t.n_prompts))
-        jvp = jax.jit(exact.agreement_jvp, static_argnums=3, static_argnames=("subset", "chunk_size"))
         pergrad = jax.jit(exact.agreement_pergrad, static_argnums=3, static_argnames="subset")
+        a_ref = {subset: np.asarray(pergrad(params64, prompts, answers, cfg, mu, subset=subset))
+                 for subset in (None, model.LAST_LAYER)}
+        p_ref = np.asarray(exact.success(params64, prompts, answers, cfg))
+    return mu, a_ref, p_ref
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5, 7, None, "default"])
+def test_jvp_agreements_equal_per_prompt_gradient_agreements(tiny, pergrad_reference, chunk_size):
+    """All parameters and the last-layer proxy; chunks that divide P, that do not (padded last
+    chunk), one pass, and the default."""
+    t, cfg, params = tiny
+    mu, a_ref, p_ref = pergrad_reference
+    with jax.enable_x64(True):
+        params64 = _f64(params)
+        prompts, answers = jnp.asarray(t.prompts), jnp.asarray(t.answers)
+        jvp = jax.jit(exact.agreement_jvp, static_argnums=3, static_argnames=("subset", "chunk_size"))
         chunking = {} if chunk_size == "default" else {"chunk_size": chunk_size}
         for subset in (None, model.LAST_LAYER):
             a, p, g1_sq = jvp(params64, prompts, answers, cfg, mu, subset=subset, **chunking)
-            a_ref = pergrad(params64, prompts, answers, cfg, mu, subset=subset)
             assert a.dtype == jnp.float64 and a.shape == p.shape == (t.n_prompts,)
-            np.testing.assert_allclose(np.asarray(a), np.asarray(a_ref), rtol=1e-9, atol=1e-14 * float(g1_sq))
-            np.testing.assert_allclose(np.asarray(p), np.asarray(exact.success(params64, prompts, answers, cfg)),
-                                       rtol=1e-12)
+            np.testing.assert_allclose(np.asarray(a), a_ref[subset], rtol=1e-9, atol=1e-14 * float(g1_sq))
+            np.testing.assert_allclose(np.asarray(p), p_ref, rtol=1e-12)
             # sum_i mu_i a_i = ||grad J_1||^2 (SPEC section 3)
             np.testing.assert_allclose(float(np.dot(mu, a)), float(g1_sq), rtol=1e-10)
 
@@ -273,6 +286,7 @@ def _tiny_experiment_config(quick):
     )
 
 
+@pytest.mark.slow  # run_experiment end to end three times (about 35 s on 2 cores)
 def test_run_experiment_interface_resume_and_figures(monkeypatch, tmp_path):
     """run_experiment at a tiny size: JSON-ready keys; a run interrupted mid-way and restarted
     ends with exactly the numbers of an uninterrupted run; the figures are written."""

@@ -20,6 +20,7 @@ def test_notebook_outputs_are_empty():
             assert cell.outputs == [] and cell.execution_count is None
 
 
+@pytest.mark.slow  # the whole notebook end to end (about 45 s on 2 cores)
 def test_notebook_runs_at_quick_size(tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
