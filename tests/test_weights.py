@@ -77,10 +77,20 @@ def test_weight_ratio_grows_geometrically_in_k(p, gap, k):
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
 @pytest.mark.parametrize("k", [1, 2, 7, 64])
 def test_weight_is_derivative_of_pass_at_k_autodiff(dtype, k):
+    # The reference differentiates 1 - (1-q)^k written here, not theory's own derivative rule
+    # (which returns the same w_k helper as pass_at_k_weight).
     p = jnp.linspace(0.0, 0.95, 11, dtype=dtype)
+    reference = jax.vmap(jax.grad(lambda q: 1 - (1 - q) ** k))(p)
     grad = jax.vmap(jax.grad(lambda q: theory.pass_at_k(q, k)))(p)
     tol = 1e-5 if dtype == jnp.float32 else 1e-12
-    np.testing.assert_allclose(grad, theory.pass_at_k_weight(p, k), rtol=tol, atol=tol)
+    np.testing.assert_allclose(theory.pass_at_k_weight(p, k), reference, rtol=tol, atol=tol)
+    np.testing.assert_allclose(grad, reference, rtol=tol, atol=tol)
+    # and a central difference of pass_at_k itself, in float64
+    p64 = np.linspace(0.05, 0.9, 11)
+    h = 1e-6
+    fd = (np.asarray(theory.pass_at_k(p64 + h, k)) - np.asarray(theory.pass_at_k(p64 - h, k))) / (2 * h)
+    np.testing.assert_allclose(np.asarray(jax.vmap(jax.grad(lambda q: theory.pass_at_k(q, k)))(p64)), fd,
+                               rtol=1e-7, atol=1e-8)
     assert theory.pass_at_k_weight(p, k).dtype == dtype
 
 
