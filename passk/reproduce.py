@@ -155,12 +155,13 @@ def sampled_headline(results: dict) -> dict:
                         ("transformer, sketch", results["transformer"]["sketch"])):
         for e in study["by_n"]:
             if e["n"] in (8, 32):
-                cov, up = e["unbiased"]["coverage"], e["unbiased"]["upper_established"]
                 head[f"{name} n={e['n']}: median k* unbiased / plug-in (exact {study['k_star_exact']})"] = (
                     f"{e['unbiased']['median']} / {e['plugin']['median']}")
-                head[f"{name} n={e['n']}: interval covers k*, upper end established"] = (
-                    f"{cov['value']:.3f} [{cov['lower']:.3f}, {cov['upper']:.3f}], "
-                    f"{up['value']:.3f} [{up['lower']:.3f}, {up['upper']:.3f}] of {cov['n']}")
+                for kind in ("prompts", "answers"):
+                    cov, up = e["unbiased"][kind]["coverage"], e["unbiased"][kind]["upper_established"]
+                    head[f"{name} n={e['n']}, stderr over {kind}: interval covers k*, upper end established"] = (
+                        f"{cov['value']:.3f} [{cov['lower']:.3f}, {cov['upper']:.3f}], "
+                        f"{up['value']:.3f} [{up['lower']:.3f}, {up['upper']:.3f}] of {cov['n']}")
     return head
 
 

@@ -5,7 +5,7 @@
   (closed form; `vmap` it over keys for a batch of runs).
 - :func:`recovery_study`: for a policy whose exact `p`, agreements and `k*` are known, draws many
   runs of `n` answers per prompt and summarises the unbiased estimate of `k*` and its interval
-  (`theory.sampled_critical_k_jax`) against the plug-in (`theory.critical_k` at `c/n` and the
+  (`theory.sampled_critical_k_jax`, with either standard error) against the plug-in (`theory.critical_k` at `c/n` and the
   sampled agreements), and the bias and spread of `I_k` at `k*` and `k* - 1`.
 - :func:`toy_recovery`: that study on the toy at its start (SPEC section 10's measurement).
 
@@ -87,16 +87,21 @@ def _median_k(values, k_max: int):
     return theory.k_star_or_none(med, k_max)
 
 
-@functools.partial(jax.jit, static_argnames=("stats_of", "n", "level", "batch_size"))
-def _sampled_runs(keys, data, mu, probe_ks, *, stats_of, n, level, batch_size):
-    """The unbiased side of every run: `k*` triple, `I_k_hat` and its standard error at `probe_ks`,
-    and the statistics the plug-in needs (`c`, `g`, `pair`). Compiled once per `n` and shape."""
+@functools.partial(jax.jit, static_argnames=("draw_of", "n", "level", "batch_size"))
+def _sampled_runs(keys, data, mu, probe_ks, *, draw_of, n, level, batch_size):
+    """The unbiased side of every run, with both standard errors: the `k*` triples, `I_k_hat`
+    and its standard errors at `probe_ks`, and the statistics the plug-in needs. Compiled once
+    per `n` and shape."""
 
     def one(run_key):
-        stats = stats_of(run_key, n, data)
-        est, lo, hi = theory.sampled_critical_k_jax(stats, mu=mu, level=level)
-        inner = theory.inner_product_from_statistics(stats, probe_ks, mu=mu)
-        return (est, lo, hi, inner.estimate, inner.stderr), (stats.correct, stats.mean_score, stats.pair)
+        rewards, scores = draw_of(run_key, n, data)
+        stats = theory.answer_statistics(rewards, scores)
+        by_prompts = theory.sampled_critical_k_jax(rewards, scores, mu=mu, level=level)
+        by_answers = theory.sampled_critical_k_jax(rewards, scores, mu=mu, level=level, stderr="answers")
+        inner = theory.sampled_inner_product(rewards, scores, probe_ks, mu=mu)
+        se_answers = theory.sampled_inner_product(rewards, scores, probe_ks, mu=mu, stderr="answers").stderr
+        return ((by_prompts, by_answers, inner.estimate, inner.stderr, se_answers),
+                (stats.correct, stats.mean_score, stats.pair))
 
     return jax.lax.map(one, keys, batch_size=batch_size)
 
@@ -116,7 +121,7 @@ def _plugin_runs(correct, mean_score, pair, mu, probe_ks, n):
 
 
 def recovery_study(
-    stats_of: Callable,
+    draw_of: Callable,
     data,
     p,
     agreement,
@@ -131,9 +136,10 @@ def recovery_study(
     """How well `k*` and `I_k` are recovered from `n` sampled answers per prompt.
 
     Args:
-      stats_of: `(key, n, data) -> theory.AnswerStatistics` of one run of `n` answers per prompt
-        (traceable, mapped over keys; a module-level function, so that compilations are shared).
-      data: the arrays `stats_of` reads (a pytree passed through `jit`).
+      draw_of: `(key, n, data) -> (rewards (P, n), scores (P, n, D))`, one run of `n` answers per
+        prompt (traceable, mapped over keys; a module-level function, so that compilations are
+        shared).
+      data: the arrays `draw_of` reads (a pytree passed through `jit`).
       p, agreement, mu: exact per-prompt success, agreements and weights `(P,)` (the ground truth).
       ns: answers per prompt to study.
       repeats: runs per `n`.
@@ -144,10 +150,11 @@ def recovery_study(
 
     Returns:
       A JSON-ready dict: `k_star_exact` and, per `n`, the distribution of the unbiased estimate of
-      `k*` and of the plug-in, the interval's coverage of the exact `k*` and how often its upper
-      end is established (Wilson intervals with their counts), and for `k = k* - 1, k*` (where
-      `k <= n - 1`) the exact `I_k`, the mean, spread and bias of both estimates and the coverage
-      of `I_k_hat +- z se`.
+      `k*` and of the plug-in; for each standard error (`"prompts"`, `"answers"`, see
+      :func:`theory.sampled_inner_product`) the interval's coverage of the exact `k*` and how often
+      its upper end is established (Wilson intervals with their counts); and for `k = k* - 1, k*`
+      (where `k <= n - 1`) the exact `I_k`, the mean, spread and bias of both estimates, and for
+      each standard error its mean and the coverage of `I_k_hat +- z se`.
     """
     p = jnp.asarray(p, jnp.float64)
     agreement = jnp.asarray(agreement, jnp.float64)
@@ -161,14 +168,25 @@ def recovery_study(
         probe = [k for k in ((k_star - 1, k_star) if k_star else ()) if 1 <= k <= k_max]
         probe_ks = jnp.asarray((probe + [1, 1])[:2], jnp.int32)  # two entries: one compiled shape
         keys = jax.random.split(jax.random.fold_in(key, n), repeats)
-        unbiased, stats = _sampled_runs(keys, data, mu, probe_ks, stats_of=stats_of, n=n, level=level,
+        unbiased, stats = _sampled_runs(keys, data, mu, probe_ks, draw_of=draw_of, n=n, level=level,
                                         batch_size=batch_size)
-        est, lo, hi, inner, se = (np.asarray(x) for x in unbiased)
+        by_prompts, by_answers, inner, se_prompts, se_answers = jax.tree_util.tree_map(np.asarray, unbiased)
+        est = by_prompts[0]
         plug, plug_inner = (np.asarray(x) for x in _plugin_runs(*stats, mu, probe_ks, jnp.asarray(n, jnp.float64)))
         truth = k_max + 1 if k_star is None else k_star  # no conflict ranks above every k
         plug_truth = _PLUGIN_K_MAX + 1 if k_star is None else k_star
-        # the interval is [lower, upper], lower = k_max + 1 when absent, upper unbounded when absent
-        covered = (lo <= truth) & ((hi > k_max) | (truth <= hi))
+
+        def interval(triple):
+            _, lo, hi = triple
+            # the interval is [lower, upper], lower = k_max + 1 when absent, upper unbounded when absent
+            covered = (lo <= truth) & ((hi > k_max) | (truth <= hi))
+            return {
+                "coverage": wilson_interval(int(np.sum(covered)), repeats, level),
+                "upper_established": wilson_interval(int(np.sum(hi <= k_max)), repeats, level),
+                "lower_histogram": _histogram(lo, k_max),
+                "upper_histogram": _histogram(hi, k_max),
+            }
+
         entry = {
             "n": n,
             "k_max": k_max,
@@ -176,10 +194,8 @@ def recovery_study(
                 "histogram": _histogram(est, k_max),
                 "median": _median_k(est, k_max),
                 "share_exact": wilson_interval(int(np.sum(est == truth)), repeats, level),
-                "coverage": wilson_interval(int(np.sum(covered)), repeats, level),
-                "upper_established": wilson_interval(int(np.sum(hi <= k_max)), repeats, level),
-                "lower_histogram": _histogram(lo, k_max),
-                "upper_histogram": _histogram(hi, k_max),
+                "prompts": interval(by_prompts),
+                "answers": interval(by_answers),
             },
             "plugin": {
                 "histogram": _histogram(plug, _PLUGIN_K_MAX),
@@ -192,23 +208,29 @@ def recovery_study(
         exact_inner = np.asarray(theory.conflict_inner_product(p, agreement, np.asarray(probe, np.int64), mu)) if probe else []
         for j, k in enumerate(probe):
             exact = float(exact_inner[j])
+            errors = {}
+            for name, se in (("prompts", se_prompts), ("answers", se_answers)):
+                finite = np.isfinite(se[:, j])
+                errors[name] = {
+                    "mean": float(se[finite, j].mean()) if finite.any() else None,
+                    "coverage": wilson_interval(int(np.sum(np.abs(inner[:, j] - exact) <= z * se[:, j])), repeats, level),
+                }
             entry["inner"].append({
                 "k": k,
                 "exact": exact,
                 "unbiased": mean_interval(inner[:, j], level),
                 "unbiased_bias_z": float((inner[:, j].mean() - exact) / (inner[:, j].std(ddof=1) / np.sqrt(repeats))),
-                "mean_stderr": float(se[:, j].mean()),
-                "coverage": wilson_interval(int(np.sum(np.abs(inner[:, j] - exact) <= z * se[:, j])), repeats, level),
+                "stderr": errors,
                 "plugin": mean_interval(plug_inner[:, j], level),
             })
         out["by_n"].append(entry)
     return out
 
 
-def _bandit_stats(run_key, n, data):
+def _bandit_draw(run_key, n, data):
     bandit, theta = data
     draw = scored_answers(bandit, theta, n, key=run_key)
-    return theory.answer_statistics(draw.rewards, draw.scores)
+    return draw.rewards, draw.scores
 
 
 def toy_recovery(*, key, ns=SAMPLE_SIZES, repeats: int = 200, level: float = 0.95, **toy) -> dict:
@@ -223,7 +245,7 @@ def toy_recovery(*, key, ns=SAMPLE_SIZES, repeats: int = 200, level: float = 0.9
         bandit, theta0 = toy_bandit(jax.random.fold_in(key, 0), dtype=jnp.float64, **toy)
         p = bandit.success(theta0)
         agreement = bandit.agreement_scores(theta0)
-        result = recovery_study(_bandit_stats, (bandit, theta0), p, agreement, bandit.prompt_weights, ns=ns, repeats=repeats,
+        result = recovery_study(_bandit_draw, (bandit, theta0), p, agreement, bandit.prompt_weights, ns=ns, repeats=repeats,
                                 key=jax.random.fold_in(key, 1), level=level)
     result["policy"] = {"kind": "toy bandit", "n_prompts": bandit.n_prompts, "score_dim": bandit.n_actions * bandit.dim}
     return result

@@ -52,7 +52,8 @@ def test_recovery_study_on_the_toy():
     entry = result["by_n"][0]
     for side in ("unbiased", "plugin"):
         assert sum(entry[side]["histogram"].values()) == 50
-    assert entry["unbiased"]["coverage"]["n"] == 50
+    for kind in ("prompts", "answers"):
+        assert entry["unbiased"][kind]["coverage"]["n"] == 50
     for row in entry["inner"]:
         assert abs(row["unbiased_bias_z"]) < 4
         assert row["unbiased"]["lower"] <= row["unbiased"]["value"] <= row["unbiased"]["upper"]
@@ -114,10 +115,9 @@ def test_count_statistics_sketch_is_unbiased_for_inner_products():
         rng = np.random.default_rng(0)
         factor = jnp.asarray(np.pad(rng.normal(size=(4, 3)), ((0, 0), (0, 5))))  # width m = 8
         p = jnp.asarray([0.3, 0.5, 0.7, 0.9])
-        draws = jax.vmap(lambda k: tsampled._count_stats(k, 4, (p, factor, jnp.asarray(True))).mean_score)(
-            jax.random.split(jax.random.key(0), 4000))
-        counts = jax.vmap(lambda k: tsampled._count_stats(k, 4, (p, factor, jnp.asarray(False))).correct)(
-            jax.random.split(jax.random.key(0), 4000))
+        stats = lambda k, sketch: theory.answer_statistics(*tsampled._count_draw(k, 4, (p, factor, jnp.asarray(sketch))))
+        draws = jax.vmap(lambda k: stats(k, True).mean_score)(jax.random.split(jax.random.key(0), 4000))
+        counts = jax.vmap(lambda k: stats(k, False).correct)(jax.random.split(jax.random.key(0), 4000))
         # the counts are Binomial(4, p)
         np.testing.assert_allclose(counts.mean(0), 4 * p, atol=4 * np.sqrt(4 * 0.25 / 4000))
         # g_i = (c_i / n) Z L_i; <g_0, g_1> is unbiased for E[c_0 c_1] / n^2 <L_0, L_1>

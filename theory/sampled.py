@@ -332,13 +332,11 @@ def _log_all_fail_table(m: int, n: int, t_max: int, dtype):
     return jnp.concatenate([zero, jnp.cumsum(term, axis=-1)], axis=-1)
 
 
-def _log_coefficients(stats: AnswerStatistics, k):
-    """`log c1`, `log c2` of shape `k.shape + (P,)`; `-inf` where a prompt cannot contribute."""
-    n = stats.n
-    dtype = stats.mean_score.dtype
-    c = stats.correct
+def _log_coefficients(c, n: int, k, dtype):
+    """`log c1`, `log c2` for counts `c` (any shape) out of `n`, shape `k.shape + c.shape`;
+    `-inf` where a prompt cannot contribute (`c < 1`, `c < 2`). Needs `k <= n - 1`."""
     f = (n - c).astype(jnp.int32)
-    t = jnp.reshape(k, jnp.shape(k) + (1,)).astype(jnp.int32) - 1
+    t = jnp.reshape(k, jnp.shape(k) + (1,) * jnp.ndim(c)).astype(jnp.int32) - 1
     log_k = jnp.log(t.astype(dtype) + 1)
     # k <= n - 1, so t = k - 1 <= n - 2 indexes both tables
     log_c1 = jnp.where(c >= 1, log_k + _log_all_fail_table(n - 1, n, n - 2, dtype)[f, t], -jnp.inf)
@@ -353,7 +351,7 @@ def _log_coefficients(stats: AnswerStatistics, k):
 def _inner_core(stats: AnswerStatistics, mu, k):
     """Unvalidated :func:`sampled_inner_product` on statistics; `k` of any shape."""
     g, pair = stats.mean_score, stats.pair
-    log_c1, log_c2 = _log_coefficients(stats, k)  # (..K, P)
+    log_c1, log_c2 = _log_coefficients(stats.correct, stats.n, k, g.dtype)  # (..K, P)
     top = jnp.maximum(jnp.max(log_c1, axis=-1), jnp.max(log_c2, axis=-1))  # (..K,)
     log_scale = jnp.where(jnp.isfinite(top), top, 0.0)
     x1 = mu * jnp.exp(log_c1 - log_scale[..., None])  # mu_i c1_i / scale
@@ -392,6 +390,49 @@ def _weights(stats: AnswerStatistics, mu):
     if mu.ndim != 1:
         raise ValueError(f"mu must have shape (P,) = ({n_prompts},); got shape {mu.shape}")
     return mu
+
+
+def _answers_stderr(r, s, stats: AnswerStatistics, mu, k, log_scale):
+    """Scaled standard error over the sampling of answers alone: the delete-one-column jackknife.
+
+    Given the prompts, the columns `(y_1j, ..., y_Pj)`, `j = 1..n`, are independent and identically
+    distributed, and `I_k_hat` is symmetric in them. Deleting column `j` leaves `n - 1` answers
+    per prompt: `c'_i = c_i - r_ij`, `G'_i = G_i - r_ij s_ij`, `Q'_i = Q_i - r_ij ||s_ij||^2`, and
+    `I_k_hat^(-j)` needs only `<G_i, h_j>`, `r_ij <s_ij, H>`, `r_ij <s_ij, h_j>`, `r_ij <s_ij, G_i>`
+    and `r_ij ||s_ij||^2` (`H = sum_l mu_l G_l`, `h_j = sum_l mu_l r_lj s_lj`): `O(P n D + K P n)`.
+    The variance is `(n-1)/n sum_j (I^(-j) - mean)^2` (Efron-Stein: conservative). Needs
+    `k <= n - 2`; `inf` at `k = n - 1`.
+    """
+    n = stats.n
+    dtype = s.dtype
+    if n < 3:
+        return jnp.full(jnp.shape(k), jnp.inf, dtype)
+    r = r.astype(dtype)
+    big_g = stats.mean_score * n  # (P, D)
+    big_h = mu @ big_g  # (D,)
+    h = jnp.einsum("p,pn,pnd->nd", mu, r, s)  # (n, D)
+    s_h = r * jnp.einsum("pnd,d->pn", s, big_h)
+    s_hj = r * jnp.einsum("pnd,nd->pn", s, h)
+    s_g = r * jnp.einsum("pnd,pd->pn", s, big_g)
+    s_sq = r * jnp.sum(s * s, axis=-1)
+    g_sq = jnp.sum(big_g * big_g, axis=-1)
+    inner_h = (big_g @ big_h)[:, None] - big_g @ h.T - s_h + s_hj  # <G'_ij, H'_j>
+    sq_del = g_sq[:, None] - 2 * s_g + s_sq  # ||G'_ij||^2
+    pair_num = (stats.pair * n * (n - 1))[:, None] - 2 * (s_g - s_sq)  # ||G'||^2 - Q'
+    c_del = stats.correct[:, None] - r  # (P, n)
+    valid = k <= n - 2
+    log_c1, log_c2 = _log_coefficients(c_del, n - 1, jnp.where(valid, k, 1), dtype)  # (..K, P, n)
+    shift = log_scale[..., None, None]
+    mu_col = mu[:, None]
+    x1 = mu_col * jnp.exp(log_c1 - shift)
+    x2 = mu_col * mu_col * jnp.exp(log_c2 - shift)
+    deleted = (
+        jnp.sum(x1 * (inner_h - mu_col * sq_del), axis=-2) / (n - 1) ** 2
+        + jnp.sum(x2 * jnp.where(c_del >= 2, pair_num, 0.0), axis=-2) / ((n - 1) * (n - 2))
+    )  # (..K, n)
+    mean = jnp.mean(deleted, axis=-1, keepdims=True)
+    var = (n - 1) / n * jnp.sum((deleted - mean) ** 2, axis=-1)
+    return jnp.where(valid, jnp.sqrt(var), jnp.inf)
 
 
 def _inputs(rewards, scores, mu):
@@ -434,7 +475,7 @@ def _agreement(stats: AnswerStatistics, mu):
     return g @ (mu @ g) - mu * jnp.sum(g * g, axis=-1) + mu * stats.pair
 
 
-def sampled_inner_product(rewards, scores, ks, *, mu=None) -> SampledInner:
+def sampled_inner_product(rewards, scores, ks, *, mu=None, stderr: str = "prompts") -> SampledInner:
     """Unbiased `I_k = <grad J_k, grad J_1>` from sampled answers, with a jackknife standard error.
 
         I_k_hat = sum_i mu_i [ c1_i <g_i, H - mu_i g_i> + mu_i c2_i (||G_i||^2 - Q_i) / (n (n-1)) ],
@@ -444,9 +485,15 @@ def sampled_inner_product(rewards, scores, ks, *, mu=None) -> SampledInner:
     (SPEC section 10). `E[I_k_hat] = I_k` exactly over the sampling of answers, for every
     `1 <= k <= n - 1`. At `k = 1` it is `sum_i mu_i a_hat_i` with :func:`sampled_agreement_scores`.
 
-    The standard error is the delete-one-prompt jackknife with `mu` renormalised over the
-    remaining prompts (`O(K P D)` in all, no refit). It treats the prompts as a sample and so also
-    counts the spread between them: conservative for the sampling of answers alone.
+    Two standard errors (`stderr`):
+
+    - `"prompts"` (default): the delete-one-prompt jackknife with `mu` renormalised over the
+      remaining prompts (`O(K P D)`, no refit). It treats the prompts as a sample from a larger
+      population and so also counts the spread between them: conservative for these prompts.
+    - `"answers"`: the variance over the sampling of answers alone, given these prompts: the
+      delete-one-column jackknife (answer `j` of every prompt deleted at once; the columns are
+      independent and identically distributed given the prompts). `O(P n D + K P n)`; needs the
+      answers themselves, and `k <= n - 2` (`inf` at `k = n - 1`).
 
     Args:
       rewards: `(P, n)` rewards in `{0, 1}` (bool, int or float), `n >= 2`.
@@ -454,6 +501,7 @@ def sampled_inner_product(rewards, scores, ks, *, mu=None) -> SampledInner:
         flattened). Scores of wrong answers are read but multiplied by 0.
       ks: an integer or integer array, `1 <= k <= n - 1`; the result has its shape.
       mu: `(P,)` prompt weights, uniform when None; at least two must be positive.
+      stderr: `"prompts"` or `"answers"` (above).
 
     Returns:
       :class:`SampledInner`. Decide signs from `scaled_estimate` (never underflows).
@@ -474,7 +522,27 @@ def sampled_inner_product(rewards, scores, ks, *, mu=None) -> SampledInner:
       >>> float(sampled_inner_product(r, s, 1).estimate)  # (2/3 - 1/3)/4 + ...
       -0.027777777777777776
     """
-    return inner_product_from_statistics(answer_statistics(rewards, scores), ks, mu=mu)
+    _stderr_kind(stderr)
+    if stderr == "prompts":
+        return inner_product_from_statistics(answer_statistics(rewards, scores), ks, mu=mu)
+    r = _rewards(rewards)
+    s = _scores(scores, r.shape, jnp.result_type(float))
+    mu = _validate.prompt_weights(mu, r.shape[0], s.dtype)
+    k = _orders("ks", ks, r.shape[1])
+    return _inner_answers_jit(r, s, mu, k)
+
+
+def _stderr_kind(stderr):
+    if stderr not in ("prompts", "answers"):
+        raise ValueError(f'stderr must be "prompts" or "answers"; got {stderr!r}')
+
+
+@jax.jit
+def _inner_answers_jit(r, s, mu, k):
+    stats = _statistics(r, s)
+    out = _inner_core(stats, mu, k)
+    scaled = _answers_stderr(r, s, stats, mu, k, out.log_scale)
+    return out._replace(stderr=scaled * jnp.exp(out.log_scale), scaled_stderr=scaled)
 
 
 def inner_product_from_statistics(stats: AnswerStatistics, ks, *, mu=None) -> SampledInner:
@@ -496,15 +564,25 @@ def _first_true(hits, k_max):
     return jnp.where(jnp.any(hits, axis=-1), jnp.argmax(hits, axis=-1) + 1, k_max + 1)
 
 
-def _critical_core(stats: AnswerStatistics, mu, z):
-    k_max = stats.n - 1
-    inner = _inner_core(stats, mu, jnp.arange(1, k_max + 1))
+def _bounds(inner: SampledInner, z, k_max: int):
+    """First `k` with the estimate, its lower and its upper bound below 0 (sentinel `k_max + 1`)."""
     est, se = inner.scaled_estimate, inner.scaled_stderr
     return (
         _first_true(est < 0, k_max),
         _first_true(est - z * se < 0, k_max),
         _first_true(est + z * se < 0, k_max),
     )
+
+
+def _critical_core(stats: AnswerStatistics, mu, z):
+    k_max = stats.n - 1
+    return _bounds(_inner_core(stats, mu, jnp.arange(1, k_max + 1)), z, k_max)
+
+
+@jax.jit
+def _critical_answers_jit(r, s, mu, z):
+    k_max = r.shape[1] - 1
+    return _bounds(_inner_answers_jit(r, s, mu, jnp.arange(1, k_max + 1)), z, k_max)
 
 
 @functools.partial(jax.jit, static_argnames=("n",))
@@ -516,21 +594,24 @@ def _z(level):
     return statistics.NormalDist().inv_cdf(0.5 + level / 2)
 
 
-def sampled_critical_k_jax(stats: AnswerStatistics, *, mu=None, level=0.95):
+def sampled_critical_k_jax(rewards, scores, *, mu=None, level=0.95, stderr: str = "prompts"):
     """`(estimate, lower, upper)` of :func:`sampled_critical_k` as integers, `n` meaning none.
 
-    The `jit`/`vmap`-compatible form, on :class:`AnswerStatistics` (for example
-    `answer_statistics(rewards, scores)` inside the mapped function), with the sentinel
-    `k_max + 1 = n` of :func:`theory.critical_k_jax`. `level` must be a concrete Python number.
+    The `jit`/`vmap`-compatible form, with the sentinel `k_max + 1 = n` of
+    :func:`theory.critical_k_jax`. `level` and `stderr` must be concrete Python values.
     """
     level = _level(level)
-    stats = _checked_statistics(stats)
-    mu = _weights(stats, mu)
+    _stderr_kind(stderr)
+    if stderr == "answers":
+        r = _rewards(rewards)
+        s = _scores(scores, r.shape, jnp.result_type(float))
+        return _critical_answers_jit(r, s, _validate.prompt_weights(mu, r.shape[0], s.dtype), _z(level))
+    stats, mu = _inputs(rewards, scores, mu)
     _positive_prompts(mu, stats.correct.shape[0])
     return _critical_core(stats, mu, _z(level))
 
 
-def sampled_critical_k(rewards, scores, *, mu=None, level=0.95) -> SampledCriticalK:
+def sampled_critical_k(rewards, scores, *, mu=None, level=0.95, stderr: str = "prompts") -> SampledCriticalK:
     """`k*` from sampled answers, and an interval for it (SPEC section 10).
 
     Evaluates :func:`sampled_inner_product` at every `k = 1 .. n - 1` and reads off
@@ -544,11 +625,25 @@ def sampled_critical_k(rewards, scores, *, mu=None, level=0.95) -> SampledCritic
       scores: `(P, n, ...)` score vectors.
       mu: `(P,)` prompt weights, uniform when None.
       level: nominal level of the pointwise intervals, in `(0, 1)`.
+      stderr: `"prompts"` or `"answers"`, as in :func:`sampled_inner_product` (with `"answers"`
+        the bound at `k = n - 1` is unbounded: `upper` is at most `n - 2`).
 
     Returns:
       :class:`SampledCriticalK` with Python ints or None, and `k_max = n - 1`.
     """
-    return critical_k_from_statistics(answer_statistics(rewards, scores), mu=mu, level=level)
+    _stderr_kind(stderr)
+    if stderr == "prompts":
+        return critical_k_from_statistics(answer_statistics(rewards, scores), mu=mu, level=level)
+    level = _level(level)
+    r = _rewards(rewards)
+    s = _scores(scores, r.shape, jnp.result_type(float))
+    mu = _validate.prompt_weights(mu, r.shape[0], s.dtype)
+    k_max = r.shape[1] - 1
+    est, lo, hi = (int(v) for v in _critical_answers_jit(r, s, mu, _z(level)))
+    return SampledCriticalK(
+        estimate=k_star_or_none(est, k_max), lower=k_star_or_none(lo, k_max), upper=k_star_or_none(hi, k_max),
+        k_max=k_max, level=level,
+    )
 
 
 def critical_k_from_statistics(stats: AnswerStatistics, *, mu=None, level=0.95) -> SampledCriticalK:

@@ -11,12 +11,13 @@ from passk.plots._style import new_figure, save
 
 def draw(results: dict, outdir: Path) -> list[Path]:
     """Draw `figures/sampled_critical_k.{png,pdf}` from the `sampled` part's results."""
-    fig, axes = new_figure(nrows=2, ncols=2, width=11, height=3.8)
+    fig, axes = new_figure(nrows=2, ncols=3, width=16, height=3.9)
     toy, tr = results["toy"], results["transformer"]
     _estimates(axes[0, 0], [("unbiased", toy, "unbiased", "tab:blue"), ("plug-in", toy, "plugin", "tab:orange")],
                toy["k_star_exact"],
                f"toy at its start ({toy['policy']['n_prompts']} prompts)")
-    _calibration(axes[0, 1], [("toy", toy)], "toy: the interval for k*")
+    for col, kind in ((1, "prompts"), (2, "answers")):
+        _calibration(axes[0, col], [("toy", toy)], kind, "toy")
     scopes = [
         ("all parameters", tr["all_parameters"], "unbiased", "tab:blue"),
         ("last layer", tr["last_layer"], "unbiased", "tab:green"),
@@ -25,8 +26,9 @@ def draw(results: dict, outdir: Path) -> list[Path]:
     ]
     _estimates(axes[1, 0], scopes, tr["all_parameters"]["k_star_exact"],
                f"transformer warm start ({tr['policy']['n_prompts']} prompts)")
-    _calibration(axes[1, 1], [("all parameters", tr["all_parameters"]), ("last layer", tr["last_layer"]),
-                              ("sketch", tr["sketch"])], "transformer: the interval for k*")
+    for col, kind in ((1, "prompts"), (2, "answers")):
+        _calibration(axes[1, col], [("all parameters", tr["all_parameters"]), ("last layer", tr["last_layer"]),
+                                    ("sketch", tr["sketch"])], kind, "transformer")
     return save(fig, outdir, "sampled_critical_k")
 
 
@@ -57,12 +59,15 @@ def _estimates(ax, series, k_star, title):
     ax.legend(fontsize=7)
 
 
-def _calibration(ax, series, title):
+_STDERR = {"prompts": "jackknife over prompts", "answers": "jackknife over answers"}
+
+
+def _calibration(ax, series, kind, title):
     markers = ["o", "s", "^"]
     for (label, study), marker in zip(series, markers):
         ns = np.array([e["n"] for e in study["by_n"]])
         for key, style in (("coverage", "-"), ("upper_established", ":")):
-            rows = [e["unbiased"][key] for e in study["by_n"]]
+            rows = [e["unbiased"][kind][key] for e in study["by_n"]]
             v = np.array([r["value"] for r in rows])
             err = [v - np.array([r["lower"] for r in rows]), np.array([r["upper"] for r in rows]) - v]
             name = "covers exact k*" if key == "coverage" else "upper end established"
@@ -73,5 +78,6 @@ def _calibration(ax, series, title):
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("answers per prompt n")
     ax.set_ylabel("share of runs (Wilson 95%)")
-    ax.set_title(f"{title}, nominal {int(round(100 * study['level']))}%", fontsize=10)
+    ax.set_title(f"{title}: interval for k*, {_STDERR[kind]}, nominal {int(round(100 * study['level']))}%",
+                 fontsize=9)
     ax.legend(fontsize=7)

@@ -2,12 +2,11 @@
 
 Every prompt of the task has one correct answer `y*_i`, so every correct sampled answer of prompt
 `i` has the same score vector `s*_i = grad log pi(y*_i | x_i)` (:func:`exact.per_prompt_gradients`
-with `log=True`), and the number of correct answers among `n` samples is `c_i ~ Binomial(n, p_i)`
-with the exact `p_i`. Wrong answers carry no gradient in any estimator (`r = 0`). A run of `n`
-sampled answers per prompt is therefore, for every estimator of `theory.sampled`, distributed
-exactly as `c ~ Binomial(n, p)` with correct-answer scores `s*_i`: its statistics are
-`G_i = c_i s*_i`, `Q_i = c_i ||s*_i||^2` (`theory.statistics_from_sums`). The study draws the
-counts, not the answer strings, so hundreds of runs cost no sampling of the model.
+with `log=True`), and each answer is correct with the exact probability `p_i`. Wrong answers carry
+no gradient in any estimator (`r = 0`). A run of `n` sampled answers per prompt is therefore, for
+every estimator of `theory.sampled`, distributed exactly as rewards `r_ij ~ Bernoulli(p_i)` with
+score `s*_i` on the correct ones: the study draws the rewards, not the answer strings, so hundreds
+of runs cost no sampling of the model.
 
 The estimators read score vectors only through inner products, so the scores over all `D`
 parameters are replaced by the rows of `L`, `L L^T = K` with `K_ij = <s*_i, s*_j>` (an isometry:
@@ -41,17 +40,18 @@ def gram_factor(scores):
     return vec[:, keep] * np.sqrt(lam[keep])
 
 
-def _count_stats(key, n, data):
-    """One run's statistics: counts `c ~ Binomial(n, p)`, correct-answer scores the rows of
-    `factor`, or of a fresh Gaussian sketch `factor Z^T` (`Z` of shape `(m, r)`, `N(0, 1/m)`)
-    where `sketch` is true. Both are computed and one is kept, so every scope shares one program."""
+def _count_draw(key, n, data):
+    """One run: rewards `r_ij ~ Bernoulli(p_i)` (so `c_i ~ Binomial(n, p)`), and for correct
+    answers the rows of `factor`, or of a fresh Gaussian sketch `factor Z^T` (`Z` of shape
+    `(m, m)`, `N(0, 1/m)`) where `sketch` is true; wrong answers' scores are 0 (never read). Both
+    are computed and one is kept, so every scope shares one program."""
     p, factor, sketch = data
-    k_count, k_sketch = jax.random.split(key)
-    c = jnp.sum(jax.random.uniform(k_count, (n,) + p.shape, p.dtype) < p, axis=0).astype(p.dtype)  # Binomial(n, p)
+    k_answer, k_sketch = jax.random.split(key)
+    rewards = (jax.random.uniform(k_answer, (p.shape[0], n), p.dtype) < p[:, None]).astype(p.dtype)
     m = factor.shape[1]
     z = jax.random.normal(k_sketch, (m, m), p.dtype) / jnp.sqrt(m)
     rows = jnp.where(sketch, factor @ z.T, factor)
-    return theory.statistics_from_sums(c, c[:, None] * rows, c * jnp.sum(rows * rows, axis=-1), n=n)
+    return rewards, rewards[..., None] * rows[:, None, :]
 
 
 def transformer_recovery(*, quick: bool, key, ns=SAMPLE_SIZES, repeats: int = 200, sketch_dim: int = 256,
@@ -95,9 +95,9 @@ def transformer_recovery(*, quick: bool, key, ns=SAMPLE_SIZES, repeats: int = 20
             factor = jnp.asarray(np.pad(factor, ((0, 0), (0, width - factor.shape[1]))))
             # grad p_i = p_i s*_i, so a_i = p_i <s*_i, sum_j mu_j p_j s*_j>
             agreement = p64 * (factor @ (factor.T @ (mu * p64)))
-            out[name] = recovery_study(_count_stats, (p64, factor, jnp.asarray(sketch is not None)), p64, agreement,
+            out[name] = recovery_study(_count_draw, (p64, factor, jnp.asarray(sketch is not None)), p64, agreement,
                                        mu, ns=ns, repeats=repeats, key=jax.random.fold_in(key, 1000 + index),
-                                       level=level)
+                                       level=level, batch_size=10)
             out[name]["score_dim"] = int(sketch or np.asarray(scores[kind]).shape[1])
             say(f"sampled k* ({name}): exact k* {out[name]['k_star_exact']}")
     return out
