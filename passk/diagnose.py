@@ -85,6 +85,8 @@ def _read_npz(path: Path) -> RunData:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as err:
         _fail(path, f"cannot read as .npz: {err}")
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        _fail(path, "cannot read as .npz: a single array (.npy), not an archive of named arrays")
     with archive:
         names = set(archive.files)
         if "rewards" not in names:

@@ -8,6 +8,8 @@
   exact or with the sampled estimators trainers use, in `lax.scan`, vmapped over regimes, `k`
   and seeds, sharded over devices (:func:`sweep_map`).
 - :mod:`sim.experiments`: the numbers of the five confirmations (:func:`run_all`).
+- :func:`diagnose_model`, :func:`diagnosis_report`: is a run past `k*`, from its sampled answers
+  (scores by autodiff on any JAX model, or arrays read by `passk diagnose`).
 
 Figures are drawn by :mod:`passk.plots.bandit`; `sim` only returns numbers.
 """

@@ -267,6 +267,14 @@ def _jl(pid, reward, score=None):
     return row
 
 
+def _npy_bytes(arr):
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
 def _npz(path, **arrays):
     base = dict(rewards=np.array([[1, 0], [0, 1], [1, 1]]), prompt_ids=np.array(["a", "b", "c"]))
     base.update(arrays)
@@ -310,6 +318,7 @@ BAD_INPUTS = [
     ("ids.npz", lambda p: _npz(p, prompt_ids=np.array(["a", "b"])), ["array 'prompt_ids'", "P = 3"]),
     ("no_rewards.npz", lambda p: _npz(p, rewards=None, scores=np.ones((3, 2, 1))), ["missing array 'rewards'"]),
     ("fake.npz", lambda p: p.write_text("not a zip"), ["cannot read as .npz"]),
+    ("single.npz", lambda p: p.write_bytes(_npy_bytes(np.ones((2, 2)))), ["cannot read as .npz", "single array"]),
     # file type, missing file
     ("run.txt", lambda p: p.write_text("prompt_id,n,c\n"), ["unknown file type '.txt'"]),
     ("absent.csv", lambda p: None, ["no such file"]),
