@@ -12,8 +12,11 @@ Two entry points, one report (SPEC sections 6 and 10):
 
 The report (a JSON-serialisable dict):
 
-- `k_star`: `{"estimate", "lower", "upper", "level"}` from :func:`theory.critical_k_from_statistics`
-  (`lower`/`upper` None: see :class:`theory.SampledCriticalK`), all None without scores;
+- `n_prompts`, `samples_per_prompt` (`n`), `k_max` (`n - 1`), `ks` (the requested orders),
+  `scores` (where the scores came from, or None), `score_dim` (`D`, or None);
+- `k_star`: `{"estimate", "lower", "upper", "level"}`, read off `inner` by the rule of
+  :func:`theory.critical_k_from_statistics` (`lower`/`upper` None: see
+  :class:`theory.SampledCriticalK`), all None without scores; `z`, the normal quantile used;
 - `inner`: for every `k = 1 .. n-1`, the unbiased `I_k = <grad J_k, grad J_1>` with its jackknife
   standard error (`estimate`, `stderr`, and the underflow-free `scaled_estimate`,
   `scaled_stderr`, `log_scale`); empty without scores;
@@ -22,7 +25,9 @@ The report (a JSON-serialisable dict):
   implied weight (:func:`theory.implied_weight_unbiased`) and `omega_i = mu_i T(c_i) / sum_l mu_l
   T(c_l)`, the effective number of prompts `1 / sum omega_i^2`, the share `sum_{c_i = 0} omega_i`
   on prompts no sampled estimator updates this step, and the share on the top 10% of prompts by
-  `omega`. `k`-free methods (REINFORCE, RLOO, GRPO) have one entry with `k` None;
+  `omega`: `{method: [{"k", "effective_prompts", "share_unsolved", "top_decile_share"}, ...]}`,
+  one entry per allowed `k` (a `k` the method does not allow at this `n` is left out and named in
+  `notes`); `k`-free methods (REINFORCE, RLOO, GRPO) have one entry with `k` None;
 - `prompts`: per prompt `prompt_id`, `n`, `c`, `p_hat = c/n`, `weight` (`mu_i`) and the unbiased
   agreement `a_hat_i` (None without scores);
 - `notes`: plain sentences (what could not be computed and why).
