@@ -1,4 +1,4 @@
-"""Execute `notebooks/diagnose_a_run.ipynb` (the transformer's warm start, about 40 s)."""
+"""Execute `notebooks/diagnose_a_run.ipynb` (the transformer's warm start; under a minute)."""
 
 from __future__ import annotations
 
