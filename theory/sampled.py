@@ -419,17 +419,22 @@ def _answers_stderr(r, s, stats: AnswerStatistics, mu, k, log_scale):
     inner_h = (big_g @ big_h)[:, None] - big_g @ h.T - s_h + s_hj  # <G'_ij, H'_j>
     sq_del = g_sq[:, None] - 2 * s_g + s_sq  # ||G'_ij||^2
     pair_num = (stats.pair * n * (n - 1))[:, None] - 2 * (s_g - s_sq)  # ||G'||^2 - Q'
-    c_del = stats.correct[:, None] - r  # (P, n)
+    # Deleting answer j leaves c_i - 1 correct answers if it was correct, else c_i: two coefficients
+    # per prompt, and the sum over prompts is two matrix products (no (K, P, n) array).
     valid = k <= n - 2
-    log_c1, log_c2 = _log_coefficients(c_del, n - 1, jnp.where(valid, k, 1), dtype)  # (..K, P, n)
-    shift = log_scale[..., None, None]
-    mu_col = mu[:, None]
-    x1 = mu_col * jnp.exp(log_c1 - shift)
-    x2 = mu_col * mu_col * jnp.exp(log_c2 - shift)
-    deleted = (
-        jnp.sum(x1 * (inner_h - mu_col * sq_del), axis=-2) / (n - 1) ** 2
-        + jnp.sum(x2 * jnp.where(c_del >= 2, pair_num, 0.0), axis=-2) / ((n - 1) * (n - 2))
-    )  # (..K, n)
+    kk = jnp.where(valid, k, 1)
+    c = stats.correct
+    mu_k = jnp.reshape(mu, (1,) * jnp.ndim(k) + mu.shape)
+    shift = log_scale[..., None]
+    deleted = 0.0
+    for removed, c_left in ((r, jnp.maximum(c - 1, 0)), (1 - r, c)):
+        log_c1, log_c2 = _log_coefficients(c_left, n - 1, kk, dtype)  # (..K, P)
+        x1 = mu_k * jnp.exp(log_c1 - shift)
+        x2 = mu_k * mu_k * jnp.exp(log_c2 - shift)
+        deleted = deleted + (
+            jnp.matmul(x1, removed * (inner_h - mu[:, None] * sq_del)) / (n - 1) ** 2
+            + jnp.matmul(x2, removed * pair_num) / ((n - 1) * (n - 2))
+        )  # (..K, n)
     mean = jnp.mean(deleted, axis=-1, keepdims=True)
     var = (n - 1) / n * jnp.sum((deleted - mean) ** 2, axis=-1)
     return jnp.where(valid, jnp.sqrt(var), jnp.inf)
