@@ -23,6 +23,7 @@ BENCHMARKS = {
     "bandit-sweep": "benchmarks.bandit_sweep",
     "agreement": "benchmarks.agreement",
     "estimators": "benchmarks.estimators",
+    "sampled": "benchmarks.sampled",
     "scaling": "benchmarks.scaling",
     "multi-device": "benchmarks.multi_device",
 }

@@ -146,3 +146,14 @@ def test_numpy_bandit_training_matches_train_sweep_with_sparse_diagnostics():
     diff = bandit_sweep.max_record_diff(ours, ref)
     assert max(v for n, v in diff.items() if n != "k_star_equal_share") < 1e-9
     assert diff["k_star_equal_share"] == 1.0
+
+
+def test_numpy_sampled_reference_matches_theory():
+    """The `sampled` benchmark's numpy baseline reads the same `k*` interval as `theory`."""
+    from benchmarks import sampled
+
+    for seed in range(3):
+        rewards, scores = sampled.make_run(jax.random.key(seed), 128, 16, 8)
+        got = theory.sampled_critical_k(rewards, np.asarray(scores, np.float64))
+        assert sampled.numpy_sampled_critical_k(rewards, np.asarray(scores, np.float64)) == (got.estimate, got.lower, got.upper)
+    assert got.estimate is not None  # the run is built to cross

@@ -178,7 +178,7 @@ def _rewards(rewards):
 
 
 def _scores(scores, shape, dtype):
-    """`(P, n, D)` scores (trailing axes flattened), finite when concrete."""
+    """`(P, n, D)` scores (trailing axes flattened); shapes only (values: :func:`_check_finite`)."""
     arr = _validate.as_float_array("scores", scores)
     if arr.ndim < 3 or arr.shape[:2] != shape:
         raise ValueError(
@@ -187,15 +187,27 @@ def _scores(scores, shape, dtype):
     arr = arr.reshape(shape + (-1,))
     if arr.shape[-1] < 1:
         raise ValueError(f"scores must have at least one coordinate (D >= 1); got shape {arr.shape}")
-    if _validate.is_concrete(arr):
-        host = np.asarray(arr)
-        bad = ~np.isfinite(host)
-        if bad.any():
-            i, j, d = _first_prompt(bad)
-            raise ValueError(
-                f"scores must be finite; got {host[i, j, d].item()!r} at prompt {i} (answer {j}, coordinate {d})"
-            )
     return arr.astype(jnp.result_type(arr.dtype, dtype))
+
+
+def _check_finite(scores, stats: AnswerStatistics) -> None:
+    """Raise, naming the first offending prompt, when concrete `scores` hold NaN or inf.
+
+    A non-finite score makes `G_i` or `Q_i` non-finite (`0 * inf` is NaN, so the scores of wrong
+    answers count too): the statistics decide, and only a failure is located on the host, so that
+    valid inputs are read once.
+    """
+    if not _validate.is_concrete(scores):
+        return
+    if bool(jnp.all(jnp.isfinite(stats.mean_score)) & jnp.all(jnp.isfinite(stats.pair))):
+        return
+    host = np.asarray(scores)
+    bad = ~np.isfinite(host)
+    if bad.any():
+        i, j, d = _first_prompt(bad)
+        raise ValueError(
+            f"scores must be finite; got {host[i, j, d].item()!r} at prompt {i} (answer {j}, coordinate {d})"
+        )
 
 
 def _orders(name, ks, n):
@@ -245,8 +257,11 @@ def _from_sums(c, big_g, q, n: int) -> AnswerStatistics:
 def _statistics(r, s) -> AnswerStatistics:
     r = r.astype(s.dtype)
     big_g = jnp.einsum("pn,pnd->pd", r, s)  # G_i = sum_j r_ij s_ij
-    q = jnp.einsum("pn,pnd->p", r, s * s)  # Q_i = sum_j r_ij ||s_ij||^2
+    q = jnp.sum(r * jnp.sum(s * s, axis=-1), axis=-1)  # Q_i = sum_j r_ij ||s_ij||^2
     return _from_sums(jnp.sum(r, axis=-1), big_g, q, r.shape[-1])
+
+
+_statistics_jit = jax.jit(lambda r, s: _stats_tree(_statistics(r, s)))
 
 
 def answer_statistics(rewards, scores) -> AnswerStatistics:
@@ -261,7 +276,9 @@ def answer_statistics(rewards, scores) -> AnswerStatistics:
     """
     r = _rewards(rewards)
     s = _scores(scores, r.shape, jnp.result_type(float))
-    return _statistics(r, s)
+    stats = AnswerStatistics(*_statistics_jit(r, s), n=r.shape[1])
+    _check_finite(s, stats)
+    return stats
 
 
 def statistics_from_sums(correct, score_sum, score_sq_sum, *, n: int) -> AnswerStatistics:
@@ -530,11 +547,18 @@ def sampled_inner_product(rewards, scores, ks, *, mu=None, stderr: str = "prompt
     _stderr_kind(stderr)
     if stderr == "prompts":
         return inner_product_from_statistics(answer_statistics(rewards, scores), ks, mu=mu)
-    r = _rewards(rewards)
-    s = _scores(scores, r.shape, jnp.result_type(float))
+    r, s = _answers(rewards, scores)
     mu = _validate.prompt_weights(mu, r.shape[0], s.dtype)
     k = _orders("ks", ks, r.shape[1])
     return _inner_answers_jit(r, s, mu, k)
+
+
+def _answers(rewards, scores):
+    """Validated rewards and scores for the answer jackknife (which reads every answer)."""
+    r = _rewards(rewards)
+    s = _scores(scores, r.shape, jnp.result_type(float))
+    _check_finite(s, AnswerStatistics(*_statistics_jit(r, s), n=r.shape[1]))
+    return r, s
 
 
 def _stderr_kind(stderr):
@@ -608,8 +632,7 @@ def sampled_critical_k_jax(rewards, scores, *, mu=None, level=0.95, stderr: str 
     level = _level(level)
     _stderr_kind(stderr)
     if stderr == "answers":
-        r = _rewards(rewards)
-        s = _scores(scores, r.shape, jnp.result_type(float))
+        r, s = _answers(rewards, scores)
         return _critical_answers_jit(r, s, _validate.prompt_weights(mu, r.shape[0], s.dtype), _z(level))
     stats, mu = _inputs(rewards, scores, mu)
     _positive_prompts(mu, stats.correct.shape[0])
@@ -640,8 +663,7 @@ def sampled_critical_k(rewards, scores, *, mu=None, level=0.95, stderr: str = "p
     if stderr == "prompts":
         return critical_k_from_statistics(answer_statistics(rewards, scores), mu=mu, level=level)
     level = _level(level)
-    r = _rewards(rewards)
-    s = _scores(scores, r.shape, jnp.result_type(float))
+    r, s = _answers(rewards, scores)
     mu = _validate.prompt_weights(mu, r.shape[0], s.dtype)
     k_max = r.shape[1] - 1
     est, lo, hi = (int(v) for v in _critical_answers_jit(r, s, mu, _z(level)))
