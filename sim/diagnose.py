@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import functools
 import math
-import statistics as _stats
 
 import jax
 import jax.numpy as jnp
@@ -131,22 +130,6 @@ def _trainers(c: np.ndarray, n: int, mu: np.ndarray, ks, notes: list) -> dict:
     return out
 
 
-def _critical_from_inner(scaled_estimate, scaled_stderr, z, level) -> dict:
-    """`k*` and its interval from `I_k_hat` at `k = 1 .. n-1`, by the rule of
-    :func:`theory.critical_k_from_statistics` (first `k` with `I_k_hat`, its lower bound
-    `I_k_hat - z se`, its upper bound `I_k_hat + z se` below 0; None when there is none)."""
-
-    def first(hits):
-        return int(np.argmax(hits)) + 1 if hits.any() else None
-
-    return {
-        "estimate": first(scaled_estimate < 0),
-        "lower": first(scaled_estimate - z * scaled_stderr < 0),
-        "upper": first(scaled_estimate + z * scaled_stderr < 0),
-        "level": level,
-    }
-
-
 def _as_counts(correct, n):
     n = theory._validate.python_int("n", n, minimum=2)
     c = np.asarray(correct, dtype=np.float64)
@@ -223,7 +206,8 @@ def diagnosis_report(
         ks = default_ks(n)
     else:
         ks = sorted({theory._validate.python_int("ks", k, minimum=1) for k in ks})
-    level = theory.sampled._level(level)
+    z = theory.normal_quantile(level)  # validates level
+    level = float(level)
     if (score_sum is None) != (score_sq_sum is None):
         raise ValueError("score_sum and score_sq_sum must be given together (both or neither)")
     notes: list[str] = []
@@ -250,8 +234,8 @@ def diagnosis_report(
             k_all = np.arange(1, n)
             inner = theory.inner_product_from_statistics(stats, k_all, mu=mu64)
             fields = [np.asarray(x, dtype=np.float64) for x in inner]
-            z = _stats.NormalDist().inv_cdf(0.5 + level / 2)
-            report["k_star"] = _critical_from_inner(fields[2], fields[3], z, level)
+            crit = theory.critical_k_from_inner(inner, level=level)
+            report["k_star"] = {"estimate": crit.estimate, "lower": crit.lower, "upper": crit.upper, "level": level}
             report["inner"] = [
                 {
                     "k": int(k),

@@ -486,3 +486,16 @@ def test_critical_k_with_answers_stderr():
         assert [theory.k_star_or_none(v, 11) for v in triple] == [crit.estimate, crit.lower, crit.upper]
     with pytest.raises(ValueError, match=r'stderr must be "prompts" or "answers"; got \'both\''):
         theory.sampled_critical_k(r[0], s[0], stderr="both")
+
+
+def test_critical_k_from_inner_reads_what_sampled_critical_k_reads():
+    rng = np.random.default_rng(21)
+    r = rng.integers(0, 2, size=(20, 10))
+    s = rng.normal(size=(20, 10, 3)) + np.where(r.mean(1) < 0.3, -1.0, 1.0)[:, None, None]
+    inner = theory.sampled_inner_product(r, s, np.arange(1, 10))
+    assert theory.critical_k_from_inner(inner, level=0.9) == theory.sampled_critical_k(r, s, level=0.9)
+    assert theory.normal_quantile(0.95) == pytest.approx(1.959963984540054, rel=1e-12)
+    with pytest.raises(ValueError, match="level must lie in"):
+        theory.normal_quantile(0.0)
+    with pytest.raises(TypeError, match="inner must be a SampledInner"):
+        theory.critical_k_from_inner((1.0, 2.0))

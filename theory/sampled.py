@@ -72,6 +72,8 @@ __all__ = [
     "sampled_inner_product",
     "sampled_critical_k",
     "sampled_critical_k_jax",
+    "critical_k_from_inner",
+    "normal_quantile",
     "plugin_inner_product",
     "plugin_critical_k",
 ]
@@ -621,6 +623,31 @@ def _critical_jit(correct, mean_score, pair, mu, z, *, n):
 
 def _z(level):
     return statistics.NormalDist().inv_cdf(0.5 + level / 2)
+
+
+def normal_quantile(level=0.95) -> float:
+    """`z` of a two-sided normal interval of nominal `level` (1.96 at 0.95), `level` validated."""
+    return _z(_level(level))
+
+
+def critical_k_from_inner(inner: SampledInner, *, level=0.95) -> SampledCriticalK:
+    """:class:`SampledCriticalK` read off a :class:`SampledInner` evaluated at `k = 1 .. k_max`.
+
+    The rule of :func:`sampled_critical_k` (first `k` where `I_k_hat`, `I_k_hat - z se`,
+    `I_k_hat + z se` fall below 0, on the scaled fields), for callers that need the estimates
+    at every `k` anyway. `inner`'s fields must be concrete and one-dimensional.
+    """
+    if not isinstance(inner, SampledInner):
+        raise TypeError(f"inner must be a SampledInner (from sampled_inner_product); got {type(inner).__name__}")
+    level = _level(level)
+    k_max = int(np.shape(inner.scaled_estimate)[0]) if np.ndim(inner.scaled_estimate) == 1 else 0
+    if k_max < 1:
+        raise ValueError(f"inner must hold k = 1 .. k_max (one axis); got shape {np.shape(inner.scaled_estimate)}")
+    est, lo, hi = (int(v) for v in _bounds(inner, _z(level), k_max))
+    return SampledCriticalK(
+        estimate=k_star_or_none(est, k_max), lower=k_star_or_none(lo, k_max), upper=k_star_or_none(hi, k_max),
+        k_max=k_max, level=level,
+    )
 
 
 def sampled_critical_k_jax(rewards, scores, *, mu=None, level=0.95, stderr: str = "prompts"):
