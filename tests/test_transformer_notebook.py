@@ -2,51 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import pathlib
 import sys
 
 import pytest
+from notebook_runner import assert_stored_without_outputs, execute, images
 
 NOTEBOOK = pathlib.Path(__file__).resolve().parents[1] / "notebooks" / "transformer_confirmation.ipynb"
 
 
 def test_notebook_outputs_are_empty():
-    nbformat = pytest.importorskip("nbformat")
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    nbformat.validate(nb)
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None
+    assert_stored_without_outputs(NOTEBOOK)
 
 
 @pytest.mark.slow  # the whole notebook end to end (about 45 s on 2 cores)
 def test_notebook_runs_at_quick_size(tmp_path, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    pytest.importorskip("ipykernel")
-    # A kernelspec named python3 that runs this interpreter, found before any other on the path,
-    # so the notebook runs in the same environment as the tests.
-    spec_dir = tmp_path / "kernels" / "python3"
-    spec_dir.mkdir(parents=True)
-    spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (tests)",
-        "language": "python",
-    }
-    (spec_dir / "kernel.json").write_text(json.dumps(spec))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+    nb = assert_stored_without_outputs(NOTEBOOK)
+    text = execute(nb, NOTEBOOK, tmp_path, monkeypatch)
     from jupyter_client.kernelspec import KernelSpecManager
 
     assert KernelSpecManager().get_kernel_spec("python3").argv[0] == sys.executable
-
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=600,
-                                     resources={"metadata": {"path": str(NOTEBOOK.parent)}})
-    client.execute()
-    text = "\n".join(
-        out.get("text", "") for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs
-    )
     assert "predicted k*" in text and "small-step sign test" in text
-    images = [out for cell in nb.cells for out in cell.get("outputs", []) if "image/png" in out.get("data", {})]
-    assert len(images) == 3
+    assert len(images(nb)) == 3
