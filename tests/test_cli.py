@@ -136,7 +136,8 @@ def test_reproduce_quick_all_parts(tmp_path):
         capture_output=True, text=True, check=True,
     )
     data = json.loads((tmp_path / "results.json").read_text())
-    assert set(data) == {"theory", "bandit", "transformer"}
+    assert set(data) == {"theory", "bandit", "transformer", "sampled"}
     for part in data.values():
         assert part["figures"] and all((tmp_path / f).exists() for f in part["figures"])
     assert "toy k* at the start" in out.stdout
+    assert "toy n=8: median k* unbiased / plug-in" in out.stdout
