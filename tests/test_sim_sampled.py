@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import theory
 from sim import toy_bandit
 from sim.intervals import mean_interval, wilson_interval
-from sim.sampled import recovery_study, scored_answers, toy_recovery
+from sim.sampled import scored_answers, toy_recovery
 from sim.transformer import model as tmodel
 from sim.transformer import sampled as tsampled
 from sim.transformer import task as ttask

@@ -22,7 +22,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import theory
 from sim.sampled import SAMPLE_SIZES, recovery_study
 from sim.transformer import model as _model
 from sim.transformer.exact import per_prompt_gradients, success
