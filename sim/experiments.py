@@ -110,7 +110,7 @@ def _k_star_json(k_star, k_max):
     def fix(v):
         if isinstance(v, list):
             return [fix(u) for u in v]
-        return None if v > k_max else int(v)
+        return theory.k_star_or_none(v, k_max)
 
     return fix(obj)
 
@@ -528,7 +528,7 @@ def dynamics(
     with jax.enable_x64(False):
         bandit, theta0 = toy_bandit(jax.random.fold_in(key, 0), n_prompts=n_prompts, dtype=jnp.float32)
         k_star0 = int(bandit.diagnostics(theta0, 1, k_max=k_max).k_star)
-        k_star0 = None if k_star0 > k_max else k_star0
+        k_star0 = theory.k_star_or_none(k_star0, k_max)
         if k_star0 is None:
             raise RuntimeError("the toy start shows no conflict; dynamics needs one (check TOY_DEFAULTS)")
         k_low = max(2, k_star0 // 2)

@@ -232,8 +232,7 @@ def toy_diagnostics(
             "weight_at_k": float(omega[mask].sum()),
         }
 
-    k_star = int(diag.k_star)
-    k_star = None if k_star > k_max else k_star
+    k_star = theory.k_star_or_none(diag.k_star, k_max)
     return {
         "regime": {
             "p_hard": float(p_hard),
