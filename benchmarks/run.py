@@ -1,4 +1,5 @@
-"""`passk bench`: run the benchmarks, print the table, optionally write it as JSON.
+"""The benchmarks behind `passk bench`: run them and format their rows (the command prints, writes
+and draws them).
 
 Every benchmark times ours and a baseline in this process, after compilation, interleaved over
 several repeats, and reports median seconds, `ratio = baseline_s / ours_s` and its target. The
@@ -14,9 +15,8 @@ from pathlib import Path
 
 import jax
 
-from sim._atomic import atomic_write_json
 
-__all__ = ["BENCHMARKS", "main", "run", "format_table"]
+__all__ = ["BENCHMARKS", "run", "format_table", "markdown_table", "details_text"]
 
 #: Benchmark names, in run order, and their modules (each has `bench(quick=, key=) -> list[dict]`).
 BENCHMARKS = {
@@ -83,7 +83,7 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _details(rows: list[dict]) -> str:
+def details_text(rows: list[dict]) -> str:
     """Compile times and counts, exponents and memory, each distinct detail printed once."""
     keys = ("compile_s", "compiles_first_call", "compiles_later_calls", "exponent", "exponent_upper",
             "max_abs_diff_1_vs_n", "temp_bytes", "baseline_layouts", "ours_per_config_step_s", "floor",
@@ -95,20 +95,3 @@ def _details(rows: list[dict]) -> str:
         if extra:
             out.append(f"{r['name']}: {extra}")
     return "\n".join(out)
-
-
-def main(quick: bool, json_path: Path | None, only: list[str] | None) -> int:
-    """Entry point of `passk bench`: run, print the table, write JSON (and the scaling figure beside it)."""
-    rows = run(quick=quick, only=only)
-    print(format_table(rows))
-    details = _details(rows)
-    if details:
-        print("\n" + details)
-    if json_path is not None:
-        atomic_write_json(Path(json_path), rows)
-        print(f"\nwrote {json_path}")
-        from passk.plots import bench as bench_plot
-
-        for path in bench_plot.draw(rows, Path(json_path).parent):
-            print(f"wrote {path}")
-    return 0

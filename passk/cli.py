@@ -165,9 +165,23 @@ def _cmd_diagnose(args) -> int:
 
 
 def _cmd_bench(args) -> int:
+    """Run the benchmarks, print the table, write the JSON and the scaling figure beside it."""
     from benchmarks import run as bench_run
+    from sim._atomic import atomic_write_json
 
-    return bench_run.main(quick=args.quick, json_path=args.json, only=args.only)
+    rows = bench_run.run(quick=args.quick, only=args.only)
+    print(bench_run.format_table(rows))
+    details = bench_run.details_text(rows)
+    if details:
+        print("\n" + details)
+    if args.json is not None:
+        atomic_write_json(Path(args.json), rows)
+        print(f"\nwrote {args.json}")
+        from passk.plots import bench as bench_plot
+
+        for path in bench_plot.draw(rows, Path(args.json).parent):
+            print(f"wrote {path}")
+    return 0
 
 
 def main(argv=None) -> int:

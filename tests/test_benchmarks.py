@@ -101,7 +101,9 @@ def test_runner_writes_json_with_documented_keys(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(estimators, "make_rewards",
                         lambda key, g, n, dtype=jnp.float32, kind="binary": real(key, 8, n, dtype, kind=kind))
     path = tmp_path / "bench.json"
-    assert run.main(quick=True, json_path=path, only=["estimators"]) == 0
+    from passk import cli
+
+    assert cli.main(["bench", "--quick", "--json", str(path), "--only", "estimators"]) == 0
     rows = json.loads(path.read_text())
     assert [r["name"] for r in rows] == ["estimators[none]", "estimators[loo]", "estimators[loo-1]",
                                          "estimators[none, continuous]", "estimators[loo, continuous]",

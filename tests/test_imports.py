@@ -1,0 +1,35 @@
+"""Imports point one way: `theory` <- `sim` <- `benchmarks` <- `passk` (read from the source)."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+# each package and the packages it must never import
+FORBIDDEN = {
+    "theory": {"sim", "passk", "benchmarks", "matplotlib"},
+    "sim": {"passk", "benchmarks", "matplotlib"},
+    "benchmarks": {"passk", "matplotlib"},
+}
+
+
+def imported_roots(path: pathlib.Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    roots = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_imports_point_one_way(package):
+    files = sorted((ROOT / package).rglob("*.py"))
+    assert files
+    bad = {str(f.relative_to(ROOT)): sorted(imported_roots(f) & FORBIDDEN[package]) for f in files}
+    assert {f: roots for f, roots in bad.items() if roots} == {}
