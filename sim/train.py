@@ -404,9 +404,7 @@ def _sweep_fn(config: tuple) -> Callable:
 
 
 #: Working-set target of one vectorised batch of blocks: the bytes of one `(configurations, A, P)`
-#: array of a step. Measured on a 2-core CPU (2 MiB L2 per core, 32 MiB L3) at P = 4096, A = 4:
-#: 256 configurations took 8.0 ms a step in one vmap and 4.8-5.4 ms in batches of 16-64; at 64
-#: configurations (4 MiB) one vmap and batches were within 10% of each other.
+#: array of a step, sized to stay in cache (measurements: `benchmarks/README.md`).
 _BATCH_BYTES = 4 * 2**20
 #: Fewest configurations per batch: smaller batches pay the per-operation cost of the step loop.
 _BATCH_MIN_CONFIGS = 16
@@ -430,8 +428,7 @@ def sweep_blocks(n_regimes: int, n_configs: int, n_devices: int) -> tuple[int, i
     the smallest count that makes it a multiple of `n_devices`, so no device idles on padding
     blocks, doubled until every device holds at least two blocks (while configurations last):
     XLA's CPU backend spreads a step's loops over threads along the leading (block) axis, and a
-    single block ran on one thread (1 bandit x 8 configurations took 35 ms for 20 steps, 2 x 4
-    took 17 ms). Each chunk holds `ceil(n_configs / chunks)` configurations (the last ones padded
+    single block runs on one thread (`benchmarks/README.md`). Each chunk holds `ceil(n_configs / chunks)` configurations (the last ones padded
     by repeating the last configuration).
     """
     chunks = n_devices // math.gcd(n_regimes, n_devices)
