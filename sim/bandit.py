@@ -391,9 +391,8 @@ def assemble_diagnostics(p, agreement, g1, g_dir, weights, ks, mu, *, k_max: int
     flat_k = g_dir.reshape(g_dir.shape[0], -1)
     flat_1 = g1.reshape(-1)
     norm_1 = jnp.linalg.norm(flat_1)
-    norms = jnp.linalg.norm(flat_k, axis=-1) * norm_1
     dots = jnp.matmul(flat_k, flat_1, precision=_HIGHEST)
-    cos = jnp.where(norms > 0, dots / jnp.where(norms > 0, norms, 1.0), 0.0)
+    cos = theory.safe_cosine(dots, jnp.linalg.norm(flat_k, axis=-1) * norm_1)
     inner = theory.conflict_inner_product(p, agreement, ks, mu)
     mean_agreement = theory.weighted_mean_agreement(p, agreement, ks, mu)
     jk = prompt_mean(theory.pass_at_k(p, ks[:, None]), mu)

@@ -248,3 +248,13 @@ def test_agreement_and_cosine_work_under_jit_and_vmap():
 def test_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_safe_cosine_is_the_cosine_and_zero_without_an_angle():
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(2, 7))
+    cos = theory.safe_cosine(a @ b, np.linalg.norm(a) * np.linalg.norm(b))
+    assert float(cos) == pytest.approx(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b), rel=1e-14)
+    assert float(theory.safe_cosine(0.0, 0.0)) == 0.0
+    grad = jax.grad(lambda parts: theory.safe_cosine(parts[0], parts[1]))(jnp.zeros(2))
+    assert np.all(np.isfinite(np.asarray(grad)))

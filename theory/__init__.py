@@ -29,6 +29,7 @@ from theory.interference import (
     agreement_scores,
     conflict_inner_product,
     gradient_cosine,
+    safe_cosine,
     weighted_mean_agreement,
 )
 from theory.sampled import (
@@ -114,6 +115,7 @@ __all__ = [
     "project_step_safe",
     "safe_k",
     "sampled_agreement_scores",
+    "safe_cosine",
     "single_crossing",
     "softmax_gradient_bound",
     "softmax_smoothness_bound",

@@ -31,6 +31,7 @@ __all__ = [
     "conflict_inner_product",
     "weighted_mean_agreement",
     "gradient_cosine",
+    "safe_cosine",
 ]
 
 
@@ -147,5 +148,15 @@ def gradient_cosine(per_prompt_grads, p, k, mu=None):
     g1 = mu @ g
     gk = omega @ g  # proportional to grad J_k
     inner = gk @ g1
-    norms = jnp.linalg.norm(gk, axis=-1) * jnp.linalg.norm(g1)
-    return jnp.where(norms > 0, inner / jnp.where(norms > 0, norms, 1.0), 0.0)
+    return safe_cosine(inner, jnp.linalg.norm(gk, axis=-1) * jnp.linalg.norm(g1))
+
+
+def safe_cosine(inner, norm_product):
+    """`cos = <a, b> / (||a|| ||b||)` from its parts, 0 where a norm is 0 (the angle is undefined).
+
+    Never NaN, and its gradient is finite also where `norm_product` is 0 (the division is
+    evaluated on a safe denominator).
+    """
+    norm_product = jnp.asarray(norm_product)
+    positive = norm_product > 0
+    return jnp.where(positive, inner / jnp.where(positive, norm_product, 1.0), 0.0)

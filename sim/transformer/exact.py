@@ -199,9 +199,7 @@ def gradient_cosines(params, prompts, answers, config, ks, mu=None):
 
     def one(row):
         g = jax.tree_util.tree_map(lambda x: x[row], gk)
-        inner = tree_dot(g, g1)
-        norms = jnp.sqrt(tree_dot(g, g) * tree_dot(g1, g1))
-        return jnp.where(norms > 0, inner / jnp.where(norms > 0, norms, 1.0), 0.0)
+        return theory.safe_cosine(tree_dot(g, g1), jnp.sqrt(tree_dot(g, g) * tree_dot(g1, g1)))
 
     return jnp.stack([one(i) for i in range(len(ks))])
 

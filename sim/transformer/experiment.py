@@ -172,7 +172,7 @@ def _sign_test(params, prompts, answers, cfg, ks, eta):
     def one(weights, k):
         (d,) = vjp(weights)  # parallel to grad J_k
         norm = jnp.sqrt(_exact.tree_dot(d, d))
-        cos = _exact.tree_dot(d, g1) / (norm * jnp.sqrt(_exact.tree_dot(g1, g1)))
+        cos = theory.safe_cosine(_exact.tree_dot(d, g1), norm * jnp.sqrt(_exact.tree_dot(g1, g1)))
         scale = eta / norm
         moved = jax.tree_util.tree_map(lambda t, u: t + scale * u, params, d)
         p_new = _exact.success(moved, prompts, answers, cfg)
