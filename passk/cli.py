@@ -110,7 +110,7 @@ def _cmd_toy(args) -> int:
     import jax
 
     from sim import toy_diagnostics
-    from sim._atomic import atomic_write_json
+    from sim.files import atomic_write_json
 
     kwargs = {}
     if args.n_prompts is not None:
@@ -132,7 +132,7 @@ def _cmd_transformer(args) -> int:
 
     from passk.reproduce import Progress, transformer_headline
     from sim import transformer
-    from sim._atomic import atomic_write_json
+    from sim.files import atomic_write_json
 
     results = transformer.run_experiment(
         quick=args.quick, key=jax.random.key(args.seed), checkpoint_dir=args.checkpoint_dir, progress=Progress()
@@ -147,7 +147,7 @@ def _cmd_transformer(args) -> int:
 
 def _cmd_diagnose(args) -> int:
     from passk import diagnose as dg
-    from sim._atomic import atomic_write_bytes, atomic_write_json
+    from sim.files import atomic_write_bytes, atomic_write_json
 
     if args.example == (args.file is not None):
         raise ValueError("give a FILE or --example (one of the two)")
@@ -167,7 +167,7 @@ def _cmd_diagnose(args) -> int:
 def _cmd_bench(args) -> int:
     """Run the benchmarks, print the table, write the JSON and the scaling figure beside it."""
     from benchmarks import run as bench_run
-    from sim._atomic import atomic_write_json
+    from sim.files import atomic_write_json
 
     rows = bench_run.run(quick=args.quick, only=args.only)
     print(bench_run.format_table(rows))

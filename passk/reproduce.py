@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 import theory
-from sim._atomic import atomic_write_json
+from sim.files import atomic_write_json
 
 PARTS = ("theory", "bandit", "transformer", "sampled")
 

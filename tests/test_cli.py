@@ -9,7 +9,7 @@ import pytest
 
 from passk import __version__, cli
 from passk.reproduce import headline_table, reproduce, theory_results
-from sim._atomic import atomic_write, atomic_write_json
+from sim.files import atomic_write, atomic_write_json
 
 
 def test_version_and_help():

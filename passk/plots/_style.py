@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: figures are files, never windows
 import matplotlib.pyplot as plt  # noqa: E402
 
-from sim._atomic import atomic_write  # noqa: E402
+from sim.files import atomic_write  # noqa: E402
 
 
 def new_figure(*, nrows: int = 1, ncols: int = 1, width: float = 5.5, height: float = 4.0):

@@ -37,7 +37,7 @@ import optax
 
 import theory
 from theory.estimators import pkpo_weights, rloo_advantages
-from sim._atomic import atomic_write
+from sim.files import atomic_write
 from sim.transformer import exact as _exact
 from sim.transformer import model as _model
 

@@ -1,4 +1,4 @@
-"""Atomic file writes: a temporary file in the target folder, then `os.replace`.
+"""Atomic file writes (results, figures, checkpoints): a temporary file in the target folder, then `os.replace`.
 
 An interrupted run never leaves a half-written file: readers see the old file or the new one.
 """
