@@ -388,7 +388,8 @@ def diagnose_file(path, *, ks=None, level: float = 0.95) -> dict:
     import theory
     from sim.diagnose import diagnosis_report
 
-    level = theory.sampled._level(level)  # before reading: a bad level is not the file's fault
+    theory.normal_quantile(level)  # validates level before reading: a bad level is not the file's fault
+    level = float(level)
     run = read_run(path)
     try:
         report = diagnosis_report(

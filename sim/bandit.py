@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import theory
-from theory import _validate
+from theory import validate as _validate
 
 __all__ = ["SoftmaxBandit", "BanditDiagnostics", "DEFAULT_K_MAX"]
 

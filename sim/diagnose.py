@@ -131,7 +131,7 @@ def _trainers(c: np.ndarray, n: int, mu: np.ndarray, ks, notes: list) -> dict:
 
 
 def _as_counts(correct, n):
-    n = theory._validate.python_int("n", n, minimum=2)
+    n = theory.validate.python_int("n", n, minimum=2)
     c = np.asarray(correct, dtype=np.float64)
     if c.ndim != 1 or c.size < 1:
         raise ValueError(f"correct must have shape (P,) with P >= 1; got shape {c.shape}")
@@ -205,7 +205,7 @@ def diagnosis_report(
     if ks is None:
         ks = default_ks(n)
     else:
-        ks = sorted({theory._validate.python_int("ks", k, minimum=1) for k in ks})
+        ks = sorted({theory.validate.python_int("ks", k, minimum=1) for k in ks})
     z = theory.normal_quantile(level)  # validates level
     level = float(level)
     if (score_sum is None) != (score_sq_sum is None):
@@ -344,8 +344,8 @@ def sketch_scores(logp, params, batch, *, sketch_dim: int, key, chunk_size: int 
     Column `d` is the JVP `<v_d, grad logp>` (direction `d` drawn from `fold_in(key, d)`).
     Cost: `sketch_dim` forward-mode passes over the batch. Arguments as in :func:`diagnose_model`.
     """
-    sketch_dim = theory._validate.python_int("sketch_dim", sketch_dim, minimum=1)
-    chunk_size = theory._validate.python_int("chunk_size", chunk_size, minimum=1)
+    sketch_dim = theory.validate.python_int("sketch_dim", sketch_dim, minimum=1)
+    chunk_size = theory.validate.python_int("chunk_size", chunk_size, minimum=1)
     if key is None:
         raise ValueError("key must be a jax.random key for a sketch; got None")
     return _sketch_scores(logp, params, batch, sketch_dim, key, chunk_size)
@@ -408,13 +408,13 @@ def diagnose_model(
     """
     r = _check_rewards(rewards)
     _check_batch(batch, r.shape)
-    chunk_size = theory._validate.python_int("chunk_size", chunk_size, minimum=1)
+    chunk_size = theory.validate.python_int("chunk_size", chunk_size, minimum=1)
     if scores == "exact":
         big_g, q = _exact_sums(logp, params, batch, r, chunk_size)
         c = r.sum(axis=-1)
         big_g, q = np.asarray(big_g, np.float64), np.asarray(q, np.float64)
     elif scores == "sketch":
-        sketch_dim = theory._validate.python_int("sketch_dim", sketch_dim, minimum=1)
+        sketch_dim = theory.validate.python_int("sketch_dim", sketch_dim, minimum=1)
         if key is None:
             raise ValueError("key must be a jax.random key for scores='sketch'; got None")
         sketched = _sketch_scores(logp, params, batch, sketch_dim, key, chunk_size)

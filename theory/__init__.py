@@ -2,7 +2,7 @@
 answers (section 10).
 
 Every function takes numpy or JAX arrays and works under `jax.jit`/`vmap` where its inputs are
-arrays; concrete inputs are validated (see `theory._validate`), traced ones only by shape/dtype.
+arrays; concrete inputs are validated (see `theory.validate`), traced ones only by shape/dtype.
 """
 
 from theory.critical import (

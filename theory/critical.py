@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from theory import _validate
+from theory import validate as _validate
 from theory.weights import log_one_minus_p_power
 
 __all__ = [

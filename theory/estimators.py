@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from theory import _validate
+from theory import validate as _validate
 from theory.weights import k_times_exp
 
 __all__ = [

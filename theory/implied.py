@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaln, xlog1py, xlogy
 
-from theory import _validate
+from theory import validate as _validate
 from theory.estimators import _grouped_count_advantages, _log_binom_ratio_core
 from theory.weights import k_times_exp, log_one_minus_p_power, pass_at_k, pass_at_k_weight
 

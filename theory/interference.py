@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from theory import _validate
+from theory import validate as _validate
 from theory.weights import (
     _prompt_axis_k,
     normalized_weights,

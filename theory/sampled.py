@@ -55,7 +55,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from theory import _validate
+from theory import validate as _validate
 from theory.critical import critical_k, k_star_or_none
 from theory.interference import conflict_inner_product
 

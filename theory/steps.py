@@ -18,7 +18,7 @@ import math
 
 import jax.numpy as jnp
 
-from theory import _validate
+from theory import validate as _validate
 
 __all__ = [
     "pass1_decrease_window",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from theory import _validate
+from theory import validate as _validate
 
 __all__ = [
     "pass_at_k",

@@ -1,4 +1,4 @@
-"""Input validation shared by the `theory` functions.
+"""Input validation shared by the `theory` functions, and by `sim` for the same rules.
 
 Every check runs on *concrete* inputs only (Python numbers, numpy arrays, concrete JAX arrays).
 Under `jax.jit`/`vmap` the inputs are tracers whose values are unknown at trace time; there only
