@@ -33,3 +33,28 @@ def test_imports_point_one_way(package):
     assert files
     bad = {str(f.relative_to(ROOT)): sorted(imported_roots(f) & FORBIDDEN[package]) for f in files}
     assert {f: roots for f, roots in bad.items() if roots} == {}
+
+
+def private_reaches(path: pathlib.Path, package: str) -> list[str]:
+    """Imports of another package's `_private` modules or names (`from theory import _x`, `sim._x`)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            parts = node.module.split(".")
+            if parts[0] == package or parts[0] not in FORBIDDEN | {"passk": None}:
+                continue
+            if any(p.startswith("_") for p in parts[1:]) or any(a.name.startswith("_") for a in node.names):
+                found.append(node.module)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] != package and parts[0] in FORBIDDEN and any(p.startswith("_") for p in parts[1:]):
+                    found.append(alias.name)
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN) + ["passk"])
+def test_no_package_imports_another_packages_private_modules(package):
+    bad = {str(f.relative_to(ROOT)): private_reaches(f, package) for f in sorted((ROOT / package).rglob("*.py"))}
+    assert {f: mods for f, mods in bad.items() if mods} == {}
