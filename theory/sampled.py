@@ -276,11 +276,7 @@ def answer_statistics(rewards, scores) -> AnswerStatistics:
     Returns:
       :class:`AnswerStatistics`.
     """
-    r = _rewards(rewards)
-    s = _scores(scores, r.shape, jnp.result_type(float))
-    stats = AnswerStatistics(*_statistics_jit(r, s), n=r.shape[1])
-    _check_finite(s, stats)
-    return stats
+    return _answers(rewards, scores)[2]
 
 
 def statistics_from_sums(correct, score_sum, score_sq_sum, *, n: int) -> AnswerStatistics:
@@ -549,18 +545,19 @@ def sampled_inner_product(rewards, scores, ks, *, mu=None, stderr: str = "prompt
     _stderr_kind(stderr)
     if stderr == "prompts":
         return inner_product_from_statistics(answer_statistics(rewards, scores), ks, mu=mu)
-    r, s = _answers(rewards, scores)
+    r, s, stats = _answers(rewards, scores)
     mu = _validate.prompt_weights(mu, r.shape[0], s.dtype)
     k = _orders("ks", ks, r.shape[1])
-    return _inner_answers_jit(r, s, mu, k)
+    return _inner_answers_jit(r, s, _stats_tree(stats), mu, k)
 
 
 def _answers(rewards, scores):
-    """Validated rewards and scores for the answer jackknife (which reads every answer)."""
+    """Validated rewards and scores, and their statistics (computed once, also to check the scores)."""
     r = _rewards(rewards)
     s = _scores(scores, r.shape, jnp.result_type(float))
-    _check_finite(s, AnswerStatistics(*_statistics_jit(r, s), n=r.shape[1]))
-    return r, s
+    stats = AnswerStatistics(*_statistics_jit(r, s), n=r.shape[1])
+    _check_finite(s, stats)
+    return r, s, stats
 
 
 def _stderr_kind(stderr):
@@ -569,8 +566,8 @@ def _stderr_kind(stderr):
 
 
 @jax.jit
-def _inner_answers_jit(r, s, mu, k):
-    stats = _statistics(r, s)
+def _inner_answers_jit(r, s, stats_tree, mu, k):
+    stats = AnswerStatistics(*stats_tree, n=r.shape[1])
     out = _inner_core(stats, mu, k)
     scaled = _answers_stderr(r, s, stats, mu, k, out.log_scale)
     return out._replace(stderr=scaled * jnp.exp(out.log_scale), scaled_stderr=scaled)
@@ -611,9 +608,9 @@ def _critical_core(stats: AnswerStatistics, mu, z):
 
 
 @jax.jit
-def _critical_answers_jit(r, s, mu, z):
+def _critical_answers_jit(r, s, stats_tree, mu, z):
     k_max = r.shape[1] - 1
-    return _bounds(_inner_answers_jit(r, s, mu, jnp.arange(1, k_max + 1)), z, k_max)
+    return _bounds(_inner_answers_jit(r, s, stats_tree, mu, jnp.arange(1, k_max + 1)), z, k_max)
 
 
 @functools.partial(jax.jit, static_argnames=("n",))
@@ -659,8 +656,9 @@ def sampled_critical_k_jax(rewards, scores, *, mu=None, level=0.95, stderr: str 
     level = _level(level)
     _stderr_kind(stderr)
     if stderr == "answers":
-        r, s = _answers(rewards, scores)
-        return _critical_answers_jit(r, s, _validate.prompt_weights(mu, r.shape[0], s.dtype), _z(level))
+        r, s, stats = _answers(rewards, scores)
+        return _critical_answers_jit(r, s, _stats_tree(stats), _validate.prompt_weights(mu, r.shape[0], s.dtype),
+                                     _z(level))
     stats, mu = _inputs(rewards, scores, mu)
     _positive_prompts(mu, stats.correct.shape[0])
     return _critical_core(stats, mu, _z(level))
@@ -690,10 +688,10 @@ def sampled_critical_k(rewards, scores, *, mu=None, level=0.95, stderr: str = "p
     if stderr == "prompts":
         return critical_k_from_statistics(answer_statistics(rewards, scores), mu=mu, level=level)
     level = _level(level)
-    r, s = _answers(rewards, scores)
+    r, s, stats = _answers(rewards, scores)
     mu = _validate.prompt_weights(mu, r.shape[0], s.dtype)
     k_max = r.shape[1] - 1
-    est, lo, hi = (int(v) for v in _critical_answers_jit(r, s, mu, _z(level)))
+    est, lo, hi = (int(v) for v in _critical_answers_jit(r, s, _stats_tree(stats), mu, _z(level)))
     return SampledCriticalK(
         estimate=k_star_or_none(est, k_max), lower=k_star_or_none(lo, k_max), upper=k_star_or_none(hi, k_max),
         k_max=k_max, level=level,
