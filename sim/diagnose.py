@@ -46,6 +46,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 import theory
+from theory import validate as _validate
 
 __all__ = ["diagnosis_report", "diagnose_model", "sketch_scores", "score_sums", "default_ks", "NO_SCORES_NOTE"]
 
@@ -131,7 +132,7 @@ def _trainers(c: np.ndarray, n: int, mu: np.ndarray, ks, notes: list) -> dict:
 
 
 def _as_counts(correct, n):
-    n = theory.validate.python_int("n", n, minimum=2)
+    n = _validate.python_int("n", n, minimum=2)
     c = np.asarray(correct, dtype=np.float64)
     if c.ndim != 1 or c.size < 1:
         raise ValueError(f"correct must have shape (P,) with P >= 1; got shape {c.shape}")
@@ -205,7 +206,7 @@ def diagnosis_report(
     if ks is None:
         ks = default_ks(n)
     else:
-        ks = sorted({theory.validate.python_int("ks", k, minimum=1) for k in ks})
+        ks = sorted({_validate.python_int("ks", k, minimum=1) for k in ks})
     z = theory.normal_quantile(level)  # validates level
     level = float(level)
     if (score_sum is None) != (score_sq_sum is None):
@@ -263,17 +264,6 @@ def diagnosis_report(
 
 # ---------------------------------------------------------------------------------------------
 # Scores from a JAX model
-
-
-def _check_rewards(rewards):
-    r = np.asarray(rewards)
-    if r.ndim != 2 or r.shape[1] < 2:
-        raise ValueError(f"rewards must have shape (P, n) with n >= 2; got shape {r.shape}")
-    bad = ~((r == 0) | (r == 1))
-    if bad.any():
-        i, j = (int(x) for x in np.argwhere(bad)[0])
-        raise ValueError(f"rewards must be 0 or 1; got {r[i, j].item()!r} at prompt {i} (answer {j})")
-    return r.astype(np.float64)
 
 
 def _check_batch(batch, shape):
@@ -344,8 +334,8 @@ def sketch_scores(logp, params, batch, *, sketch_dim: int, key, chunk_size: int 
     Column `d` is the JVP `<v_d, grad logp>` (direction `d` drawn from `fold_in(key, d)`).
     Cost: `sketch_dim` forward-mode passes over the batch. Arguments as in :func:`diagnose_model`.
     """
-    sketch_dim = theory.validate.python_int("sketch_dim", sketch_dim, minimum=1)
-    chunk_size = theory.validate.python_int("chunk_size", chunk_size, minimum=1)
+    sketch_dim = _validate.python_int("sketch_dim", sketch_dim, minimum=1)
+    chunk_size = _validate.python_int("chunk_size", chunk_size, minimum=1)
     if key is None:
         raise ValueError("key must be a jax.random key for a sketch; got None")
     return _sketch_scores(logp, params, batch, sketch_dim, key, chunk_size)
@@ -406,15 +396,15 @@ def diagnose_model(
       ValueError: bad `rewards`, batch leaves whose leading axes are not `(P, n)`, unknown `scores`,
         missing `key` for the sketch, `sketch_dim` or `chunk_size` below 1.
     """
-    r = _check_rewards(rewards)
+    r = np.asarray(_validate.binary_rewards("rewards", rewards), dtype=np.float64)
     _check_batch(batch, r.shape)
-    chunk_size = theory.validate.python_int("chunk_size", chunk_size, minimum=1)
+    chunk_size = _validate.python_int("chunk_size", chunk_size, minimum=1)
     if scores == "exact":
         big_g, q = _exact_sums(logp, params, batch, r, chunk_size)
         c = r.sum(axis=-1)
         big_g, q = np.asarray(big_g, np.float64), np.asarray(q, np.float64)
     elif scores == "sketch":
-        sketch_dim = theory.validate.python_int("sketch_dim", sketch_dim, minimum=1)
+        sketch_dim = _validate.python_int("sketch_dim", sketch_dim, minimum=1)
         if key is None:
             raise ValueError("key must be a jax.random key for scores='sketch'; got None")
         sketched = _sketch_scores(logp, params, batch, sketch_dim, key, chunk_size)

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import math
-import statistics
 
 import numpy as np
 
+import theory
+
 __all__ = ["wilson_interval", "mean_interval"]
-
-
-def _z(level: float) -> float:
-    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
-        raise ValueError(f"level must lie in (0, 1); got {level!r}")
-    return statistics.NormalDist().inv_cdf(0.5 + level / 2)
 
 
 def wilson_interval(successes, n, level: float = 0.95) -> dict:
@@ -40,7 +35,7 @@ def wilson_interval(successes, n, level: float = 0.95) -> dict:
     if int(successes) != successes or int(n) != n or int(n) < 1 or not 0 <= int(successes) <= int(n):
         raise ValueError(f"need integers 0 <= successes <= n with n >= 1; got successes={successes!r}, n={n!r}")
     s, n = int(successes), int(n)
-    z = _z(level)
+    z = theory.normal_quantile(level)
     p = s / n
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
@@ -62,5 +57,5 @@ def mean_interval(values, level: float = 0.95) -> dict:
         raise ValueError(f"values must be a non-empty array of finite numbers; got {values!r}")
     mean = float(x.mean())
     sd = float(x.std(ddof=1)) if x.size > 1 else 0.0
-    half = _z(level) * sd / math.sqrt(x.size)
+    half = theory.normal_quantile(level) * sd / math.sqrt(x.size)
     return {"value": mean, "lower": mean - half, "upper": mean + half, "n": int(x.size), "sd": sd}

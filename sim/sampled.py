@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import math
-import statistics
 from typing import Callable, NamedTuple
 
 import jax
@@ -160,7 +159,7 @@ def recovery_study(
     agreement = jnp.asarray(agreement, jnp.float64)
     mu = jnp.asarray(mu, jnp.float64)
     k_star = theory.critical_k(p, agreement, mu, k_max=_PLUGIN_K_MAX)
-    z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
+    z = theory.normal_quantile(level)
     out = {"k_star_exact": k_star, "level": level, "repeats": repeats, "by_n": []}
     batch_size = math.gcd(repeats, batch_size)
     for n in ns:

@@ -47,7 +47,6 @@ never a `P x P` matrix. Memory `O(P D + K P)`.
 from __future__ import annotations
 
 import functools
-import numbers
 import statistics
 from typing import NamedTuple
 
@@ -150,35 +149,6 @@ def _first_prompt(bad: np.ndarray) -> tuple[int, ...]:
     return tuple(int(i) for i in np.argwhere(bad)[0])
 
 
-def _rewards(rewards):
-    """`(P, n)` rewards as floats; concrete values must be 0 or 1 (bool, int or float input)."""
-    if rewards is None or isinstance(rewards, (str, bytes)):
-        raise TypeError(f"rewards must be an array of 0/1 rewards of shape (P, n); got {rewards!r}")
-    try:
-        arr = jnp.asarray(rewards)
-    except TypeError as err:
-        raise TypeError(f"rewards must be an array of 0/1 rewards of shape (P, n); got {rewards!r}") from err
-    if not (arr.dtype == jnp.bool_ or jnp.issubdtype(arr.dtype, jnp.integer) or jnp.issubdtype(arr.dtype, jnp.floating)):
-        raise TypeError(f"rewards must be bool, integer or float; got dtype {arr.dtype}")
-    if arr.ndim != 2:
-        raise ValueError(f"rewards must have shape (P, n) (prompts, answers); got shape {arr.shape}")
-    if arr.shape[0] < 1:
-        raise ValueError(f"rewards must have at least one prompt; got shape {arr.shape}")
-    if arr.shape[1] < 2:
-        raise ValueError(
-            f"rewards must hold n >= 2 answers per prompt (unbiased estimates need two); got n = {arr.shape[1]}"
-        )
-    if _validate.is_concrete(arr) and arr.dtype != jnp.bool_:
-        host = np.asarray(arr)
-        bad = ~((host == 0) | (host == 1))  # NaN and inf are bad too
-        if bad.any():
-            i, j = _first_prompt(bad)
-            raise ValueError(
-                f"rewards must be 0 or 1; got {host[i, j].item()!r} at prompt {i} (answer {j})"
-            )
-    return arr
-
-
 def _scores(scores, shape, dtype):
     """`(P, n, D)` scores (trailing axes flattened); shapes only (values: :func:`_check_finite`)."""
     arr = _validate.as_float_array("scores", scores)
@@ -225,15 +195,6 @@ def _orders(name, ks, n):
                 f"beyond k = n - 1); got {int(host[bad].ravel()[0])}{where}"
             )
     return k
-
-
-def _level(level) -> float:
-    if isinstance(level, bool) or not isinstance(level, numbers.Real):
-        raise TypeError(f"level must be a real number in (0, 1); got {level!r}")
-    level = float(level)
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must lie in (0, 1) (for example 0.95); got {level!r}")
-    return level
 
 
 def _positive_prompts(mu, n_prompts):
@@ -553,7 +514,7 @@ def sampled_inner_product(rewards, scores, ks, *, mu=None, stderr: str = "prompt
 
 def _answers(rewards, scores):
     """Validated rewards and scores, and their statistics (computed once, also to check the scores)."""
-    r = _rewards(rewards)
+    r = _validate.binary_rewards("rewards", rewards)
     s = _scores(scores, r.shape, jnp.result_type(float))
     stats = AnswerStatistics(*_statistics_jit(r, s), n=r.shape[1])
     _check_finite(s, stats)
@@ -624,7 +585,7 @@ def _z(level):
 
 def normal_quantile(level=0.95) -> float:
     """`z` of a two-sided normal interval of nominal `level` (1.96 at 0.95), `level` validated."""
-    return _z(_level(level))
+    return _z(_validate.level("level", level))
 
 
 def critical_k_from_inner(inner: SampledInner, *, level=0.95) -> SampledCriticalK:
@@ -636,7 +597,7 @@ def critical_k_from_inner(inner: SampledInner, *, level=0.95) -> SampledCritical
     """
     if not isinstance(inner, SampledInner):
         raise TypeError(f"inner must be a SampledInner (from sampled_inner_product); got {type(inner).__name__}")
-    level = _level(level)
+    level = _validate.level("level", level)
     k_max = int(np.shape(inner.scaled_estimate)[0]) if np.ndim(inner.scaled_estimate) == 1 else 0
     if k_max < 1:
         raise ValueError(f"inner must hold k = 1 .. k_max (one axis); got shape {np.shape(inner.scaled_estimate)}")
@@ -653,7 +614,7 @@ def sampled_critical_k_jax(rewards, scores, *, mu=None, level=0.95, stderr: str 
     The `jit`/`vmap`-compatible form, with the sentinel `k_max + 1 = n` of
     :func:`theory.critical_k_jax`. `level` and `stderr` must be concrete Python values.
     """
-    level = _level(level)
+    level = _validate.level("level", level)
     _stderr_kind(stderr)
     if stderr == "answers":
         r, s, stats = _answers(rewards, scores)
@@ -687,7 +648,7 @@ def sampled_critical_k(rewards, scores, *, mu=None, level=0.95, stderr: str = "p
     _stderr_kind(stderr)
     if stderr == "prompts":
         return critical_k_from_statistics(answer_statistics(rewards, scores), mu=mu, level=level)
-    level = _level(level)
+    level = _validate.level("level", level)
     r, s, stats = _answers(rewards, scores)
     mu = _validate.prompt_weights(mu, r.shape[0], s.dtype)
     k_max = r.shape[1] - 1
@@ -700,7 +661,7 @@ def sampled_critical_k(rewards, scores, *, mu=None, level=0.95, stderr: str = "p
 
 def critical_k_from_statistics(stats: AnswerStatistics, *, mu=None, level=0.95) -> SampledCriticalK:
     """:func:`sampled_critical_k` from :class:`AnswerStatistics` (see :func:`statistics_from_sums`)."""
-    level = _level(level)
+    level = _validate.level("level", level)
     stats = _checked_statistics(stats)
     mu = _weights(stats, mu)
     _positive_prompts(mu, stats.correct.shape[0])

@@ -171,3 +171,44 @@ def leading_axis(name: str, x, size: int, other: str) -> None:
             f"{name} must have a leading axis of length {size} (the prompts of {other}); "
             f"got shape {jnp.shape(x)}"
         )
+
+
+def binary_rewards(name: str, rewards):
+    """`(P, n)` rewards of sampled answers, `n >= 2`; concrete values must be 0 or 1.
+
+    Bool, integer or float input; the first offending value is named with its prompt and answer.
+    """
+    if rewards is None or isinstance(rewards, (str, bytes)):
+        raise TypeError(f"{name} must be an array of 0/1 rewards of shape (P, n); got {rewards!r}")
+    try:
+        arr = jnp.asarray(rewards)
+    except TypeError as err:
+        raise TypeError(f"{name} must be an array of 0/1 rewards of shape (P, n); got {rewards!r}") from err
+    if not (arr.dtype == jnp.bool_ or jnp.issubdtype(arr.dtype, jnp.integer) or jnp.issubdtype(arr.dtype, jnp.floating)):
+        raise TypeError(f"{name} must be bool, integer or float; got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must have shape (P, n) (prompts, answers); got shape {arr.shape}")
+    if arr.shape[0] < 1:
+        raise ValueError(f"{name} must have at least one prompt; got shape {arr.shape}")
+    if arr.shape[1] < 2:
+        raise ValueError(
+            f"{name} must hold n >= 2 answers per prompt (unbiased estimates need two); got n = {arr.shape[1]}"
+        )
+    if is_concrete(arr) and arr.dtype != jnp.bool_:
+        host = np.asarray(arr)
+        bad = ~((host == 0) | (host == 1))  # NaN and inf are bad too
+        if bad.any():
+            i, j = (int(x) for x in np.argwhere(bad)[0])
+            raise ValueError(f"{name} must be 0 or 1; got {host[i, j].item()!r} at prompt {i} (answer {j})")
+    return arr
+
+
+def level(name: str, value) -> float:
+    """A nominal confidence level in `(0, 1)` as a Python float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number in (0, 1); got {value!r}")
+    value = float(value)
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name} must lie in (0, 1) (for example 0.95); got {value!r}")
+    return value
+
