@@ -20,10 +20,9 @@ import pytest  # noqa: E402
 from hypothesis import example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from tests.enumeration import binary_outcomes, binomial_expectation, count_groups, expected_binary_update  # noqa: E402
+from theory.binomial import pass_at_k_from_counts  # noqa: E402
 from theory.estimators import (  # noqa: E402
-    _exclusive_suffix_sum,
-    _max_at_k_coefficients,
-    _rho_core,
     grouped_passk_advantages,
     grpo_advantages,
     pass_at_k_unbiased,
@@ -31,7 +30,7 @@ from theory.estimators import (  # noqa: E402
     pkpo_weights,
     rloo_advantages,
 )
-from theory.implied import implied_prompt_weight  # noqa: E402
+from theory.pkpo_engine import _exclusive_suffix_sum, max_at_k_coefficients, sort_rewards  # noqa: E402
 from theory.weights import pass_at_k_weight  # noqa: E402
 
 ENUM_N = 5  # group size of the exhaustive 2^n enumerations (one compiled shape)
@@ -60,28 +59,6 @@ def rel_err(value: float, exact: Fraction) -> float:
     if abs(exact) < _TINY:
         return 0.0 if abs(Fraction(value)) < _TINY else float(abs(Fraction(value) - exact) / _TINY)
     return float(abs(Fraction(value) - exact) / abs(exact))
-
-
-def binomial_expectation(estimate, n: int, p: float) -> float:
-    """`E[estimate(c)]` for `c ~ Binomial(n, p)`, exactly over `c = 0..n` (`estimate` vectorised in `c`)."""
-    c = np.arange(n + 1)
-    pmf = np.array([comb(n, int(j)) * p**j * (1 - p) ** (n - j) for j in c])
-    return float(np.sum(pmf * np.asarray(estimate(c))))
-
-
-def binary_outcomes(n):
-    """All `2^n` binary reward vectors, shape `(2^n, n)`."""
-    return np.array(list(itertools.product([0.0, 1.0], repeat=n)))
-
-
-def expected_binary_update(adv, outcomes, p):
-    """`E[sum_i A_i d/dp log pi(y_i)]` over all binary outcomes at success probability `p`."""
-    adv = np.asarray(adv)
-    n = outcomes.shape[1]
-    c = outcomes.sum(axis=1)
-    prob = p**c * (1 - p) ** (n - c)
-    score = np.where(outcomes == 1, 1 / p, -1 / (1 - p))
-    return float(np.sum(prob * np.sum(adv * score, axis=1)))
 
 
 def subsets_max_weights(r, k):
@@ -192,8 +169,8 @@ def test_rho_exactly_one_when_fewer_than_k_incorrect():
 
 
 def test_rho_internal_k_zero_is_zero():
-    assert float(_rho_core(jnp.array(10), jnp.array(4), jnp.array(0), jnp.float64)) == 0.0
-    assert float(_rho_core(jnp.array(10), jnp.array(10), jnp.array(0), jnp.float64)) == 0.0
+    assert float(pass_at_k_from_counts(jnp.array(10), jnp.array(4), jnp.array(0), jnp.float64)) == 0.0
+    assert float(pass_at_k_from_counts(jnp.array(10), jnp.array(10), jnp.array(0), jnp.float64)) == 0.0
 
 
 @settings(max_examples=20)
@@ -270,15 +247,10 @@ def test_pkpo_spec_reference_values_n4_c2_k2(baseline):
                                rtol=1e-15, atol=1e-16)
 
 
-def _count_groups(n):
-    """Row c of the result holds c correct answers first, then n - c incorrect ones."""
-    return (np.arange(n)[None, :] < np.arange(n + 1)[:, None]).astype(np.float64)
-
-
 def test_pkpo_no_baseline_binary_count_form():
     # correct k/n, incorrect (k/n) rho(n-1, c, k-1), for every c and k at n = 9.
     n = 9
-    groups = _count_groups(n)
+    groups = count_groups(n)
     for k in range(1, n + 1):
         s = np.asarray(pkpo_weights(groups, k))
         for c in range(n + 1):
@@ -292,7 +264,7 @@ def test_pkpo_no_baseline_binary_count_form():
 def test_pkpo_k_minus_1_baseline_binary_count_form():
     # correct C(n-c,k-1)/C(n,k), incorrect exactly 0.
     n = 9
-    groups = _count_groups(n)
+    groups = count_groups(n)
     for k in range(1, n + 1):
         s = np.asarray(pkpo_weights(groups, k, baseline="loo-1"))
         for c in range(n + 1):
@@ -322,7 +294,7 @@ def test_spec_ties_need_no_rule_holds_only_up_to_rounding():
     # position gives tied samples weights that differ in the last bit. pkpo_weights reads every
     # tied sample's weight at one position of its tie run, so ties are bit-for-bit equal.
     r = np.array([0.3, 0.3, 0.7, 0.7, 1.0, 1.0])
-    a, b = _max_at_k_coefficients(6, jnp.asarray(2), jnp.float64)
+    a, b = max_at_k_coefficients(6, jnp.asarray(2), jnp.float64)
     raw = np.asarray(a * r + _exclusive_suffix_sum(b * r))
     assert raw[0] != raw[1]
     assert raw[0] == pytest.approx(raw[1], rel=1e-15)
@@ -558,12 +530,11 @@ def test_sort_rewards_network_and_xla_sort_agree_with_numpy(n):
     # The sorting network (n <= 4096, padded to a power of two) and XLA's sort of the bit
     # patterns (larger n), with ties, exact 0 and 1, and -0.0 (sorted as a zero). Subnormals are
     # left out: XLA on CPU flushes them to zero in min/max, as in all its arithmetic.
-    from theory.estimators import _sort_rewards
 
     rng = np.random.default_rng(n)
     r = rng.choice([0.0, -0.0, 0.25, 0.5, 1.0], size=(3, n)) if n > 1 else np.array([[0.5]] * 3)
     r[0] = rng.uniform(size=n)
-    got = np.asarray(jax.jit(_sort_rewards)(jnp.asarray(r)))
+    got = np.asarray(jax.jit(sort_rewards)(jnp.asarray(r)))
     np.testing.assert_array_equal(got, np.sort(r, axis=-1))
 
 
@@ -641,73 +612,6 @@ def test_rloo_subtracts_mean_of_others():
     r = np.array([0.2, 0.9, 0.5, 0.4])
     want = [r[i] - np.delete(r, i).mean() for i in range(4)]
     np.testing.assert_allclose(np.asarray(rloo_advantages(r)), want, rtol=1e-14, atol=1e-16)
-
-
-# ------------------------------------------------------------------------------------------
-# Shared test table: every estimator through the same invariants
-# ------------------------------------------------------------------------------------------
-
-
-def _grouped_quiet(r, k):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return grouped_passk_advantages(r, k)
-
-
-# (name, function of (rewards, k), accepts continuous rewards, max k given n, normalisation)
-ESTIMATORS = [
-    ("pkpo", lambda r, k: pkpo_weights(r, k), True, lambda n: n, "sum"),
-    ("pkpo-loo", lambda r, k: pkpo_weights(r, k, baseline="loo"), True, lambda n: n - 1, "sum"),
-    ("pkpo-loo-1", lambda r, k: pkpo_weights(r, k, baseline="loo-1"), True, lambda n: n, "sum"),
-    ("grouped-passk", _grouped_quiet, False, lambda n: n, "mean"),
-    ("grpo", lambda r, k: grpo_advantages(r), True, lambda n: n, "mean"),
-    ("rloo", lambda r, k: rloo_advantages(r), True, lambda n: n, "mean"),
-]
-TABLE_SHAPE = (3, 6)
-levels = [0.0, 0.25, 0.5, 1.0]
-
-
-@pytest.mark.parametrize("name,fn,continuous,k_max,norm", ESTIMATORS, ids=[e[0] for e in ESTIMATORS])
-@settings(max_examples=15)
-@given(data=st.data())
-def test_estimator_table_invariants(name, fn, continuous, k_max, norm, data):
-    n = TABLE_SHAPE[-1]
-    pool = levels if continuous else [0.0, 1.0]
-    # Few reward levels: ties are frequent, so tie handling is exercised in most examples.
-    flat = data.draw(st.lists(st.sampled_from(pool), min_size=3 * n, max_size=3 * n))
-    rewards = np.array(flat).reshape(TABLE_SHAPE)
-    k = data.draw(st.integers(1, k_max(n)))
-    out = np.asarray(fn(rewards, k))
-    assert out.shape == rewards.shape
-    assert np.all(np.isfinite(out))
-    # permutation-equivariant: bit for bit for the sort-based PKPO weights; to rounding for the
-    # mean-based advantages (a floating-point sum depends on the order of its terms)
-    perm = np.array(data.draw(st.permutations(range(n))))
-    out_perm = np.asarray(fn(rewards[:, perm], k))
-    if name.startswith("pkpo"):
-        np.testing.assert_array_equal(out_perm, out[:, perm])
-    else:
-        np.testing.assert_allclose(out_perm, out[:, perm], rtol=1e-14, atol=1e-15)
-    # tied rewards get equal weights, bit for bit
-    for row in range(TABLE_SHAPE[0]):
-        for i, j in itertools.combinations(range(n), 2):
-            if rewards[row, i] == rewards[row, j]:
-                assert out[row, i] == out[row, j]
-
-
-@pytest.mark.parametrize("name,fn,continuous,k_max,norm", ESTIMATORS, ids=[e[0] for e in ESTIMATORS])
-def test_estimator_table_implied_weight_matches_enumeration(name, fn, continuous, k_max, norm):
-    # E over all 2^n outcomes (normalised as documented by implied_prompt_weight) equals the
-    # implied weight; for the PKPO variants that is w_k(p) (unbiasedness).
-    outcomes = binary_outcomes(ENUM_N)
-    for k in sorted({1, 2, k_max(ENUM_N)}):
-        adv = fn(outcomes, k)
-        for p in (0.05, 0.4, 0.9):
-            got = expected_binary_update(adv, outcomes, p) / (ENUM_N if norm == "mean" else 1)
-            want = float(implied_prompt_weight(name, p, k=k, n=ENUM_N))
-            assert got == pytest.approx(want, rel=1e-12, abs=1e-14)
-            if name.startswith("pkpo"):
-                assert got == pytest.approx(float(pass_at_k_weight(p, k)), rel=1e-12, abs=1e-14)
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
 """SPEC section 6: implied prompt weights of each trainer, at finite n and as n -> infinity.
 
-The finite-n weights are checked against an explicit expectation over all `2^n` binary outcomes of
-the estimator functions themselves (not the count forms used by `implied_prompt_weight`).
+The invariants every trainer shares (the weight against the enumerated expectation of its own
+coefficients, its limit) run over the whole table in `tests/test_estimator_table.py`; this file
+holds the SPEC's numbers, the extremes, tracing, bad input and the unbiased count estimate.
 """
 
-import itertools
 import warnings
 from math import comb, sqrt
 
@@ -18,61 +18,15 @@ import pytest  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from theory.estimators import (  # noqa: E402
-    grouped_passk_advantages,
-    grpo_advantages,
-    pkpo_weights,
-    rloo_advantages,
-)
+import theory  # noqa: E402
+from tests.enumeration import binary_outcomes, expected_binary_update  # noqa: E402
 from theory.implied import IMPLIED_METHODS, implied_prompt_weight  # noqa: E402
-from theory.weights import pass_at_k_weight  # noqa: E402
 
-N_ENUM = 6
-
-
-def _quiet_grouped(r, k):
+def coefficients(method, r, k):
+    """The table entry's per-sample coefficients, without grouped-passk's sigma = 0 warning."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return grouped_passk_advantages(r, k)
-
-
-# method -> (advantages of a batch of groups, normalisation: "sum" over the group or "mean")
-ADVANTAGES = {
-    "reinforce": (lambda r, k: r, "mean"),
-    "rloo": (lambda r, k: rloo_advantages(r), "mean"),
-    "grpo": (lambda r, k: grpo_advantages(r), "mean"),
-    "pkpo": (lambda r, k: pkpo_weights(r, k), "sum"),
-    "pkpo-loo": (lambda r, k: pkpo_weights(r, k, baseline="loo"), "sum"),
-    "pkpo-loo-1": (lambda r, k: pkpo_weights(r, k, baseline="loo-1"), "sum"),
-    "grouped-passk": (_quiet_grouped, "mean"),
-}
-
-
-def enumerated_weight(method, p, k, n):
-    """`scale * E[sum_i A_i d/dp log pi(y_i)]` over all 2^n binary outcomes."""
-    fn, norm = ADVANTAGES[method]
-    outcomes = np.array(list(itertools.product([0.0, 1.0], repeat=n)))
-    adv = np.asarray(fn(outcomes, k))
-    c = outcomes.sum(axis=1)
-    prob = p**c * (1 - p) ** (n - c)
-    score = np.where(outcomes == 1, 1 / p, -1 / (1 - p))
-    total = float(np.sum(prob * np.sum(adv * score, axis=1)))
-    return total / n if norm == "mean" else total
-
-
-def grouped_limit(p, k):
-    big_p = 1 - (1 - p) ** k
-    return (1 - p) ** (k - 1) / sqrt(big_p * (1 - big_p))
-
-
-@pytest.mark.parametrize("method", IMPLIED_METHODS)
-def test_implied_weight_matches_enumeration_of_all_outcomes(method):
-    k_max = N_ENUM - 1 if method == "pkpo-loo" else N_ENUM
-    for k in (1, 2, 3, k_max):
-        for p in (0.02, 0.3, 0.5, 0.77, 0.98):
-            want = enumerated_weight(method, p, k, N_ENUM)
-            got = float(implied_prompt_weight(method, p, k=k, n=N_ENUM))
-            assert got == pytest.approx(want, rel=1e-12, abs=1e-14), (k, p)
+        return np.asarray(theory.gradient_estimator(method).coefficients(r, k))
 
 
 @pytest.mark.parametrize("method", ["pkpo", "pkpo-loo", "pkpo-loo-1"])
@@ -82,23 +36,9 @@ def test_pkpo_implied_weight_is_w_k_at_every_n(method, p, n, k_frac):
     # PKPO is unbiased: its implied weight is w_k(p) at every finite n, not only in the limit.
     k_max = n - 1 if method == "pkpo-loo" else n
     k = 1 + int(k_frac * (k_max - 1))
-    want = float(pass_at_k_weight(p, k))
+    want = k * (1 - p) ** (k - 1)  # w_k(p), written independently of theory
     got = float(implied_prompt_weight(method, p, k=k, n=n))
     assert got == pytest.approx(want, rel=1e-11, abs=1e-300)
-    assert float(implied_prompt_weight(method, p, k=k)) == want
-
-
-@settings(max_examples=20)
-@given(p=st.floats(1e-3, 1 - 1e-3), n=st.sampled_from([2, 5, 9]))
-def test_reinforce_and_rloo_implied_weight_is_one(p, n):
-    # The expectation of the estimators themselves over all 2^n outcomes is 1 at every n (RLOO's
-    # baseline uses only the other answers, so it adds nothing in expectation); the implied weight
-    # at finite n and in the limit agrees with it.
-    for method in ("reinforce", "rloo"):
-        want = enumerated_weight(method, p, 1, n)
-        assert want == pytest.approx(1.0, rel=1e-12)
-        assert float(implied_prompt_weight(method, p, n=n)) == pytest.approx(want, rel=1e-12)
-        assert float(implied_prompt_weight(method, p)) == pytest.approx(want, rel=1e-12)
 
 
 def test_grouped_passk_spec_numbers_p005_k4_n8():
@@ -108,25 +48,9 @@ def test_grouped_passk_spec_numbers_p005_k4_n8():
     limit = float(implied_prompt_weight("grouped-passk", 0.05, k=4))
     assert round(finite, 2) == 0.89
     assert round(limit, 2) == 2.21
-    assert limit == pytest.approx(grouped_limit(0.05, 4), rel=1e-14)
-    assert finite == pytest.approx(enumerated_weight("grouped-passk", 0.05, 4, 8), rel=1e-12)
-
-
-@pytest.mark.parametrize(
-    "method,p,k,limit",
-    [
-        ("grpo", 0.3, None, 1 / sqrt(0.3 * 0.7)),
-        ("grpo", 0.05, None, 1 / sqrt(0.05 * 0.95)),
-        ("grouped-passk", 0.05, 4, grouped_limit(0.05, 4)),
-        ("grouped-passk", 0.6, 3, grouped_limit(0.6, 3)),
-        ("grouped-passk", 0.2, 1, 1 / sqrt(0.2 * 0.8)),
-    ],
-)
-def test_implied_weight_approaches_limit_as_n_grows(method, p, k, limit):
-    assert float(implied_prompt_weight(method, p, k=k)) == pytest.approx(limit, rel=1e-13)
-    errors = [abs(float(implied_prompt_weight(method, p, k=k, n=n)) - limit) for n in (8, 32, 128, 512, 4096)]
-    assert all(b < a for a, b in zip(errors, errors[1:])), errors
-    assert errors[-1] < 3e-3 * limit
+    outcomes = binary_outcomes(8)
+    enumerated = expected_binary_update(coefficients("grouped-passk", outcomes, 4), outcomes, 0.05)
+    assert finite == pytest.approx(enumerated, rel=1e-12)
 
 
 @pytest.mark.parametrize("method", IMPLIED_METHODS)
@@ -157,7 +81,7 @@ def test_implied_weight_vectorised_and_under_jit_vmap():
     np.testing.assert_allclose(np.asarray(jitted), np.asarray(eager), rtol=1e-14)
     np.testing.assert_allclose(np.asarray(mapped), np.asarray(eager), rtol=1e-14)
     by_k = implied_prompt_weight("pkpo", 0.3, k=np.array([1, 2, 8]), n=8)
-    np.testing.assert_allclose(np.asarray(by_k), [float(pass_at_k_weight(0.3, k)) for k in (1, 2, 8)],
+    np.testing.assert_allclose(np.asarray(by_k), [k * 0.7 ** (k - 1) for k in (1, 2, 8)],
                                rtol=1e-13)
 
 

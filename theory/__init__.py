@@ -23,6 +23,7 @@ from theory.estimators import (
     pkpo_weights,
     rloo_advantages,
 )
+from theory.estimator_table import ESTIMATOR_TABLE, GradientEstimator, gradient_estimator
 from theory.implied import IMPLIED_METHODS, implied_prompt_weight
 from theory.implied import implied_weight_unbiased
 from theory.interference import (
@@ -86,6 +87,9 @@ __all__ = [
     "sampled_critical_k",
     "sampled_critical_k_jax",
     "sampled_inner_product",
+    "ESTIMATOR_TABLE",
+    "GradientEstimator",
+    "gradient_estimator",
     "IMPLIED_METHODS",
     "grouped_passk_advantages",
     "grpo_advantages",

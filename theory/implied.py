@@ -14,7 +14,9 @@ correct. :func:`implied_prompt_weight` evaluates this sum exactly; it is the wei
 that the expected update is `w(p) grad p`, the analogue of `w_k(p)` in
 `grad J_k = sum_i mu_i w_k(p_i) grad p_i`.
 
-Normalisation (one per method; each differs from the sum above by a factor free of `p`):
+Normalisation (the `summed` field of each :data:`theory.estimator_table.ESTIMATOR_TABLE` entry,
+which also holds each method's contrast `h(c') = scale (A_1(c'+1) - A_0(c'))` and limit; each
+normalisation differs from the sum above by a factor free of `p`):
 
 - `"pkpo"`, `"pkpo-loo"`, `"pkpo-loo-1"`: the update summed over the group, as written above.
   PKPO is unbiased, so this is `w_k(p) = k (1-p)^(k-1)` at every `n` and in the limit.
@@ -41,50 +43,17 @@ import numpy as np
 from jax.scipy.special import gammaln, xlog1py, xlogy
 
 from theory import validate as _validate
-from theory.estimators import _grouped_count_advantages, _log_binom_ratio_core
-from theory.weights import k_times_exp, log_one_minus_p_power, pass_at_k, pass_at_k_weight
+from theory.estimator_table import ESTIMATOR_TABLE, gradient_estimator
 
 __all__ = ["implied_prompt_weight", "implied_weight_unbiased", "IMPLIED_METHODS"]
 
-IMPLIED_METHODS = ("reinforce", "rloo", "grpo", "pkpo", "pkpo-loo", "pkpo-loo-1", "grouped-passk")
-_K_METHODS = ("pkpo", "pkpo-loo", "pkpo-loo-1", "grouped-passk")
-
-
-def _grpo_count_advantages(n: int, c, dtype):
-    """GRPO advantages of a correct / incorrect answer in a binary group of `n` with `c` correct."""
-    mean = c.astype(dtype) / n
-    degenerate = (c == 0) | (c == n)
-    std = jnp.sqrt(jnp.where(degenerate, 1.0, mean * (1 - mean)))
-    zero = jnp.zeros_like(std)
-    return jnp.where(degenerate, zero, (1 - mean) / std), jnp.where(degenerate, zero, -mean / std)
-
-
-def _contrast(others, kk, method, n, dtype):
-    """`scale (A_1(c'+1) - A_0(c'))` at `c'` = `others` (the sum of :func:`_finite_weight`)."""
-    kf = kk.astype(dtype)
-    if method == "grpo":
-        correct, _ = _grpo_count_advantages(n, others + 1, dtype)
-        _, incorrect = _grpo_count_advantages(n, others, dtype)
-        contrast = correct - incorrect
-    elif method == "grouped-passk":
-        correct, _, _ = _grouped_count_advantages(n, others + 1, kk, dtype)
-        _, incorrect, _ = _grouped_count_advantages(n, others, kk, dtype)
-        contrast = correct - incorrect
-    elif method in ("pkpo", "pkpo-loo"):
-        # n (s_correct - s_incorrect) = n (k/n) (1 - rho(n-1, c', k-1)); the LOO baseline depends
-        # on the other answers only (the same c' for both), so it cancels from the contrast.
-        contrast = k_times_exp(kf, _log_binom_ratio_core(n - 1, others, kk - 1, dtype))
-    elif method == "pkpo-loo-1":
-        # n s_correct(c'+1) = n C(n-c'-1, k-1)/C(n,k); incorrect answers get exactly 0.
-        ratio = jnp.exp(_log_binom_ratio_core(n, others + 1, kk - 1, dtype))  # C(.,k-1)/C(n,k-1)
-        contrast = n * ratio * kf / (n - kf + 1)  # C(n,k-1)/C(n,k) = k/(n-k+1)
-    else:  # pragma: no cover - methods are checked by the caller
-        raise ValueError(method)
-    return contrast
+#: The trainers of :data:`theory.estimator_table.ESTIMATOR_TABLE`, in its order.
+IMPLIED_METHODS = tuple(ESTIMATOR_TABLE)
 
 
 @functools.partial(jax.jit, static_argnames=("method", "n"))
 def _finite_weight(p, k, method, n):
+    """`sum_{c'} Binom(c'; n-1, p) h(c')` with the table's contrast `h`."""
     dtype = p.dtype
     others = jnp.arange(n)  # c', the correct answers among the other n - 1
     pe = p[..., None]
@@ -93,22 +62,20 @@ def _finite_weight(p, k, method, n):
         gammaln(jnp.asarray(n, dtype)) - gammaln(others + 1.0) - gammaln(n - others.astype(dtype))
         + xlogy(others.astype(dtype), pe) + xlog1py((n - 1 - others).astype(dtype), -pe)
     )
-    contrast = _contrast(others, k[..., None], method, n, dtype)
+    contrast = ESTIMATOR_TABLE[method].contrast(others, k[..., None], n, dtype)
     return jnp.sum(jnp.exp(log_pmf) * contrast, axis=-1)
 
 
-def _limit_weight(method, p, k):
-    if method in ("reinforce", "rloo"):
-        return jnp.ones_like(p)
-    if method == "grpo":
-        return 1.0 / jnp.sqrt(p * (1 - p))  # +inf at p in {0, 1}
-    if method == "grouped-passk":
-        # (1-p)^(k-1) / sqrt(P_k (1-P_k)) = (1-p)^(k/2-1) / sqrt(P_k): log space keeps p = 1
-        # (0/0 in the first form) and p = 0 (1/0) free of NaN.
-        kf = k.astype(p.dtype)
-        log_head = log_one_minus_p_power(p, kf / 2 - 1)
-        return jnp.exp(log_head - 0.5 * jnp.log(pass_at_k(p, k)))
-    return pass_at_k_weight(p, k)
+def _checked_k(entry, k, n):
+    """Validate `k` for `entry` (required when it needs an order; `k <= max_k(n)` when concrete)."""
+    if k is None:
+        if entry.needs_k:
+            raise ValueError(f"k is required for method={entry.name!r}; got k=None")
+        return None
+    k = _validate.integer("k", k, minimum=1)
+    if n is not None and entry.needs_k and _validate.is_concrete(k):
+        entry.check_k(int(np.max(np.asarray(k))), n)
+    return k
 
 
 def implied_prompt_weight(method, p, *, k=None, n=None):
@@ -154,38 +121,23 @@ def implied_prompt_weight(method, p, *, k=None, n=None):
       Walder & Karkhanis 2025, "Pass@K Policy Optimization"; Chen et al. 2025, "Pass@k Training
       for Adaptively Balancing Exploration and Exploitation of Large Reasoning Models".
     """
-    if not isinstance(method, str) or method not in IMPLIED_METHODS:
-        raise ValueError(f"method must be one of {IMPLIED_METHODS}; got {method!r}")
+    entry = gradient_estimator(method)
     p = _validate.probability("p", p)
-    if k is None:
-        if method in _K_METHODS:
-            raise ValueError(f"k is required for method={method!r}; got k=None")
-    else:
-        k = _validate.integer("k", k, minimum=1)
+    if n is not None:
+        n = _validate.python_int("n", n, minimum=entry.min_n)
+    k = _checked_k(entry, k, n)
+    if k is not None:
         try:
             jnp.broadcast_shapes(k.shape, p.shape)
         except ValueError as err:
             raise ValueError(
                 f"k must broadcast against p; got shapes {k.shape} and {p.shape}"
             ) from err
-    if n is not None:
-        n = _validate.python_int("n", n, minimum=2 if method == "rloo" else 1)
-        if method in _K_METHODS and _validate.is_concrete(k):
-            limit = n - 1 if method == "pkpo-loo" else n
-            hk = np.asarray(k)
-            if (hk > limit).any():
-                raise ValueError(
-                    f"k must be <= {'n-1' if method == 'pkpo-loo' else 'n'} = {limit} for "
-                    f"method={method!r} at n={n}; got k={int(hk.max())}"
-                )
-    if method not in _K_METHODS:
-        if n is None or method in ("reinforce", "rloo"):
-            # REINFORCE has A_1 - A_0 = 1 always; RLOO's baseline depends on the others only,
-            # so its contrast is 1 as well: the binomial sum is exactly 1 at every n.
-            return _limit_weight(method, p, k)
+    if n is None or entry.contrast is None:
+        # contrast None: h(c') = 1 for every c', so the binomial sum is exactly 1 at every n.
+        return entry.limit(p, k)
+    if not entry.needs_k:
         return _finite_weight(p, jnp.ones((), jnp.int32), method, n)
-    if n is None:
-        return _limit_weight(method, p, k)
     p, k = jnp.broadcast_arrays(p, k)
     return _finite_weight(p, k, method, n)
 
@@ -225,37 +177,26 @@ def implied_weight_unbiased(n, c, method, k=None):
       >>> float(implied_weight_unbiased(4, 1, "pkpo", 3))  # 3 C(3,2)/C(4,2)
       1.5
     """
-    if not isinstance(method, str) or method not in IMPLIED_METHODS:
-        raise ValueError(f"method must be one of {IMPLIED_METHODS}; got {method!r}")
-    n = _validate.python_int("n", n, minimum=2 if method == "rloo" else 1)
+    entry = gradient_estimator(method)
+    n = _validate.python_int("n", n, minimum=entry.min_n)
     counts = _validate.integer("c", c, minimum=0)
     if _validate.is_concrete(counts):
         host = np.asarray(counts)
         if (host > n).any():
             raise ValueError(f"c must be <= n = {n}; got c={int(host.max())}")
-    if k is None:
-        if method in _K_METHODS:
-            raise ValueError(f"k is required for method={method!r}; got k=None")
-        kk = 1
-    else:
-        kk = _validate.python_int("k", k, minimum=1)
-        if method in _K_METHODS:
-            limit = n - 1 if method == "pkpo-loo" else n
-            if kk > limit:
-                raise ValueError(
-                    f"k must be <= {'n-1' if method == 'pkpo-loo' else 'n'} = {limit} for "
-                    f"method={method!r} at n={n}; got k={kk}"
-                )
+    if k is not None:
+        k = _validate.python_int("k", k, minimum=1)
+    _checked_k(entry, k, n)
     dtype = jnp.result_type(float)
-    if method in ("reinforce", "rloo"):
+    if entry.contrast is None:
         return jnp.ones(jnp.shape(counts), dtype)
-    return _unbiased_jit(counts, jnp.asarray(kk, jnp.int32), method=method, n=n, dtype=dtype)
+    return _unbiased_jit(counts, jnp.asarray(1 if k is None else k, jnp.int32), method=method, n=n, dtype=dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("method", "n", "dtype"))
 def _unbiased_jit(counts, k, *, method, n, dtype):
     others = jnp.arange(n)
-    h = _contrast(others, k[None], method, n, dtype)  # (n,) h(c') for c' = 0..n-1
+    h = ESTIMATOR_TABLE[method].contrast(others, k[None], n, dtype)  # (n,) h(c') for c' = 0..n-1
     h = jnp.broadcast_to(h, (n,))
     cf = counts.astype(dtype)
     below = h[jnp.clip(counts - 1, 0, n - 1)]  # h(c-1), weight c/n (0 when c = 0)

@@ -55,6 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from theory import validate as _validate
+from theory.binomial import log_factor
 from theory.critical import critical_k, k_star_or_none
 from theory.interference import conflict_inner_product
 
@@ -292,18 +293,16 @@ def _log_all_fail_table(m: int, n: int, t_max: int, dtype):
 
     The chance that `t` answers drawn without replacement from `m`, of which `f` fail, all fail
     (a hypergeometric probability), as the cumulative sum over `j < t` of
-    `log((f - j) / (m - j))`; `-inf` where `t > f`. Each term is `log1p(-x)` with
-    `x = (m - f) / (m - j)` where `|x| < 1/4`, else the log of the quotient: both are exactly
-    rounded quotients of integers, so each term is accurate to rounding. `O(n t_max)`.
+    `log((f - j) / (m - j))` (terms :func:`theory.binomial.log_factor` of `x = (m - f)/(m - j)`);
+    `-inf` where `t > f`. The table form of :func:`theory.binomial.log_binomial_ratio`. `O(n t_max)`.
     """
     f = jnp.arange(n + 1, dtype=dtype)[:, None]
     j = jnp.arange(t_max, dtype=dtype)[None, :]
     rest = m - j  # >= 1 for every j < t_max <= m
     x = (m - f) / rest
     quotient = (f - j) / rest
-    term = jnp.where(
-        quotient <= 0, -jnp.inf, jnp.where(jnp.abs(x) < 0.25, jnp.log1p(-x), jnp.log(jnp.where(quotient > 0, quotient, 1.0)))
-    )
+    # rows with f > m (x < 0) are never read (c >= 1, c >= 2 select them away)
+    term = jnp.where(quotient <= 0, -jnp.inf, log_factor(x, jnp.where(quotient > 0, quotient, 1.0)))
     zero = jnp.zeros((n + 1, 1), dtype)
     return jnp.concatenate([zero, jnp.cumsum(term, axis=-1)], axis=-1)
 
