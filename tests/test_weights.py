@@ -58,20 +58,25 @@ def test_wk_decreasing_and_bounded_for_k_at_least_2(k, p):
     p = np.sort(np.asarray(p))
     w = np.asarray(theory.pass_at_k_weight(p, k))
     assert np.all(np.diff(w) <= 0)
-    assert np.all((w >= 0) & (w <= k))
+    # from w_k(0) = k down to w_k(1) = 0, along k (1-p)^(k-1) written out here
+    np.testing.assert_allclose(w, k * (1 - p) ** (k - 1), rtol=1e-9, atol=1e-300)
 
 
-@given(p=st.floats(0.0, 0.999), gap=st.floats(1e-3, 1.0), k=st.integers(1, 500))
+@given(p=st.floats(0.0, 0.999), gap=st.floats(1e-3, 0.999), k=st.integers(1, 500))
 def test_weight_ratio_grows_geometrically_in_k(p, gap, k):
-    p_hi = min(1.0, p + gap * (1 - p))
+    p_hi = p + gap * (1 - p)  # 1 - p_hi >= 1e-6: never solved (that case is the test below)
     log_ratio = lambda kk: float(theory.log_pass_at_k_weight(p, kk) - theory.log_pass_at_k_weight(p_hi, kk))
     # log(w_k(p)/w_k(p')) = (k-1) log((1-p)/(1-p')): each step in k adds the same positive amount
-    step = np.log1p(-p) - (np.log1p(-p_hi) if p_hi < 1 else -np.inf)
-    if np.isinf(step):
-        assert np.isinf(log_ratio(k + 1))
-        return
+    step = np.log1p(-p) - np.log1p(-p_hi)
     assert step > 0
     np.testing.assert_allclose(log_ratio(k + 1) - log_ratio(k), step, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("k", [1, 2, 500])
+def test_weight_ratio_against_a_solved_prompt(k):
+    """`w_k(1) = 0` for `k >= 2`: any unsolved prompt outweighs a solved one infinitely."""
+    log_ratio = float(theory.log_pass_at_k_weight(0.3, k) - theory.log_pass_at_k_weight(1.0, k))
+    assert log_ratio == (np.log(k) + (k - 1) * np.log1p(-0.3) if k == 1 else np.inf)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
@@ -103,22 +108,32 @@ def test_pass_at_k_gradient_is_finite_at_p_equal_1():
     np.testing.assert_allclose(float(second), -3.0, rtol=1e-12)
 
 
-@given(k=ks, p=st.one_of(probs, st.floats(0, 1e-12), st.floats(1 - 1e-12, 1.0)))
+unsolved = st.one_of(
+    st.floats(0.0, 1.0, exclude_max=True), st.floats(0, 1e-12), st.floats(1 - 1e-12, 1.0, exclude_max=True)
+)
+
+
+@given(k=ks, p=unsolved)
 # (1-p)^(k-1) ~ 1e-309 is subnormal (flushed to 0 by XLA on CPU) while w_k ~ 4.5e-303 is normal
 @example(k=10**6, p=-math.expm1(-710.0 / (10**6 - 1)))
 def test_weight_accuracy_at_extremes(k, p):
     exact_log = exact_log_weight(p, k)
     got = float(theory.pass_at_k_weight(p, k))
     log_got = float(theory.log_pass_at_k_weight(p, k))
-    if exact_log is None:
-        assert got == 0.0 and log_got == -np.inf
-        return
     assert abs(Decimal(log_got) - exact_log) <= Decimal("1e-10") * max(Decimal(1), abs(exact_log))
     if exact_log > Decimal("2.3e-308").ln():  # a normal float64
         exact = exact_log.exp()
         assert abs(Decimal(got) - exact) <= Decimal("1e-10") * exact
-    else:
-        assert 0.0 <= got <= 2.3e-308  # underflow to 0 (or a subnormal), never NaN
+    else:  # underflow: 0 (XLA on CPU flushes subnormals) or the subnormal value, never NaN
+        assert abs(Decimal(got) - exact_log.exp()) <= Decimal("2.3e-308")
+
+
+@pytest.mark.parametrize("k", [2, 3, 10**6])
+def test_weight_of_a_solved_prompt(k):
+    """`p = 1`: `w_k = 0` and `log w_k = -inf` for `k >= 2` (`w_1 = 1` is the test above)."""
+    assert exact_log_weight(1.0, k) is None
+    assert float(theory.pass_at_k_weight(1.0, k)) == 0.0
+    assert float(theory.log_pass_at_k_weight(1.0, k)) == -np.inf
 
 
 def test_underflow_carried_by_log_weight():
@@ -134,9 +149,11 @@ def test_pass_at_k_accuracy_at_extremes(k, p):
     exact = exact_pass_at_k(p, k)
     got = float(theory.pass_at_k(p, k))
     # XLA on CPU reads a subnormal input (0 < p < 2.2e-308) as 0: relative accuracy from normal p.
-    if exact > Decimal("2.3e-308") and (p == 0 or p >= np.finfo(np.float64).tiny):
-        assert abs(Decimal(got) - exact) <= Decimal("1e-10") * exact
-    assert 0.0 <= got <= 1.0
+    accurate = abs(Decimal(got) - exact) <= Decimal("1e-10") * exact  # exact = 0 only at p = 0
+    if 0 < p < np.finfo(np.float64).tiny:
+        assert got == 0.0 or accurate  # documented: XLA on CPU reads a subnormal p as 0
+    else:
+        assert accurate
 
 
 @given(p=st.lists(probs, min_size=6, max_size=6), k=st.integers(1, 10**6), seed=st.integers(0, 2**32 - 1))
