@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import jax
 import jax.numpy as jnp
+from jax.scipy.special import logsumexp
 import numpy as np
 
 from theory import validate as _validate
@@ -48,14 +49,6 @@ _STACK = 64
 # The first `_WINDOW` values of `t` are decided before the search, with multiplications only:
 # typical `k*` are small, and the whole window costs less than one search step.
 _WINDOW = 16
-
-
-def _lse(vals):
-    """log-sum-exp over the last axis; `-inf` for an empty (all `-inf`) sum."""
-    top = jnp.max(vals, axis=-1)
-    safe = jnp.where(jnp.isneginf(top), 0.0, top)
-    total = jnp.sum(jnp.exp(vals - safe[..., None]), axis=-1)
-    return jnp.where(jnp.isneginf(top), -jnp.inf, safe + jnp.log(total))
 
 
 def _separated(p, c):
@@ -124,7 +117,8 @@ def _first_negative_t(p, c, t_max):
         return log_one_minus_p_power(p, t.astype(p.dtype))
 
     def parts(x):  # log F+, log F- from per-term logs x_i = log |c_i| + t log q_i
-        return _lse(jnp.where(pos, x, -jnp.inf)), _lse(jnp.where(neg, x, -jnp.inf))
+        # log-sum-exp of an all -inf row is -inf (an empty sum), never NaN
+        return logsumexp(jnp.where(pos, x, -jnp.inf), axis=-1), logsumexp(jnp.where(neg, x, -jnp.inf), axis=-1)
 
     window = jnp.arange(_WINDOW, dtype=itype)
     hits = _window_negative(p, c) & (window <= t_max)

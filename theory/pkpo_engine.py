@@ -171,12 +171,11 @@ def sort_rewards(rewards):
 
     Groups of up to `_NETWORK_MAX_N` go through a sorting network with the group axis moved to
     the front (padded to a power of two with `+inf`, which sorts last and is cut off): on CPU
-    about 3x faster than XLA's sort of the bit patterns below at `n = 64`, still 2x at
-    `n = 4096`, and 12x faster than XLA's float sort at `n = 64`, although it makes
-    `O(n log^2 n)` comparisons. Larger groups are sorted by XLA through their bit patterns:
+    faster than XLA's sorts although it makes `O(n log^2 n)` comparisons (measured in
+    `benchmarks/README.md`). Larger groups are sorted by XLA through their bit patterns:
     non-negative floats order as their bit patterns read as integers, and a single integer
-    operand sorts several times faster than floats (whose comparator orders NaN and -0.0); the
-    sign bit is cleared, so -0.0 sorts as +0.0.
+    operand sorts faster than floats (whose comparator orders NaN and -0.0); the sign bit is
+    cleared, so -0.0 sorts as +0.0.
     """
     n = rewards.shape[-1]
     if n <= _NETWORK_MAX_N:
@@ -194,7 +193,7 @@ def _take_rows(values, idx):
     """`out[..., j] = values[..., idx[..., j]]` for in-range `idx`: a gather batched over groups.
 
     Written as a batched row lookup rather than `take_along_axis`, whose gather carries a full
-    index array (and bounds clamping) and runs about 1.5x slower on CPU.
+    index array (and bounds clamping) and runs slower on CPU (`benchmarks/README.md`).
     """
     lookup = lambda row, i: row.at[i].get(mode="promise_in_bounds")  # noqa: E731
     for _ in range(values.ndim - 1):
@@ -243,7 +242,8 @@ def pkpo_sorted(rewards, k, baseline):
     """General rewards: sort, weights at sorted positions, each sample reads its tie run's value.
 
     Three compiled stages rather than one: compiled together, XLA on CPU fuses the sort's
-    transposed output and the final gather into their consumers and the whole runs 2-3x slower.
+    transposed output and the final gather into their consumers and the whole runs slower
+    (`benchmarks/README.md`).
     Under an outer `jit` the stages are inlined (same numbers).
     """
     r = _sort_rewards_jit(rewards)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax.scipy.special import logsumexp
 
 from theory import validate as _validate
 
@@ -175,11 +176,9 @@ def log_normalized_weights(p, k, mu=None):
     log_mu = jnp.where(mu > 0, jnp.log(jnp.where(mu > 0, mu, 1.0)), -jnp.inf)
     logits = log_mu + log_one_minus_p_power(p, kk - 1)
     logits = jnp.broadcast_to(logits, jnp.broadcast_shapes(logits.shape, log_mu.shape))
-    top = jnp.max(logits, axis=-1, keepdims=True)
-    degenerate = jnp.isneginf(top)
-    safe_top = jnp.where(degenerate, 0.0, top)
-    log_omega = logits - safe_top - jnp.log(jnp.sum(jnp.exp(logits - safe_top), axis=-1, keepdims=True))
-    return jnp.where(degenerate, jnp.broadcast_to(log_mu, logits.shape), log_omega)
+    log_total = logsumexp(logits, axis=-1, keepdims=True)  # -inf (not NaN) when every logit is -inf
+    degenerate = jnp.isneginf(log_total)
+    return jnp.where(degenerate, jnp.broadcast_to(log_mu, logits.shape), logits - log_total)
 
 
 def normalized_weights(p, k, mu=None):
