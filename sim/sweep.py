@@ -15,11 +15,28 @@ Changing values (other seeds, other `k`, other regimes of the same sizes) reuses
 number of entries (to another multiple of the device count), a shape (prompts, answers, steps) or
 `fn` itself recompiles. `fn` is cached by identity: pass a module-level function or a cached
 closure, not a fresh `lambda`, to reuse compilations.
+
+`sweep_grid(fn, shared, configs)` applies `fn(shared_r, config_c)` to every pair of a regime
+(`shared`, leading axis `R`: e.g. a batch of bandits and their starts) and a configuration
+(`configs`, leading axis `C`: e.g. `k`, seed, rule) and returns results with leading axes
+`(R, C)`. It decides the layout that :func:`sweep_map` runs:
+
+- blocks (:func:`sweep_blocks`): each regime's configurations are cut into chunks; the sweep axis
+  is the `(regime, chunk)` blocks, a multiple of the device count, and inside a block the chunk's
+  configurations are vmapped with the regime shared (`in_axes=None`), so each matrix product
+  covers the chunk; the last chunk is padded by repeating the last configuration;
+- batches (:func:`sweep_batch_size`): each device vectorises its blocks in batches of about
+  `_BATCH_BYTES` of per-configuration working set (at least `_BATCH_MIN_CONFIGS`
+  configurations) and loops over the batches, so a large sweep's step stays in cache
+  (measurements: `benchmarks/README.md`).
+
+Compilation of a grid: one per `(fn, block count, chunk size, shapes, batch size, device set)`.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from typing import Callable, Sequence
 
 import jax
@@ -27,9 +44,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["sweep_map", "sweep_mesh", "padded_length", "SWEEP_AXIS"]
+__all__ = ["sweep_map", "sweep_grid", "sweep_blocks", "sweep_batch_size", "sweep_mesh", "padded_length", "SWEEP_AXIS"]
 
 SWEEP_AXIS = "sweep"
+
+#: Working-set target of one vectorised batch of blocks: the bytes of the per-configuration
+#: arrays of a step (`config_bytes` each), sized to stay in cache (`benchmarks/README.md`).
+_BATCH_BYTES = 4 * 2**20
+#: Fewest configurations per batch: smaller batches pay the per-operation cost of a step loop.
+_BATCH_MIN_CONFIGS = 16
 
 
 def sweep_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -138,3 +161,83 @@ def sweep_map(fn: Callable, args, *, devices: Sequence[jax.Device] | None = None
         placed = jax.tree_util.tree_map(lambda x: _place_global(x, sharding), padded)
         out = multihost_utils.process_allgather(_compiled(fn, mesh, batch_size)(placed), tiled=True)
     return jax.tree_util.tree_map(lambda x: x[:n], out)
+
+
+# --------------------------------------------------------------------------- regimes x configurations
+
+
+def sweep_blocks(n_regimes: int, n_configs: int, n_devices: int) -> tuple[int, int]:
+    """`(chunks per regime, configurations per chunk)` of :func:`sweep_grid`'s blocks.
+
+    The sweep axis of :func:`sweep_map` holds `n_regimes * chunks` blocks; `chunks` is the
+    smallest count that makes it a multiple of `n_devices`, so no device idles on padding blocks,
+    doubled until every device holds at least two blocks (while configurations last): XLA's CPU
+    backend spreads a step's loops over threads along the leading (block) axis, and a single block
+    runs on one thread (`benchmarks/README.md`). Each chunk holds `ceil(n_configs / chunks)`
+    configurations (the last ones padded by repeating the last configuration).
+    """
+    chunks = n_devices // math.gcd(n_regimes, n_devices)
+    while n_regimes * chunks < 2 * n_devices and chunks < n_configs:
+        chunks *= 2
+    return chunks, -(-n_configs // chunks)
+
+
+def sweep_batch_size(blocks_per_device: int, per_chunk: int, config_bytes: int) -> int | None:
+    """Blocks vectorised together per device (for :func:`sweep_map`), or None for all.
+
+    `max(_BATCH_BYTES // (per_chunk * config_bytes), ceil(_BATCH_MIN_CONFIGS / per_chunk), 1)`
+    blocks: about `_BATCH_BYTES` of per-configuration arrays per batch and at least
+    `_BATCH_MIN_CONFIGS` configurations; None when that covers every block of a device.
+    """
+    per_block = per_chunk * config_bytes
+    blocks = max(_BATCH_BYTES // per_block, -(-_BATCH_MIN_CONFIGS // per_chunk), 1)
+    return None if blocks >= blocks_per_device else int(blocks)
+
+
+@functools.lru_cache(maxsize=128)
+def _grid_entry(fn: Callable) -> Callable:
+    """The per-block function of :func:`sweep_grid` (cached, so `sweep_map` reuses its compile)."""
+
+    def entry(args):
+        shared, configs = args
+        return jax.vmap(fn, in_axes=(None, 0))(shared, configs)
+
+    return entry
+
+
+def sweep_grid(fn: Callable, shared, configs, *, devices: Sequence[jax.Device] | None = None,
+               config_bytes: int | None = None):
+    """`fn(shared_r, config_c)` for every regime `r` and configuration `c`, one compiled call.
+
+    Args:
+      fn: a function of one regime's pytree and one configuration's pytree (unbatched), returning
+        a pytree of arrays. Cached by identity, like :func:`sweep_map`'s `fn`.
+      shared: a pytree whose leaves share a leading regime axis `R` (read by every configuration).
+      configs: a pytree whose leaves share a leading configuration axis `C`.
+      devices: devices of the mesh (default: all).
+      config_bytes: bytes of one configuration's working set in a step (sets the batch size,
+        :func:`sweep_batch_size`); None: every device vectorises all its blocks at once.
+
+    Returns:
+      The pytree of results as numpy arrays with leading axes `(R, C)`.
+    """
+    n_regimes, n_configs = _leading_size(shared), _leading_size(configs)
+    n_devices = len(jax.devices() if devices is None else devices)
+    chunks, per_chunk = sweep_blocks(n_regimes, n_configs, n_devices)
+    pick = np.minimum(np.arange(chunks * per_chunk), n_configs - 1).reshape(chunks, per_chunk)
+    r_block = np.repeat(np.arange(n_regimes), chunks)  # block b = (regime b // chunks, chunk b % chunks)
+    c_block = np.tile(pick, (n_regimes, 1))  # (blocks, per_chunk) configuration indices
+    args = (
+        jax.tree_util.tree_map(lambda x: jnp.asarray(x)[r_block], shared),
+        jax.tree_util.tree_map(lambda x: jnp.asarray(x)[c_block], configs),
+    )
+    batch = None
+    if config_bytes is not None:
+        batch = sweep_batch_size(-(-n_regimes * chunks // n_devices), per_chunk, config_bytes)
+    out = sweep_map(_grid_entry(fn), args, devices=devices, batch_size=batch)
+
+    def unblock(v):
+        v = np.asarray(v)
+        return v.reshape((n_regimes, chunks * per_chunk) + v.shape[2:])[:, :n_configs]
+
+    return jax.tree_util.tree_map(unblock, out)
