@@ -107,14 +107,13 @@ def _trainers(c: np.ndarray, n: int, mu: np.ndarray, ks, notes: list) -> dict:
     unsolved = counts == 0
     table = np.arange(n + 1)  # T(c) for every possible count, then read at the prompts' counts
     out = {}
-    for method in theory.IMPLIED_METHODS:
-        k_free = method in ("reinforce", "rloo", "grpo")
-        limit = n - 1 if method == "pkpo-loo" else n
+    for method, estimator in theory.ESTIMATOR_TABLE.items():
+        limit = estimator.max_k(n)
         entries = []
-        for k in [None] if k_free else ks:
+        for k in ks if estimator.needs_k else [None]:
             if k is not None and k > limit:
                 notes.append(
-                    f"trainer {method} skipped at k={k}: it needs k <= {'n-1' if method == 'pkpo-loo' else 'n'} = {limit}"
+                    f"trainer {method} skipped at k={k}: it needs k <= {estimator.k_bound} = {limit}"
                 )
                 continue
             t = np.asarray(theory.implied_weight_unbiased(n, table, method, k), dtype=np.float64)[counts]

@@ -107,13 +107,17 @@ class GradientEstimator:
         """The smallest group size for order `k` (`k` ignored when it does not apply)."""
         return max(self.min_n, k + self.k_offset) if self.needs_k else self.min_n
 
+    @property
+    def k_bound(self) -> str:
+        """The order rule as text: `"n"` or `"n-1"`."""
+        return "n" if self.k_offset == 0 else f"n-{self.k_offset}"
+
     def check_k(self, k_largest: int, n: int) -> None:
         """Raise ValueError naming `k`, `n` and the estimator when `k_largest > max_k(n)`."""
         limit = self.max_k(n)
         if limit is not None and k_largest > limit:
-            bound = "n" if self.k_offset == 0 else f"n-{self.k_offset}"
             raise ValueError(
-                f"k must be <= {bound} = {limit} for method={self.name!r} at n={n}; got k={k_largest}"
+                f"k must be <= {self.k_bound} = {limit} for method={self.name!r} at n={n}; got k={k_largest}"
             )
 
 
