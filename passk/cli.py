@@ -190,9 +190,10 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    from passk.cache import enable_compile_cache
+    if args.command != "bench":  # the benchmarks time compilation themselves: no cache there
+        from passk.cache import enable_compile_cache
 
-    enable_compile_cache()  # before anything compiles; PASSK_NO_COMPILE_CACHE=1 turns it off
+        enable_compile_cache()  # before anything compiles; PASSK_NO_COMPILE_CACHE=1 turns it off
     handlers = {"reproduce": _cmd_reproduce, "toy": _cmd_toy, "transformer": _cmd_transformer, "bench": _cmd_bench,
                 "diagnose": _cmd_diagnose}
     try:
