@@ -9,6 +9,8 @@ Policy: `logits_i = Theta psi_i` (`Theta` of shape `(A, d)`), `p_i = sum_y softm
 
 from __future__ import annotations
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -69,3 +71,107 @@ def realizable_gradients(rng: np.random.Generator, agreement, mu, dim: int):
     e -= np.outer(e @ g, g) / (g @ g)
     e -= mu @ e  # now sum_i mu_i e_i = 0 and each e_i stays orthogonal to g
     return agreement[:, None] * g / (g @ g) + e
+
+
+# ---------------------------------------------------------------------------------------------
+# Scores of sampled answers and exact enumeration of outcomes
+
+
+def log_policy(theta, features):
+    """`(P, A)` log-probabilities of the linear-softmax reference policy."""
+    return jax.nn.log_softmax(features @ theta.T, axis=-1)
+
+
+def answer_scores(theta, features):
+    """`(P, A, A*d)`: `grad_theta log pi(y | x_i)` for every prompt and answer, by autodiff."""
+    jac = jax.jacrev(log_policy)(theta, features)  # (P, A, A, d)
+    return jac.reshape(jac.shape[:2] + (-1,))
+
+
+def all_outcomes(pi, n: int):
+    """Every joint outcome of `n` independent answers per prompt, with its probability.
+
+    Args:
+      pi: `(P, A)` answer probabilities of each prompt.
+      n: answers per prompt.
+
+    Returns:
+      `(prob, answers)`: `(O,)` probabilities (summing to 1) and `(O, P, n)` answer indices, over
+      all `O = A^(P n)` outcomes.
+    """
+    pi = np.asarray(pi)
+    n_prompts, n_actions = pi.shape
+    answers = np.array(list(itertools.product(range(n_actions), repeat=n_prompts * n))).reshape(-1, n_prompts, n)
+    prob = np.prod(pi[np.arange(n_prompts)[None, :, None], answers], axis=(1, 2))
+    return prob, answers
+
+
+def gather_answers(table, answers):
+    """`table[i, answers[..., i, j]]` for a per-prompt table `(P, A, ...)` and answers `(..., P, n)`."""
+    table = np.asarray(table)
+    rows = np.arange(table.shape[0])[:, None]
+    return table[rows, answers]
+
+
+# ---------------------------------------------------------------------------------------------
+# Random instances
+
+
+def random_agreements(rng: np.random.Generator, n: int):
+    """`(p, a, mu)` with `n` uniform success probabilities, Gaussian agreements, `mu` on the simplex."""
+    p = rng.uniform(size=n)
+    a = rng.normal(size=n)
+    mu = rng.dirichlet(np.ones(n))
+    return p, a, mu
+
+
+def mixed_policy(rng: np.random.Generator, n_prompts: int, n_actions: int, dim: int):
+    """`(theta, features, rewards, mu)`: every prompt has a correct and a wrong answer."""
+    theta = jnp.asarray(1.2 * rng.normal(size=(n_actions, dim)))
+    features = jnp.asarray(rng.normal(size=(n_prompts, dim)))
+    rewards = np.zeros((n_prompts, n_actions))
+    for i in range(n_prompts):
+        right = rng.choice(n_actions, size=rng.integers(1, n_actions), replace=False)
+        rewards[i, right] = 1.0
+    mu = jnp.asarray(rng.dirichlet(np.ones(n_prompts)))
+    return theta, features, jnp.asarray(rewards), mu
+
+
+def interfering_policy(rng: np.random.Generator, n_prompts: int, n_actions: int, dim: int, *, scale=1.5,
+                       feature_norm=None):
+    """A random policy in which prompt 0 interferes negatively with the rest: `a_0 < 0`.
+
+    Prompt 1 is prompt 0's mirror (features `-psi_0`, the same binary reward row, holding a
+    correct and a wrong answer), so `kappa(x_0, x_1) = -||psi_0||^2 sum_y pi_0(y) pi_1(y)
+    (r_y - p_0)(r_y - p_1) < 0` (every term of the sum is positive). `mu` puts most of its mass on
+    prompts 0 and 1 (`mu_0 <= mu_1`), enough that
+    `a_0 = sum_j mu_j kappa(x_0, x_j) <= kappa(x_0, x_1) / 16 < 0`. Prompt 0 is mostly the harder of
+    the two (its correct answers have the smaller mean logit); the other prompts are as in
+    :func:`random_policy`.
+
+    Returns:
+      `(theta, features, rewards, mu)` in float64, like :func:`random_policy`.
+    """
+    assert n_prompts >= 2 and n_actions >= 2
+    theta, features, rewards, _ = random_policy(rng, n_prompts, n_actions, dim, scale=scale,
+                                                feature_norm=feature_norm)
+    theta, features, rewards = np.asarray(theta), np.array(features), np.array(rewards)
+    row = rewards[0]
+    row[rng.permutation(n_actions)[:2]] = (1.0, 0.0)  # one correct and one wrong answer at least
+    psi = features[0]
+    logits = theta @ psi
+    if logits[row == 1].mean() > logits[row == 0].mean():
+        psi = -psi  # prompt 0 prefers wrong answers: the hard one of the pair
+    features[0], features[1] = psi, -psi
+    rewards[0] = rewards[1] = row
+    features, rewards = jnp.asarray(features), jnp.asarray(rewards)
+    g = np.asarray(per_prompt_grads(jnp.asarray(theta), features, rewards)).reshape(n_prompts, -1)
+    kernel_row = g @ g[0]  # kappa(x_0, x_j)
+    assert kernel_row[1] < 0 < kernel_row[0]
+    # mu_0 / mu_1 = rho keeps mu_0 kappa_00 + mu_1 kappa_01 <= mu_1 kappa_01 / 2; the rest, delta,
+    # is too small to undo it
+    rho = min(1.0, abs(kernel_row[1]) / (2 * kernel_row[0]))
+    delta = abs(kernel_row[1]) / (8 * np.max(np.abs(kernel_row)))
+    mu = (1 - delta) * np.concatenate([[rho, 1.0], np.zeros(n_prompts - 2)]) / (1 + rho)
+    mu = mu + delta * rng.dirichlet(np.ones(n_prompts))
+    return jnp.asarray(theta), features, rewards, jnp.asarray(mu)
