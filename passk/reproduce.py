@@ -21,6 +21,7 @@ import numpy as np
 
 import theory
 from sim.files import atomic_write_json
+from sim.train import RECORD_NAMES as R
 
 PARTS = ("theory", "bandit", "transformer", "sampled")
 
@@ -85,13 +86,13 @@ def _run_theory(*, quick, key, outdir, progress, resume):
 
 
 def bandit_headline(results: dict) -> dict:
-    """The bandit numbers worth a line in the summary table, read from `sim.run_all` output."""
+    """The bandit numbers worth a line in the summary table, read from the JSON of `sim.experiments.run_all`."""
     toy, crit, one = results["toy"], results["critical_k"], results["one_step"]
     dyn = results["dynamics"]
     plain = dyn["runs"]["exact/sgd"]["passk"]
     index = {k: i for i, k in enumerate(plain["ks"])}
-    j1_hi = plain["j1"]["mean"][index[dyn["k_high"]]]
-    j1_lo = plain["j1"]["mean"][index[dyn["k_low"]]]
+    j1_hi = plain[R.j1]["mean"][index[dyn["k_high"]]]
+    j1_lo = plain[R.j1]["mean"][index[dyn["k_low"]]]
     return {
         "toy k* at the start": toy["k_star"],
         f"toy cos_k at k={toy['k']}": toy["cos"],
@@ -106,9 +107,9 @@ def bandit_headline(results: dict) -> dict:
 
 def _run_bandit(*, quick, key, outdir, progress, resume):
     from passk.plots import bandit as plots
-    from sim import experiments
+    from sim import experiments, experiments_json
 
-    results = experiments.run_all(quick=quick, key=key, progress=progress)
+    results = experiments_json.to_json(experiments.run_all(quick=quick, key=key, progress=progress))
     results["headline"] = bandit_headline(results)
     return results, plots.draw(results, outdir)
 

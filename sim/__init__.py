@@ -5,9 +5,11 @@
 - :func:`toy_bandit`: the easy/hard toy with a documented start; :func:`toy_diagnostics` for one
   regime.
 - :func:`train`, :func:`train_sweep`: gradient ascent on pass@1, pass@k or conflict-safe updates,
-  exact or with the sampled estimators trainers use, in `lax.scan`, vmapped over regimes, `k`
-  and seeds, sharded over devices (:func:`sweep_map`).
-- :mod:`sim.experiments`: the numbers of the five confirmations (:func:`run_all`).
+  exact or with the sampled estimators trainers use, in `lax.scan`: one unbatched core
+  (:mod:`sim.train`: :class:`TrainConfig`, :class:`Records`, the rule table) under `jit`, or
+  vmapped over rules, `k` and seeds and laid out over regimes and devices (:mod:`sim.sweep`).
+- :mod:`sim.experiments`: the numbers of the five confirmations (:func:`~sim.experiments.run_all`);
+  :mod:`sim.experiments_json`: their JSON form. Both are modules of their own, not on this face.
 - :func:`diagnose_model`, :func:`diagnosis_report`: is a run past `k*`, from its sampled answers
   (scores by autodiff on any JAX model, or arrays read by `passk diagnose`).
 
@@ -15,19 +17,14 @@ Figures are drawn by :mod:`passk.plots.bandit`; `sim` only returns numbers.
 """
 
 from sim.bandit import DEFAULT_K_MAX, BanditDiagnostics, SoftmaxBandit
-from sim.experiments import (
-    critical_k_agreement,
-    dynamics,
-    estimator_check,
-    one_step,
-    phase_diagram,
-    run_all,
-)
 from sim.sweep import sweep_map
 from sim.toy import TOY_DEFAULTS, hard_mask, toy_bandit, toy_diagnostics, toy_start
 from sim.train import (
     ESTIMATORS,
+    RECORD_NAMES,
     RULES,
+    Records,
+    TrainConfig,
     draw_answers,
     sampled_update,
     sampled_updates,
@@ -39,19 +36,16 @@ __all__ = [
     "BanditDiagnostics",
     "DEFAULT_K_MAX",
     "ESTIMATORS",
+    "RECORD_NAMES",
     "RULES",
+    "Records",
     "SoftmaxBandit",
     "TOY_DEFAULTS",
-    "critical_k_agreement",
+    "TrainConfig",
     "diagnose_model",
     "diagnosis_report",
     "draw_answers",
-    "dynamics",
-    "estimator_check",
     "hard_mask",
-    "one_step",
-    "phase_diagram",
-    "run_all",
     "sampled_update",
     "sampled_updates",
     "score_sums",

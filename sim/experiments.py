@@ -1,11 +1,15 @@
-"""The five confirmations of `sim`, as numbers for figures (JSON-serialisable dicts).
+"""The five confirmations of `sim`, as numbers (NamedTuples of arrays and plain numbers).
 
-Each function computes one confirmation at a given size; the tests run them small, `run_all`
-runs them at full size for `passk reproduce` (figures: :mod:`passk.plots.bandit`). Nothing here
-draws, and nothing is typed in: every number comes from the bandits.
+Each function computes one confirmation at a given size and returns a NamedTuple; the tests run
+them small, :func:`run_all` runs them at full size for `passk reproduce`. Their JSON form (the
+`bandit` part of `results.json`) is built by :mod:`sim.experiments_json`; the figures are drawn
+by :mod:`passk.plots.bandit`. Nothing here draws or serialises, and nothing is typed in: every
+number comes from the bandits. A `k*` array holds the search limit plus one where there is no
+conflict (:func:`theory.k_star_or_none` reads it).
 
 1. :func:`critical_k_agreement` - `theory.critical_k` from exact `p` and agreements equals the
-   first `k` at which `<grad J_k, grad J_1>`, computed by autodiff of the objectives, is negative.
+   first `k` at which `<grad J_k, grad J_1>`, computed by autodiff of an independently written
+   `J_k = sum_i mu_i (1 - (1 - p_i)^k)`, is negative.
 2. :func:`phase_diagram` - `k*` over `p_hard x separation` in one compiled, sharded call.
 3. :func:`one_step` - below `min(pass1_decrease_window, passk_increase_window)` one plain pass@k
    step lowers `J_1` and raises `J_k`; how often an Adam step (and the projected steps of SPEC
@@ -21,7 +25,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from typing import Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,16 +36,23 @@ import theory
 from sim import sweep as _sweep
 from sim.bandit import DEFAULT_K_MAX, SoftmaxBandit
 from sim.toy import TOY_DEFAULTS, hard_mask, toy_bandit, toy_diagnostics
-from sim.train import ESTIMATORS, PASSK_ESTIMATORS, sampled_updates, train_sweep
+from sim.train import ESTIMATORS, PASSK_ESTIMATORS, RECORD_NAMES, Records, sampled_updates, train_sweep
 
 __all__ = [
+    "CriticalK",
+    "PhaseDiagram",
+    "OneStep",
+    "Dynamics",
+    "RunSummary",
+    "EstimatorCheck",
+    "Confirmations",
+    "SUMMARISED",
     "critical_k_agreement",
     "phase_diagram",
     "one_step",
     "dynamics",
     "estimator_check",
     "run_all",
-    "to_json",
     "QUICK",
     "FULL",
 ]
@@ -71,50 +82,6 @@ FULL = {
 }
 
 
-# --------------------------------------------------------------------------- JSON helpers
-
-
-def to_json(x):
-    """Numpy/JAX arrays and scalars to lists and Python numbers; NaN and inf become None."""
-    if isinstance(x, dict):
-        return {str(k): to_json(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [to_json(v) for v in x]
-    if isinstance(x, (jax.Array, np.ndarray, np.generic)):
-        arr = np.asarray(x)
-        if arr.dtype == np.bool_:
-            return arr.tolist()
-        if np.issubdtype(arr.dtype, np.integer):
-            return arr.tolist()
-        arr = arr.astype(np.float64)
-        obj = arr.tolist()
-        return _clean_floats(obj)
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    return x
-
-
-def _clean_floats(obj):
-    if isinstance(obj, list):
-        return [_clean_floats(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def _k_star_json(k_star, k_max):
-    """Integer array of `k*` with the sentinel `k_max + 1` turned into None."""
-    arr = np.asarray(k_star)
-    obj = arr.tolist()
-
-    def fix(v):
-        if isinstance(v, list):
-            return [fix(u) for u in v]
-        return theory.k_star_or_none(v, k_max)
-
-    return fix(obj)
-
-
 def _keys(key, n):
     return jax.random.split(key, n)
 
@@ -122,10 +89,46 @@ def _keys(key, n):
 # --------------------------------------------------------------------------- 1. critical k
 
 
+class CriticalK(NamedTuple):
+    """Confirmation 1 over `R` regimes.
+
+    Attributes:
+      p_hard, separation, start_logit: `(R,)` regime parameters; seed: `(R,)` seed index.
+      k_grid: the orders searched, `1..k_grid`.
+      k_star_predicted: `(R,)` `theory.critical_k` (`k_grid + 1`: none).
+      k_star_autodiff: `(R,)` first `k` with a negative autodiff inner product (`k_grid + 1`: none).
+      inner: `(R, k_grid)` autodiff `<grad J_k, grad J_1>`.
+      min_relative_margin: smallest `min(|I_{k*}|, |I_{k*-1}|) / max_k |I_k|` over regimes with a
+        crossing (NaN when none): how close to a tie the hardest case was.
+      shown: indices of up to six regimes with a crossing (the figure's curves).
+    """
+
+    p_hard: np.ndarray
+    separation: np.ndarray
+    start_logit: np.ndarray
+    seed: np.ndarray
+    k_grid: int
+    k_star_predicted: np.ndarray
+    k_star_autodiff: np.ndarray
+    inner: np.ndarray
+    min_relative_margin: float
+    shown: np.ndarray
+
+
+def _pass_at_k_objective(bandit: SoftmaxBandit, theta, k):
+    """`J_k = sum_i mu_i (1 - (1 - p_i)^k)`, written out from :meth:`SoftmaxBandit.success`.
+
+    Independent of :func:`theory.pass_at_k` (and of its derivative rule, which returns the very
+    `w_k` that confirmation 1 checks): autodiff of this function differentiates `(1 - p)^k` itself.
+    """
+    p = bandit.success(theta)
+    return jnp.sum(bandit.prompt_weights * (1 - (1 - p) ** k))
+
+
 def _autodiff_inner(bandit: SoftmaxBandit, theta, ks):
-    """`<grad J_k, grad J_1>` for every `k` in `ks`, each by `jax.grad` of `SoftmaxBandit.objective`."""
-    g1 = jax.grad(lambda th: bandit.objective(th, 1))(theta)
-    gk = jax.vmap(lambda k: jax.grad(lambda th: bandit.objective(th, k))(theta))(ks)
+    """`<grad J_k, grad J_1>` for every `k` in `ks`, each by `jax.grad` of :func:`_pass_at_k_objective`."""
+    g1 = jax.grad(lambda th: _pass_at_k_objective(bandit, th, 1))(theta)
+    gk = jax.vmap(lambda k: jax.grad(lambda th: _pass_at_k_objective(bandit, th, k))(theta))(ks)
     return jnp.einsum("kad,ad->k", gk, g1, precision=jax.lax.Precision.HIGHEST)
 
 
@@ -139,20 +142,19 @@ def critical_k_agreement(
     n_prompts: int = 32,
     n_actions: int = TOY_DEFAULTS["n_actions"],
     k_grid: int = 64,
-) -> dict:
+) -> CriticalK:
     """Confirmation 1: predicted `k*` versus the first negative autodiff inner product.
 
     For every regime (toy bandits over `p_hards x separations x start_logits x seeds`, float64):
     `p` and agreements from :meth:`SoftmaxBandit.success` / :meth:`agreement_scores` (one
     reverse and one forward pass) go into :func:`theory.critical_k` (`k_max = k_grid`); separately,
-    `<grad J_k, grad J_1>` for `k = 1..k_grid` comes from autodiff of `J_k = objective(theta, k)`,
-    and its first negative `k` is read off. The two must be equal (None = no conflict up to
-    `k_grid` for both).
+    `<grad J_k, grad J_1>` for `k = 1..k_grid` comes from autodiff of
+    `J_k = sum_i mu_i (1 - (1 - p_i)^k)` written out from `p` (not through `theory`), and its
+    first negative `k` is read off. The two must be equal (both `k_grid + 1` when there is no
+    conflict up to `k_grid`).
 
     Returns:
-      A dict with the regimes, both `k*` lists, `n_match`, `n_regimes`, `n_conflict`, the smallest
-      relative margin `|I_{k*}| / max_k |I_k|` at the autodiff crossing (how close to a tie the
-      hardest case was), and a few autodiff curves `I_k / |I_1|` for the figure.
+      :class:`CriticalK`.
     """
     grid = [(ph, sep, sl, s) for ph in p_hards for sep in separations for sl in start_logits for s in range(n_seeds)]
     seed_keys = _keys(key, n_seeds)
@@ -179,40 +181,59 @@ def critical_k_agreement(
 
         p, a, mu, inner = (np.asarray(x) for x in compute(ph, sep, sl, keys))
         predicted = [theory.critical_k(p[i], a[i], mu[i], k_max=k_grid) for i in range(len(grid))]
+    none = k_grid + 1
     negative = inner < 0
-    first = [int(np.argmax(row)) + 1 if row.any() else None for row in negative]
-    match = [pr == fi for pr, fi in zip(predicted, first)]
+    first = np.where(negative.any(axis=1), np.argmax(negative, axis=1) + 1, none)
     margins = []
     for i, f in enumerate(first):
-        if f is not None:
+        if f != none:
             scale = np.max(np.abs(inner[i]))
             margins.append(float(min(abs(inner[i, f - 1]), abs(inner[i, f - 2]) if f >= 2 else np.inf) / scale))
-    show = [i for i, f in enumerate(first) if f is not None][:6]
-    return {
-        "n_regimes": len(grid),
-        "n_match": int(sum(match)),
-        "n_conflict": int(sum(f is not None for f in first)),
-        "all_match": bool(all(match)),
-        "k_grid": int(k_grid),
-        "regimes": [
-            {"p_hard": float(g[0]), "separation": float(g[1]), "start_logit": float(g[2]), "seed": int(g[3])}
-            for g in grid
-        ],
-        "k_star_predicted": predicted,
-        "k_star_autodiff": first,
-        "mismatches": [
-            {"regime": i, "predicted": predicted[i], "autodiff": first[i]} for i, m in enumerate(match) if not m
-        ],
-        "min_relative_margin": (min(margins) if margins else None),
-        "curves": {
-            "ks": list(range(1, k_grid + 1)),
-            "regimes": show,
-            "inner_over_inner1": [to_json(inner[i] / abs(inner[i, 0])) for i in show],
-        },
-    }
+    return CriticalK(
+        p_hard=np.asarray([g[0] for g in grid], np.float64),
+        separation=np.asarray([g[1] for g in grid], np.float64),
+        start_logit=np.asarray([g[2] for g in grid], np.float64),
+        seed=np.asarray([g[3] for g in grid]),
+        k_grid=int(k_grid),
+        k_star_predicted=np.asarray([none if k is None else k for k in predicted]),
+        k_star_autodiff=first,
+        inner=inner,
+        min_relative_margin=min(margins) if margins else math.nan,
+        shown=np.flatnonzero(first != none)[:6],
+    )
 
 
 # --------------------------------------------------------------------------- 2. phase diagram
+
+
+class PhaseDiagram(NamedTuple):
+    """Confirmation 2 on an `I x J` grid of `(p_hard, separation)` and `S` seeds.
+
+    Attributes:
+      p_hard: `(I,)`; separation: `(J,)`; k_max, n_prompts, n_actions, start_logit: the settings.
+      k_star: `(S, I, J)` `k*` at the toy start (`k_max + 1`: none).
+      median_k_star: `(I, J)` median over seeds, none counted as `+inf` (inf: most seeds have none).
+      conflict_fraction: `(I, J)` share of seeds with a conflict.
+      mean_p_hard_group, mean_p_easy_group: `(I, J)` group mean success, averaged over seeds.
+      share_negative_agreement: `(I, J)` share of prompts with `a_i < 0`, averaged over seeds.
+      share_cells_with_conflict: share of cells whose median `k*` is finite.
+      share_cells_k_star_4_to_64: share of cells whose median `k*` lies in `[4, 64]`.
+    """
+
+    p_hard: np.ndarray
+    separation: np.ndarray
+    k_max: int
+    n_prompts: int
+    n_actions: int
+    start_logit: float
+    k_star: np.ndarray
+    median_k_star: np.ndarray
+    conflict_fraction: np.ndarray
+    mean_p_hard_group: np.ndarray
+    mean_p_easy_group: np.ndarray
+    share_negative_agreement: np.ndarray
+    share_cells_with_conflict: float
+    share_cells_k_star_4_to_64: float
 
 
 @functools.lru_cache(maxsize=16)
@@ -251,7 +272,7 @@ def phase_diagram(
     separation_range=(0.0, 4.0),
     k_max: int = DEFAULT_K_MAX,
     devices=None,
-) -> dict:
+) -> PhaseDiagram:
     """Confirmation 2: `k*` at the toy start over a `p_hard x separation` grid, one compiled call.
 
     All `n_p_hard * n_separation * n_seeds` regimes form one sweep axis, evaluated by one
@@ -260,9 +281,7 @@ def phase_diagram(
     parameters.
 
     Returns:
-      `p_hard` and `separation` axes, `k_star[seed][i][j]` (None = no conflict up to `k_max`),
-      `median_k_star[i][j]` over seeds (None when most seeds have none), `conflict_fraction`,
-      group success means and the share of negatively interfering prompts.
+      :class:`PhaseDiagram`.
     """
     p_axis = np.linspace(*p_hard_range, n_p_hard)
     s_axis = np.linspace(*separation_range, n_separation)
@@ -278,27 +297,52 @@ def phase_diagram(
     out = {name: np.asarray(v).reshape(shape) for name, v in out.items()}
     k_star = out["k_star"]
     conflict = k_star <= k_max
-    # median over seeds with "none" as +inf
-    med = np.median(np.where(conflict, k_star, np.inf), axis=0)
-    return {
-        "p_hard": p_axis.tolist(),
-        "separation": s_axis.tolist(),
-        "k_max": int(k_max),
-        "n_prompts": int(n_prompts),
-        "n_actions": int(n_actions),
-        "start_logit": float(start_logit),
-        "k_star": _k_star_json(k_star, k_max),
-        "median_k_star": [[None if not np.isfinite(v) else float(v) for v in row] for row in med],
-        "conflict_fraction": to_json(conflict.mean(axis=0)),
-        "mean_p_hard_group": to_json(out["p_hard_group"].mean(axis=0)),
-        "mean_p_easy_group": to_json(out["p_easy_group"].mean(axis=0)),
-        "share_negative_agreement": to_json(out["share_negative"].mean(axis=0)),
-        "share_cells_with_conflict": float((med <= k_max).mean()),
-        "share_cells_k_star_4_to_64": float(((med >= 4) & (med <= 64)).mean()),
-    }
+    med = np.median(np.where(conflict, k_star, np.inf), axis=0)  # "none" as +inf
+    return PhaseDiagram(
+        p_hard=p_axis,
+        separation=s_axis,
+        k_max=int(k_max),
+        n_prompts=int(n_prompts),
+        n_actions=int(n_actions),
+        start_logit=float(start_logit),
+        k_star=k_star,
+        median_k_star=med,
+        conflict_fraction=conflict.mean(axis=0),
+        mean_p_hard_group=out["p_hard_group"].mean(axis=0),
+        mean_p_easy_group=out["p_easy_group"].mean(axis=0),
+        share_negative_agreement=out["share_negative"].mean(axis=0),
+        share_cells_with_conflict=float((med <= k_max).mean()),
+        share_cells_k_star_4_to_64=float(((med >= 4) & (med <= 64)).mean()),
+    )
 
 
 # --------------------------------------------------------------------------- 3. one step
+
+
+class OneStep(NamedTuple):
+    """Confirmation 3 (shares over the resolved conflict instances; None where none resolved).
+
+    Attributes:
+      n_instances, n_conflict, sizes, step_fraction, k_search: the settings and the conflict count.
+      k_values: `(k_search,)` how many conflict instances have each `k* = 1..k_search`.
+      sgd, adam, project, project_safe: per step kind, shares of `J_1` down / `J_k` up, and
+        (plain step) the descent-lemma gap and the counts below float64 resolution.
+      hessian: largest `||hess p_i|| / (B^2/2)` and the conjectured supremum ratio.
+      scatter: `(<= 400,)` changes of `J_1`, `J_k` for the plain and Adam steps, and `eta`.
+    """
+
+    n_instances: int
+    n_conflict: int
+    sizes: dict
+    step_fraction: float
+    k_search: int
+    k_values: np.ndarray
+    sgd: dict
+    adam: dict
+    project: dict
+    project_safe: dict
+    hessian: dict
+    scatter: dict
 
 
 def _random_instance(key, n_prompts, n_actions, dim):
@@ -318,7 +362,7 @@ def one_step(
     dim: int = 3,
     k_search: int = 64,
     step_fraction: float = 0.5,
-) -> dict:
+) -> OneStep:
     """Confirmation 3: one plain pass@k step inside the windows lowers `J_1` and raises `J_k`.
 
     Random instances (Gaussian features `(P, d)`, Bernoulli(0.3) reward tables, Gaussian `theta`
@@ -418,14 +462,14 @@ def one_step(
     def unresolved(change, tol):
         return int((c & (np.abs(change) <= tol)).sum())
 
-    return {
-        "n_instances": int(n_instances),
-        "n_conflict": n_c,
-        "sizes": {"n_prompts": n_prompts, "n_actions": n_actions, "dim": dim},
-        "step_fraction": float(step_fraction),
-        "k_search": int(k_search),
-        "k_values": to_json(np.bincount(r["k"][c], minlength=k_search + 1)[1:]),
-        "sgd": {
+    return OneStep(
+        n_instances=int(n_instances),
+        n_conflict=n_c,
+        sizes={"n_prompts": n_prompts, "n_actions": n_actions, "dim": dim},
+        step_fraction=float(step_fraction),
+        k_search=int(k_search),
+        k_values=np.bincount(r["k"][c], minlength=k_search + 1)[1:],
+        sgd={
             "share_pass1_down": frac(r["d1_sgd"], -1, tol_1),
             "share_passk_up": frac(r["dk_sgd"], 1, tol_k),
             "share_both": both(r["d1_sgd"], r["dk_sgd"]),
@@ -435,50 +479,65 @@ def one_step(
             "max_descent_lemma_gap_over_rounding": (float((r["bound_gap"][c] / tol_1[c]).max()) if n_c else None),
             "share_window_from_pass1": (float((r["eta1"] <= r["etak"])[c].mean()) if n_c else None),
         },
-        "adam": {
+        adam={
             "share_pass1_down": frac(r["d1_adam"], -1, tol_1),
             "share_passk_up": frac(r["dk_adam"], 1, tol_k),
             "share_both": both(r["d1_adam"], r["dk_adam"]),
             "share_update_inner_negative": (float((r["adam_inner"] < 0)[c].mean()) if n_c else None),
         },
-        "project": {"share_pass1_down": frac(r["d1_proj"], -1, tol_1), "share_passk_up": frac(r["dk_proj"], 1, tol_k)},
-        "project_safe": {
+        project={"share_pass1_down": frac(r["d1_proj"], -1, tol_1), "share_passk_up": frac(r["dk_proj"], 1, tol_k)},
+        project_safe={
             "share_pass1_down": frac(r["d1_safe"], -1, tol_1),
             "share_passk_up": frac(r["dk_safe"], 1, tol_k),
             "unresolved_pass1": unresolved(r["d1_safe"], tol_1),
         },
-        "hessian": {
+        hessian={
             "max_ratio_to_bound": float(r["hess_ratio"].max()),
             "conjectured_ratio": 2 / (3 * math.sqrt(3)),
         },
-        "scatter": {
-            "d1_sgd": to_json(r["d1_sgd"][c][:400]),
-            "dk_sgd": to_json(r["dk_sgd"][c][:400]),
-            "d1_adam": to_json(r["d1_adam"][c][:400]),
-            "dk_adam": to_json(r["dk_adam"][c][:400]),
-            "eta": to_json(r["eta"][c][:400]),
+        scatter={
+            "d1_sgd": r["d1_sgd"][c][:400],
+            "dk_sgd": r["dk_sgd"][c][:400],
+            "d1_adam": r["d1_adam"][c][:400],
+            "dk_adam": r["dk_adam"][c][:400],
+            "eta": r["eta"][c][:400],
         },
-    }
+    )
 
 
 # --------------------------------------------------------------------------- 4. dynamics
 
 
-def _summarise(out: dict, k_max: int) -> dict:
-    """Mean and spread over seeds of a `(K, S, T)` record dict; `k*` as median with None."""
-    res = {}
-    for name in ("j1", "jk", "inner", "mean_agreement", "cos", "update_inner"):
-        v = np.asarray(out[name], np.float64)
-        res[name] = {"mean": to_json(v.mean(axis=-2)), "std": to_json(v.std(axis=-2))}
-    ks = np.asarray(out["k_star"])
-    med = np.median(np.where(ks <= k_max, ks, np.inf), axis=-2)
-    res["k_star_median"] = [[None if not np.isfinite(x) else float(x) for x in row] for row in med]
-    res["k_used_mean"] = to_json(np.asarray(out["k_used"], np.float64).mean(axis=-2))
-    return res
+class RunSummary(NamedTuple):
+    """One rule of one dynamics run, over seeds, with one row per `k` and one column per step.
+
+    Attributes:
+      mean, std: :class:`sim.train.Records` of `(K, T)` means and standard deviations over seeds
+        of the float records (`j1`, `jk`, `inner`, `mean_agreement`, `cos`, `update_inner`; the
+        others None).
+      k_star_median: `(K, T)` median `k*` over seeds, none counted as `+inf`.
+      k_used_mean: `(K, T - 1)` mean order used.
+      ks: the orders; n_seeds: the seeds averaged.
+      trend: per `k`, `{"k", "j1", "jk"}` with the start, end, min, argmin, max and the number of
+        steps over which the mean curve first falls, of `J_1` and `J_k`.
+    """
+
+    mean: Any
+    std: Any
+    k_star_median: np.ndarray
+    k_used_mean: np.ndarray
+    ks: list
+    n_seeds: int
+    trend: list
+
+
+#: The records a :class:`RunSummary` averages over seeds.
+SUMMARISED = (RECORD_NAMES.j1, RECORD_NAMES.jk, RECORD_NAMES.inner, RECORD_NAMES.mean_agreement, RECORD_NAMES.cos,
+              RECORD_NAMES.update_inner)
 
 
 def _trend(j):
-    """Start, end, minimum, argmin, maximum of a mean curve."""
+    """Start, end, minimum, argmin, maximum of a mean curve, and how many steps it first falls."""
     j = np.asarray(j, np.float64)
     return {
         "start": float(j[0]),
@@ -488,6 +547,41 @@ def _trend(j):
         "max": float(j.max()),
         "monotone_down_steps": int(np.argmax(np.diff(j) >= 0)) if (np.diff(j) >= 0).any() else int(len(j) - 1),
     }
+
+
+def _summarise(out: dict, ks, n_seeds: int, k_max: int) -> RunSummary:
+    """Mean and spread over seeds of a `(K, S, T)` record dict; `k*` as a median with `+inf`."""
+    mean, std = {}, {}
+    for name in SUMMARISED:
+        v = np.asarray(out[name], np.float64)
+        mean[name], std[name] = v.mean(axis=-2), v.std(axis=-2)
+    k_star = np.asarray(out[RECORD_NAMES.k_star])
+    j1, jk = mean[RECORD_NAMES.j1], mean[RECORD_NAMES.jk]
+    return RunSummary(
+        mean=Records(**mean),
+        std=Records(**std),
+        k_star_median=np.median(np.where(k_star <= k_max, k_star, np.inf), axis=-2),
+        k_used_mean=np.asarray(out[RECORD_NAMES.k_used], np.float64).mean(axis=-2),
+        ks=list(ks),
+        n_seeds=int(n_seeds),
+        trend=[{"k": int(k), "j1": _trend(j1[i]), "jk": _trend(jk[i])} for i, k in enumerate(ks)],
+    )
+
+
+class Dynamics(NamedTuple):
+    """Confirmation 4: the settings, `k*` at the start, and `runs[name][rule]` (:class:`RunSummary`)."""
+
+    k_star0: int
+    k_low: int
+    k_high: int
+    ks: list
+    steps: int
+    n_samples: int
+    learning_rate: float
+    adam_learning_rate: float
+    mixture_weight: float
+    regime: dict
+    runs: dict
 
 
 def dynamics(
@@ -502,7 +596,7 @@ def dynamics(
     n_prompts: int = TOY_DEFAULTS["n_prompts"],
     sampled=("pkpo-loo/sgd", "grouped-passk/sgd", "pkpo-loo/adam"),
     k_max: int = 1024,
-) -> dict:
+) -> Dynamics:
     """Confirmation 4: training dynamics from the toy start (default regime, float32).
 
     With `k*` the critical order at the start, `k_low = max(2, k* // 2)` (no conflict) and
@@ -520,10 +614,8 @@ def dynamics(
       seeds, rule `"passk"`.
 
     Returns:
-      `k_star0`, `k_low`, `k_high`, and per run and rule (`runs[name][rule]`) the mean/std over
-      seeds of `J_1`, `J_k`, `I_k`, `A_k`, `cos_k`, `<grad J_1, u>` per step (arrays `(3, T)`,
-      one row per `k`), the median `k*` per step, and trend summaries (start, end, min, argmin of
-      `J_1` and `J_k`).
+      :class:`Dynamics`, with `runs[name][rule]` a :class:`RunSummary` (rows `k = 1, k_low,
+      k_high`).
     """
     with jax.enable_x64(False):
         bandit, theta0 = toy_bandit(jax.random.fold_in(key, 0), n_prompts=n_prompts, dtype=jnp.float32)
@@ -560,33 +652,47 @@ def dynamics(
                 learning_rate=adam_learning_rate if optimizer == "adam" else learning_rate,
                 k_max=k_max, **cfg,
             )
-            runs[name] = {}
-            for u, rule in enumerate(cfg["rule"]):
-                rec = {n: v[u, 0] for n, v in out.items() if n != "theta"}  # (K, S, T)
-                summary = _summarise(rec, k_max)
-                summary["ks"] = ks
-                summary["n_seeds"] = int(len(cfg["keys"]))
-                summary["trend"] = [
-                    {"k": int(k), "j1": _trend(summary["j1"]["mean"][i]), "jk": _trend(summary["jk"]["mean"][i])}
-                    for i, k in enumerate(ks)
-                ]
-                runs[name][rule] = summary
-    return {
-        "k_star0": int(k_star0),
-        "k_low": int(k_low),
-        "k_high": int(k_high),
-        "ks": ks,
-        "steps": int(steps),
-        "n_samples": int(n_samples),
-        "learning_rate": float(learning_rate),
-        "adam_learning_rate": float(adam_learning_rate),
-        "mixture_weight": float(mixture_weight),
-        "regime": dict(TOY_DEFAULTS, n_prompts=n_prompts),
-        "runs": runs,
-    }
+            runs[name] = {
+                rule: _summarise({n: v[u, 0] for n, v in out.items()}, ks, len(cfg["keys"]), k_max)  # (K, S, T)
+                for u, rule in enumerate(cfg["rule"])
+            }
+    return Dynamics(
+        k_star0=int(k_star0),
+        k_low=int(k_low),
+        k_high=int(k_high),
+        ks=ks,
+        steps=int(steps),
+        n_samples=int(n_samples),
+        learning_rate=float(learning_rate),
+        adam_learning_rate=float(adam_learning_rate),
+        mixture_weight=float(mixture_weight),
+        regime=dict(TOY_DEFAULTS, n_prompts=n_prompts),
+        runs=runs,
+    )
 
 
 # --------------------------------------------------------------------------- 5. estimators
+
+
+class EstimatorCheck(NamedTuple):
+    """Confirmation 5.
+
+    Attributes:
+      k, n_samples, n_draws, n_prompts, n_parameters: the settings.
+      estimators: per estimator, `z_max`, `relative_error`, `cos_expected_vs_grad_jk`,
+        `relative_total_variance`, `relative_variance_along_grad_jk` (None when the expectation
+        has no component along `grad J_k`) and `uses_k`.
+      implied_weights: `{"p": grid, "curves": {estimator: {"finite_n", "limit"}}}`, `v(p)` on the
+        grid at `n_samples` and in the limit `n -> inf`.
+    """
+
+    k: int
+    n_samples: int
+    n_draws: int
+    n_prompts: int
+    n_parameters: int
+    estimators: dict
+    implied_weights: dict
 
 
 def estimator_check(
@@ -597,7 +703,7 @@ def estimator_check(
     k: int = 4,
     n_samples: int = 8,
     estimators=ESTIMATORS[1:],
-) -> dict:
+) -> EstimatorCheck:
     """Confirmation 5: the mean sampled update equals its exact expectation; variances compared.
 
     At the toy start (default regime, `n_prompts` prompts, float64), `n_draws` independent updates
@@ -642,7 +748,7 @@ def estimator_check(
     rows = {}
     curves = {}
     for est in estimators:
-        curves[est] = {"finite_n": to_json(finite[est]), "limit": to_json(limit[est])}
+        curves[est] = {"finite_n": finite[est], "limit": limit[est]}
         e = expected[est].reshape(-1)
         u = samples[est].reshape(n_draws, -1)
         mean = u.mean(axis=0)
@@ -659,21 +765,39 @@ def estimator_check(
             "relative_variance_along_grad_jk": float(np.mean(along**2) / e_along**2) if e_along != 0 else None,
             "uses_k": est in PASSK_ESTIMATORS,
         }
-    return {
-        "k": int(k),
-        "n_samples": int(n_samples),
-        "n_draws": int(n_draws),
-        "n_prompts": int(n_prompts),
-        "n_parameters": int(np.prod(theta0.shape)),
-        "estimators": rows,
-        "implied_weights": {"p": grid.tolist(), "curves": curves},
-    }
+    return EstimatorCheck(
+        k=int(k),
+        n_samples=int(n_samples),
+        n_draws=int(n_draws),
+        n_prompts=int(n_prompts),
+        n_parameters=int(np.prod(theta0.shape)),
+        estimators=rows,
+        implied_weights={"p": grid, "curves": curves},
+    )
 
 
 # --------------------------------------------------------------------------- all together
 
 
-def run_all(*, quick: bool, key, progress: Callable[[str], None] | None = None) -> dict:
+class Confirmations(NamedTuple):
+    """Every confirmation's numbers (:func:`run_all`).
+
+    Attributes:
+      toy: the toy start (:func:`sim.toy_diagnostics`, a JSON-ready dict).
+      critical_k, phase_diagram, one_step, dynamics, estimators: confirmations 1 to 5.
+      meta: `quick`, the sizes, seconds per part, device count and backend.
+    """
+
+    toy: dict
+    critical_k: CriticalK
+    phase_diagram: PhaseDiagram
+    one_step: OneStep
+    dynamics: Dynamics
+    estimators: EstimatorCheck
+    meta: dict
+
+
+def run_all(*, quick: bool, key, progress: Callable[[str], None] | None = None) -> Confirmations:
     """Every confirmation's numbers (quick: small sizes, under a minute; full: the figures).
 
     Args:
@@ -682,8 +806,7 @@ def run_all(*, quick: bool, key, progress: Callable[[str], None] | None = None) 
       progress: optional callback receiving one line per finished part.
 
     Returns:
-      A JSON-serialisable dict with keys `toy`, `critical_k`, `phase_diagram`, `one_step`,
-      `dynamics`, `estimators`, and `meta` (sizes, seconds per part, device count).
+      :class:`Confirmations` (its JSON: :func:`sim.experiments_json.to_json`).
     """
     sizes = QUICK if quick else FULL
     say = progress or (lambda _msg: None)
@@ -702,11 +825,11 @@ def run_all(*, quick: bool, key, progress: Callable[[str], None] | None = None) 
     part("one_step", lambda: one_step(key=jax.random.fold_in(key, 3), **sizes["one_step"]))
     part("dynamics", lambda: dynamics(key=jax.random.fold_in(key, 4), **sizes["dynamics"]))
     part("estimators", lambda: estimator_check(key=jax.random.fold_in(key, 5), **sizes["estimators"]))
-    results["meta"] = {
+    meta = {
         "quick": bool(quick),
-        "sizes": to_json(sizes),
+        "sizes": sizes,
         "seconds": timings,
         "n_devices": len(jax.devices()),
         "backend": jax.default_backend(),
     }
-    return to_json(results)
+    return Confirmations(**results, meta=meta)

@@ -1,4 +1,4 @@
-"""The five confirmations at small size, their JSON, and the figures drawn from them."""
+"""The five confirmations at small size (numbers), their JSON, and the figures drawn from them."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from sim import experiments as E
+from sim import experiments_json as J
+from sim.train import RECORD_NAMES as R
 
 KEY = jax.random.PRNGKey(7)
 
@@ -20,13 +22,30 @@ def critical_result():
     )
 
 
+def test_confirmation_1_differentiates_its_own_pass_at_k():
+    """The objective confirmation 1 differentiates, `sum_i mu_i (1 - (1 - p_i)^k)` written out,
+    equals the bandit's `J_k` and its gradient `sum_i mu_i w_k(p_i) grad p_i` to float64 rounding
+    (the check does not run through `theory.pass_at_k` or its derivative rule)."""
+    from sim import toy_bandit
+
+    with jax.enable_x64(True):
+        b, theta = toy_bandit(KEY, n_prompts=24, dtype=jax.numpy.float64)
+        for k in (1, 3, 17, 64):
+            value = E._pass_at_k_objective(b, theta, k)
+            grad = jax.grad(E._pass_at_k_objective, argnums=1)(b, theta, k)
+            np.testing.assert_allclose(value, b.objective(theta, k), rtol=1e-14)
+            np.testing.assert_allclose(grad, b.pass_at_k_grad(theta, k), rtol=1e-12,
+                                       atol=1e-15 * np.abs(grad).max())
+
+
 @pytest.fixture(scope="module")
 def phase_result():
     return E.phase_diagram(key=KEY, n_p_hard=5, n_separation=3, n_seeds=2, n_prompts=32)
 
 
 def test_confirmation_1_critical_k_equals_autodiff_crossing(critical_result):
-    res = critical_result
+    np.testing.assert_array_equal(critical_result.k_star_predicted, critical_result.k_star_autodiff)
+    res = J.to_json(critical_result)
     json.dumps(res, allow_nan=False)
     assert res["n_regimes"] == 8
     assert res["n_conflict"] >= 4
@@ -35,7 +54,8 @@ def test_confirmation_1_critical_k_equals_autodiff_crossing(critical_result):
 
 
 def test_confirmation_2_phase_diagram(phase_result):
-    res = phase_result
+    assert phase_result.k_star.shape == (2, 5, 3) and phase_result.median_k_star.shape == (5, 3)
+    res = J.to_json(phase_result)
     json.dumps(res, allow_nan=False)
     k_star = res["k_star"]
     assert np.shape(k_star) == (2, 5, 3)
@@ -56,7 +76,7 @@ def one_step_result():
 
 
 def test_confirmation_3_one_step(one_step_result):
-    res = one_step_result
+    res = J.to_json(one_step_result)
     json.dumps(res, allow_nan=False)
     assert res["n_conflict"] >= 20
     assert res["sgd"]["share_pass1_down"] == 1.0
@@ -74,22 +94,25 @@ def dynamics_result():
 
 
 def test_confirmation_4_dynamics(dynamics_result):
-    res = dynamics_result
+    summary = dynamics_result.runs["exact/sgd"]["passk"]
+    assert summary.mean.j1.shape == (3, 13) and summary.mean.k_star is None
+    res = J.to_json(dynamics_result)
     json.dumps(res, allow_nan=False)
+    assert set(res["runs"]["exact/sgd"]["passk"]) >= set(E.SUMMARISED) | {"k_star_median", "trend"}
     assert res["ks"] == [1, res["k_low"], res["k_high"]]
     assert res["k_low"] < res["k_star0"] <= res["k_high"]
     for name in ("exact/sgd", "pkpo-loo/sgd", "exact/adam"):
         t = res["runs"][name]["passk"]["trend"]
-        assert t[0]["j1"]["end"] > t[0]["j1"]["start"], name  # pass@1 ascent raises J_1
-        assert t[1]["j1"]["end"] > t[1]["j1"]["start"] and t[1]["jk"]["end"] > t[1]["jk"]["start"], name
-        assert t[2]["jk"]["end"] > t[2]["jk"]["start"], name
+        assert t[0][R.j1]["end"] > t[0][R.j1]["start"], name  # pass@1 ascent raises J_1
+        assert t[1][R.j1]["end"] > t[1][R.j1]["start"] and t[1][R.jk]["end"] > t[1][R.jk]["start"], name
+        assert t[2][R.jk]["end"] > t[2][R.jk]["start"], name
     for name in ("exact/sgd", "pkpo-loo/sgd"):  # plain steps above k*: J_1 falls
         t = res["runs"][name]["passk"]["trend"][2]
-        assert t["j1"]["end"] < t["j1"]["start"], name
+        assert t[R.j1]["end"] < t[R.j1]["start"], name
     ex = res["runs"]["exact/sgd"]
-    assert ex["passk"]["trend"][2]["j1"]["monotone_down_steps"] == 12
-    assert ex["project-safe"]["trend"][2]["j1"]["min"] >= ex["project-safe"]["trend"][2]["j1"]["start"]
-    assert ex["project-safe"]["trend"][2]["jk"]["end"] > ex["project-safe"]["trend"][2]["jk"]["start"]
+    assert ex["passk"]["trend"][2][R.j1]["monotone_down_steps"] == 12
+    assert ex["project-safe"]["trend"][2][R.j1]["min"] >= ex["project-safe"]["trend"][2][R.j1]["start"]
+    assert ex["project-safe"]["trend"][2][R.jk]["end"] > ex["project-safe"]["trend"][2][R.jk]["start"]
     assert len(ex["passk"]["k_star_median"][2]) == 13
 
 
@@ -99,7 +122,7 @@ def estimator_result():
 
 
 def test_confirmation_5_estimators(estimator_result):
-    res = estimator_result
+    res = J.to_json(estimator_result)
     json.dumps(res, allow_nan=False)
     rows = res["estimators"]
     assert set(rows) == set(E.ESTIMATORS[1:])
@@ -117,15 +140,15 @@ def test_figures(tmp_path, critical_result, phase_result, one_step_result, dynam
     from passk.plots.bandit import draw
     from sim import toy_diagnostics
 
-    results = {
+    results = J.to_json({
         "toy": toy_diagnostics(0.2, 1.0, 8, n_prompts=32),
         "critical_k": critical_result,
         "phase_diagram": phase_result,
         "one_step": one_step_result,
         "dynamics": dynamics_result,
         "estimators": estimator_result,
-    }
-    paths = draw(json.loads(json.dumps(results)), tmp_path / "figs")
+    })
+    paths = draw(json.loads(json.dumps(results, allow_nan=False)), tmp_path / "figs")
     names = sorted(p.name for p in paths)
     assert names == sorted(
         f"bandit_{n}.{ext}" for n in ("toy", "critical_k", "phase", "one_step", "dynamics", "estimators") for ext in ("png", "pdf")
@@ -141,7 +164,7 @@ def test_run_all_quick(tmp_path):
     from passk.plots.bandit import draw
 
     lines = []
-    res = E.run_all(quick=True, key=KEY, progress=lines.append)
+    res = J.to_json(E.run_all(quick=True, key=KEY, progress=lines.append))
     text = json.dumps(res, allow_nan=False)
     assert set(res) == {"toy", "critical_k", "phase_diagram", "one_step", "dynamics", "estimators", "meta"}
     assert res["critical_k"]["all_match"] and res["one_step"]["sgd"]["share_both"] == 1.0

@@ -37,8 +37,8 @@ _SCRIPT = textwrap.dedent(
         batched = sweep_map(lambda a: a * 2.0 + 1.0, jnp.arange(10.0), devices=devs, batch_size=2)
         out[name] = {
             "batched": np.asarray(batched).tolist(),
-            "phase_k_star": ph["k_star"],
-            "phase_share": ph["share_negative_agreement"],
+            "phase_k_star": ph.k_star.tolist(),
+            "phase_share": ph.share_negative_agreement.tolist(),
             "train": {n: np.asarray(v, np.float64).tolist() for n, v in tr.items()},
         }
     print("RESULT" + json.dumps(out))
@@ -84,6 +84,30 @@ def test_padding_and_validation():
         sweep_map(_square, (jnp.arange(5.0), jnp.ones(4)))
     with pytest.raises(ValueError, match="scalar"):
         sweep_map(_square, (jnp.arange(5.0), jnp.ones(())))
+
+
+@pytest.mark.parametrize("n_devices", [1, 4])
+def test_grid_pairs_every_regime_with_every_configuration(monkeypatch, n_devices):
+    """`sweep_grid` puts `fn(regime r, configuration c)` at `[r, c]`, whatever the blocks, the
+    padding of the last chunk and the batches."""
+    from sim import sweep as S
+
+    regimes = (jnp.arange(3.0), jnp.arange(3.0) * 10)
+    configs = jnp.arange(7.0) / 8
+    want = np.asarray(regimes[0])[:, None] * 100 + np.asarray(regimes[1])[:, None] + np.asarray(configs)[None]
+    assert S.sweep_blocks(3, 7, n_devices) == ((1, 7) if n_devices == 1 else (4, 2))
+    if n_devices > 1:  # the layout of four devices, computed on this one
+        devices = [jax.devices()[0]] * n_devices
+        monkeypatch.setattr(S.jax, "devices", lambda: devices)
+        monkeypatch.setattr(S, "sweep_map", lambda fn, args, devices=None, batch_size=None: jax.vmap(fn)(args))
+    for config_bytes in (None, 1, 2**30):
+        got = S.sweep_grid(_affine, regimes, configs, config_bytes=config_bytes)
+        np.testing.assert_array_equal(got, want)
+
+
+def _affine(regime, configuration):
+    a, b = regime
+    return a * 100 + b + configuration
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 3, 5, 8])

@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from passk.plots._style import save  # noqa: E402
+from sim.train import RECORD_NAMES as R  # noqa: E402
 
 __all__ = ["draw"]
 
@@ -167,14 +168,14 @@ def _dynamics(res):
     labels = [f"k={k}" + (" (pass@1)" if k == 1 else (" < k*" if k < res["k_star0"] else " > k*")) for k in ks]
     ax = axes[0, 0]
     for i, lab in enumerate(labels):
-        _band(ax, ex["j1"]["mean"][i], ex["j1"]["std"][i], lab)
+        _band(ax, ex[R.j1]["mean"][i], ex[R.j1]["std"][i], lab)
     ax.set_title(f"J_1 under exact pass@k ascent (k* = {res['k_star0']} at start)")
     ax.set_xlabel("step")
     ax.set_ylabel("J_1")
     ax.legend(fontsize=8)
     ax = axes[0, 1]
     for i, lab in enumerate(labels):
-        _band(ax, ex["jk"]["mean"][i], ex["jk"]["std"][i], lab)
+        _band(ax, ex[R.jk]["mean"][i], ex[R.jk]["std"][i], lab)
     ax.set_title("J_k (its own k) under exact pass@k ascent")
     ax.set_xlabel("step")
     ax.set_ylabel("J_k")
@@ -191,23 +192,23 @@ def _dynamics(res):
         if name.startswith("exact/sgd"):
             continue
         r = run["passk"]
-        _band(ax, r["j1"]["mean"][hi], r["j1"]["std"][hi], f"{name} (S={r['n_seeds']})")
-    _band(ax, ex["j1"]["mean"][hi], ex["j1"]["std"][hi], "exact/sgd", color="k", ls="--")
+        _band(ax, r[R.j1]["mean"][hi], r[R.j1]["std"][hi], f"{name} (S={r['n_seeds']})")
+    _band(ax, ex[R.j1]["mean"][hi], ex[R.j1]["std"][hi], "exact/sgd", color="k", ls="--")
     ax.set_title(f"J_1 under pass@k ascent at k={ks[hi]}: sampled, Adam")
     ax.set_xlabel("step")
     ax.set_ylabel("J_1 (mean +- std over seeds)")
     ax.legend(fontsize=7)
     ax = axes[1, 1]
     for rule, r in runs["exact/sgd"].items():
-        ax.plot(_arr(r["j1"]["mean"][hi]), label=f"{rule}: J_1")
-        ax.plot(_arr(r["jk"]["mean"][hi]), ls=":", color=ax.lines[-1].get_color())
+        ax.plot(_arr(r[R.j1]["mean"][hi]), label=f"{rule}: J_1")
+        ax.plot(_arr(r[R.jk]["mean"][hi]), ls=":", color=ax.lines[-1].get_color())
     ax.set_title(f"Conflict-safe rules at k={ks[hi]} (solid J_1, dotted J_k)")
     ax.set_xlabel("step")
     ax.legend(fontsize=7)
     ax = axes[1, 2]
     for name in ("exact/sgd", "exact/adam"):
         r = runs[name]["passk"]
-        ax.plot(_arr(r["update_inner"]["mean"][hi]), label=name)
+        ax.plot(_arr(r[R.update_inner]["mean"][hi]), label=name)
     ax.axhline(0, color="k", lw=0.7)
     ax.set_yscale("symlog", linthresh=1e-6)
     ax.set_title(f"<grad J_1, u> of the update taken, k={ks[hi]}")

@@ -1,0 +1,110 @@
+"""The JSON form of the confirmations' numbers (the `bandit` part of `results.json`).
+
+:func:`to_json` turns any result of :mod:`sim.experiments` (a NamedTuple of arrays and numbers,
+or :class:`~sim.experiments.Confirmations` holding all five) into plain JSON values: arrays become
+lists, NaN and infinities None, a `k*` at its sentinel (search limit plus one) None. A NamedTuple
+becomes a dict of its fields, except where a layout below says otherwise (confirmation 1's
+regime list and summary counts, confirmation 2's `k*`, confirmation 4's per-record mean and
+spread). The figures (:mod:`passk.plots.bandit`) read this form. Nothing here computes a
+confirmation, and nothing writes files.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import numpy as np
+
+import theory
+from sim.experiments import SUMMARISED, CriticalK, PhaseDiagram, RunSummary
+
+__all__ = ["to_json"]
+
+
+def to_json(x):
+    """`x` as JSON values: NamedTuples and dicts to dicts, sequences and arrays to lists, NaN and
+    inf to None (see the module docstring)."""
+    layout = _LAYOUTS.get(type(x))
+    if layout is not None:
+        return layout(x)
+    if isinstance(x, tuple) and hasattr(x, "_asdict"):
+        return {name: to_json(v) for name, v in x._asdict().items()}
+    if isinstance(x, dict):
+        return {str(k): to_json(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [to_json(v) for v in x]
+    if isinstance(x, (jax.Array, np.ndarray, np.generic)):
+        arr = np.asarray(x)
+        if arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer):
+            return arr.tolist()
+        return _clean_floats(arr.astype(np.float64).tolist())
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    return x
+
+
+def _clean_floats(obj):
+    if isinstance(obj, list):
+        return [_clean_floats(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _k_star_json(k_star, k_max: int):
+    """Integer `k*` (any shape) as nested lists, the sentinel `k_max + 1` as None."""
+
+    def fix(v):
+        if isinstance(v, list):
+            return [fix(u) for u in v]
+        return theory.k_star_or_none(v, k_max)
+
+    return fix(np.asarray(k_star).tolist())
+
+
+def _critical_k(r: CriticalK) -> dict:
+    predicted = _k_star_json(r.k_star_predicted, r.k_grid)
+    autodiff = _k_star_json(r.k_star_autodiff, r.k_grid)
+    match = [a == b for a, b in zip(predicted, autodiff)]
+    return {
+        "n_regimes": len(match),
+        "n_match": int(sum(match)),
+        "n_conflict": int(sum(f is not None for f in autodiff)),
+        "all_match": bool(all(match)),
+        "k_grid": int(r.k_grid),
+        "regimes": [
+            {"p_hard": float(ph), "separation": float(sep), "start_logit": float(sl), "seed": int(s)}
+            for ph, sep, sl, s in zip(r.p_hard, r.separation, r.start_logit, r.seed)
+        ],
+        "k_star_predicted": predicted,
+        "k_star_autodiff": autodiff,
+        "mismatches": [
+            {"regime": i, "predicted": predicted[i], "autodiff": autodiff[i]} for i, m in enumerate(match) if not m
+        ],
+        "min_relative_margin": to_json(float(r.min_relative_margin)),
+        "curves": {
+            "ks": list(range(1, r.k_grid + 1)),
+            "regimes": [int(i) for i in r.shown],
+            "inner_over_inner1": [to_json(r.inner[i] / abs(r.inner[i, 0])) for i in r.shown],
+        },
+    }
+
+
+def _phase_diagram(r: PhaseDiagram) -> dict:
+    out = {name: to_json(v) for name, v in r._asdict().items()}
+    out["k_star"] = _k_star_json(r.k_star, r.k_max)
+    return out
+
+
+def _run_summary(s: RunSummary) -> dict:
+    out = {name: {"mean": to_json(getattr(s.mean, name)), "std": to_json(getattr(s.std, name))} for name in SUMMARISED}
+    out["k_star_median"] = to_json(s.k_star_median)
+    out["k_used_mean"] = to_json(s.k_used_mean)
+    out["ks"] = to_json(s.ks)
+    out["n_seeds"] = int(s.n_seeds)
+    out["trend"] = to_json(s.trend)
+    return out
+
+
+_LAYOUTS = {CriticalK: _critical_k, PhaseDiagram: _phase_diagram, RunSummary: _run_summary}
