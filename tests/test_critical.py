@@ -8,7 +8,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import theory
-from reference import realizable_gradients
+from reference import random_agreements, realizable_gradients
 
 seeds = st.integers(0, 2**32 - 1)
 K_SCAN = 3000
@@ -21,17 +21,9 @@ def first_conflict_by_scan(p, a, mu):
     return None if neg.size == 0 else int(KS[neg[0]])
 
 
-def random_instance(seed, n=6):
-    rng = np.random.default_rng(seed)
-    p = rng.uniform(size=n)
-    a = rng.normal(size=n)
-    mu = rng.dirichlet(np.ones(n))
-    return p, a, mu
-
-
 @given(seed=seeds)
 def test_critical_k_matches_exhaustive_scan(seed):
-    p, a, mu = random_instance(seed)
+    p, a, mu = random_agreements(np.random.default_rng(seed), 6)
     assert theory.critical_k(p, a, mu, k_max=K_SCAN) == first_conflict_by_scan(p, a, mu)
 
 
@@ -42,7 +34,11 @@ def test_critical_k_is_first_negative_inner_product_of_realised_gradients(seed):
     p = np.sort(rng.uniform(0.01, 0.99, size=5))
     a = np.concatenate([-rng.uniform(0.1, 2, 2), rng.uniform(0.1, 2, 3)])
     mu = rng.dirichlet(np.ones(5))
-    assume(mu @ a > 1e-3)
+    # realisable needs sum mu a > 0: shrink the negative agreements until the positive ones
+    # outweigh them twice (drawn so, not filtered: every example asserts)
+    pull, push = -(mu[:2] @ a[:2]), mu[2:] @ a[2:]
+    a[:2] *= min(1.0, push / (2 * pull))
+    assert mu @ a >= push / 2 * (1 - 1e-12) > 0
     grads = realizable_gradients(rng, a, mu, dim=7)
     g1 = mu @ grads
     weights = np.asarray(theory.pass_at_k_weight(p, np.arange(1, 400)[:, None]))  # (k, prompt)

@@ -12,24 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import theory
-from reference import per_prompt_grads, success
+from reference import (all_outcomes, answer_scores, gather_answers, log_policy, mixed_policy, per_prompt_grads,
+                       success)
 
 seeds = st.integers(0, 2**32 - 1)
 
 
 # ---------------------------------------------------------------------------------------------
 # Independent references
-
-
-def log_policy(theta, features):
-    """`(P, A)` log-probabilities of the linear-softmax reference policy."""
-    return jax.nn.log_softmax(features @ theta.T, axis=-1)
-
-
-def answer_scores(theta, features):
-    """`(P, A, A*d)`: `grad_theta log pi(y | x_i)` for every prompt and answer, by autodiff."""
-    jac = jax.jacrev(log_policy)(theta, features)  # (P, A, A, d)
-    return jac.reshape(jac.shape[:2] + (-1,))
 
 
 def exact_inner(theta, features, rewards, mu, ks):
@@ -72,18 +62,6 @@ def u_statistic_inner(r, s, k, mu):
     return total
 
 
-def random_instance(rng, n_prompts, n_actions, dim):
-    """`(theta, features, rewards, mu)`: every prompt has a correct and a wrong answer."""
-    theta = jnp.asarray(1.2 * rng.normal(size=(n_actions, dim)))
-    features = jnp.asarray(rng.normal(size=(n_prompts, dim)))
-    rewards = np.zeros((n_prompts, n_actions))
-    for i in range(n_prompts):
-        right = rng.choice(n_actions, size=rng.integers(1, n_actions), replace=False)
-        rewards[i, right] = 1.0
-    mu = jnp.asarray(rng.dirichlet(np.ones(n_prompts)))
-    return theta, features, jnp.asarray(rewards), mu
-
-
 def draw(rng, theta, features, rewards, n, repeats):
     """`repeats` runs of `n` answers per prompt: rewards `(R, P, n)`, scores `(R, P, n, D)`."""
     logp = np.asarray(log_policy(theta, features))
@@ -105,14 +83,10 @@ def draw(rng, theta, features, rewards, n, repeats):
 def test_unbiased_by_enumeration_on_a_softmax_bandit(n_prompts, n_actions, n, seed):
     """SPEC's check: the expectation over all `A^(P n)` outcomes equals the exact `I_k`."""
     rng = np.random.default_rng(seed)
-    theta, features, rewards, mu = random_instance(rng, n_prompts, n_actions, 2)
+    theta, features, rewards, mu = mixed_policy(rng, n_prompts, n_actions, 2)
     ks = np.arange(1, n)
-    pi = np.exp(np.asarray(log_policy(theta, features)))
-    scores = np.asarray(answer_scores(theta, features))
-    outcomes = np.array(list(itertools.product(range(n_actions), repeat=n_prompts * n))).reshape(-1, n_prompts, n)
-    rows = np.arange(n_prompts)[None, :, None]
-    prob = np.prod(pi[rows, outcomes], axis=(1, 2))
-    r, s = np.asarray(rewards)[rows, outcomes], scores[rows, outcomes]
+    prob, outcomes = all_outcomes(np.exp(np.asarray(log_policy(theta, features))), n)
+    r, s = gather_answers(rewards, outcomes), gather_answers(answer_scores(theta, features), outcomes)
     est = jax.vmap(lambda rr, ss: theory.sampled_inner_product(rr, ss, ks, mu=mu).estimate)(r, s)
     plug = jax.vmap(lambda rr, ss: theory.plugin_inner_product(rr, ss, ks, mu=mu))(r, s)
     agree = jax.vmap(lambda rr, ss: theory.sampled_agreement_scores(rr, ss, mu))(r, s)
@@ -128,14 +102,10 @@ def test_unbiased_by_enumeration_on_a_softmax_bandit(n_prompts, n_actions, n, se
 def test_naive_self_term_is_biased_by_enumeration():
     """Why the self term averages over pairs: `||g_i||^2` adds the variance of `g_i`."""
     rng = np.random.default_rng(4)
-    theta, features, rewards, mu = random_instance(rng, 2, 3, 2)
+    theta, features, rewards, mu = mixed_policy(rng, 2, 3, 2)
     n = 3
-    pi = np.exp(np.asarray(log_policy(theta, features)))
-    scores = np.asarray(answer_scores(theta, features))
-    outcomes = np.array(list(itertools.product(range(3), repeat=2 * n))).reshape(-1, 2, n)
-    rows = np.arange(2)[None, :, None]
-    prob = np.prod(pi[rows, outcomes], axis=(1, 2))
-    r, s = np.asarray(rewards)[rows, outcomes], scores[rows, outcomes]
+    prob, outcomes = all_outcomes(np.exp(np.asarray(log_policy(theta, features))), n)
+    r, s = gather_answers(rewards, outcomes), gather_answers(answer_scores(theta, features), outcomes)
     g = np.einsum("opn,opnd->opd", r, s) / n
     naive = np.einsum("opd,p,oqd,q->o", g, np.asarray(mu), g, np.asarray(mu))
     assert abs(prob @ naive - exact_inner(theta, features, rewards, mu, [1])[0]) > 1e-4
@@ -185,7 +155,7 @@ def test_agreement_sum_is_the_inner_product_at_k_equal_1(seed):
 def test_converges_to_the_exact_inner_product_as_n_grows():
     """Unbiased at every `n` and consistent: the spread over repeats falls like `1/sqrt(n)`."""
     rng = np.random.default_rng(7)
-    theta, features, rewards, mu = random_instance(rng, 12, 4, 3)
+    theta, features, rewards, mu = mixed_policy(rng, 12, 4, 3)
     ks = np.array([1, 2, 3])
     exact = exact_inner(theta, features, rewards, mu, ks)
     spreads = {}
@@ -207,7 +177,7 @@ def test_converges_to_the_exact_inner_product_as_n_grows():
 def test_jackknife_interval_coverage_on_a_bandit():
     """Nominal 95% intervals `I_k_hat +- 1.96 se` cover the exact `I_k` in at least 93% of 400 runs."""
     rng = np.random.default_rng(11)
-    theta, features, rewards, mu = random_instance(rng, 64, 4, 3)
+    theta, features, rewards, mu = mixed_policy(rng, 64, 4, 3)
     ks = np.array([1, 2, 4, 8])
     exact = exact_inner(theta, features, rewards, mu, ks)
     r, s = draw(rng, theta, features, rewards, 16, repeats=400)
@@ -235,7 +205,7 @@ def test_stderr_is_the_delete_one_prompt_jackknife():
 
 def test_critical_k_interval_is_ordered_and_reads_the_bounds():
     rng = np.random.default_rng(2)
-    theta, features, rewards, mu = random_instance(rng, 32, 4, 3)
+    theta, features, rewards, mu = mixed_policy(rng, 32, 4, 3)
     r, s = draw(rng, theta, features, rewards, 24, repeats=20)
     for rr, ss in zip(r, s):
         crit = theory.sampled_critical_k(rr, ss, mu=mu, level=0.9)
@@ -348,10 +318,13 @@ def test_plugin_critical_k_is_critical_k_at_the_observed_shares():
     rng = np.random.default_rng(9)
     r = rng.integers(0, 2, size=(10, 8))
     s = rng.normal(size=(10, 8, 3))
-    a = theory.sampled_agreement_scores(r, s)
-    assert theory.plugin_critical_k(r, s, k_max=500) == theory.critical_k(r.mean(1), a, k_max=500)
-    w = np.arange(1, 20)[:, None] * (1 - r.mean(1)) ** (np.arange(1, 20)[:, None] - 1)
-    np.testing.assert_allclose(theory.plugin_inner_product(r, s, np.arange(1, 20)), (w * np.asarray(a)).mean(1), rtol=1e-12)
+    a = np.asarray(theory.sampled_agreement_scores(r, s))
+    ks = np.arange(1, 501)[:, None]
+    w = ks * (1 - r.mean(1)) ** (ks - 1)  # shares in multiples of 1/8: no underflow up to k = 500
+    plugin = (w * a).mean(1)
+    assert (plugin < 0).any()  # the instance has a plug-in k*, found by the scan
+    assert theory.plugin_critical_k(r, s, k_max=500) == int(np.argmax(plugin < 0)) + 1
+    np.testing.assert_allclose(theory.plugin_inner_product(r, s, np.arange(1, 20)), plugin[:19], rtol=1e-12)
 
 
 def test_a_hard_prompt_with_one_success_gets_weight_k():
@@ -457,7 +430,7 @@ def test_answers_stderr_is_calibrated_and_prompts_stderr_conservative():
     """Over 400 runs on a bandit: the answers standard error matches the spread of the estimate
     (ratio within [0.85, 1.25]) and covers at >= 93%; the prompts one is at least as wide."""
     rng = np.random.default_rng(13)
-    theta, features, rewards, mu = random_instance(rng, 64, 4, 3)
+    theta, features, rewards, mu = mixed_policy(rng, 64, 4, 3)
     ks = np.array([1, 2, 4, 8])
     exact = exact_inner(theta, features, rewards, mu, ks)
     r, s = draw(rng, theta, features, rewards, 24, repeats=400)
@@ -473,7 +446,7 @@ def test_answers_stderr_is_calibrated_and_prompts_stderr_conservative():
 
 def test_critical_k_with_answers_stderr():
     rng = np.random.default_rng(2)
-    theta, features, rewards, mu = random_instance(rng, 32, 4, 3)
+    theta, features, rewards, mu = mixed_policy(rng, 32, 4, 3)
     r, s = draw(rng, theta, features, rewards, 12, repeats=3)
     for rr, ss in zip(r, s):
         crit = theory.sampled_critical_k(rr, ss, mu=mu, stderr="answers")
@@ -493,7 +466,12 @@ def test_critical_k_from_inner_reads_what_sampled_critical_k_reads():
     r = rng.integers(0, 2, size=(20, 10))
     s = rng.normal(size=(20, 10, 3)) + np.where(r.mean(1) < 0.3, -1.0, 1.0)[:, None, None]
     inner = theory.sampled_inner_product(r, s, np.arange(1, 10))
-    assert theory.critical_k_from_inner(inner, level=0.9) == theory.sampled_critical_k(r, s, level=0.9)
+    crit = theory.critical_k_from_inner(inner, level=0.9)
+    est, se = np.asarray(inner.scaled_estimate), np.asarray(inner.scaled_stderr)
+    first = lambda hits: int(np.argmax(hits)) + 1 if hits.any() else None
+    z = 1.6448536269514722
+    assert (crit.estimate, crit.lower, crit.upper) == (first(est < 0), first(est - z * se < 0), first(est + z * se < 0))
+    assert crit == theory.sampled_critical_k(r, s, level=0.9)
     assert theory.normal_quantile(0.95) == pytest.approx(1.959963984540054, rel=1e-12)
     with pytest.raises(ValueError, match="level must lie in"):
         theory.normal_quantile(0.0)
