@@ -160,15 +160,35 @@ def test_wilson_interval_coverage_by_exact_enumeration():
     assert min(coverage) >= 0.9
 
 
-@given(s=st.integers(0, 200), extra=st.integers(0, 200))
-def test_wilson_interval_contains_the_share_and_stays_in_unit_interval(s, extra):
-    n = s + extra
-    if n == 0:
-        with pytest.raises(ValueError, match="n >= 1"):
-            wilson_interval(s, n)
-        return
-    iv = wilson_interval(s, n)
-    assert 0 <= iv["lower"] <= iv["value"] <= iv["upper"] <= 1
+@given(n=st.integers(1, 400), share=st.floats(0.0, 1.0), level=st.sampled_from([0.8, 0.95, 0.99]))
+def test_wilson_interval_ends_are_the_score_test_boundaries(n, share, level):
+    """The Wilson interval is `{p : n (p_hat - p)^2 <= z^2 p (1 - p)}`: each end is a root of the
+    quadratic (or 0 at `s = 0`, 1 at `s = n`) and the share lies between them."""
+    s = round(share * n)
+    iv = wilson_interval(s, n, level)
+    z = theory.normal_quantile(level)
+    p_hat = s / n
+    assert iv["value"] == p_hat and iv["n"] == n
+    assert iv["lower"] <= p_hat <= iv["upper"]
+    boundary = lambda p: n * (p_hat - p) ** 2 - z * z * p * (1 - p)  # zero at a Wilson end
+    for end, solved in ((iv["lower"], s == 0), (iv["upper"], s == n)):
+        if solved:
+            assert end == p_hat
+        else:
+            assert abs(boundary(end)) <= 1e-12 * (n + z * z)
+    # just inside an end the score test accepts, just outside it rejects
+    eps = 1e-6 * (iv["upper"] - iv["lower"])
+    assert boundary(iv["lower"] + eps) < 0 and boundary(iv["upper"] - eps) < 0
+    if s > 0:
+        assert boundary(iv["lower"] - eps) > 0
+    if s < n:
+        assert boundary(iv["upper"] + eps) > 0
+
+
+@pytest.mark.parametrize("s, n", [(0, 0), (3, 2), (-1, 4), (1.5, 4)])
+def test_wilson_interval_rejects_bad_counts(s, n):
+    with pytest.raises(ValueError, match="need integers 0 <= successes <= n with n >= 1"):
+        wilson_interval(s, n)
 
 
 def test_mean_interval():
