@@ -199,77 +199,170 @@ class _Growing:
         return self.size - 1
 
 
+class _JsonlReader:
+    """Per-prompt sums of a `.jsonl` run, consumed in blocks of lines.
+
+    A block is first parsed as one JSON array and checked with numpy (the fast path); a block the
+    fast path cannot vouch for (a parse error, a bad field, or any `true`/`false`/`null` token,
+    which numpy would silently turn into numbers) is read again line by line, which finds and
+    names the first bad line. Both paths add each answer's score to its prompt's sums in line
+    order (the order of :func:`sim.diagnose.score_sums`), so they give the same numbers.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.index: dict[str, int] = {}
+        self.ids: list[str] = []
+        self.cols = _Growing()
+        self.has_score = None
+        self.dim = None
+        self.first_line = None
+
+    def _prompt_index(self, pid: str) -> int:
+        i = self.index.get(pid)
+        if i is None:
+            i = self.index[pid] = self.cols.add()
+            self.ids.append(pid)
+        return i
+
+    def block(self, lines: list, first_lineno: int) -> None:
+        if not self._fast(lines, first_lineno):
+            for offset, line in enumerate(lines):
+                self.line(line, first_lineno + offset)
+
+    def _fast(self, lines: list, first_lineno: int) -> bool:
+        numbered = [(first_lineno + j, line) for j, line in enumerate(lines) if line.strip()]
+        if not numbered:
+            return True
+        text = ",".join(line for _, line in numbered)
+        if "true" in text or "false" in text or "null" in text:
+            return False
+        try:
+            objs = json.loads("[" + text + "]")
+            if not all(type(o) is dict for o in objs):
+                return False
+            pids = [_prompt_id(o["prompt_id"]) for o in objs]
+            rewards = np.array([o["reward"] for o in objs])
+            scores = [o.get("score") for o in objs]
+        except (json.JSONDecodeError, KeyError, ValueError, TypeError):
+            return False
+        if None in pids or rewards.dtype.kind not in "if" or not np.all((rewards == 0) | (rewards == 1)):
+            return False
+        present = [sc is not None for sc in scores]
+        has = present[0] if self.has_score is None else self.has_score
+        if any(x != has for x in present):
+            return False
+        if has:
+            try:
+                values = np.array(scores, dtype=None)
+            except ValueError:
+                return False
+            if values.ndim != 2 or values.dtype.kind not in "if" or values.shape[1] == 0:
+                return False
+            if self.dim is not None and values.shape[1] != self.dim:
+                return False
+            values = values.astype(np.float64)
+            if not np.isfinite(values).all():
+                return False
+        # Every line of the block is valid: now update the state.
+        if self.has_score is None:
+            self.has_score, self.first_line = has, numbered[0][0]
+        idx = np.fromiter((self._prompt_index(pid) for pid in pids), np.int64, len(pids))
+        cols = self.cols
+        linenos = np.fromiter((lineno for lineno, _ in numbered), np.int64, len(numbered))
+        r = (rewards == 1).astype(np.int64)
+        np.add.at(cols.counts, idx, 1)
+        np.maximum.at(cols.last_line, idx, linenos)
+        np.add.at(cols.correct, idx, r)
+        if has:
+            if self.dim is None:
+                self.dim = values.shape[1]
+            if cols.sums is None:
+                cols.sums = np.zeros((cols.counts.size, self.dim))
+            rf = r.astype(np.float64)
+            np.add.at(cols.sums, idx, rf[:, None] * values)
+            np.add.at(cols.sq, idx, rf * np.sum(values * values, axis=1))
+        return True
+
+    def line(self, line: str, lineno: int) -> None:
+        path = self.path
+        if not line.strip():
+            return
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            _fail(path, f"not valid JSON: {err.msg}", line=lineno)
+        if not isinstance(obj, dict):
+            _fail(path, f"expected a JSON object per line; got {type(obj).__name__}", line=lineno)
+        if "prompt_id" not in obj:
+            _fail(path, "missing field 'prompt_id'", line=lineno)
+        pid = _prompt_id(obj["prompt_id"])
+        if pid is None:
+            _fail(path, f"prompt_id must be a string or an integer; got {obj['prompt_id']!r}", line=lineno)
+        if "reward" not in obj:
+            _fail(path, "missing field 'reward'", line=lineno, prompt=pid)
+        reward = obj["reward"]
+        if isinstance(reward, bool) or not isinstance(reward, (int, float)) or reward not in (0, 1):
+            _fail(path, f"reward must be 0 or 1; got {reward!r}", line=lineno, prompt=pid)
+        score = obj.get("score")
+        if self.has_score is None:
+            self.has_score, self.first_line = score is not None, lineno
+        elif (score is not None) != self.has_score:
+            _fail(path, f"'score' must be on every line or on none; line {self.first_line} "
+                  f"{'has' if self.has_score else 'has none'}, this line {'has' if score is not None else 'has none'}",
+                  line=lineno, prompt=pid)
+        if self.has_score:
+            if not isinstance(score, list) or any(isinstance(x, (bool, list, dict, str)) or x is None for x in score):
+                _fail(path, "score must be a list of numbers", line=lineno, prompt=pid)
+            s = np.asarray(score, dtype=np.float64)
+            if self.dim is None:
+                if s.size == 0:
+                    _fail(path, "score must have at least one coordinate", line=lineno, prompt=pid)
+                self.dim = s.size
+            elif s.size != self.dim:
+                _fail(path, f"score has {s.size} coordinates, line {self.first_line} has {self.dim}",
+                      line=lineno, prompt=pid)
+            if not np.isfinite(s).all():
+                d = int(np.argwhere(~np.isfinite(s))[0][0])
+                _fail(path, f"score must be finite; got {s[d]!r} at coordinate {d}", line=lineno, prompt=pid)
+        i = self._prompt_index(pid)
+        cols = self.cols
+        cols.counts[i] += 1
+        cols.last_line[i] = lineno
+        r = 1 if reward == 1 else 0
+        cols.correct[i] += r
+        if self.has_score:
+            if cols.sums is None:
+                cols.sums = np.zeros((cols.counts.size, self.dim))
+            cols.sums[i] += float(r) * s  # the order of sim.diagnose.score_sums
+            cols.sq[i] += float(r) * np.sum(s * s)
+
+
+#: Lines parsed together by the fast path of :class:`_JsonlReader`.
+_JSONL_BLOCK = 8192
+
+
 def _read_jsonl(path: Path) -> RunData:
-    index: dict[str, int] = {}
-    ids: list[str] = []
-    cols = _Growing()
-    counts, correct, last_line = cols.counts, cols.correct, cols.last_line
-    has_score = None
-    dim = None
-    first_line = None
+    reader = _JsonlReader(path)
     try:
         handle = open(path, encoding="utf-8")
     except OSError as err:
         _fail(path, f"cannot read: {err.strerror or err}")
     with handle:
-        lineno = 0
+        lineno, block, block_start = 0, [], 1
         try:
             for lineno, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as err:
-                    _fail(path, f"not valid JSON: {err.msg}", line=lineno)
-                if not isinstance(obj, dict):
-                    _fail(path, f"expected a JSON object per line; got {type(obj).__name__}", line=lineno)
-                if "prompt_id" not in obj:
-                    _fail(path, "missing field 'prompt_id'", line=lineno)
-                pid = _prompt_id(obj["prompt_id"])
-                if pid is None:
-                    _fail(path, f"prompt_id must be a string or an integer; got {obj['prompt_id']!r}", line=lineno)
-                if "reward" not in obj:
-                    _fail(path, "missing field 'reward'", line=lineno, prompt=pid)
-                reward = obj["reward"]
-                if isinstance(reward, bool) or not isinstance(reward, (int, float)) or reward not in (0, 1):
-                    _fail(path, f"reward must be 0 or 1; got {reward!r}", line=lineno, prompt=pid)
-                score = obj.get("score")
-                if has_score is None:
-                    has_score, first_line = score is not None, lineno
-                elif (score is not None) != has_score:
-                    _fail(path, f"'score' must be on every line or on none; line {first_line} "
-                          f"{'has' if has_score else 'has none'}, this line {'has' if score is not None else 'has none'}",
-                          line=lineno, prompt=pid)
-                i = index.get(pid)
-                if i is None:
-                    i = index[pid] = cols.add()
-                    ids.append(pid)
-                    counts, correct, last_line = cols.counts, cols.correct, cols.last_line
-                counts[i] += 1
-                last_line[i] = lineno
-                r = 1 if reward == 1 else 0
-                correct[i] += r
-                if has_score:
-                    if not isinstance(score, list) or any(isinstance(x, (bool, list, dict, str)) or x is None
-                                                          for x in score):
-                        _fail(path, "score must be a list of numbers", line=lineno, prompt=pid)
-                    s = np.asarray(score, dtype=np.float64)
-                    if dim is None:
-                        if s.size == 0:
-                            _fail(path, "score must have at least one coordinate", line=lineno, prompt=pid)
-                        dim = s.size
-                    elif s.size != dim:
-                        _fail(path, f"score has {s.size} coordinates, line {first_line} has {dim}",
-                              line=lineno, prompt=pid)
-                    if not np.isfinite(s).all():
-                        d = int(np.argwhere(~np.isfinite(s))[0][0])
-                        _fail(path, f"score must be finite; got {s[d]!r} at coordinate {d}", line=lineno, prompt=pid)
-                    if cols.sums is None:
-                        cols.sums = np.zeros((cols.counts.size, dim))
-                    cols.sums[i] += float(r) * s  # the order of sim.diagnose.score_sums
-                    cols.sq[i] += float(r) * np.sum(s * s)
+                if not block:
+                    block_start = lineno
+                block.append(line)
+                if len(block) == _JSONL_BLOCK:
+                    reader.block(block, block_start)
+                    block = []
+            if block:
+                reader.block(block, block_start)
         except UnicodeDecodeError as err:
             _fail(path, f"not UTF-8 text: {err.reason}", line=lineno + 1)
+    ids, cols, has_score = reader.ids, reader.cols, reader.has_score
     if not ids:
         _fail(path, "no answers (the file is empty)", line=1)
     size = cols.size

@@ -384,8 +384,12 @@ def _peak_reading(path):
     return run, peak
 
 
-def test_jsonl_is_streamed(tmp_path):
-    """Memory grows with the number of prompts, not of lines: 8 times the answers, same peak."""
+def test_jsonl_is_streamed(tmp_path, monkeypatch):
+    """Memory grows with the number of prompts, not of lines: 8 times the answers, same peak.
+
+    The reader holds one block of lines at a time; blocks of 64 make both files span many.
+    """
+    monkeypatch.setattr(dg, "_JSONL_BLOCK", 64)
     short, long = tmp_path / "short.jsonl", tmp_path / "long.jsonl"
     _big_jsonl(short, 300 * 4, 4, 4)
     _big_jsonl(long, 300 * 32, 32, 4)
@@ -417,3 +421,32 @@ def test_jsonl_of_a_million_lines(tmp_path):
     assert int(grown) < path.stat().st_size / 4, (grown, path.stat().st_size)
     rep = dg.diagnose_file(path)
     assert rep["n_prompts"] == 62_500 and rep["samples_per_prompt"] == 16 and len(rep["inner"]) == 15
+
+
+def test_jsonl_fast_path_equals_line_by_line_reading_bit_for_bit(tmp_path, monkeypatch):
+    """Blocks parsed as one array give the numbers of the line-by-line reader, in every block size."""
+    path = tmp_path / "run.jsonl"
+    _big_jsonl(path, 40 * 8, 8, 5)
+    with open(path, "a") as f:  # integer scores and prompt ids, and a blank line, in the last block
+        f.write("\n" + "".join(json.dumps({"prompt_id": 7, "reward": r, "score": [1, 2, 3, 4, 5]}) + "\n"
+                               for r in (1, 0, 1, 1, 0, 0, 1, 0)))
+    runs = {}
+    for block in (5, 64, 100_000):
+        monkeypatch.setattr(dg, "_JSONL_BLOCK", block)
+        runs[block] = dg.read_run(path)
+    monkeypatch.setattr(dg._JsonlReader, "_fast", lambda self, lines, first: False)
+    slow = dg.read_run(path)
+    for run in runs.values():
+        assert run.prompt_ids == slow.prompt_ids and run.n == slow.n == 8
+        for name in ("correct", "score_sum", "score_sq_sum"):
+            np.testing.assert_array_equal(getattr(run, name), getattr(slow, name))
+
+
+def test_jsonl_error_in_a_later_block_names_its_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(dg, "_JSONL_BLOCK", 16)
+    path = tmp_path / "bad.jsonl"
+    rows = [_jl(f"p{i // 4}", i % 2, [0.5, 1.0]) for i in range(40)]
+    rows[37] = _jl("p9", True, [0.5, 1.0])  # a JSON true: the fast path hands the block to the line reader
+    _write_jsonl(path, rows)
+    with pytest.raises(dg.InputError, match=r"line 38 \(prompt 'p9'\): reward must be 0 or 1; got True"):
+        dg.read_run(path)
