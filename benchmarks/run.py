@@ -26,6 +26,7 @@ BENCHMARKS = {
     "sampled": "benchmarks.sampled",
     "scaling": "benchmarks.scaling",
     "multi-device": "benchmarks.multi_device",
+    "start": "benchmarks.start",
 }
 
 
