@@ -70,7 +70,11 @@ def test_model_shapes_size_and_causality():
     t = task.make_task(task.TaskConfig(), key=jax.random.key(0))
     cfg = model.ModelConfig(vocab_size=t.vocab_size, max_len=t.seq_len)
     params = model.init(jax.random.key(0), cfg)
-    assert 50_000 <= model.param_count(params) <= 500_000
+    # embeddings, final norm and unembedding, then per layer two norms, attention and the MLP
+    v, d, f, n_pos = cfg.vocab_size, cfg.d_model, cfg.d_mlp, cfg.max_len
+    per_layer = 2 * 2 * d + 3 * d * d + d * d + d * f + f + f * d + d
+    assert model.param_count(params) == v * d + n_pos * d + 2 * d + d * v + cfg.n_layers * per_layer
+    assert model.param_count(params) == 68_736  # the size the README states
     tokens = jnp.asarray(np.concatenate([t.prompts[0], t.answers[0]]))
     apply = jax.jit(model.apply, static_argnums=2)
     logits = apply(params, tokens, cfg)
@@ -218,8 +222,41 @@ def test_small_plain_step_changes_pass1_with_the_sign_of_I_k(tiny):
 # Training, estimators, checkpoints
 
 
+def _projection_z_scores(updates, expected, key, n_random=4):
+    """z-scores of the mean sampled update against its expectation, along directions.
+
+    `updates`: pytree of `(R, ...)` leaves (R independent updates); `expected`: the same pytree
+    without the leading axis. Directions: `expected` itself, each leaf's part of it (a coordinate
+    group), and `n_random` Gaussian directions; for each, `(mean <u, d> - <E u, d>) / stderr`.
+    A wrong scale of the update moves the first ones, a wrong direction the others.
+    """
+    u = np.concatenate([np.asarray(x, np.float64).reshape(x.shape[0], -1) for x in jax.tree_util.tree_leaves(updates)], 1)
+    sizes = [x.size for x in jax.tree_util.tree_leaves(expected)]
+    e = np.concatenate([np.asarray(x, np.float64).ravel() for x in jax.tree_util.tree_leaves(expected)])
+    directions = {"expected": e}
+    for i, (start, size) in enumerate(zip(np.cumsum([0] + sizes[:-1]), sizes)):
+        part = np.zeros_like(e)
+        part[start:start + size] = e[start:start + size]
+        if np.linalg.norm(part) > 1e-3 * np.linalg.norm(e):  # leaves the update barely moves add nothing
+            directions[f"leaf {i}"] = part
+    for i, d in enumerate(np.random.default_rng(key).normal(size=(n_random, e.size))):
+        directions[f"random {i}"] = d
+    z = {}
+    for name, d in directions.items():
+        proj = u @ d
+        z[name] = (proj.mean() - e @ d) / (proj.std(ddof=1) / np.sqrt(len(proj)))
+    return z
+
+
 def test_sampled_estimators_are_unbiased_for_exact_gradients(tiny):
-    """The PKPO k-1-baseline and RLOO surrogates average to grad J_k and grad J_1."""
+    """The PKPO k-1-baseline and RLOO updates average to grad J_k and grad J_1.
+
+    The mean of 256 sampled updates against the exact gradient (autodiff of `1 - (1 - p)^k`
+    written here, `p = pi(y*|x)`), by z-scores of projections (`_projection_z_scores`). The
+    standard error of the projection on the gradient is about 1% of its size, so a wrong
+    coefficient (a missing `1/n`, a baseline that includes the sample: the mean scaled by 8 or
+    7/8) gives |z| above 10.
+    """
     t, cfg, params = tiny
     prompts, answers = jnp.asarray(t.prompts), jnp.asarray(t.answers)
     mu = jnp.full((t.n_prompts,), 1.0 / t.n_prompts)
@@ -227,13 +264,18 @@ def test_sampled_estimators_are_unbiased_for_exact_gradients(tiny):
     verify = lambda x, y: task.verify(x, y, *tables)
     for estimator, k in (("pkpo", 3), ("rloo", 1)):
         pg = train.PGConfig(estimator=estimator, k=k, n_samples=8)
-        exact_g = jax.grad(exact.pass_at_k_objective)(params, prompts, answers, cfg, k)
+
+        def objective(th, k=k):
+            p = jnp.exp(jax.vmap(lambda x, y: exact.log_success(th, x, y, cfg))(prompts, answers))
+            return jnp.sum(mu * (1 - (1 - p) ** k))
+
+        exact_g = jax.grad(objective)(params)
         grad_fn = jax.jit(jax.vmap(jax.grad(
             lambda th, key: train.pg_surrogate(th, prompts, answers, cfg, pg, key, verify, mu)[0]), in_axes=(None, 0)))
         keys = jax.random.split(jax.random.key(11), 256)
-        mean_g = jax.tree_util.tree_map(lambda x: x.mean(axis=0), grad_fn(params, keys))
-        cos = exact.tree_dot(mean_g, exact_g) / jnp.sqrt(exact.tree_dot(mean_g, mean_g) * exact.tree_dot(exact_g, exact_g))
-        assert float(cos) > 0.95, (estimator, float(cos))
+        z = _projection_z_scores(grad_fn(params, keys), exact_g, key=k)
+        assert len(z) >= 8, z  # the gradient, several parameter groups, random directions
+        assert max(abs(v) for v in z.values()) < 5, (estimator, z)
 
 
 def _interrupt_after(n_checkpoints):
@@ -297,7 +339,9 @@ def test_run_experiment_interface_resume_and_figures(monkeypatch, tmp_path):
                  "I_k", "cos_k", "sign_test", "scope"):
         assert name in ref
     assert ref["agreement_jvp_vs_pergrad_max_abs_err"] < 1e-4
-    assert 0.0 <= ref["last_layer_sign_agreement"] <= 1.0
+    warm = ref["warm_start"]
+    assert ref["last_layer_sign_agreement"] == np.mean(
+        np.sign(warm["agreement_last_layer"]) == np.sign(warm["agreement"]))  # the share its fields give
     assert len(ref["runs"]) == 3
     for run in ref["runs"]:
         for name in ("pass1_before", "pass1_after", "passk_before", "passk_after"):
