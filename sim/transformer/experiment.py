@@ -43,6 +43,7 @@ import theory
 from sim.transformer import exact as _exact
 from sim.transformer import model as _model
 from sim.transformer import task as _task
+from sim.train import RECORD_NAMES as R
 from sim.transformer import train as _train
 
 __all__ = ["ExperimentConfig", "RunSpec", "choose_ks", "experiment_config", "run_experiment", "SCOPE"]
@@ -281,7 +282,7 @@ def run_experiment(
             checkpoint_path=None if ckpt is None else ckpt / f"{name}.pkl",
             progress=say, label=f"run {index + 1}/{len(specs)} {name}",
         )
-        pass1, passk = traj["pass1"], traj["passk"][:, 0]
+        pass1, passk = traj[R.j1], traj[R.jk][:, 0]
         m = min(cfg.first_steps, pg.steps)
         runs.append({
             "name": name, "estimator": spec.estimator, "k": k, "k_role": spec.k,
@@ -291,12 +292,12 @@ def run_experiment(
             "pass1_before": float(pass1[0]), "pass1_after": float(pass1[-1]),
             "passk_before": float(passk[0]), "passk_after": float(passk[-1]),
             "pass1": _floats(pass1), "passk": _floats(passk),
-            "g1_dot_u": _floats(traj["g1_dot_u"]),
+            "g1_dot_u": _floats(traj[R.update_inner]),
             "mean_reward": _floats(np.nan_to_num(traj["mean_reward"])),
             "predicted_sign_I_k": _sign(a_of_k[k]),
             "observed_sign_first_steps": _sign(pass1[m] - pass1[0]),
             "first_steps": m,
-            "sign_g1_dot_u_first_step": _sign(traj["g1_dot_u"][0]),
+            "sign_g1_dot_u_first_step": _sign(traj[R.update_inner][0]),
         })
         say(f"{name}: pass@1 {pass1[0]:.4f} -> {pass1[-1]:.4f}, pass@{k} {passk[0]:.4f} -> {passk[-1]:.4f}")
 

@@ -38,6 +38,7 @@ import optax
 import theory
 from theory.estimators import pkpo_weights, rloo_advantages
 from sim.files import atomic_write
+from sim.train import RECORD_NAMES as R
 from sim.transformer import exact as _exact
 from sim.transformer import model as _model
 
@@ -350,7 +351,7 @@ def _pg_chunk(carry, start, key, prompts, answers, mu, verifier_args, *, config,
         neg = jax.tree_util.tree_map(jnp.negative, grads)  # optax descends: descend -surrogate
         updates, opt_state = opt.update(neg, opt_state, theta)
         j1, jk = _evaluate(theta, prompts, answers, mu, track, config)
-        metrics = {"pass1": j1, "passk": jk, "g1_dot_u": _exact.tree_dot(g1, updates), "mean_reward": mean_reward}
+        metrics = {R.j1: j1, R.jk: jk, R.update_inner: _exact.tree_dot(g1, updates), "mean_reward": mean_reward}
         return (optax.apply_updates(theta, updates), opt_state), metrics
 
     return jax.lax.scan(step, carry, _step_keys(key, start, pg.checkpoint_every))
@@ -380,11 +381,12 @@ def finetune(
     At every step (before its update) records the exact `J_1`, the exact `J_k` for each `k` in
     `pg.track_ks`, the mean sampled reward, and the update-aware inner product `<g_1, u>` with
     `g_1 = grad J_1` and `u` the parameter change actually applied (SPEC section 5: with Adam the
-    first-order change of pass@1 is `<g_1, u>`, not `eta <g_1, g_k>`).
+    first-order change of pass@1 is `<g_1, u>`, not `eta <g_1, g_k>`). The records carry the
+    names of the bandits' (:class:`sim.train.Records`).
 
     Returns:
-      `(params, trajectory)` with trajectory a dict of numpy arrays: `pass1` `(steps+1,)`,
-      `passk` `(steps+1, len(track_ks))` (the last row after the final update), `g1_dot_u`
+      `(params, trajectory)` with trajectory a dict of numpy arrays: `j1` `(steps+1,)`,
+      `jk` `(steps+1, len(track_ks))` (the last row after the final update), `update_inner`
       `(steps,)`, `mean_reward` `(steps,)`.
     """
     if not isinstance(pg, PGConfig):
@@ -413,9 +415,9 @@ def finetune(
     )
     j1_end, jk_end = jax.device_get(_evaluate(params, prompts, answers, mu, jnp.asarray(pg.track_ks), config))
     trajectory = {
-        "pass1": np.append(np.asarray(metrics["pass1"]), j1_end),
-        "passk": np.concatenate([np.asarray(metrics["passk"]), np.asarray(jk_end)[None]], axis=0),
-        "g1_dot_u": np.asarray(metrics["g1_dot_u"]),
+        R.j1: np.append(np.asarray(metrics[R.j1]), j1_end),
+        R.jk: np.concatenate([np.asarray(metrics[R.jk]), np.asarray(jk_end)[None]], axis=0),
+        R.update_inner: np.asarray(metrics[R.update_inner]),
         "mean_reward": np.asarray(metrics["mean_reward"]),
     }
     return params, trajectory
