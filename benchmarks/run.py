@@ -24,6 +24,7 @@ BENCHMARKS = {
     "agreement": "benchmarks.agreement",
     "estimators": "benchmarks.estimators",
     "sampled": "benchmarks.sampled",
+    "diagnose": "benchmarks.diagnose",
     "scaling": "benchmarks.scaling",
     "multi-device": "benchmarks.multi_device",
     "start": "benchmarks.start",

@@ -339,7 +339,7 @@ class _JsonlReader:
 
 
 #: Lines parsed together by the fast path of :class:`_JsonlReader`.
-_JSONL_BLOCK = 8192
+_JSONL_BLOCK = 2048
 
 
 def _read_jsonl(path: Path) -> RunData:

@@ -159,3 +159,14 @@ def test_numpy_sampled_reference_matches_theory():
         got = theory.sampled_critical_k(rewards, np.asarray(scores, np.float64))
         assert sampled.numpy_sampled_critical_k(rewards, np.asarray(scores, np.float64)) == (got.estimate, got.lower, got.upper)
     assert got.estimate is not None  # the run is built to cross
+
+
+def test_diagnose_benchmark_writes_a_run_the_reader_accepts(tmp_path):
+    from benchmarks.diagnose import write_run
+    from passk import diagnose as dg
+
+    path = tmp_path / "run.jsonl"
+    write_run(path, 5, n_answers=6, dim=3)
+    run = dg.read_run(path)
+    assert run.n == 6 and len(run.prompt_ids) == 5 and run.score_sum.shape == (5, 3)
+    assert path.read_text().count("\n") == 30
