@@ -40,19 +40,10 @@ Gradient estimates (`estimator`):
   (:meth:`SoftmaxBandit.pass_at_k_grad`);
 - sampled, `n_samples = n` answers per prompt drawn from the policy, rewards read from the table,
   and per-sample coefficients `s_ij` for the update `sum_i mu_i sum_j s_ij grad log pi(y_ij|x_i)`
-  (the gradient of the surrogate `sum_i mu_i sum_j stop_gradient(s_ij) log pi(y_ij|x_i)`):
-
-  ====================  ====================================================================
-  estimator             `s_ij` (all from `theory`)
-  ====================  ====================================================================
-  `"reinforce"`         `r_ij / n`
-  `"rloo"`              `theory.rloo_advantages(r_i) / n`
-  `"grpo"`              `theory.grpo_advantages(r_i) / n`
-  `"pkpo"`              `theory.pkpo_weights(r_i, k)` (a sum over the group)
-  `"pkpo-loo"`          `theory.pkpo_weights(r_i, k, baseline="loo")`
-  `"pkpo-loo-1"`        `theory.pkpo_weights(r_i, k, baseline="loo-1")`
-  `"grouped-passk"`     `theory.grouped_passk_advantages(r_i, k) / n`
-  ====================  ====================================================================
+  (the gradient of the surrogate `sum_i mu_i sum_j stop_gradient(s_ij) log pi(y_ij|x_i)`), with
+  `s_ij = theory.gradient_estimator(estimator).coefficients(r_i, k)`: every estimator of
+  :data:`theory.ESTIMATOR_TABLE` (its advantages, divided by `n` unless they are summed over the
+  group, and its rule for the smallest `n`).
 
   The pass@k estimators use the rule's order (`k` for `g_k`, 1 for `g_1`); REINFORCE, RLOO and
   GRPO have no order (their implied prompt weights are `1`, `1` and `~1/sqrt(p(1-p))`). When a
@@ -128,9 +119,9 @@ __all__ = [
     "make_optimizer",
 ]
 
-ESTIMATORS = ("exact", "reinforce", "rloo", "grpo", "pkpo", "pkpo-loo", "pkpo-loo-1", "grouped-passk")
+ESTIMATORS = ("exact",) + tuple(theory.ESTIMATOR_TABLE)
 #: Estimators whose per-sample coefficients depend on `k`.
-PASSK_ESTIMATORS = ("pkpo", "pkpo-loo", "pkpo-loo-1", "grouped-passk")
+PASSK_ESTIMATORS = tuple(name for name, entry in theory.ESTIMATOR_TABLE.items() if entry.needs_k)
 
 
 # --------------------------------------------------------------------------- records
@@ -190,37 +181,19 @@ def _check_choice(name, value, choices):
 
 
 def _min_samples(estimator: str, k_max_used: int) -> int:
-    """Smallest `n` an estimator accepts for orders up to `k_max_used`."""
-    if estimator in ("rloo",):
-        return 2
-    if estimator == "pkpo-loo":
-        return k_max_used + 1
-    if estimator in PASSK_ESTIMATORS:
-        return k_max_used
-    return 1
+    """Smallest `n` an estimator accepts for orders up to `k_max_used` (its table entry's rule)."""
+    return theory.gradient_estimator(estimator).min_samples(k_max_used)
 
 
 def sample_coefficients(estimator: str, rewards, k):
-    """Per-sample coefficients `s_ij`, shape `(P, n)`, from sampled rewards `(P, n)` (see module doc).
+    """Per-sample coefficients `s_ij`, shape `(P, n)`, from sampled rewards `(P, n)`.
 
-    Groups lie on the last axis, as the `theory` estimators expect (one group per prompt).
+    `theory.gradient_estimator(estimator).coefficients(rewards, k)`: the group's advantages,
+    divided by `n` for the estimators averaged over the group. Groups lie on the last axis (one
+    group per prompt).
     """
-    n = rewards.shape[-1]
-    if estimator == "reinforce":
-        return rewards / n
-    if estimator == "rloo":
-        return theory.rloo_advantages(rewards) / n
-    if estimator == "grpo":
-        return theory.grpo_advantages(rewards) / n
-    if estimator == "pkpo":
-        return theory.pkpo_weights(rewards, k)
-    if estimator == "pkpo-loo":
-        return theory.pkpo_weights(rewards, k, baseline="loo")
-    if estimator == "pkpo-loo-1":
-        return theory.pkpo_weights(rewards, k, baseline="loo-1")
-    if estimator == "grouped-passk":
-        return theory.grouped_passk_advantages(rewards, k) / n
-    raise ValueError(f"estimator must be one of {ESTIMATORS[1:]} for a sampled update; got {estimator!r}")
+    _check_choice("estimator", estimator, ESTIMATORS[1:])
+    return theory.gradient_estimator(estimator).coefficients(rewards, k)
 
 
 def draw_answers(bandit: SoftmaxBandit, theta, n: int, *, key):

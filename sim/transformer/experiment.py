@@ -126,7 +126,7 @@ def experiment_config(quick: bool) -> ExperimentConfig:
         runs = (
             RunSpec("exact", "low", "sgd"),
             RunSpec("exact", "high", "sgd"),
-            RunSpec("pkpo", "high", "sgd"),
+            RunSpec("pkpo-loo-1", "high", "sgd"),
         )
         return ExperimentConfig(**common, runs=runs, sgd_learning_rate=1.0, sgd_steps=10,
                                 adam_learning_rate=1e-3, adam_steps=10, checkpoint_every=5)
@@ -135,13 +135,13 @@ def experiment_config(quick: bool) -> ExperimentConfig:
         RunSpec("exact", "one", "sgd"),
         RunSpec("exact", "low", "sgd"),
         RunSpec("exact", "high", "sgd"),
-        RunSpec("pkpo", "low", "sgd", seeds),
-        RunSpec("pkpo", "high", "sgd", seeds),
+        RunSpec("pkpo-loo-1", "low", "sgd", seeds),
+        RunSpec("pkpo-loo-1", "high", "sgd", seeds),
         RunSpec("rloo", "one", "sgd", seeds),
         RunSpec("exact", "one", "adam"),
         RunSpec("exact", "low", "adam"),
         RunSpec("exact", "high", "adam"),
-        RunSpec("pkpo", "high", "adam"),
+        RunSpec("pkpo-loo-1", "high", "adam"),
     )
     return ExperimentConfig(**common, runs=runs, sgd_learning_rate=1.0, sgd_steps=40,
                             adam_learning_rate=1e-3, adam_steps=100, checkpoint_every=20)

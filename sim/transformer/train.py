@@ -5,11 +5,11 @@ Policy-gradient estimators (each a surrogate whose gradient is the update direct
 
 - `"exact"`: `grad J_k` itself, exact because the correct answer is unique
   (`J_k = sum_i mu_i (1 - (1 - p_i)^k)`, `p_i = pi(y*_i | x_i)`); at `k = 1` this is `grad J_1`.
-- `"pkpo"`: `n` sampled answers per prompt, scored by the verifier, with the PKPO `k-1`-baseline
-  weights `s_ij` of `pkpo_weights(rewards, k, baseline="loo-1")`; the update
-  `sum_i mu_i sum_j s_ij grad log pi(y_ij | x_i)` is unbiased for `grad J_k` (SPEC section 6).
-- `"rloo"`: pass@1 with the leave-one-out baseline, `sum_i mu_i (1/n) sum_j A_ij grad log pi`,
-  `A = rloo_advantages(rewards)`: unbiased for `grad J_1`.
+- any estimator of `theory.ESTIMATOR_TABLE`: `n` sampled answers per prompt, scored by the
+  verifier, with the per-sample coefficients `s_ij = theory.gradient_estimator(name)
+  .coefficients(rewards, k)`, and the update `sum_i mu_i sum_j s_ij grad log pi(y_ij | x_i)`. The
+  experiments use `"pkpo-loo-1"` (PKPO with the `k-1`-subset baseline: unbiased for `grad J_k`,
+  SPEC section 6) and `"rloo"` (pass@1 with the leave-one-out baseline: unbiased for `grad J_1`).
 
 Every run is a loop of `lax.scan` chunks of `checkpoint_every` steps; the key of step `t` is
 `fold_in(key, t)`, so a run restarted from a checkpoint (params, optimiser state, key, step and
@@ -36,7 +36,6 @@ import numpy as np
 import optax
 
 import theory
-from theory.estimators import pkpo_weights, rloo_advantages
 from sim.files import atomic_write
 from sim.train import RECORD_NAMES as R
 from sim.transformer import exact as _exact
@@ -56,7 +55,7 @@ __all__ = [
     "Interrupted",
 ]
 
-ESTIMATORS = ("exact", "pkpo", "rloo")
+ESTIMATORS = ("exact",) + tuple(theory.ESTIMATOR_TABLE)
 OPTIMIZERS = ("sgd", "adam")
 
 
@@ -90,8 +89,9 @@ class PGConfig:
     """One policy-gradient fine-tuning run.
 
     Attributes:
-      estimator: `"exact"`, `"pkpo"` or `"rloo"` (see the module docstring).
-      k: the pass@k order being optimised (must be 1 for `"rloo"`; `k <= n_samples` for `"pkpo"`).
+      estimator: `"exact"` or a name of `theory.ESTIMATOR_TABLE` (see the module docstring).
+      k: the pass@k order being optimised (1 for the estimators without an order, such as
+        `"rloo"`; at most the estimator's `max_k(n_samples)` for the others).
       n_samples: answers per prompt for the sampled estimators (`>= 2`).
       optimizer: `"sgd"` (plain gradient steps, the sign test of SPEC section 5) or `"adam"`.
       learning_rate: step size.
@@ -118,12 +118,15 @@ class PGConfig:
             _positive_int("PGConfig", name, getattr(self, name))
         if self.n_samples < 2:
             raise ValueError(f"PGConfig.n_samples must be >= 2; got {self.n_samples}")
-        if self.estimator == "rloo" and self.k != 1:
-            raise ValueError(f"PGConfig.k must be 1 for the pass@1 estimator 'rloo'; got {self.k}")
-        if self.estimator == "pkpo" and self.k > self.n_samples:
-            raise ValueError(
-                f"PGConfig.k ({self.k}) must be <= n_samples ({self.n_samples}) for 'pkpo'"
-            )
+        if self.estimator != "exact":
+            entry = theory.gradient_estimator(self.estimator)
+            if not entry.needs_k and self.k != 1:
+                raise ValueError(f"PGConfig.k must be 1 for the estimator {self.estimator!r} (it has no order); got {self.k}")
+            if entry.needs_k and self.k > entry.max_k(self.n_samples):
+                raise ValueError(
+                    f"PGConfig.k ({self.k}) must be <= {entry.k_bound} = {entry.max_k(self.n_samples)} for "
+                    f"{self.estimator!r} with n_samples = {self.n_samples}"
+                )
         if not self.learning_rate > 0:
             raise ValueError(f"PGConfig.learning_rate must be > 0; got {self.learning_rate!r}")
         for k in self.track_ks:
@@ -182,11 +185,7 @@ def pg_surrogate(params, prompts, answers, config, pg: PGConfig, key, verifier, 
         jax.lax.stop_gradient(params), prompts, key, config, answers.shape[1], pg.n_samples
     )  # (P, n, La)
     rewards = jax.vmap(lambda x, ys: jax.vmap(lambda y: verifier(x, y))(ys))(prompts, samples)  # (P, n)
-    if pg.estimator == "pkpo":
-        weights = pkpo_weights(rewards, pg.k, baseline="loo-1")  # (P, n), sum over the group
-    else:
-        weights = rloo_advantages(rewards) / pg.n_samples  # (P, n), mean over the group
-    weights = jax.lax.stop_gradient(weights)
+    weights = jax.lax.stop_gradient(theory.gradient_estimator(pg.estimator).coefficients(rewards, pg.k))  # (P, n)
     logp = answer_log_probs(params, prompts, samples, config)  # (P, n)
     return jnp.sum(mu[:, None] * weights * logp), jnp.mean(rewards)
 
