@@ -32,7 +32,8 @@ from sim import sweep as _sweep
 from sim.intervals import wilson_interval
 from sim.toy import TOY_DEFAULTS, toy_bandit
 
-__all__ = ["TrainerMap", "trainer_map", "trainer_map_summary", "GROUP_SIZES"]
+__all__ = ["TrainerMap", "trainer_map", "trainer_map_summary", "trainer_inner_products", "trainer_conflicts",
+           "GROUP_SIZES"]
 
 #: Group sizes of the map (answers per prompt).
 GROUP_SIZES = (4, 8, 16)
@@ -64,10 +65,72 @@ def _orders(entry, n_largest):
     return np.arange(1, entry.max_k(n_largest) + 1) if entry.needs_k else np.ones(1, np.int64)
 
 
+def trainer_inner_products(p, agreement, mu, *, group_sizes=GROUP_SIZES) -> dict:
+    """Every trainer's `I_v = sum_i mu_i v(p_i) a_i` at each group size and order (traceable).
+
+    Args:
+      p: `(P,)` success probabilities.
+      agreement: `(P,)` agreement scores `a_i = <grad p_i, grad J_1>`.
+      mu: `(P,)` prompt weights.
+      group_sizes: Python integers `n >= 2`.
+
+    Returns:
+      `{method: (len(group_sizes), K)}` with `K = max_k(max(group_sizes))` orders `k = 1..K` for
+      the trainers with an order (NaN where `k > max_k(n)`) and `K = 1` for the others.
+    """
+    n_largest = max(group_sizes)
+    out = {}
+    for method, est in theory.ESTIMATOR_TABLE.items():
+        ks = _orders(est, n_largest)
+        rows = []
+        for n in group_sizes:
+            if est.needs_k:
+                usable = ks <= est.max_k(n)
+                k_col = jnp.asarray(np.minimum(ks, est.max_k(n)))[:, None]  # (K, 1), capped
+                v = theory.implied_prompt_weight(method, p[None, :], k=k_col, n=n)  # (K, P)
+                inner = jnp.sum(mu * v * agreement, axis=-1)
+                rows.append(jnp.where(jnp.asarray(usable), inner, jnp.nan))
+            else:
+                v = theory.implied_prompt_weight(method, p, n=n)
+                rows.append(jnp.sum(mu * v * agreement)[None])
+        out[method] = jnp.stack(rows)
+    return out
+
+
+def _critical_orders(inner):
+    """Smallest `k` (1-based, along axis 1) with `I_v < 0`; 0 where there is none."""
+    negative = np.nan_to_num(inner, nan=0.0) < 0
+    return np.where(negative.any(axis=1), np.argmax(negative, axis=1) + 1, 0)
+
+
+def trainer_conflicts(p, agreement, mu=None, *, group_sizes=GROUP_SIZES) -> dict:
+    """Every trainer's conflict at one policy (e.g. a transformer warm start), JSON-ready.
+
+    Returns:
+      `{method: [{"n", "inner": [I_v per k] or I_v, "critical_k" or "conflict"}, ...]}` with one
+      entry per group size; `critical_k` is None where no allowed `k` conflicts.
+    """
+    p = np.asarray(p, np.float64)
+    mu = np.full(p.shape, 1.0 / p.size) if mu is None else np.asarray(mu, np.float64)
+    inner = {m: np.asarray(v) for m, v in trainer_inner_products(
+        jnp.asarray(p), jnp.asarray(agreement, jnp.float64), jnp.asarray(mu), group_sizes=tuple(group_sizes)).items()}
+    out = {}
+    for method, est in theory.ESTIMATOR_TABLE.items():
+        rows = []
+        for i, n in enumerate(group_sizes):
+            if est.needs_k:
+                values = inner[method][i, : est.max_k(n)]
+                crit = int(_critical_orders(values[None, :])[0])
+                rows.append({"n": int(n), "inner": values.tolist(), "critical_k": crit or None})
+            else:
+                value = float(inner[method][i, 0])
+                rows.append({"n": int(n), "inner": value, "conflict": value < 0})
+        out[method] = rows
+    return out
+
+
 @functools.lru_cache(maxsize=16)
 def _map_entry(n_prompts: int, n_actions: int, start_logit: float, group_sizes: tuple):
-    n_largest = max(group_sizes)
-
     def entry(args):
         p_hard, separation, key = args
         bandit, theta0 = toy_bandit(
@@ -75,24 +138,8 @@ def _map_entry(n_prompts: int, n_actions: int, start_logit: float, group_sizes: 
             start_logit=start_logit,
         )
         p = bandit.success(theta0)
-        a = bandit.agreement_scores(theta0)
-        mu = bandit.prompt_weights
-        out = {}
-        for method, est in theory.ESTIMATOR_TABLE.items():
-            ks = _orders(est, n_largest)
-            rows = []
-            for n in group_sizes:
-                if est.needs_k:
-                    usable = ks <= est.max_k(n)
-                    k_col = jnp.asarray(np.minimum(ks, est.max_k(n)))[:, None]  # (K, 1), capped
-                    v = theory.implied_prompt_weight(method, p[None, :], k=k_col, n=n)  # (K, P)
-                    inner = jnp.sum(mu * v * a, axis=-1)
-                    rows.append(jnp.where(jnp.asarray(usable), inner, jnp.nan))
-                else:
-                    v = theory.implied_prompt_weight(method, p, n=n)
-                    rows.append(jnp.sum(mu * v * a)[None])
-            out[method] = jnp.stack(rows)  # (len(group_sizes), K)
-        return out
+        return trainer_inner_products(p, bandit.agreement_scores(theta0), bandit.prompt_weights,
+                                      group_sizes=group_sizes)
 
     return entry
 
@@ -149,9 +196,7 @@ def trainer_map(
         v = v.reshape((n_seeds, n_p_hard, n_separation) + v.shape[1:])
         inner[method] = np.moveaxis(v, (3, 4), (0, 1))  # (len(group_sizes), K, S, I, J)
         if est.needs_k:
-            negative = np.nan_to_num(inner[method], nan=0.0) < 0
-            first = np.argmax(negative, axis=1) + 1
-            critical[method] = np.where(negative.any(axis=1), first, 0)
+            critical[method] = _critical_orders(inner[method])
     return TrainerMap(p_axis, s_axis, group_sizes, int(n_seeds), inner, critical)
 
 

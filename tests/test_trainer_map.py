@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 
 import theory  # noqa: E402
 from sim.toy import toy_bandit  # noqa: E402
-from sim.trainer_map import trainer_map, trainer_map_summary  # noqa: E402
+from sim.trainer_map import trainer_conflicts, trainer_map, trainer_map_summary  # noqa: E402
 from tests.enumeration import binary_outcomes, expected_binary_update  # noqa: E402
 
 SIZES = dict(n_p_hard=2, n_separation=3, n_seeds=2, n_prompts=16, group_sizes=(4, 6), p_hard_range=(0.2, 0.5),
@@ -94,3 +94,19 @@ def test_summary_counts_and_intervals(result):
             g = SIZES["group_sizes"].index(n)
             assert share["value"] == pytest.approx(np.mean(result.inner[method][g, k_index] < 0))
     assert summary["rloo"][0]["conflict"]["value"] == 0.0
+
+
+def test_trainer_conflicts_at_one_policy_match_the_map_entry(result):
+    p, a, mu = cell(result, 1, 1, 2)
+    out = trainer_conflicts(p, a, mu, group_sizes=SIZES["group_sizes"])
+    for method, rows in out.items():
+        est = theory.gradient_estimator(method)
+        for g, row in enumerate(rows):
+            if est.needs_k:
+                want = result.inner[method][g, : est.max_k(row["n"]), 1, 1, 2]
+                np.testing.assert_allclose(row["inner"], want, rtol=1e-10)
+                crit = result.critical_k[method][g, 1, 1, 2]
+                assert row["critical_k"] == (int(crit) or None)
+            else:
+                assert row["inner"] == pytest.approx(float(result.inner[method][g, 0, 1, 1, 2]), rel=1e-10)
+                assert row["conflict"] == (row["inner"] < 0)
