@@ -1,6 +1,6 @@
 """`passk reproduce`: compute every headline result, draw its figure, record the numbers.
 
-Parts run in order (theory, bandit, transformer, sampled). After each part, `figures/results.json` is
+Parts run in order (theory, bandit, transformer, sampled, trainers). After each part, `figures/results.json` is
 rewritten atomically with the numbers of every finished part, so an interrupted run loses at most
 the part in progress; `--resume` skips parts already recorded with the same settings and lets the
 transformer part continue from its checkpoints (`figures/.checkpoints/`). Without `--resume` every
@@ -23,7 +23,7 @@ import theory
 from sim.files import atomic_write_json
 from sim.train import RECORD_NAMES as R
 
-PARTS = ("theory", "bandit", "transformer", "sampled")
+PARTS = ("theory", "bandit", "transformer", "sampled", "trainers")
 
 
 class Progress:
@@ -183,8 +183,47 @@ def _run_sampled(*, quick, key, outdir, progress, resume):
     return results, plots.draw(results, outdir)
 
 
+#: Sizes of the `trainers` part (the toy grid of `sim.trainer_map`).
+TRAINER_MAP_SIZES = {"quick": dict(n_p_hard=6, n_separation=6, n_seeds=2),
+                     "full": dict(n_p_hard=12, n_separation=12, n_seeds=8)}
+
+
+def trainers_headline(results: dict) -> dict:
+    """Per trainer at n = 8: the share of toy regimes where its own update conflicts with pass@1."""
+    head = {}
+    for method, rows in results["trainer_map"].items():
+        row = next(r for r in rows if r["n"] == results["grid"]["shown_n"])
+        share = row["conflict_at_some_k"] if row["uses_k"] else row["conflict"]
+        what = f"some k <= {row['max_k']}" if row["uses_k"] else "(no k)"
+        head[f"{method}, n={row['n']}, {what}: toy regimes in conflict"] = (
+            f"{share['value']:.3f} [{share['lower']:.3f}, {share['upper']:.3f}] of {share['n']}")
+    warm = results.get("transformer_warm_start")
+    if warm:
+        for method, rows in warm.items():
+            row = next(r for r in rows if r["n"] == results["grid"]["shown_n"])
+            value = row["conflict"] if "conflict" in row else row["critical_k"]
+            head[f"{method}, n={row['n']}, transformer warm start: " + ("conflict" if "conflict" in row else "critical k")] = value
+    return head
+
+
+def _run_trainers(*, quick, key, outdir, progress, resume, record=None):
+    from passk.plots import trainers as plots
+    from sim import experiments_json, trainer_map
+
+    sizes = TRAINER_MAP_SIZES["quick" if quick else "full"]
+    result = trainer_map.trainer_map(key=jax.random.fold_in(key, 200), **sizes)
+    results = experiments_json.trainer_map_json(result, shown_n=8)
+    warm = (record or {}).get("transformer", {}).get("results", {}).get("warm_start")
+    # The transformer part's warm start (uniform prompt weights), when that part has run.
+    results["transformer_warm_start"] = (
+        trainer_map.trainer_conflicts(warm["p"], warm["agreement"], group_sizes=result.group_sizes) if warm else None)
+    results["headline"] = trainers_headline(results)
+    return results, plots.draw(results, outdir)
+
+
 RUNNERS: dict[str, Callable] = {
     "theory": _run_theory, "bandit": _run_bandit, "transformer": _run_transformer, "sampled": _run_sampled,
+    "trainers": _run_trainers,
 }
 
 
@@ -233,7 +272,8 @@ def reproduce(*, outdir: Path, quick: bool, seed: int, parts=PARTS, resume: bool
         progress(f"{part}: running ({'quick' if quick else 'full'} size)")
         t0 = time.perf_counter()
         key = jax.random.key(seed)  # the same key as `passk transformer --seed` / `passk toy --seed`
-        results, paths = RUNNERS[part](quick=quick, key=key, outdir=outdir, progress=progress, resume=resume)
+        extra = {"record": record} if part == "trainers" else {}
+        results, paths = RUNNERS[part](quick=quick, key=key, outdir=outdir, progress=progress, resume=resume, **extra)
         seconds = time.perf_counter() - t0
         record[part] = {
             "settings": settings,

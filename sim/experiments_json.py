@@ -18,8 +18,9 @@ import numpy as np
 
 import theory
 from sim.experiments import SUMMARISED, CriticalK, PhaseDiagram, RunSummary
+from sim.trainer_map import TrainerMap, trainer_map_summary
 
-__all__ = ["to_json"]
+__all__ = ["to_json", "trainer_map_json"]
 
 
 def to_json(x):
@@ -108,3 +109,29 @@ def _run_summary(s: RunSummary) -> dict:
 
 
 _LAYOUTS = {CriticalK: _critical_k, PhaseDiagram: _phase_diagram, RunSummary: _run_summary}
+
+
+def trainer_map_json(r: TrainerMap, *, shown_n: int) -> dict:
+    """The `trainers` part of `results.json`: the grid, every trainer's summary (`trainer_map`,
+    shares with Wilson intervals) and, at group size `shown_n`, each cell's share of seeds in
+    conflict (at some allowed `k` for the trainers with an order) and median critical `k` over the
+    seeds that have one."""
+    g = r.group_sizes.index(shown_n)
+    cells = {}
+    for method, est in theory.ESTIMATOR_TABLE.items():
+        if est.needs_k:
+            entry = {"conflict_probability": (r.critical_k[method][g] > 0).mean(axis=0)}
+            crit = np.where(r.critical_k[method][g] > 0, r.critical_k[method][g], np.nan)
+            found = np.isfinite(crit).any(axis=0)
+            with np.errstate(all="ignore"):
+                med = np.where(found, np.nanmedian(np.where(found[None], crit, 0.0), axis=0), np.nan)
+            entry["median_critical_k"] = med
+        else:
+            entry = {"conflict_probability": (r.inner[method][g, 0] < 0).mean(axis=0)}
+        cells[method] = entry
+    return to_json({
+        "grid": {"p_hard": r.p_hard, "separation": r.separation, "group_sizes": list(r.group_sizes),
+                 "n_seeds": r.n_seeds, "shown_n": shown_n},
+        "trainer_map": trainer_map_summary(r),
+        "cells": cells,
+    })

@@ -203,10 +203,11 @@ def trainer_map(
 def trainer_map_summary(result: TrainerMap) -> dict:
     """Per trainer and group size: how often it conflicts, with Wilson 95% intervals.
 
-    For a trainer with an order: `conflict_at_max_k`, the share of (cell, seed) instances with
-    `I_v < 0` at `k = max_k(n)` (the most weight on hard prompts it allows), and the median of its
-    critical order over the instances that have one; for the others: `conflict`, the share with
-    `I_v < 0`. Counts are over `n_seeds * n_p_hard * n_separation` instances.
+    For a trainer with an order: `conflict_at_some_k`, the share of (cell, seed) instances where
+    some allowed `k <= max_k(n)` gives `I_v < 0` (the instances with a critical order), and the
+    median of the critical order over them; for the others: `conflict`, the share with `I_v < 0`.
+    Counts are over `n_seeds * n_p_hard * n_separation` instances. (Not "at `k = max_k(n)`": the
+    group-normalised advantage vanishes at `k = n`, where every group has `sigma = 0`.)
     """
     summary = {}
     for method, est in theory.ESTIMATOR_TABLE.items():
@@ -215,11 +216,9 @@ def trainer_map_summary(result: TrainerMap) -> dict:
             inner = result.inner[method][i]
             row = {"n": int(n), "uses_k": est.needs_k}
             if est.needs_k:
-                top = est.max_k(n)
-                at_top = inner[top - 1]
-                row["max_k"] = int(top)
-                row["conflict_at_max_k"] = wilson_interval(int((at_top < 0).sum()), at_top.size)
                 crit = result.critical_k[method][i]
+                row["max_k"] = int(est.max_k(n))
+                row["conflict_at_some_k"] = wilson_interval(int((crit > 0).sum()), crit.size)
                 found = crit[crit > 0]
                 row["median_critical_k"] = float(np.median(found)) if found.size else None
             else:
