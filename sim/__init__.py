@@ -12,11 +12,15 @@
   :mod:`sim.experiments_json`: their JSON form. Both are modules of their own, not on this face.
 - :func:`diagnose_model`, :func:`diagnosis_report`: is a run past `k*`, from its sampled answers
   (scores by autodiff on any JAX model, or arrays read by `passk diagnose`).
+- :func:`conflict_guard`: an optax transformation that keeps a pass@k update from lowering pass@1
+  in any training loop; :func:`sampled_surrogate`: a trainer's sampled update as a surrogate.
+- :func:`trainer_map`: which trainer's expected update conflicts with pass@1 where.
 
 Figures are drawn by :mod:`passk.plots.bandit`; `sim` only returns numbers.
 """
 
 from sim.bandit import DEFAULT_K_MAX, BanditDiagnostics, SoftmaxBandit
+from sim.guards import GUARD_RULES, GuardState, conflict_guard, sampled_surrogate
 from sim.sweep import sweep_map
 from sim.toy import TOY_DEFAULTS, hard_mask, toy_bandit, toy_diagnostics, toy_start
 from sim.train import (
@@ -34,6 +38,12 @@ from sim.train import (
 
 __all__ = [
     "BanditDiagnostics",
+    "GUARD_RULES",
+    "GuardState",
+    "conflict_guard",
+    "sampled_surrogate",
+    "trainer_map",
+    "trainer_conflicts",
     "DEFAULT_K_MAX",
     "ESTIMATORS",
     "RECORD_NAMES",
@@ -59,3 +69,4 @@ __all__ = [
 ]
 
 from sim.diagnose import diagnose_model, diagnosis_report, score_sums, sketch_scores
+from sim.trainer_map import trainer_conflicts, trainer_map  # noqa: E402
