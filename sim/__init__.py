@@ -14,7 +14,8 @@
   (scores by autodiff on any JAX model, or arrays read by `passk diagnose`).
 - :func:`conflict_guard`: an optax transformation that keeps a pass@k update from lowering pass@1
   in any training loop; :func:`sampled_surrogate`: a trainer's sampled update as a surrogate.
-- :func:`trainer_map`: which trainer's expected update conflicts with pass@1 where.
+- :mod:`sim.trainer_map`: which trainer's expected update conflicts with pass@1 where (a module
+  of its own, like the experiments).
 
 Figures are drawn by :mod:`passk.plots.bandit`; `sim` only returns numbers.
 """
@@ -42,8 +43,7 @@ __all__ = [
     "GuardState",
     "conflict_guard",
     "sampled_surrogate",
-    "trainer_map",
-    "trainer_conflicts",
+
     "DEFAULT_K_MAX",
     "ESTIMATORS",
     "RECORD_NAMES",
@@ -69,4 +69,3 @@ __all__ = [
 ]
 
 from sim.diagnose import diagnose_model, diagnosis_report, score_sums, sketch_scores
-from sim.trainer_map import trainer_conflicts, trainer_map  # noqa: E402
