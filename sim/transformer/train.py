@@ -11,6 +11,36 @@ Policy-gradient estimators (each a surrogate whose gradient is the update direct
   experiments use `"pkpo-loo-1"` (PKPO with the `k-1`-subset baseline: unbiased for `grad J_k`,
   SPEC section 6) and `"rloo"` (pass@1 with the leave-one-out baseline: unbiased for `grad J_1`).
 
+Training rules (`PGConfig.rule`, the names of the bandits' `sim.train.RULE_TABLE`):
+
+- `"passk"` (default): plain ascent along the estimator's update (the behaviour before rules
+  existed, bit for bit).
+- `"pass1"`: ascent on `J_1`: the exact `grad J_1`, or for a sampled estimator the RLOO estimate
+  (unbiased for `grad J_1`) from the `n` answers the estimator would have drawn.
+- `"project"`, `"project-safe"`, `"mixture"`: the pass@k update guarded by
+  `sim.guards.conflict_guard` chained *after* the optimiser (`optax.chain(optimizer, guard)`,
+  `sees="step"`), so the guard sees the step actually applied (with Adam too, SPEC section 5).
+  Its `pass1_grad` is the exact `grad J_1` for `"exact"`, and for a sampled estimator the RLOO
+  estimate `sum_i mu_i sum_j s^rloo_ij grad log pi(y_ij|x_i)` from the *same* answers as the pass@k
+  update. That estimate is unbiased for `grad J_1`, but the guarded step is a non-linear function
+  of it, so the sampled guard is biased: it fires on noise where the exact `<g_1, u>` is near 0,
+  may miss a small conflict, and its error shrinks like `1/sqrt(n)`; the two estimates share
+  answers and are correlated. `"project-safe"` needs `PGConfig.smoothness`, a smoothness constant
+  `L_1` of `J_1`; a transformer has no closed-form bound, so use :func:`estimate_smoothness` (a
+  measured *local* estimate at one point times a safety factor): the step-safe guarantee is only as
+  good as that estimate along the path actually taken. `"mixture"` ascends `g_k + lambda g_1` with
+  `PGConfig.mixture_weight = lambda` fixed, or with the smallest `lambda` recomputed each step
+  (None: the projection again).
+- `"safe-k"`: pass@k ascent at `k' = min(k, k* - 1)`, with `k*` recomputed every
+  `PGConfig.safe_k_every` (`m`) steps from the *exact* per-prompt quantities (`p` and the agreement
+  scores by one reverse and one forward pass, `theory.critical_k_jax` searched up to `k`) at the
+  current parameters, also for sampled estimators (an oracle a real trainer would estimate from
+  answers, SPEC section 10). Between recomputations `k'` is held. Cost: one reverse and one forward
+  pass over all prompts every `m` steps (`m = 5` by default: about a fifth of an exact step).
+
+The records of every rule (`update_inner = <g_1, u>`) use the exact `grad J_1` whatever the guard
+saw. Each step also records `k_used` (the `k` of the update: `k'` for `"safe-k"`).
+
 Every run is a loop of `lax.scan` chunks of `checkpoint_every` steps; the key of step `t` is
 `fold_in(key, t)`, so a run restarted from a checkpoint (params, optimiser state, key, step and
 the trajectory so far, written atomically) replays exactly the steps it lost and ends with the
@@ -36,6 +66,7 @@ import numpy as np
 import optax
 
 import theory
+from sim import guards as _guards
 from sim.files import atomic_write
 from sim.train import RECORD_NAMES as R
 from sim.transformer import exact as _exact
@@ -44,6 +75,8 @@ from sim.transformer import model as _model
 __all__ = [
     "ESTIMATORS",
     "OPTIMIZERS",
+    "RULES",
+    "estimate_smoothness",
     "PGConfig",
     "SFTConfig",
     "sample_answer",
@@ -57,6 +90,8 @@ __all__ = [
 
 ESTIMATORS = ("exact",) + tuple(theory.ESTIMATOR_TABLE)
 OPTIMIZERS = ("sgd", "adam")
+#: Training rules, named as the bandits' (`sim.train.RULE_TABLE`); see the module docstring.
+RULES = ("passk", "pass1", "project", "project-safe", "mixture", "safe-k")
 
 
 class Interrupted(RuntimeError):
@@ -98,6 +133,12 @@ class PGConfig:
       steps: number of updates.
       checkpoint_every: steps per `lax.scan` chunk; a checkpoint is written after each chunk.
       track_ks: pass@k orders whose exact value is recorded at every step.
+      rule: one of `RULES` (module docstring); `"passk"` is plain ascent.
+      mixture_weight: fixed `lambda >= 0` for `rule="mixture"`, None for the adaptive one
+        (the projection); must be None for other rules.
+      smoothness: `L_1 > 0` for `rule="project-safe"` (e.g. from :func:`estimate_smoothness`);
+        must be None for other rules.
+      safe_k_every: `m`, the steps between recomputations of `k*` for `rule="safe-k"`.
     """
 
     estimator: str
@@ -108,6 +149,10 @@ class PGConfig:
     steps: int = 50
     checkpoint_every: int = 25
     track_ks: tuple = (1,)
+    rule: str = "passk"
+    mixture_weight: float | None = None
+    smoothness: float | None = None
+    safe_k_every: int = 5
 
     def __post_init__(self):
         if self.estimator not in ESTIMATORS:
@@ -131,6 +176,29 @@ class PGConfig:
             raise ValueError(f"PGConfig.learning_rate must be > 0; got {self.learning_rate!r}")
         for k in self.track_ks:
             _positive_int("PGConfig", "track_ks entry", k)
+        if self.rule not in RULES:
+            raise ValueError(f"PGConfig.rule must be one of {RULES}; got {self.rule!r}")
+        _positive_int("PGConfig", "safe_k_every", self.safe_k_every)
+        if self.rule not in ("passk", "pass1") and self.estimator != "exact":
+            if not theory.gradient_estimator(self.estimator).needs_k:
+                raise ValueError(
+                    f"PGConfig.rule {self.rule!r} guards a pass@k update: the estimator must be 'exact' or "
+                    f"have an order k; got estimator {self.estimator!r}"
+                )
+        if self.mixture_weight is not None:
+            if self.rule != "mixture":
+                raise ValueError(f"PGConfig.mixture_weight applies to rule='mixture' only; got rule {self.rule!r}")
+            if isinstance(self.mixture_weight, bool) or not float(self.mixture_weight) >= 0 or not np.isfinite(self.mixture_weight):
+                raise ValueError(f"PGConfig.mixture_weight must be a finite number >= 0; got {self.mixture_weight!r}")
+        if self.rule == "project-safe":
+            if self.smoothness is None or isinstance(self.smoothness, bool) or not np.isfinite(self.smoothness) \
+                    or not float(self.smoothness) > 0:
+                raise ValueError(
+                    "PGConfig.smoothness must be a finite L_1 > 0 for rule='project-safe' "
+                    f"(see estimate_smoothness); got {self.smoothness!r}"
+                )
+        elif self.smoothness is not None:
+            raise ValueError(f"PGConfig.smoothness applies to rule='project-safe' only; got rule {self.rule!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,7 +393,42 @@ def _key_list(key):
 
 def _make_optimizer(pg: PGConfig):
     # optax minimises: negate the ascent direction by descending `-surrogate`.
-    return optax.sgd(pg.learning_rate) if pg.optimizer == "sgd" else optax.adam(pg.learning_rate)
+    base = optax.sgd(pg.learning_rate) if pg.optimizer == "sgd" else optax.adam(pg.learning_rate)
+    if pg.rule not in _guards.GUARD_RULES:
+        return base
+    # The guard after the optimiser sees the step it will apply (SPEC section 5).
+    guard = _guards.conflict_guard(
+        pg.rule, sees="step", smoothness=pg.smoothness,
+        mixture_weight=None if pg.mixture_weight is None else float(pg.mixture_weight),
+    )
+    return optax.chain(base, guard)
+
+
+def _safe_k(theta, prompts, answers, config, mu, k_max):
+    """`k' = min(k_max, k* - 1)` from the exact `p` and agreements at `theta` (at least 1)."""
+    a, p, _ = _exact.agreement_jvp(theta, prompts, answers, config, mu)
+    k_star = theory.critical_k_jax(p, a, mu, k_max=k_max)  # k_max + 1: no conflict up to k_max
+    return jnp.clip(k_star - 1, 1, k_max).astype(jnp.int32)
+
+
+def _rule_gradients(theta, prompts, answers, config, pg: PGConfig, key, verify, mu, k):
+    """The ascent direction of a rule other than `"passk"` at order `k`, the `g_1` its guard sees,
+    and the mean sampled reward: `(ascent, pass1_grad, mean_reward)`."""
+    if pg.estimator == "exact":
+        g1 = _exact.grad_pass_at_1(theta, prompts, answers, config, mu)
+        if pg.rule == "pass1":
+            return g1, g1, jnp.nan
+        gk = jax.grad(_exact.pass_at_k_objective)(theta, prompts, answers, config, k, mu)
+        return gk, g1, jnp.nan
+    samples = sample_answers(theta, prompts, key, config, answers.shape[1], pg.n_samples)  # (P, n, La)
+    rewards = jax.vmap(lambda x, ys: jax.vmap(lambda y: verify(x, y))(ys))(prompts, samples)  # (P, n)
+    _, vjp = jax.vjp(lambda th: answer_log_probs(th, prompts, samples, config), theta)
+    # The RLOO estimate of grad J_1 from the same answers (sim.guards.sampled_surrogate's update).
+    (g1,) = vjp(mu[:, None] * theory.gradient_estimator("rloo").coefficients(rewards, None))
+    if pg.rule == "pass1":
+        return g1, g1, jnp.mean(rewards)
+    (gk,) = vjp(mu[:, None] * theory.gradient_estimator(pg.estimator).coefficients(rewards, k))
+    return gk, g1, jnp.mean(rewards)
 
 
 @functools.partial(jax.jit, static_argnums=5)
@@ -353,7 +456,31 @@ def _pg_chunk(carry, start, key, prompts, answers, mu, verifier_args, *, config,
         metrics = {R.j1: j1, R.jk: jk, R.update_inner: _exact.tree_dot(g1, updates), "mean_reward": mean_reward}
         return (optax.apply_updates(theta, updates), opt_state), metrics
 
-    return jax.lax.scan(step, carry, _step_keys(key, start, pg.checkpoint_every))
+    def rule_step(carry, inputs):
+        # carry: (theta, opt_state, k'); k' is the order of the update ("safe-k" moves it).
+        theta, opt_state, k_cur = carry
+        t, step_key = inputs
+        if pg.rule == "safe-k":
+            k_cur = jax.lax.cond(
+                t % pg.safe_k_every == 0,
+                lambda th: _safe_k(th, prompts, answers, config, mu, pg.k),
+                lambda th: k_cur,
+                theta,
+            )
+        ascent, g1_guard, mean_reward = _rule_gradients(
+            theta, prompts, answers, config, pg, step_key, verify, mu, k_cur
+        )
+        g1 = g1_guard if pg.estimator == "exact" else _exact.grad_pass_at_1(theta, prompts, answers, config, mu)
+        neg = jax.tree_util.tree_map(jnp.negative, ascent)
+        extra = {"pass1_grad": g1_guard} if pg.rule in _guards.GUARD_RULES else {}
+        updates, opt_state = opt.update(neg, opt_state, theta, **extra)
+        j1, jk = _evaluate(theta, prompts, answers, mu, track, config)
+        metrics = {R.j1: j1, R.jk: jk, R.update_inner: _exact.tree_dot(g1, updates), "mean_reward": mean_reward,
+                   "k_used": k_cur}
+        return (optax.apply_updates(theta, updates), opt_state, k_cur), metrics
+
+    body = step if pg.rule == "passk" else rule_step
+    return jax.lax.scan(body, carry, _step_keys(key, start, pg.checkpoint_every))
 
 
 def finetune(
@@ -386,7 +513,8 @@ def finetune(
     Returns:
       `(params, trajectory)` with trajectory a dict of numpy arrays: `j1` `(steps+1,)`,
       `jk` `(steps+1, len(track_ks))` (the last row after the final update), `update_inner`
-      `(steps,)`, `mean_reward` `(steps,)`.
+      `(steps,)`, `mean_reward` `(steps,)`, `k_used` `(steps,)` (the order of each update: `pg.k`
+      except for `rule="safe-k"`).
     """
     if not isinstance(pg, PGConfig):
         raise TypeError(f"pg must be a PGConfig; got {type(pg).__name__}")
@@ -399,11 +527,14 @@ def finetune(
         "pg", pg, config, *_data_bytes(prompts, answers, mu, verifier_args, params), _key_list(key),
         getattr(verifier, "__qualname__", repr(verifier)),
     )
-    (params, _), metrics = _run_chunks(
+    init = (params, _make_optimizer(pg).init(params))
+    if pg.rule != "passk":
+        init = init + (jnp.asarray(pg.k, jnp.int32),)
+    carry, metrics = _run_chunks(
         lambda carry, start: _pg_chunk(
             carry, start, key, prompts, answers, mu, verifier_args, config=config, pg=pg, verifier=verifier
         ),
-        (params, _make_optimizer(pg).init(params)),
+        init,
         steps=pg.steps,
         chunk=pg.checkpoint_every,
         checkpoint_path=None if checkpoint_path is None else Path(checkpoint_path),
@@ -412,11 +543,85 @@ def finetune(
         progress=progress,
         label=label,
     )
+    params = carry[0]
     j1_end, jk_end = jax.device_get(_evaluate(params, prompts, answers, mu, jnp.asarray(pg.track_ks), config))
     trajectory = {
         R.j1: np.append(np.asarray(metrics[R.j1]), j1_end),
         R.jk: np.concatenate([np.asarray(metrics[R.jk]), np.asarray(jk_end)[None]], axis=0),
         R.update_inner: np.asarray(metrics[R.update_inner]),
         "mean_reward": np.asarray(metrics["mean_reward"]),
+        "k_used": np.asarray(metrics["k_used"]) if "k_used" in metrics else np.full(pg.steps, pg.k),
     }
     return params, trajectory
+
+
+# ---------------------------------------------------------------------------------------------
+# A measured smoothness constant for "project-safe"
+
+
+def estimate_smoothness(
+    params, prompts, answers, config, mu=None, *, key, directions=(), n_random: int = 4,
+    power_iterations: int = 10, safety: float = 2.0,
+) -> dict:
+    """A local, measured estimate of the smoothness `L_1` of `J_1` at `params` (for "project-safe").
+
+    A transformer has no closed-form bound on `||hess J_1||` (SPEC section 5 bounds only
+    linear-softmax policies), so this measures it at one point: the largest of
+
+    - `|v^T H v|` for unit `v` along `grad J_1`, along each of `directions` (e.g. `grad J_k`), and
+      along `n_random` random Gaussian directions, and
+    - `||H v||` after `power_iterations` steps of power iteration from a random start (which
+      approaches the largest `|eigenvalue|` of `H`, the spectral norm),
+
+    with `H = hess J_1(params)` applied by Hessian-vector products (`jax.jvp` of `jax.grad`), and
+    returns it times `safety`. This is an estimate, not a bound: the curvature may be larger
+    elsewhere along the training path, power iteration may not have converged, and the
+    step-safe guarantee of `"project-safe"` is only as good as this number.
+
+    Args:
+      params, prompts, answers, config: the policy and population (as :func:`finetune`).
+      mu: `(P,)` prompt weights (uniform when None).
+      key: a `jax.random` key for the random directions.
+      directions: extra parameter pytrees to measure along.
+      n_random: random directions (`>= 0`).
+      power_iterations: power-iteration steps (`>= 1`).
+      safety: factor `>= 1` applied to the largest measured curvature.
+
+    Returns:
+      `{"smoothness": safety * max, "max_curvature", "power_iteration", "curvatures" (list), "safety",
+      "n_random", "power_iterations"}` (Python floats).
+    """
+    if not safety >= 1:
+        raise ValueError(f"safety must be >= 1; got {safety!r}")
+    _positive_int("estimate_smoothness", "power_iterations", power_iterations)
+    if isinstance(n_random, bool) or not isinstance(n_random, (int, np.integer)) or n_random < 0:
+        raise ValueError(f"n_random must be an integer >= 0; got {n_random!r}")
+    prompts, answers = jnp.asarray(prompts), jnp.asarray(answers)
+    n = prompts.shape[0]
+    mu = jnp.full((n,), 1.0 / n, jnp.float32) if mu is None else jnp.asarray(mu, jnp.float32)
+    j1 = lambda th: _exact.pass_at_1(th, prompts, answers, config, mu)
+    hvp = jax.jit(lambda v: jax.jvp(jax.grad(j1), (params,), (v,))[1])
+
+    def unit(v):
+        norm = jnp.sqrt(_exact.tree_dot(v, v))
+        return jax.tree_util.tree_map(lambda x: x / norm, v)
+
+    def random_direction(k):
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        keys = jax.random.split(k, len(leaves))
+        return unit(jax.tree_util.tree_unflatten(
+            treedef, [jax.random.normal(kk, x.shape, x.dtype) for kk, x in zip(keys, leaves)]))
+
+    k_dirs, k_power = jax.random.split(key)
+    measured = [jax.grad(j1)(params), *directions]
+    measured += [random_direction(k) for k in jax.random.split(k_dirs, n_random)] if n_random else []
+    curvatures = [float(abs(_exact.tree_dot(u, hvp(u)))) for u in map(unit, measured)]
+    v, power = random_direction(k_power), 0.0
+    for _ in range(power_iterations):
+        hv = hvp(v)
+        power = float(jnp.sqrt(_exact.tree_dot(hv, hv)))
+        v = unit(hv)
+    largest = max(curvatures + [power])
+    return {"smoothness": safety * largest, "max_curvature": largest, "power_iteration": power,
+            "curvatures": curvatures, "safety": float(safety), "n_random": int(n_random),
+            "power_iterations": int(power_iterations)}
