@@ -1,6 +1,6 @@
 """`passk reproduce`: compute every headline result, draw its figure, record the numbers.
 
-Parts run in order (theory, bandit, transformer, sampled, trainers). After each part, `figures/results.json` is
+Parts run in order (theory, bandit, transformer, sampled, trainers, safe). After each part, `figures/results.json` is
 rewritten atomically with the numbers of every finished part, so an interrupted run loses at most
 the part in progress; `--resume` skips parts already recorded with the same settings and lets the
 transformer part continue from its checkpoints (`figures/.checkpoints/`). Without `--resume` every
@@ -23,7 +23,7 @@ import theory
 from sim.files import atomic_write_json
 from sim.train import RECORD_NAMES as R
 
-PARTS = ("theory", "bandit", "transformer", "sampled", "trainers")
+PARTS = ("theory", "bandit", "transformer", "sampled", "trainers", "safe")
 
 
 class Progress:
@@ -221,9 +221,33 @@ def _run_trainers(*, quick, key, outdir, progress, resume, record=None):
     return results, plots.draw(results, outdir)
 
 
+def safe_headline(results: dict) -> dict:
+    """Per rule, SGD and Adam, exact and sampled, `k` above `k*`: final pass@1 and pass@k, and falls."""
+    head = {"safe: L_1 estimate (measured at the warm start, x2)": results["smoothness"]["smoothness"]}
+    for g in results["groups"]:
+        if g["k_role"] != "high":
+            continue
+        a, b = g["final_pass1"], g["final_passk"]
+        head[f"safe: {g['optimizer']} {g['estimator']} k={g['k']} {g['label']}: final pass@1, pass@k; pass@1 falls"] = (
+            f"{a['value']:.3f} [{a['lower']:.3f}, {a['upper']:.3f}], {b['value']:.3f} [{b['lower']:.3f}, "
+            f"{b['upper']:.3f}]; {sum(g['pass1_fall_steps'])}")
+    return head
+
+
+def _run_safe(*, quick, key, outdir, progress, resume):
+    from passk.plots import safe as plots
+    from sim.transformer import safe
+
+    # The transformer part's checkpoint folder: its warm start (same key and settings) is reused.
+    checkpoints = outdir / ".checkpoints" / ("quick" if quick else "full")
+    results = safe.safe_update_study(quick, key, checkpoint_dir=checkpoints, progress=progress)
+    results["headline"] = safe_headline(results)
+    return results, plots.draw(results, outdir)
+
+
 RUNNERS: dict[str, Callable] = {
     "theory": _run_theory, "bandit": _run_bandit, "transformer": _run_transformer, "sampled": _run_sampled,
-    "trainers": _run_trainers,
+    "trainers": _run_trainers, "safe": _run_safe,
 }
 
 
