@@ -2,7 +2,8 @@
 
 Modules: :mod:`task` (the verifiable task), :mod:`model` (the transformer), :mod:`exact` (exact
 success, objectives and agreements by JVP), :mod:`train` (warm start, policy-gradient fine-tuning,
-sampling, checkpoints), :mod:`experiment` (:func:`run_experiment`).
+sampling, checkpoints, training rules), :mod:`experiment` (:func:`run_experiment`), :mod:`safe`
+(:func:`safe_update_study`: the conflict-safe rules measured).
 """
 
 from sim.transformer.exact import (
@@ -23,11 +24,14 @@ from sim.transformer.experiment import (
     run_experiment,
 )
 from sim.transformer.model import LAST_LAYER, ModelConfig, apply, init, param_count
+from sim.transformer.safe import safe_update_study
 from sim.transformer.task import Task, TaskConfig, correct_answer, make_task, verify
 from sim.transformer.train import (
+    RULES,
     Interrupted,
     PGConfig,
     SFTConfig,
+    estimate_smoothness,
     finetune,
     sample_answers,
     supervised_warm_start,
@@ -39,6 +43,7 @@ __all__ = [
     "ExperimentConfig",
     "Interrupted",
     "ModelConfig",
+    "RULES",
     "PGConfig",
     "RunSpec",
     "SFTConfig",
@@ -50,6 +55,7 @@ __all__ = [
     "choose_ks",
     "conflict_summary",
     "correct_answer",
+    "estimate_smoothness",
     "experiment_config",
     "finetune",
     "gradient_cosines",
@@ -59,6 +65,7 @@ __all__ = [
     "pass_at_1",
     "pass_at_k_objective",
     "run_experiment",
+    "safe_update_study",
     "sample_answers",
     "success",
     "supervised_warm_start",

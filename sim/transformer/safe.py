@@ -44,7 +44,7 @@ __all__ = ["FALL_TOL", "MIXTURE_WEIGHTS", "RULE_VARIANTS", "SafeStudyConfig", "s
            "safe_update_study"]
 
 #: Fixed mixture weights `lambda` (the objective `J_k + lambda J_1`).
-MIXTURE_WEIGHTS = (1.0, 4.0)
+MIXTURE_WEIGHTS = (0.2, 1.0)
 #: `(label, rule, mixture_weight)` of every rule measured.
 RULE_VARIANTS = (
     ("passk", "passk", None),
@@ -75,7 +75,7 @@ class SafeStudyConfig:
 
 
 def safe_study_config(quick: bool) -> SafeStudyConfig:
-    """Full: `k` below and above `k*`, SGD and Adam, exact (20 steps) and PKPO (10 steps, seeds 0-2).
+    """Full: `k` below and above `k*`, SGD and Adam, exact (20 steps) and PKPO (8 steps, seeds 0-2).
     Quick: the same rules and seeds, only `k` above `k*`, SGD, three steps."""
     if not isinstance(quick, bool):
         raise TypeError(f"quick must be a bool; got {quick!r}")
@@ -83,7 +83,7 @@ def safe_study_config(quick: bool) -> SafeStudyConfig:
         return SafeStudyConfig(k_roles=("high",), optimizers=("sgd",), estimators=("exact", "pkpo-loo-1"),
                                seeds=(0, 1, 2), exact_steps=3, sampled_steps=3)
     return SafeStudyConfig(k_roles=("low", "high"), optimizers=("sgd", "adam"), estimators=("exact", "pkpo-loo-1"),
-                           seeds=(0, 1, 2), exact_steps=20, sampled_steps=10)
+                           seeds=(0, 1, 2), exact_steps=20, sampled_steps=8)
 
 
 def _floats(x):
