@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import logsumexp
 
 from theory import validate as _validate
 
@@ -176,9 +175,12 @@ def log_normalized_weights(p, k, mu=None):
     log_mu = jnp.where(mu > 0, jnp.log(jnp.where(mu > 0, mu, 1.0)), -jnp.inf)
     logits = log_mu + log_one_minus_p_power(p, kk - 1)
     logits = jnp.broadcast_to(logits, jnp.broadcast_shapes(logits.shape, log_mu.shape))
-    log_total = logsumexp(logits, axis=-1, keepdims=True)  # -inf (not NaN) when every logit is -inf
-    degenerate = jnp.isneginf(log_total)
-    return jnp.where(degenerate, jnp.broadcast_to(log_mu, logits.shape), logits - log_total)
+    degenerate = jnp.isneginf(jnp.max(logits, axis=-1, keepdims=True))
+    # log_softmax subtracts the largest logit before the sum (logits near -3e4 at large k keep
+    # their ulp); degenerate rows (every logit -inf) are replaced by log mu, and given finite
+    # logits first so that no NaN reaches a gradient.
+    log_omega = jax.nn.log_softmax(jnp.where(degenerate, 0.0, logits), axis=-1)
+    return jnp.where(degenerate, jnp.broadcast_to(log_mu, logits.shape), log_omega)
 
 
 def normalized_weights(p, k, mu=None):
