@@ -35,12 +35,12 @@ def tiny():
     return t, cfg, params
 
 
-def _finetune(tiny, **fields):
+def _finetune(tiny, checkpoint_path=None, **fields):
     t, cfg, params = tiny
     pg = train.PGConfig(**{"estimator": "exact", "k": 8, "learning_rate": 1.0, "steps": STEPS,
                            "checkpoint_every": STEPS, "track_ks": (8,), **fields})
     return train.finetune(params, t.prompts, t.answers, cfg, pg, key=jax.random.key(4), verifier=task.verify,
-                          verifier_args=(t.hard_table, t.exception_table))
+                          verifier_args=(t.hard_table, t.exception_table), checkpoint_path=checkpoint_path)
 
 
 # A frozen copy of the fine-tuning step as it was before training rules existed (commit b1ab911).
@@ -84,19 +84,27 @@ def test_passk_rule_is_the_old_finetune_bit_for_bit(tiny):
     np.testing.assert_array_equal(traj["k_used"], np.full(STEPS, 8))
 
 
-def test_project_safe_keeps_exact_pass1_from_falling_where_passk_ascent_lowers_it(tiny):
+def test_project_safe_keeps_exact_pass1_from_falling_where_passk_ascent_lowers_it(tiny, tmp_path):
     # One guarded exact run serves both checks: <g_1, u> >= 0 at every step (here > 0: the
     # step-safe guard asks <g_1, u> >= (L_1 / 2) |u|^2), and pass@1 never falls.
     t, cfg, params = tiny
     sm = train.estimate_smoothness(params, t.prompts, t.answers, cfg, key=jax.random.key(3))
     assert sm["smoothness"] == pytest.approx(2.0 * max(sm["curvatures"] + [sm["power_iteration"]]))
     _, plain = _finetune(tiny)
-    _, guarded = _finetune(tiny, rule="project-safe", smoothness=sm["smoothness"])
+    ckpt = tmp_path / "project_safe.pkl"
+    _, guarded = _finetune(tiny, ckpt, rule="project-safe", smoothness=sm["smoothness"])
     assert np.any(np.diff(plain[R.j1]) < -1e-4)  # plain pass@8 ascent lowers pass@1 here
     assert np.any(plain[R.update_inner] < 0)
     assert np.all(guarded[R.update_inner] >= 0), guarded[R.update_inner]
     assert np.all(np.diff(guarded[R.j1]) >= -safe.FALL_TOL), np.diff(guarded[R.j1])
     assert guarded[R.jk][-1, 0] > guarded[R.jk][0, 0]  # pass@8 still rises
+    # The rule is part of the run's fingerprint: the checkpoint resumes its own run (here at its
+    # end, with the same records) and is refused by the plain pass@k run.
+    _, again = _finetune(tiny, ckpt, rule="project-safe", smoothness=sm["smoothness"])
+    for name in (R.j1, R.update_inner, "k_used"):
+        np.testing.assert_array_equal(again[name], guarded[name])
+    with pytest.raises(ValueError, match="different run"):
+        _finetune(tiny, ckpt)
 
 
 def test_study_returns_the_documented_keys(tiny, monkeypatch):

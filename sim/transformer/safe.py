@@ -128,7 +128,8 @@ def safe_update_study(quick: bool, key, *, checkpoint_dir=None, progress: Callab
     roles = _experiment.choose_ks(k_star)
     k_low, k_high = roles["low"], roles["high"]
     n_samples = max(ecfg.min_samples, k_high)
-    grad_k = [jax.grad(_exact.pass_at_k_objective)(params, prompts, answers, mcfg, k) for k in (k_low, k_high)]
+    grad_k_fn = jax.jit(jax.grad(_exact.pass_at_k_objective), static_argnums=3)
+    grad_k = [grad_k_fn(params, prompts, answers, mcfg, jnp.asarray(k, jnp.int32)) for k in (k_low, k_high)]
     smooth = _train.estimate_smoothness(params, prompts, answers, mcfg, key=jax.random.fold_in(key, 13),
                                         directions=grad_k, safety=cfg.smoothness_safety)
     say(f"safe: k* {k_star}, k {k_low} / {k_high}, L_1 estimate {smooth['smoothness']:.3g}")

@@ -483,6 +483,28 @@ def _pg_chunk(carry, start, key, prompts, answers, mu, verifier_args, *, config,
     return jax.lax.scan(body, carry, _step_keys(key, start, pg.checkpoint_every))
 
 
+class _Text:
+    def __init__(self, text):
+        self.text = text
+
+    def __repr__(self):
+        return self.text
+
+
+_RULE_FIELDS = ("rule", "mixture_weight", "smoothness", "safe_k_every")
+
+
+def _pg_identity(pg: PGConfig):
+    """What names a run in its fingerprint: the config, whose repr has every field (the rule too);
+    a plain `"passk"` run with the rule fields at their defaults keeps the repr it had before rules
+    existed, so its checkpoints written then still resume."""
+    defaults = {f.name: f.default for f in dataclasses.fields(PGConfig) if f.name in _RULE_FIELDS}
+    if any(getattr(pg, name) != value for name, value in defaults.items()):
+        return pg
+    fields = [f.name for f in dataclasses.fields(PGConfig) if f.name not in _RULE_FIELDS]
+    return _Text(f"PGConfig({', '.join(f'{name}={getattr(pg, name)!r}' for name in fields)})")
+
+
 def finetune(
     params,
     prompts,
@@ -524,7 +546,7 @@ def finetune(
     mu = jnp.full((n,), 1.0 / n, jnp.float32) if mu is None else jnp.asarray(mu, jnp.float32)
     verifier_args = tuple(jnp.asarray(x) for x in verifier_args)
     fingerprint = _fingerprint(
-        "pg", pg, config, *_data_bytes(prompts, answers, mu, verifier_args, params), _key_list(key),
+        "pg", _pg_identity(pg), config, *_data_bytes(prompts, answers, mu, verifier_args, params), _key_list(key),
         getattr(verifier, "__qualname__", repr(verifier)),
     )
     init = (params, _make_optimizer(pg).init(params))
@@ -600,7 +622,8 @@ def estimate_smoothness(
     n = prompts.shape[0]
     mu = jnp.full((n,), 1.0 / n, jnp.float32) if mu is None else jnp.asarray(mu, jnp.float32)
     j1 = lambda th: _exact.pass_at_1(th, prompts, answers, config, mu)
-    hvp = jax.jit(lambda v: jax.jvp(jax.grad(j1), (params,), (v,))[1])
+    hvp = jax.jit(lambda th, v: jax.jvp(jax.grad(j1), (th,), (v,))[1])
+    hvp = functools.partial(hvp, params)
 
     def unit(v):
         norm = jnp.sqrt(_exact.tree_dot(v, v))
@@ -613,7 +636,7 @@ def estimate_smoothness(
             treedef, [jax.random.normal(kk, x.shape, x.dtype) for kk, x in zip(keys, leaves)]))
 
     k_dirs, k_power = jax.random.split(key)
-    measured = [jax.grad(j1)(params), *directions]
+    measured = [jax.jit(jax.grad(j1))(params), *directions]
     measured += [random_direction(k) for k in jax.random.split(k_dirs, n_random)] if n_random else []
     curvatures = [float(abs(_exact.tree_dot(u, hvp(u)))) for u in map(unit, measured)]
     v, power = random_direction(k_power), 0.0
