@@ -42,3 +42,28 @@ def binomial_expectation(estimate, n: int, p: float) -> float:
 def count_groups(n: int) -> np.ndarray:
     """Sorted binary groups `[1]*c + [0]*(n-c)` for `c = 0..n`, shape `(n+1, n)`."""
     return (np.arange(n)[None, :] < np.arange(n + 1)[:, None]).astype(np.float64)
+
+
+def all_outcomes(pi, n: int):
+    """Every joint outcome of `n` independent answers per prompt, with its probability.
+
+    Args:
+      pi: `(P, A)` answer probabilities of each prompt.
+      n: answers per prompt.
+
+    Returns:
+      `(prob, answers)`: `(O,)` probabilities (summing to 1) and `(O, P, n)` answer indices, over
+      all `O = A^(P n)` outcomes.
+    """
+    pi = np.asarray(pi)
+    n_prompts, n_actions = pi.shape
+    answers = np.array(list(itertools.product(range(n_actions), repeat=n_prompts * n))).reshape(-1, n_prompts, n)
+    prob = np.prod(pi[np.arange(n_prompts)[None, :, None], answers], axis=(1, 2))
+    return prob, answers
+
+
+def gather_answers(table, answers):
+    """`table[i, answers[..., i, j]]` for a per-prompt table `(P, A, ...)` and answers `(..., P, n)`."""
+    table = np.asarray(table)
+    rows = np.arange(table.shape[0])[:, None]
+    return table[rows, answers]

@@ -9,7 +9,6 @@ Policy: `logits_i = Theta psi_i` (`Theta` of shape `(A, d)`), `p_i = sum_y softm
 
 from __future__ import annotations
 
-import itertools
 
 import jax
 import jax.numpy as jnp
@@ -86,31 +85,6 @@ def answer_scores(theta, features):
     """`(P, A, A*d)`: `grad_theta log pi(y | x_i)` for every prompt and answer, by autodiff."""
     jac = jax.jacrev(log_policy)(theta, features)  # (P, A, A, d)
     return jac.reshape(jac.shape[:2] + (-1,))
-
-
-def all_outcomes(pi, n: int):
-    """Every joint outcome of `n` independent answers per prompt, with its probability.
-
-    Args:
-      pi: `(P, A)` answer probabilities of each prompt.
-      n: answers per prompt.
-
-    Returns:
-      `(prob, answers)`: `(O,)` probabilities (summing to 1) and `(O, P, n)` answer indices, over
-      all `O = A^(P n)` outcomes.
-    """
-    pi = np.asarray(pi)
-    n_prompts, n_actions = pi.shape
-    answers = np.array(list(itertools.product(range(n_actions), repeat=n_prompts * n))).reshape(-1, n_prompts, n)
-    prob = np.prod(pi[np.arange(n_prompts)[None, :, None], answers], axis=(1, 2))
-    return prob, answers
-
-
-def gather_answers(table, answers):
-    """`table[i, answers[..., i, j]]` for a per-prompt table `(P, A, ...)` and answers `(..., P, n)`."""
-    table = np.asarray(table)
-    rows = np.arange(table.shape[0])[:, None]
-    return table[rows, answers]
 
 
 # ---------------------------------------------------------------------------------------------

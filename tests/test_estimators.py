@@ -20,7 +20,7 @@ import pytest  # noqa: E402
 from hypothesis import example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from tests.enumeration import binary_outcomes, binomial_expectation, count_groups, expected_binary_update  # noqa: E402
+from enumeration import binary_outcomes, binomial_expectation, count_groups, expected_binary_update  # noqa: E402
 from theory.binomial import pass_at_k_from_counts  # noqa: E402
 from theory.estimators import (  # noqa: E402
     grouped_passk_advantages,

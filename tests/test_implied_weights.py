@@ -19,7 +19,7 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import theory  # noqa: E402
-from tests.enumeration import binary_outcomes, expected_binary_update  # noqa: E402
+from enumeration import binary_outcomes, expected_binary_update  # noqa: E402
 from theory.implied import IMPLIED_METHODS, implied_prompt_weight  # noqa: E402
 
 def coefficients(method, r, k):

@@ -10,8 +10,9 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import theory
-from reference import (all_outcomes, answer_scores, gather_answers, interfering_policy, pass1, passk, per_prompt_grads,
-                       random_agreements, random_policy, success)
+from enumeration import all_outcomes, gather_answers
+from reference import (answer_scores, interfering_policy, pass1, passk, per_prompt_grads, random_agreements,
+                       random_policy, success)
 
 getcontext().prec = 50
 

@@ -5,15 +5,14 @@ import math
 from fractions import Fraction
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import theory
-from reference import (all_outcomes, answer_scores, gather_answers, log_policy, mixed_policy, per_prompt_grads,
-                       success)
+from enumeration import all_outcomes, gather_answers
+from reference import (answer_scores, log_policy, mixed_policy, per_prompt_grads, success)
 
 seeds = st.integers(0, 2**32 - 1)
 

@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 import theory  # noqa: E402
 from sim.toy import toy_bandit  # noqa: E402
 from sim.trainer_map import trainer_conflicts, trainer_map, trainer_map_summary  # noqa: E402
-from tests.enumeration import binary_outcomes, expected_binary_update  # noqa: E402
+from enumeration import binary_outcomes, expected_binary_update  # noqa: E402
 
 SIZES = dict(n_p_hard=2, n_separation=3, n_seeds=2, n_prompts=16, group_sizes=(4, 6), p_hard_range=(0.2, 0.5),
              separation_range=(0.5, 3.0))
