@@ -1,6 +1,10 @@
-"""Test configuration: float64 everywhere, hypothesis without deadlines (JAX compiles lazily)."""
+"""Test configuration: float64 everywhere, hypothesis without deadlines (JAX compiles lazily), and
+no persistent compilation cache (tests of the command must not write to the user's cache folder;
+tests/test_compile_cache.py turns it on in its own subprocesses)."""
 
 import os
+
+os.environ.setdefault("PASSK_NO_COMPILE_CACHE", "1")
 
 import jax
 from hypothesis import HealthCheck, settings
