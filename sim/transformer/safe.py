@@ -16,10 +16,13 @@ factor 2): a measured local estimate, so its guarantee holds only as far as that
 along the path. Pass@1 "fell" at a step when `J_1` dropped by more than :data:`FALL_TOL` (float32
 rounding of a mean over the prompts).
 
-Runtime (2 shared CPU cores): the cost is one compilation per (rule, k, estimator, optimiser)
-(about 10 s each) plus the sampled steps (each draws `P x n` answers autoregressively, about 1 s
-at the full task); the full study is several minutes, far above the 2 minutes asked for. The quick
-preset keeps every rule and the seeds but only `k` above `k*`, SGD, and three steps.
+Runtime (2 shared CPU cores), far above the 2 minutes (30 s quick) the `safe` part was asked to
+fit: each (rule, k, estimator, optimiser) group compiles its own fine-tuning step (about 6-20 s
+measured per exact group of 20 steps, compilation dominating) and each sampled step draws `P x n`
+answers autoregressively (about 1 s at the full task), so the full preset (52 groups, 3 seeds for
+the sampled ones) is estimated at 15-20 minutes and the quick one (every rule and seed, only `k`
+above `k*`, SGD, three steps; steps and sizes cut, seeds kept) at 4-5 minutes. The warm start,
+`k*` and `L_1` add about a minute (less when the `transformer` part's warm-start checkpoint exists).
 """
 
 from __future__ import annotations
