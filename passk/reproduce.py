@@ -1,6 +1,6 @@
 """`passk reproduce`: compute every headline result, draw its figure, record the numbers.
 
-Parts run in order (theory, bandit, transformer, sampled, trainers, safe). After each part, `figures/results.json` is
+Parts run in order (theory, bandit, transformer, sampled, trainers; `safe` only when named). After each part, `figures/results.json` is
 rewritten atomically with the numbers of every finished part, so an interrupted run loses at most
 the part in progress; `--resume` skips parts already recorded with the same settings and lets the
 transformer part continue from its checkpoints (`figures/.checkpoints/`). Without `--resume` every
@@ -23,7 +23,12 @@ import theory
 from sim.files import atomic_write_json
 from sim.train import RECORD_NAMES as R
 
-PARTS = ("theory", "bandit", "transformer", "sampled", "trainers", "safe")
+#: The parts `passk reproduce` runs by default, in order.
+PARTS = ("theory", "bandit", "transformer", "sampled", "trainers")
+#: Parts run only when named (`--parts safe`): the transformer's conflict-safe updates compile one
+#: fine-tuning step per rule and setting (about 6 minutes with --quick, 15-20 at full size on 2 cores).
+OPTIONAL_PARTS = ("safe",)
+ALL_PARTS = PARTS + OPTIONAL_PARTS
 
 
 class Progress:
@@ -289,7 +294,7 @@ def reproduce(*, outdir: Path, quick: bool, seed: int, parts=PARTS, resume: bool
     settings = {"quick": quick, "seed": seed}
     for part in parts:
         if part not in RUNNERS:
-            raise ValueError(f"unknown part {part!r}; choose from {PARTS}")
+            raise ValueError(f"unknown part {part!r}; choose from {ALL_PARTS}")
         if resume and record.get(part, {}).get("settings") == settings:
             progress(f"{part}: already in {results_path}, skipped (--resume)")
             continue
@@ -313,7 +318,7 @@ def reproduce(*, outdir: Path, quick: bool, seed: int, parts=PARTS, resume: bool
 def headline_table(record: dict) -> str:
     """A short text table of every part's headline numbers."""
     rows = []
-    for part in PARTS:
+    for part in ALL_PARTS:
         entry = record.get(part)
         if not entry:
             continue

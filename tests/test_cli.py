@@ -136,8 +136,12 @@ def test_reproduce_quick_all_parts(tmp_path):
         capture_output=True, text=True, check=True,
     )
     data = json.loads((tmp_path / "results.json").read_text())
-    assert set(data) == {"theory", "bandit", "transformer", "sampled"}
+    from passk.reproduce import PARTS
+
+    assert set(data) == set(PARTS) == {"theory", "bandit", "transformer", "sampled", "trainers"}
     for part in data.values():
         assert part["figures"] and all((tmp_path / f).exists() for f in part["figures"])
     assert "toy k* at the start" in out.stdout
     assert "toy n=8: median k* unbiased / plug-in" in out.stdout
+    assert "pkpo, n=8, some k <= 8: toy regimes in conflict" in out.stdout
+    assert set(data["trainers"]["results"]["trainer_map"]) == set(data["trainers"]["results"]["transformer_warm_start"])
