@@ -33,9 +33,8 @@ import numpy as np
 import optax
 
 import theory
-from sim import sweep as _sweep
 from sim.bandit import DEFAULT_K_MAX, SoftmaxBandit
-from sim.toy import TOY_DEFAULTS, hard_mask, toy_bandit, toy_diagnostics
+from sim.toy import TOY_DEFAULTS, hard_mask, toy_bandit, toy_diagnostics, toy_grid_sweep
 from sim.train import ESTIMATORS, PASSK_ESTIMATORS, RECORD_NAMES, Records, sampled_updates, train_sweep
 
 __all__ = [
@@ -283,18 +282,11 @@ def phase_diagram(
     Returns:
       :class:`PhaseDiagram`.
     """
-    p_axis = np.linspace(*p_hard_range, n_p_hard)
-    s_axis = np.linspace(*separation_range, n_separation)
-    seed_keys = _keys(key, n_seeds)
-    S, I, J = np.meshgrid(np.arange(n_seeds), np.arange(n_p_hard), np.arange(n_separation), indexing="ij")
-    args = (
-        jnp.asarray(p_axis[I.ravel()], jnp.float32),
-        jnp.asarray(s_axis[J.ravel()], jnp.float32),
-        seed_keys[S.ravel()],
+    p_axis, s_axis, out = toy_grid_sweep(
+        _phase_entry(n_prompts, n_actions, float(start_logit), k_max), key=key, n_p_hard=n_p_hard,
+        n_separation=n_separation, n_seeds=n_seeds, p_hard_range=p_hard_range,
+        separation_range=separation_range, devices=devices,
     )
-    out = _sweep.sweep_map(_phase_entry(n_prompts, n_actions, float(start_logit), k_max), args, devices=devices)
-    shape = (n_seeds, n_p_hard, n_separation)
-    out = {name: np.asarray(v).reshape(shape) for name, v in out.items()}
     k_star = out["k_star"]
     conflict = k_star <= k_max
     med = np.median(np.where(conflict, k_star, np.inf), axis=0)  # "none" as +inf

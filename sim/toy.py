@@ -51,12 +51,14 @@ import numpy as np
 import theory
 
 from sim.bandit import DEFAULT_K_MAX, SoftmaxBandit
+from sim.sweep import sweep_map
 
 __all__ = [
     "TOY_DEFAULTS",
     "toy_bandit",
     "toy_start",
     "toy_diagnostics",
+    "toy_grid_sweep",
 ]
 
 #: Defaults of :func:`toy_bandit` (see the module docstring for why).
@@ -266,3 +268,29 @@ def toy_diagnostics(
             "weight_at_k": omega.tolist(),
         },
     }
+
+
+def toy_grid_sweep(entry, *, key, n_p_hard: int, n_separation: int, n_seeds: int, p_hard_range,
+                   separation_range, devices=None):
+    """`entry((p_hard, separation, key))` over a `p_hard x separation` grid and seeds, one compiled call.
+
+    All `n_seeds * n_p_hard * n_separation` regimes form one sweep axis (:func:`sim.sweep.sweep_map`,
+    float32 parameters). Seeds use common random numbers across the grid (the same key for every
+    cell), so a map is smooth in the parameters.
+
+    Returns:
+      `(p_axis, separation_axis, out)`: the grid axes and `entry`'s outputs with leading axes
+      `(n_seeds, n_p_hard, n_separation)`, as numpy arrays.
+    """
+    p_axis = np.linspace(*p_hard_range, n_p_hard)
+    s_axis = np.linspace(*separation_range, n_separation)
+    seed_keys = jax.random.split(key, n_seeds)
+    S, I, J = np.meshgrid(np.arange(n_seeds), np.arange(n_p_hard), np.arange(n_separation), indexing="ij")
+    args = (
+        jnp.asarray(p_axis[I.ravel()], jnp.float32),
+        jnp.asarray(s_axis[J.ravel()], jnp.float32),
+        seed_keys[S.ravel()],
+    )
+    out = sweep_map(entry, args, devices=devices)
+    shape = (n_seeds, n_p_hard, n_separation)
+    return p_axis, s_axis, jax.tree_util.tree_map(lambda v: np.asarray(v).reshape(shape + v.shape[1:]), out)

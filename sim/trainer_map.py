@@ -23,14 +23,12 @@ from __future__ import annotations
 import functools
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 import theory
-from sim import sweep as _sweep
 from sim.intervals import wilson_interval
-from sim.toy import TOY_DEFAULTS, toy_bandit
+from sim.toy import TOY_DEFAULTS, toy_bandit, toy_grid_sweep
 
 __all__ = ["TrainerMap", "trainer_map", "trainer_map_summary", "trainer_inner_products", "trainer_conflicts",
            "GROUP_SIZES"]
@@ -179,22 +177,13 @@ def trainer_map(
     group_sizes = tuple(theory.validate.python_int("group_sizes", n, minimum=2) for n in group_sizes)
     for name, value in (("n_p_hard", n_p_hard), ("n_separation", n_separation), ("n_seeds", n_seeds)):
         theory.validate.python_int(name, value, minimum=1)
-    p_axis = np.linspace(*p_hard_range, n_p_hard)
-    s_axis = np.linspace(*separation_range, n_separation)
-    seed_keys = jax.random.split(key, n_seeds)
-    S, I, J = np.meshgrid(np.arange(n_seeds), np.arange(n_p_hard), np.arange(n_separation), indexing="ij")
-    args = (
-        jnp.asarray(p_axis[I.ravel()], jnp.float32),
-        jnp.asarray(s_axis[J.ravel()], jnp.float32),
-        seed_keys[S.ravel()],
-    )
     entry = _map_entry(int(n_prompts), int(n_actions), float(start_logit), group_sizes)
-    out = _sweep.sweep_map(entry, args, devices=devices)
+    p_axis, s_axis, out = toy_grid_sweep(entry, key=key, n_p_hard=n_p_hard, n_separation=n_separation,
+                                         n_seeds=n_seeds, p_hard_range=p_hard_range,
+                                         separation_range=separation_range, devices=devices)
     inner, critical = {}, {}
     for method, est in theory.ESTIMATOR_TABLE.items():
-        v = np.asarray(out[method])  # (cells, len(group_sizes), K)
-        v = v.reshape((n_seeds, n_p_hard, n_separation) + v.shape[1:])
-        inner[method] = np.moveaxis(v, (3, 4), (0, 1))  # (len(group_sizes), K, S, I, J)
+        inner[method] = np.moveaxis(out[method], (3, 4), (0, 1))  # (len(group_sizes), K, S, I, J)
         if est.needs_k:
             critical[method] = _critical_orders(inner[method])
     return TrainerMap(p_axis, s_axis, group_sizes, int(n_seeds), inner, critical)
