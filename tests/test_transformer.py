@@ -16,26 +16,12 @@ import pytest
 
 import theory
 from sim.transformer import exact, experiment, model, task, train
-
-TINY_TASK = task.TaskConfig(modulus=4, hard_fraction=0.25, sft_hard_fraction=0.5)
-
-
-def _tiny_model_config(t):
-    return model.ModelConfig(vocab_size=t.vocab_size, max_len=t.seq_len, d_model=16, n_heads=2, n_layers=1, d_mlp=32)
+from tiny_transformer import TINY_TASK, make_tiny, tiny_model_config
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    """A tiny task and a briefly warm-started tiny model (float32)."""
-    t = task.make_task(TINY_TASK, key=jax.random.key(0))
-    cfg = _tiny_model_config(t)
-    params = model.init(jax.random.key(1), cfg)
-    params, _ = train.supervised_warm_start(
-        params, t.prompts[t.sft_index], t.answers[t.sft_index], cfg,
-        train.SFTConfig(steps=30, batch_size=16, learning_rate=1e-2, checkpoint_every=30),
-        key=jax.random.key(2),
-    )
-    return t, cfg, params
+    return make_tiny()
 
 
 def _f64(tree):
@@ -100,7 +86,7 @@ def test_bad_inputs_raise_named_errors():
         train.PGConfig(estimator="exact", k=0)
     with pytest.raises(ValueError, match="multiple of checkpoint_every"):
         t = task.make_task(TINY_TASK, key=jax.random.key(0))
-        cfg = _tiny_model_config(t)
+        cfg = tiny_model_config(t)
         train.finetune(model.init(jax.random.key(0), cfg), t.prompts, t.answers, cfg,
                        train.PGConfig(estimator="exact", k=2, steps=5, checkpoint_every=2),
                        key=jax.random.key(0), verifier=task.verify)

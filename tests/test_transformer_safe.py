@@ -15,24 +15,15 @@ import optax
 import pytest
 
 from sim.train import RECORD_NAMES as R
-from sim.transformer import exact, model, safe, task, train
+from sim.transformer import exact, safe, task, train
+from tiny_transformer import make_tiny
 
-TINY_TASK = task.TaskConfig(modulus=4, hard_fraction=0.25, sft_hard_fraction=0.5)
 STEPS = 10
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    """A tiny task and a briefly warm-started tiny model (float32), as in tests/test_transformer.py."""
-    t = task.make_task(TINY_TASK, key=jax.random.key(0))
-    cfg = model.ModelConfig(vocab_size=t.vocab_size, max_len=t.seq_len, d_model=16, n_heads=2, n_layers=1, d_mlp=32)
-    params = model.init(jax.random.key(1), cfg)
-    params, _ = train.supervised_warm_start(
-        params, t.prompts[t.sft_index], t.answers[t.sft_index], cfg,
-        train.SFTConfig(steps=30, batch_size=16, learning_rate=1e-2, checkpoint_every=30),
-        key=jax.random.key(2),
-    )
-    return t, cfg, params
+    return make_tiny()
 
 
 def _finetune(tiny, checkpoint_path=None, **fields):
