@@ -14,6 +14,7 @@ from benchmarks import agreement, bandit_sweep, estimators, run
 from benchmarks._timing import CompileCounter
 
 
+@pytest.mark.slow
 def test_numpy_bandit_training_matches_train_sweep():
     bandits, theta0s = bandit_sweep.make_bandits(
         jax.random.key(3), n_regimes=2, n_prompts=64, n_actions=3, dim=4, dtype=jnp.float64
@@ -79,6 +80,7 @@ def test_numpy_pkpo_reference_values():
     np.testing.assert_allclose(estimators.numpy_pkpo_weights(r, 2, "loo-1"), [1 / 3, 1 / 3, 0, 0])
 
 
+@pytest.mark.slow
 def test_agreement_jvp_matches_per_prompt_gradients():
     params, prompts, answers, config = agreement.setup(jax.random.key(0), modulus=3, d_model=16, n_layers=1)
     fns = agreement._functions(config, chunk_size=5)

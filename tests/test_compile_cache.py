@@ -61,6 +61,7 @@ def test_off_switch_changes_nothing(monkeypatch, tmp_path, value):
     assert not (tmp_path / "c").exists()
 
 
+@pytest.mark.slow
 def test_second_run_reads_the_cache_and_prints_the_same(tmp_path):
     folder = tmp_path / "cache"
     cold = _run(TOY, {cache.CACHE_DIR_ENV: str(folder)})
@@ -74,6 +75,7 @@ def test_second_run_reads_the_cache_and_prints_the_same(tmp_path):
     assert warm == cold  # the same numbers, digit for digit
 
 
+@pytest.mark.slow
 def test_sliders_redraw_without_recompiling():
     ns = slider_namespace()  # the notebook's parameter and slider cells; the first update compiles
     update, diag = ns["update"], ns["slider_diagnostics"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pathlib
 
+import pytest
+
 from notebook_runner import assert_stored_without_outputs, execute, images
 
 NOTEBOOK = pathlib.Path(__file__).resolve().parents[1] / "notebooks" / "diagnose_a_run.ipynb"
@@ -13,6 +15,7 @@ def test_notebook_outputs_are_empty():
     assert_stored_without_outputs(NOTEBOOK)
 
 
+@pytest.mark.slow
 def test_notebook_runs(tmp_path, monkeypatch):
     nb = assert_stored_without_outputs(NOTEBOOK)
     text = execute(nb, NOTEBOOK, tmp_path, monkeypatch)

@@ -93,6 +93,7 @@ def dynamics_result():
     return E.dynamics(key=KEY, steps=12, n_seeds=2, n_samples=36, n_prompts=64, sampled=("pkpo-loo/sgd",))
 
 
+@pytest.mark.slow
 def test_confirmation_4_dynamics(dynamics_result):
     summary = dynamics_result.runs["exact/sgd"]["passk"]
     assert summary.mean.j1.shape == (3, 13) and summary.mean.k_star is None

@@ -168,6 +168,7 @@ def test_sweep_batch_size():
     assert S.sweep_batch_size(64, 4, 4 * 2**20 * 4) * 4 >= S._BATCH_MIN_CONFIGS
 
 
+@pytest.mark.slow
 def test_batched_sweep_equals_one_vmap(monkeypatch):
     """Blocks looped over one at a time give the numbers of the single vmap."""
     bandits = jax.vmap(lambda key: toy_bandit(key, n_prompts=32)[0])(jax.random.split(jax.random.PRNGKey(3), 3))
@@ -195,6 +196,7 @@ def test_batched_sweep_equals_one_vmap(monkeypatch):
                                        err_msg=name)
 
 
+@pytest.mark.slow
 def test_regimes_and_configs_keep_their_places():
     """Two different bandits, several k and seeds: every entry equals its own single run."""
     bandits = jax.vmap(lambda key: toy_bandit(key, n_prompts=32)[0])(jax.random.split(jax.random.PRNGKey(7), 2))

@@ -134,6 +134,7 @@ def test_jvp_agreements_equal_per_prompt_gradient_agreements(tiny, pergrad_refer
             np.testing.assert_allclose(float(np.dot(mu, a)), float(g1_sq), rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_gradient_cosines_from_passes_equal_per_prompt_gradients(tiny):
     """cos_k from reverse passes equals theory.gradient_cosine on per-prompt gradients."""
     t, cfg, params = tiny
@@ -160,6 +161,7 @@ def test_agreement_chunk_size_must_be_a_positive_int(tiny):
         exact.agreement_jvp(params, prompts, answers, cfg, chunk_size=2.5)
 
 
+@pytest.mark.slow
 def test_exact_success_equals_monte_carlo_success_rate(tiny):
     t, cfg, params = tiny
     n = 4000
@@ -180,6 +182,7 @@ def test_exact_success_equals_monte_carlo_success_rate(tiny):
     assert np.max(np.abs(counts - first) / (np.sqrt(first * (1 - first) / n) + 1.0 / n)) < 5
 
 
+@pytest.mark.slow
 def test_small_plain_step_changes_pass1_with_the_sign_of_I_k(tiny):
     """SPEC section 5: a small plain step along grad J_k moves J_1 by eta I_k to first order."""
     t, cfg, params = tiny
@@ -234,6 +237,7 @@ def _projection_z_scores(updates, expected, key, n_random=4):
     return z
 
 
+@pytest.mark.slow
 def test_sampled_estimators_are_unbiased_for_exact_gradients(tiny):
     """The PKPO k-1-baseline and RLOO updates average to grad J_k and grad J_1.
 
@@ -275,6 +279,7 @@ def _interrupt_after(n_checkpoints):
     return progress, seen
 
 
+@pytest.mark.slow
 def test_finetune_killed_and_resumed_ends_with_the_same_numbers(tiny, tmp_path):
     t, cfg, params = tiny
     pg = train.PGConfig(estimator="pkpo", k=2, n_samples=4, optimizer="adam", learning_rate=1e-2,

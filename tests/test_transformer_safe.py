@@ -57,6 +57,7 @@ def _old_chunk(carry, start, key, prompts, answers, mu, verifier_args, *, config
     return jax.lax.scan(step, carry, train._step_keys(key, start, pg.checkpoint_every))
 
 
+@pytest.mark.slow
 def test_passk_rule_is_the_old_finetune_bit_for_bit(tiny):
     t, cfg, params = tiny
     assert train.PGConfig(estimator="exact", k=2).rule == "passk"  # the default
@@ -75,6 +76,7 @@ def test_passk_rule_is_the_old_finetune_bit_for_bit(tiny):
     np.testing.assert_array_equal(traj["k_used"], np.full(STEPS, 8))
 
 
+@pytest.mark.slow
 def test_project_safe_keeps_exact_pass1_from_falling_where_passk_ascent_lowers_it(tiny, tmp_path):
     # One guarded exact run serves both checks: <g_1, u> >= 0 at every step (here > 0: the
     # step-safe guard asks <g_1, u> >= (L_1 / 2) |u|^2), and pass@1 never falls.
@@ -98,6 +100,7 @@ def test_project_safe_keeps_exact_pass1_from_falling_where_passk_ascent_lowers_i
         _finetune(tiny, ckpt)
 
 
+@pytest.mark.slow
 def test_study_returns_the_documented_keys(tiny, monkeypatch):
     t, cfg, params = tiny
 
