@@ -14,7 +14,7 @@ jax.config.update("jax_enable_x64", True)
 settings.register_profile(
     "default",
     deadline=None,
-    max_examples=40,
+    max_examples=25,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.register_profile(

@@ -136,6 +136,7 @@ def test_scaling_plot_writes_png_and_pdf(tmp_path):
     assert bench_plot.draw([{"name": "estimators[none]"}], tmp_path) == []
 
 
+@pytest.mark.slow
 def test_numpy_bandit_training_matches_train_sweep_with_sparse_diagnostics():
     bandits, theta0s = bandit_sweep.make_bandits(
         jax.random.key(4), n_regimes=2, n_prompts=64, n_actions=3, dim=4, dtype=jnp.float64

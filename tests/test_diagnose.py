@@ -182,6 +182,7 @@ def test_diagnose_model_bad_arguments(small_run):
 # The command
 
 
+@pytest.mark.slow
 def test_example_npz_and_jsonl_give_the_same_numbers(tmp_path, capsys):
     reports = {}
     for kind in ("npz", "jsonl"):
@@ -230,6 +231,7 @@ def test_plot_and_json_need_a_file_or_example(tmp_path, capsys):
     assert not (tmp_path / "r.json").exists()
 
 
+@pytest.mark.slow
 def test_interval_covers_exact_k_star_on_sampled_files(tmp_path):
     """40 runs of one toy bandit (exact k* known): the 95% interval covers it in >= 90% of files."""
     bandit, theta = sim.toy_bandit(jax.random.key(0), n_prompts=256)

@@ -628,6 +628,7 @@ def test_pkpo_works_under_jit_and_vmap_over_k():
     np.testing.assert_allclose(np.asarray(per_group_k), eager[[0, 1, 2], [0, 1, 2]], rtol=1e-14, atol=1e-16)
 
 
+@pytest.mark.slow
 def test_float32_inputs_stay_float32_with_documented_accuracy():
     # Float32 computes in float32: relative errors of order n * 6e-8 (here n = 64).
     rng = np.random.default_rng(1)

@@ -75,6 +75,7 @@ def one_step_result():
     return E.one_step(key=KEY, n_instances=200)
 
 
+@pytest.mark.slow
 def test_confirmation_3_one_step(one_step_result):
     res = J.to_json(one_step_result)
     json.dumps(res, allow_nan=False)
@@ -122,6 +123,7 @@ def estimator_result():
     return E.estimator_check(key=KEY, n_draws=3000, n_prompts=24, k=4, n_samples=8)
 
 
+@pytest.mark.slow
 def test_confirmation_5_estimators(estimator_result):
     res = J.to_json(estimator_result)
     json.dumps(res, allow_nan=False)
@@ -137,6 +139,7 @@ def test_confirmation_5_estimators(estimator_result):
     assert rows["reinforce"]["relative_variance_along_grad_jk"] is not None
 
 
+@pytest.mark.slow
 def test_figures(tmp_path, critical_result, phase_result, one_step_result, dynamics_result, estimator_result):
     from passk.plots.bandit import draw
     from sim import toy_diagnostics

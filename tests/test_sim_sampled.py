@@ -44,6 +44,7 @@ def test_scored_answers_rejects_a_bad_n(toy):
         scored_answers(*toy, 0, key=jax.random.key(0))
 
 
+@pytest.mark.slow
 def test_recovery_study_on_the_toy():
     """Exact k* agrees with the bandit's diagnostics; counts add up; I_k_hat unbiased (z-score)."""
     result = toy_recovery(key=jax.random.key(0), ns=(16,), repeats=50, n_prompts=64)
@@ -73,6 +74,7 @@ def tiny_transformer():
     return task, cfg, params
 
 
+@pytest.mark.slow
 def test_sampled_answers_have_the_correct_answer_scores(tiny_transformer):
     """Answers scored by autodiff one by one give the statistics the study builds from counts and
     the per-prompt scores `grad log p_i` (the task's correct answers are unique). The answers are

@@ -23,6 +23,7 @@ def toy():
     return b, theta0, k_star
 
 
+@pytest.mark.slow
 def test_rules_in_one_compiled_sweep(toy):
     """Exact plain steps: pass@1 ascent raises J_1; pass@k above k* lowers J_1 and raises J_k;
     the projection never loses pass@1 to first order; the step-safe projection never loses it."""
@@ -50,6 +51,7 @@ def test_rules_in_one_compiled_sweep(toy):
     assert np.all(np.diff(j1[safe_k, 1]) > 0)
 
 
+@pytest.mark.slow
 def test_train_matches_sweep_entry(toy):
     """`train` equals the corresponding entry of `train_sweep` (same records, same order)."""
     b, theta0, k_star = toy
@@ -66,6 +68,7 @@ def test_train_matches_sweep_entry(toy):
     assert single[R.j1].shape == (6,) and single[R.update_inner].shape == (5,)
 
 
+@pytest.mark.slow
 def test_sampled_estimators_train(toy):
     """Every sampled estimator runs inside the scan; PKPO at k > k* follows the exact descent."""
     b, theta0, k_star = toy
@@ -121,6 +124,7 @@ def test_key_is_keyword_only(toy):
 sim_train = importlib.import_module("sim.train")  # the module (`sim.train` is also a function)
 
 
+@pytest.mark.slow
 def test_record_every_keeps_the_trajectory(toy):
     """Diagnostics every N steps: the same trajectory, the same records at the recorded steps,
     NaN (k_star -1) in between, J_1 / J_k / update records at every step; one compile each."""
@@ -214,6 +218,7 @@ def test_regimes_and_configs_keep_their_places():
                     np.testing.assert_allclose(out[name][u, r, i, 1], one[name], rtol=1e-5, atol=1e-7, err_msg=name)
 
 
+@pytest.mark.slow
 def test_config_is_the_compile_cache_key(toy):
     """Equal configs are equal and hash alike (one compile for both); a changed setting recompiles;
     the settings are validated when the config is built."""

@@ -153,6 +153,7 @@ def test_one_step_window_pass1_falls_passk_rises(seed, frac):
     _assert_one_step(theta, feats, rewards, mu, k, frac * window)
 
 
+@pytest.mark.slow
 def test_one_step_window_holds_on_many_conflict_instances():
     found = 0
     for seed in range(300):
@@ -175,6 +176,7 @@ def test_pass1_decrease_window_is_zero_without_conflict():
     assert float(theory.pass1_decrease_window(-0.3, 1.0, 0.5)) == pytest.approx(1.2)
 
 
+@pytest.mark.slow
 def test_adam_first_step_can_raise_pass1_under_conflict():
     """SPEC section 5: Adam's first update is close to sign(g_k); with I_k < 0 it can still raise
     pass@1 (the test applies to the update actually taken)."""

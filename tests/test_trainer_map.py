@@ -100,6 +100,7 @@ def test_summary_counts_and_intervals(result):
     assert summary["rloo"][0]["conflict"]["value"] == 0.0
 
 
+@pytest.mark.slow
 def test_trainer_conflicts_at_one_policy_match_the_map_entry(result):
     p, a, mu = cell(result, 1, 1, 2)
     out = trainer_conflicts(p, a, mu, group_sizes=SIZES["group_sizes"])

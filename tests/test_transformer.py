@@ -52,6 +52,7 @@ def test_task_has_unique_answers_and_verifier():
     assert set(np.flatnonzero(~t.is_hard)) <= set(t.sft_index)
 
 
+@pytest.mark.slow
 def test_model_shapes_size_and_causality():
     t = task.make_task(task.TaskConfig(), key=jax.random.key(0))
     cfg = model.ModelConfig(vocab_size=t.vocab_size, max_len=t.seq_len)
