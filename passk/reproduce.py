@@ -90,6 +90,11 @@ def _run_theory(*, quick, key, outdir, progress, resume):
     return results, plots.draw(results, outdir)
 
 
+def _share_text(iv, digits=3) -> str:
+    """A share or mean with its interval and count: `"0.381 [0.354, 0.408] of 1256"`."""
+    return f"{iv['value']:.{digits}f} [{iv['lower']:.{digits}f}, {iv['upper']:.{digits}f}] of {iv['n']}"
+
+
 def bandit_headline(results: dict) -> dict:
     """The bandit numbers worth a line in the summary table, read from the JSON of `sim.experiments.run_all`."""
     toy, crit, one = results["toy"], results["critical_k"], results["one_step"]
@@ -98,16 +103,36 @@ def bandit_headline(results: dict) -> dict:
     index = {k: i for i, k in enumerate(plain["ks"])}
     j1_hi = plain[R.j1]["mean"][index[dyn["k_high"]]]
     j1_lo = plain[R.j1]["mean"][index[dyn["k_low"]]]
-    return {
+    head = {
         "toy k* at the start": toy["k_star"],
         f"toy cos_k at k={toy['k']}": toy["cos"],
-        "k* predicted = first autodiff conflict": f"{crit['n_match']}/{crit['n_regimes']} regimes",
-        "phase diagram: share of cells in conflict": results["phase_diagram"]["share_cells_with_conflict"],
-        "one plain step in the window: J_1 down and J_k up": one["sgd"]["share_both"],
-        "one Adam step: J_1 down": one["adam"]["share_pass1_down"],
-        f"pass@{dyn['k_high']} ascent (k > k*={dyn['k_star0']}): J_1 start -> end": f"{j1_hi[0]:.3f} -> {j1_hi[-1]:.3f}",
-        f"pass@{dyn['k_low']} ascent (k < k*): J_1 start -> end": f"{j1_lo[0]:.3f} -> {j1_lo[-1]:.3f}",
+        "k* predicted = first autodiff conflict": (
+            f"{crit['n_match']}/{crit['n_regimes']} regimes (mismatch rate <= {crit['mismatch_rate']['upper']:.3f})"),
+        f"phase diagram: area in conflict (mean over {results['phase_diagram']['n_seeds']} seeds)":
+            _share_text(results["phase_diagram"]["area_in_conflict"]),
+        "one plain step in the window: J_1 down and J_k up": _share_text(one["sgd"]["share_both"]),
+        "one Adam step: J_1 down": _share_text(one["adam"]["share_pass1_down"]),
     }
+    loose = one.get("window_looseness", {})
+    if "both" in loose:
+        med = loose["both"]["median"]
+        head["window looseness: median largest working step / window's step"] = (
+            f"{med['value']:.0f} [{med['lower']:.0f}, {med['upper']:.0f}] of {med['n']}")
+    adam = one.get("adam_predictors", {})
+    if "rules" in adam:
+        head["Adam raises J_1 iff |g_1|-weighted sign agreement > 1/2: accuracy"] = _share_text(
+            adam["rules"]["weighted_sign_agreement"])
+    head[f"pass@{dyn['k_high']} ascent (k > k*={dyn['k_star0']}), exact: J_1 start -> end"] = (
+        f"{j1_hi[0]:.3f} -> {j1_hi[-1]:.3f}")
+    head[f"pass@{dyn['k_low']} ascent (k < k*), exact: J_1 start -> end"] = f"{j1_lo[0]:.3f} -> {j1_lo[-1]:.3f}"
+    for name, run in dyn["runs"].items():
+        if name.startswith("exact/"):
+            continue
+        r = run["passk"]
+        i = index[dyn["k_high"]]
+        head[f"pass@{dyn['k_high']} ascent, {name}, {r['n_seeds']} seeds: J_1 end (95% t interval)"] = (
+            f"{r[R.j1]['mean'][i][-1]:.3f} [{r[R.j1]['lower'][i][-1]:.3f}, {r[R.j1]['upper'][i][-1]:.3f}]")
+    return head
 
 
 def _run_bandit(*, quick, key, outdir, progress, resume):
@@ -200,8 +225,7 @@ def trainers_headline(results: dict) -> dict:
         row = next(r for r in rows if r["n"] == results["grid"]["shown_n"])
         share = row["conflict_at_some_k"] if row["uses_k"] else row["conflict"]
         what = f"some k <= {row['max_k']}" if row["uses_k"] else "(no k)"
-        head[f"{method}, n={row['n']}, {what}: toy regimes in conflict"] = (
-            f"{share['value']:.3f} [{share['lower']:.3f}, {share['upper']:.3f}] of {share['n']}")
+        head[f"{method}, n={row['n']}, {what}: toy regimes in conflict"] = _share_text(share)
     warm = results.get("transformer_warm_start")
     if warm:
         for method, rows in warm.items():

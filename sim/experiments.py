@@ -31,9 +31,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from scipy import stats
 
 import theory
 from sim.bandit import DEFAULT_K_MAX, SoftmaxBandit
+from sim.intervals import mean_interval, quantile_interval, wilson_interval
 from sim.toy import TOY_DEFAULTS, hard_mask, toy_bandit, toy_diagnostics, toy_grid_sweep
 from sim.train import ESTIMATORS, PASSK_ESTIMATORS, RECORD_NAMES, Records, sampled_updates, train_sweep
 
@@ -59,7 +61,7 @@ __all__ = [
 #: Sizes of `run_all(quick=True)` (also what the tests use, or smaller).
 QUICK = {
     "critical_k": dict(p_hards=(0.1, 0.3), separations=(0.5, 2.0), start_logits=(2.5,), n_seeds=2, n_prompts=32, k_grid=64),
-    "phase": dict(n_p_hard=12, n_separation=12, n_seeds=1, n_prompts=64),
+    "phase": dict(n_p_hard=12, n_separation=12, n_seeds=2, n_prompts=64),
     "one_step": dict(n_instances=256),
     "dynamics": dict(steps=40, n_seeds=2, n_samples=40, sampled=("pkpo-loo/sgd",)),
     "estimators": dict(n_draws=2000, n_prompts=32),
@@ -74,7 +76,7 @@ FULL = {
         n_prompts=64,
         k_grid=256,
     ),
-    "phase": dict(n_p_hard=40, n_separation=40, n_seeds=2, n_prompts=256),
+    "phase": dict(n_p_hard=40, n_separation=40, n_seeds=8, n_prompts=256),
     "one_step": dict(n_instances=4096),
     "dynamics": dict(steps=200, n_seeds=6, n_samples=40),
     "estimators": dict(n_draws=20000, n_prompts=64),
@@ -215,8 +217,15 @@ class PhaseDiagram(NamedTuple):
       conflict_fraction: `(I, J)` share of seeds with a conflict.
       mean_p_hard_group, mean_p_easy_group: `(I, J)` group mean success, averaged over seeds.
       share_negative_agreement: `(I, J)` share of prompts with `a_i < 0`, averaged over seeds.
+      k_star_agreed: `(I, J)` median `k*` where every seed has a conflict, NaN elsewhere.
+      seeds_agree: `(I, J)` whether all seeds agree on conflict or none.
+      n_seeds: `S`.
       share_cells_with_conflict: share of cells whose median `k*` is finite.
       share_cells_k_star_4_to_64: share of cells whose median `k*` lies in `[4, 64]`.
+      area_in_conflict: per seed the share of cells with a conflict, as a mean over seeds with
+        its t interval (:func:`sim.intervals.mean_interval`; the seeds' cells share random
+        numbers, so the seed, not the cell, is the independent unit).
+      cells_seeds_disagree: the count of cells whose seeds disagree on conflict.
     """
 
     p_hard: np.ndarray
@@ -231,8 +240,13 @@ class PhaseDiagram(NamedTuple):
     mean_p_hard_group: np.ndarray
     mean_p_easy_group: np.ndarray
     share_negative_agreement: np.ndarray
+    k_star_agreed: np.ndarray
+    seeds_agree: np.ndarray
+    n_seeds: int
     share_cells_with_conflict: float
     share_cells_k_star_4_to_64: float
+    area_in_conflict: dict
+    cells_seeds_disagree: int
 
 
 @functools.lru_cache(maxsize=16)
@@ -290,6 +304,7 @@ def phase_diagram(
     k_star = out["k_star"]
     conflict = k_star <= k_max
     med = np.median(np.where(conflict, k_star, np.inf), axis=0)  # "none" as +inf
+    all_conflict, no_conflict = conflict.all(axis=0), (~conflict).all(axis=0)
     return PhaseDiagram(
         p_hard=p_axis,
         separation=s_axis,
@@ -303,8 +318,13 @@ def phase_diagram(
         mean_p_hard_group=out["p_hard_group"].mean(axis=0),
         mean_p_easy_group=out["p_easy_group"].mean(axis=0),
         share_negative_agreement=out["share_negative"].mean(axis=0),
+        k_star_agreed=np.where(all_conflict, med, np.nan),
+        seeds_agree=all_conflict | no_conflict,
+        n_seeds=int(n_seeds),
         share_cells_with_conflict=float((med <= k_max).mean()),
         share_cells_k_star_4_to_64=float(((med >= 4) & (med <= 64)).mean()),
+        area_in_conflict=mean_interval(conflict.mean(axis=(1, 2))),
+        cells_seeds_disagree=int((~(all_conflict | no_conflict)).sum()),
     )
 
 
@@ -312,14 +332,21 @@ def phase_diagram(
 
 
 class OneStep(NamedTuple):
-    """Confirmation 3 (shares over the resolved conflict instances; None where none resolved).
+    """Confirmation 3. Every share is a Wilson interval `{"value", "lower", "upper", "n"}`
+    (:func:`sim.intervals.wilson_interval`) over the conflict instances whose change is resolved
+    in float64; None where none is.
 
     Attributes:
       n_instances, n_conflict, sizes, step_fraction, k_search: the settings and the conflict count.
+      conflict: share of instances with `k* <= k_search`.
       k_values: `(k_search,)` how many conflict instances have each `k* = 1..k_search`.
       sgd, adam, project, project_safe: per step kind, shares of `J_1` down / `J_k` up, and
         (plain step) the descent-lemma gap and the counts below float64 resolution.
       hessian: largest `||hess p_i|| / (B^2/2)` and the conjectured supremum ratio.
+      window_looseness: how far past the window pass@1 keeps falling and pass@k rising, and which
+        factor of the window accounts for it (:func:`window_looseness`).
+      adam_predictors: what predicts that Adam's first step raises pass@1 under conflict
+        (:func:`adam_predictors`).
       scatter: `(<= 400,)` changes of `J_1`, `J_k` for the plain and Adam steps, and `eta`.
     """
 
@@ -328,13 +355,22 @@ class OneStep(NamedTuple):
     sizes: dict
     step_fraction: float
     k_search: int
+    conflict: dict
     k_values: np.ndarray
     sgd: dict
     adam: dict
     project: dict
     project_safe: dict
     hessian: dict
+    window_looseness: dict
+    adam_predictors: dict
     scatter: dict
+
+
+#: Steps tried along `grad J_k`, as multiples of the window's step: 1 to 10^6, 40 per decade.
+LOOSENESS_GRID = 10.0 ** (np.arange(241) / 40)
+#: Bisection steps refining the first step of :data:`LOOSENESS_GRID` where a change turns.
+LOOSENESS_BISECTIONS = 40
 
 
 def _random_instance(key, n_prompts, n_actions, dim):
@@ -370,6 +406,28 @@ def one_step(
     `theory.project_step_safe(g_k, g_1, step_size=eta, smoothness=L_1)`; and the largest
     `||hess p_i|| / (B^2/2)` over prompts and instances (`jax.hessian`; SPEC conjectures the
     supremum `B^2/(3 sqrt 3)`, a ratio of `2/(3 sqrt 3) = 0.385`).
+
+    Window looseness: along `grad J_k` from `theta`, the first step `eta_max` at which `J_1` no
+    longer falls or `J_k` no longer rises (a scan over :data:`LOOSENESS_GRID` times the window's
+    step `min(eta_1, eta_k)`, refined by bisection; censored at `10^6` times the window), divided
+    by the window's step; the same for `J_1` alone against `eta_1` and `J_k` alone against
+    `eta_k`. The pass@1 ratio factors exactly as
+
+        eta_max1 / eta_1 = [L_1 / sum_i mu_i ||H_i||]        (the global constant)
+                         x [sum_i mu_i ||H_i|| / sum_i mu_i |c_i|]   (the norm against the
+                                                                 curvature along the step)
+                         x [sum_i mu_i |c_i| / c]            (cancellation between prompts)
+                         x [eta_max1 / eta_2]                (beyond second order)
+
+    with `H_i = hess p_i(theta)`, `c_i = u^T H_i u` along `u = grad J_k / ||grad J_k||`,
+    `c = sum_i mu_i c_i` and `eta_2 = 2 |I_k| / (c ||grad J_k||^2)` the zero of the second-order
+    model of `J_1` (defined when `c > 0`; instances with `c <= 0` are counted apart).
+
+    Adam predictors: Adam's first step is `lr g_k / (|g_k| + eps)`, a sign step, so to first
+    order it lowers `J_1` iff `<g_1, sign g_k> < 0`, i.e. iff the `|g_1|`-weighted share of
+    coordinates where `g_1` and `g_k` agree in sign is below 1/2; reported with the unweighted
+    share and the spread of the second-moment estimates (`|g_k|`, coefficient of variation) as
+    candidate predictors of `J_1` rising.
     """
     if not 0 < step_fraction < 1:
         raise ValueError(f"step_fraction must lie in (0, 1); got {step_fraction!r}")
@@ -421,12 +479,28 @@ def one_step(
                 dk_safe = jk(theta + eta * g_safe) - Jk
                 hess = jax.hessian(lambda th: bandit.success(th))(theta).reshape(n_prompts, theta.size, theta.size)
                 hess_norm = jnp.max(jnp.abs(jnp.linalg.eigvalsh(hess)), axis=-1)
+                # Window looseness: first step along g_k where J_1 stops falling / J_k stops rising.
+                eta_w = jnp.minimum(eta1, etak)
+                grid = eta_w * jnp.asarray(LOOSENESS_GRID)
+                eta_max1 = _first_turn(lambda e: j1(theta + e * gk) - J1 >= 0, grid)
+                eta_maxk = _first_turn(lambda e: jk(theta + e * gk) - Jk <= 0, grid)
+                u = flat_k / jnp.sqrt(gk_sq)
+                curv_i = jnp.einsum("a,iab,b->i", u, hess, u)  # c_i = u^T H_i u
+                # Adam's candidates, coordinate by coordinate.
+                agree = jnp.sign(flat_1) == jnp.sign(flat_k)
+                abs_k = jnp.abs(flat_k)
                 return dict(
                     J1=J1, Jk=Jk, conflict=conflict, k=k, eta=eta, eta1=eta1, etak=etak, inner=inner,
+                    gk_sq=gk_sq, L1=L1,
                     d1_sgd=d1_sgd, dk_sgd=dk_sgd, bound_gap=d1_sgd - bound,
                     d1_adam=d1_adam, dk_adam=dk_adam, adam_inner=adam_inner,
                     d1_proj=d1_proj, dk_proj=dk_proj, d1_safe=d1_safe, dk_safe=dk_safe,
                     hess_ratio=jnp.max(hess_norm) / L1,
+                    eta_max1=eta_max1, eta_maxk=eta_maxk,
+                    mean_hess_norm=mu @ hess_norm, mean_abs_curv=mu @ jnp.abs(curv_i), curv=mu @ curv_i,
+                    sign_agreement=jnp.mean(agree.astype(flat_1.dtype)),
+                    weighted_sign_agreement=jnp.sum(jnp.abs(flat_1) * agree) / jnp.sum(jnp.abs(flat_1)),
+                    second_moment_spread=jnp.std(abs_k) / jnp.mean(abs_k),
                 )
 
             return jax.vmap(one)(keys)
@@ -439,17 +513,14 @@ def one_step(
     tol_1 = 8 * np.finfo(np.float64).eps * np.abs(r["J1"])
     tol_k = 8 * np.finfo(np.float64).eps * np.abs(r["Jk"])
 
+    def share(hits, among):
+        return wilson_interval(int((hits & among).sum()), int(among.sum())) if among.any() else None
+
     def frac(change, sign, tol):
-        resolved = c & (np.abs(change) > tol)
-        if not resolved.any():
-            return None
-        return float((sign * change[resolved] > 0).mean())
+        return share(sign * change > 0, c & (np.abs(change) > tol))
 
     def both(d1, dk):
-        resolved = c & (np.abs(d1) > tol_1) & (np.abs(dk) > tol_k)
-        if not resolved.any():
-            return None
-        return float(((d1 < 0) & (dk > 0))[resolved].mean())
+        return share((d1 < 0) & (dk > 0), c & (np.abs(d1) > tol_1) & (np.abs(dk) > tol_k))
 
     def unresolved(change, tol):
         return int((c & (np.abs(change) <= tol)).sum())
@@ -460,6 +531,7 @@ def one_step(
         sizes={"n_prompts": n_prompts, "n_actions": n_actions, "dim": dim},
         step_fraction=float(step_fraction),
         k_search=int(k_search),
+        conflict=wilson_interval(n_c, int(n_instances)),
         k_values=np.bincount(r["k"][c], minlength=k_search + 1)[1:],
         sgd={
             "share_pass1_down": frac(r["d1_sgd"], -1, tol_1),
@@ -469,13 +541,13 @@ def one_step(
             "unresolved_passk": unresolved(r["dk_sgd"], tol_k),
             "max_descent_lemma_gap": (float(r["bound_gap"][c].max()) if n_c else None),
             "max_descent_lemma_gap_over_rounding": (float((r["bound_gap"][c] / tol_1[c]).max()) if n_c else None),
-            "share_window_from_pass1": (float((r["eta1"] <= r["etak"])[c].mean()) if n_c else None),
+            "share_window_from_pass1": share(r["eta1"] <= r["etak"], c),
         },
         adam={
             "share_pass1_down": frac(r["d1_adam"], -1, tol_1),
             "share_passk_up": frac(r["dk_adam"], 1, tol_k),
             "share_both": both(r["d1_adam"], r["dk_adam"]),
-            "share_update_inner_negative": (float((r["adam_inner"] < 0)[c].mean()) if n_c else None),
+            "share_update_inner_negative": share(r["adam_inner"] < 0, c),
         },
         project={"share_pass1_down": frac(r["d1_proj"], -1, tol_1), "share_passk_up": frac(r["dk_proj"], 1, tol_k)},
         project_safe={
@@ -487,6 +559,8 @@ def one_step(
             "max_ratio_to_bound": float(r["hess_ratio"].max()),
             "conjectured_ratio": 2 / (3 * math.sqrt(3)),
         },
+        window_looseness=window_looseness(r, c),
+        adam_predictors=adam_predictors(r, c & (np.abs(r["d1_adam"]) > tol_1)),
         scatter={
             "d1_sgd": r["d1_sgd"][c][:400],
             "dk_sgd": r["dk_sgd"][c][:400],
@@ -497,6 +571,127 @@ def one_step(
     )
 
 
+def _first_turn(turned, grid):
+    """The first step of `grid` (increasing) at which `turned(step)` holds, refined by bisection
+    against the step before it (0 before the first); `inf` if it never holds on the grid."""
+    hit = jax.vmap(turned)(grid)
+    i = jnp.argmax(hit)
+    lo = jnp.where(i > 0, grid[jnp.maximum(i - 1, 0)], 0.0)
+
+    def halve(_, bracket):
+        lo, hi = bracket
+        mid = 0.5 * (lo + hi)
+        t = turned(mid)
+        return jnp.where(t, lo, mid), jnp.where(t, mid, hi)
+
+    _, hi = jax.lax.fori_loop(0, LOOSENESS_BISECTIONS, halve, (lo, grid[i]))
+    return jnp.where(jnp.any(hit), hi, jnp.inf)
+
+
+_SAMPLE = 1000  # values kept per distribution for the figure
+
+
+def _log10_summary(ratio):
+    """Median and quartiles of a ratio (with the median's order-statistic interval), on the raw
+    scale, plus a sample of `log10` values for the figure; infinite (censored) values count above
+    every finite one."""
+    ratio = np.asarray(ratio, np.float64)
+    finite = np.isfinite(ratio)
+    out = {
+        "median": quantile_interval(ratio, 0.5),
+        "quartiles": [float(np.quantile(ratio, q, method="inverted_cdf")) for q in (0.25, 0.75)],
+        "p10": float(np.quantile(ratio, 0.1, method="inverted_cdf")),
+        "n": int(ratio.size),
+        "censored": int((~finite).sum()),
+        "below_one": wilson_interval(int((ratio < 1).sum()), int(ratio.size)),
+        "log10_sample": np.log10(ratio[finite][:_SAMPLE]),
+    }
+    return out
+
+
+def window_looseness(r: dict, conflict: np.ndarray) -> dict:
+    """How loose the one-step window is on the conflict instances (see :func:`one_step`).
+
+    Args:
+      r: the per-instance arrays of :func:`one_step` (`eta1`, `etak`, `eta_max1`, `eta_maxk`,
+        `L1`, `inner`, `gk_sq`, `mean_hess_norm`, `mean_abs_curv`, `curv`).
+      conflict: the instances to summarise.
+
+    Returns:
+      `{"both", "pass1", "passk"}`: :func:`_log10_summary` of `eta_max / min(eta_1, eta_k)`,
+      `eta_max1 / eta_1` and `eta_maxk / eta_k`; `"factors"`: per factor of the pass@1 ratio
+      (`constant`, `norm`, `cancellation`, `higher_order`) the median with its interval and a
+      `log10` sample, over the instances with positive curvature `c`; `"dominant"`: for each
+      factor, the share of those instances in which it is the largest of the four;
+      `"negative_curvature"`: the share of instances with `c <= 0`.
+    """
+    c = np.asarray(conflict, bool)
+    g = {name: np.asarray(v, np.float64)[c] for name, v in r.items() if np.ndim(v) == 1}
+    if not c.any():
+        return {"n": 0}
+    eta_w = np.minimum(g["eta1"], g["etak"])
+    out = {
+        "grid": {"max_multiple": float(LOOSENESS_GRID[-1]), "per_decade": 40, "bisections": LOOSENESS_BISECTIONS},
+        "both": _log10_summary(np.minimum(g["eta_max1"], g["eta_maxk"]) / eta_w),
+        "pass1": _log10_summary(g["eta_max1"] / g["eta1"]),
+        "passk": _log10_summary(g["eta_maxk"] / g["etak"]),
+    }
+    pos = g["curv"] > 0
+    out["negative_curvature"] = wilson_interval(int((~pos).sum()), int(pos.size))
+    if pos.any():
+        eta2 = 2 * np.abs(g["inner"][pos]) / (g["curv"][pos] * g["gk_sq"][pos])
+        factors = {
+            "constant": g["L1"][pos] / g["mean_hess_norm"][pos],
+            "norm": g["mean_hess_norm"][pos] / g["mean_abs_curv"][pos],
+            "cancellation": g["mean_abs_curv"][pos] / g["curv"][pos],
+            "higher_order": g["eta_max1"][pos] / eta2,
+        }
+        logs = np.stack([np.log10(v) for v in factors.values()])  # (4, N); inf where censored
+        top = np.argmax(logs, axis=0)
+        out["factors"] = {
+            name: {"median": quantile_interval(v, 0.5), "log10_sample": np.log10(v[np.isfinite(v)][:_SAMPLE])}
+            for name, v in factors.items()
+        }
+        out["dominant"] = {name: wilson_interval(int((top == j).sum()), int(top.size))
+                           for j, name in enumerate(factors)}
+    return out
+
+
+def adam_predictors(r: dict, resolved: np.ndarray) -> dict:
+    """What predicts that Adam's first step raises `J_1` on a conflict instance (see :func:`one_step`).
+
+    Args:
+      r: the per-instance arrays of :func:`one_step` (`d1_adam`, `sign_agreement`,
+        `weighted_sign_agreement`, `second_moment_spread`).
+      resolved: the conflict instances whose `J_1` change under Adam is resolved in float64.
+
+    Returns:
+      `raises`: the share of instances where `J_1` rises; per rule "raises iff the predictor
+      exceeds 1/2" (`weighted_sign_agreement`, the first-order rule; `sign_agreement`) its
+      accuracy; per predictor the median with its interval among the instances where `J_1`
+      rises and where it falls; a sample for the figure.
+    """
+    m = np.asarray(resolved, bool)
+    if not m.any():
+        return {"n": 0}
+    raises = np.asarray(r["d1_adam"])[m] > 0
+    out = {"raises": wilson_interval(int(raises.sum()), int(m.sum())), "rules": {}, "by_outcome": {}}
+    for name in ("weighted_sign_agreement", "sign_agreement", "second_moment_spread"):
+        v = np.asarray(r[name], np.float64)[m]
+        if name != "second_moment_spread":
+            out["rules"][name] = wilson_interval(int(((v > 0.5) == raises).sum()), int(m.sum()))
+        out["by_outcome"][name] = {
+            side: (quantile_interval(v[sel], 0.5) if sel.any() else None)
+            for side, sel in (("raises", raises), ("falls", ~raises))
+        }
+    out["sample"] = {
+        "raises": raises[:_SAMPLE],
+        **{name: np.asarray(r[name], np.float64)[m][:_SAMPLE]
+           for name in ("weighted_sign_agreement", "sign_agreement", "second_moment_spread")},
+    }
+    return out
+
+
 # --------------------------------------------------------------------------- 4. dynamics
 
 
@@ -504,9 +699,11 @@ class RunSummary(NamedTuple):
     """One rule of one dynamics run, over seeds, with one row per `k` and one column per step.
 
     Attributes:
-      mean, std: :class:`sim.train.Records` of `(K, T)` means and standard deviations over seeds
-        of the float records (`j1`, `jk`, `inner`, `mean_agreement`, `cos`, `update_inner`; the
-        others None).
+      mean, std: :class:`sim.train.Records` of `(K, T)` means and standard deviations (`ddof = 1`;
+        0 for one seed) over seeds of the float records (`j1`, `jk`, `inner`, `mean_agreement`,
+        `cos`, `update_inner`; the others None).
+      half: :class:`sim.train.Records` of `(K, T)` half-widths of the 95% t interval of each mean
+        (`t_{S-1} std / sqrt(S)`, as :func:`sim.intervals.mean_interval`; 0 for one seed).
       k_star_median: `(K, T)` median `k*` over seeds, none counted as `+inf`.
       k_used_mean: `(K, T - 1)` mean order used.
       ks: the orders; n_seeds: the seeds averaged.
@@ -516,6 +713,7 @@ class RunSummary(NamedTuple):
 
     mean: Any
     std: Any
+    half: Any
     k_star_median: np.ndarray
     k_used_mean: np.ndarray
     ks: list
@@ -543,15 +741,19 @@ def _trend(j):
 
 def _summarise(out: dict, ks, n_seeds: int, k_max: int) -> RunSummary:
     """Mean and spread over seeds of a `(K, S, T)` record dict; `k*` as a median with `+inf`."""
-    mean, std = {}, {}
+    mean, std, half = {}, {}, {}
+    t = stats.t.ppf(0.975, n_seeds - 1) / math.sqrt(n_seeds) if n_seeds > 1 else 0.0
     for name in SUMMARISED:
         v = np.asarray(out[name], np.float64)
-        mean[name], std[name] = v.mean(axis=-2), v.std(axis=-2)
+        mean[name] = v.mean(axis=-2)
+        std[name] = v.std(axis=-2, ddof=1) if n_seeds > 1 else np.zeros_like(mean[name])
+        half[name] = t * std[name]
     k_star = np.asarray(out[RECORD_NAMES.k_star])
     j1, jk = mean[RECORD_NAMES.j1], mean[RECORD_NAMES.jk]
     return RunSummary(
         mean=Records(**mean),
         std=Records(**std),
+        half=Records(**half),
         k_star_median=np.median(np.where(k_star <= k_max, k_star, np.inf), axis=-2),
         k_used_mean=np.asarray(out[RECORD_NAMES.k_used], np.float64).mean(axis=-2),
         ks=list(ks),

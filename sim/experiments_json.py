@@ -18,6 +18,7 @@ import numpy as np
 
 import theory
 from sim.experiments import SUMMARISED, CriticalK, PhaseDiagram, RunSummary
+from sim.intervals import wilson_interval
 from sim.trainer_map import TrainerMap, trainer_map_summary
 
 __all__ = ["to_json", "trainer_map_json"]
@@ -71,6 +72,7 @@ def _critical_k(r: CriticalK) -> dict:
     return {
         "n_regimes": len(match),
         "n_match": int(sum(match)),
+        "mismatch_rate": wilson_interval(len(match) - int(sum(match)), len(match)),
         "n_conflict": int(sum(f is not None for f in autodiff)),
         "all_match": bool(all(match)),
         "k_grid": int(r.k_grid),
@@ -99,7 +101,11 @@ def _phase_diagram(r: PhaseDiagram) -> dict:
 
 
 def _run_summary(s: RunSummary) -> dict:
-    out = {name: {"mean": to_json(getattr(s.mean, name)), "std": to_json(getattr(s.std, name))} for name in SUMMARISED}
+    out = {}
+    for name in SUMMARISED:
+        mean, half = np.asarray(getattr(s.mean, name)), np.asarray(getattr(s.half, name))
+        out[name] = {"mean": to_json(mean), "std": to_json(getattr(s.std, name)),
+                     "lower": to_json(mean - half), "upper": to_json(mean + half)}
     out["k_star_median"] = to_json(s.k_star_median)
     out["k_used_mean"] = to_json(s.k_used_mean)
     out["ks"] = to_json(s.ks)

@@ -61,6 +61,17 @@ def test_confirmation_2_phase_diagram(phase_result):
     assert np.shape(k_star) == (2, 5, 3)
     assert len(res["median_k_star"]) == 5 and len(res["median_k_star"][0]) == 3
     assert 0 < res["share_cells_with_conflict"] <= 1
+    # the area in conflict is a mean over seeds of each seed's share of cells, with a t interval
+    conflict = phase_result.k_star <= phase_result.k_max  # (S, I, J)
+    per_seed = conflict.mean(axis=(1, 2))
+    area = res["area_in_conflict"]
+    assert area["n"] == 2 and area["value"] == pytest.approx(per_seed.mean())
+    assert area["lower"] <= area["value"] <= area["upper"]
+    agree = conflict.all(axis=0) | (~conflict).all(axis=0)
+    np.testing.assert_array_equal(phase_result.seeds_agree, agree)
+    assert res["cells_seeds_disagree"] == int((~agree).sum())
+    # k* is drawn only where every seed conflicts
+    np.testing.assert_array_equal(np.isfinite(phase_result.k_star_agreed), conflict.all(axis=0))
     # direct check of one cell against the bandit's own diagnostics
     from sim import toy_bandit
 
@@ -79,14 +90,60 @@ def one_step_result():
 def test_confirmation_3_one_step(one_step_result):
     res = J.to_json(one_step_result)
     json.dumps(res, allow_nan=False)
-    assert res["n_conflict"] >= 20
-    assert res["sgd"]["share_pass1_down"] == 1.0
-    assert res["sgd"]["share_passk_up"] == 1.0
-    assert res["sgd"]["share_both"] == 1.0
+    assert res["n_conflict"] >= 20 and res["conflict"]["n"] == 200
+    assert res["conflict"]["value"] == res["n_conflict"] / 200
+    for field in ("share_pass1_down", "share_passk_up", "share_both"):
+        share = res["sgd"][field]
+        assert share["value"] == 1.0 and share["n"] >= 20 and share["lower"] < 1.0, field
     assert res["sgd"]["max_descent_lemma_gap_over_rounding"] <= 1.0
-    assert res["project_safe"]["share_pass1_down"] == 0.0
-    assert 0.0 <= res["adam"]["share_pass1_down"] <= 1.0
+    assert res["project_safe"]["share_pass1_down"]["value"] == 0.0
+    # Adam's shares count the same resolved instances as its first-order sign
+    assert res["adam"]["share_pass1_down"]["n"] == res["adam_predictors"]["raises"]["n"]
     assert res["hessian"]["max_ratio_to_bound"] <= 1.0
+    # Inside the window both changes have the right sign, so the largest working step is at
+    # least the window's step (every looseness ratio >= 1)
+    loose = res["window_looseness"]
+    for key in ("both", "pass1", "passk"):
+        assert loose[key]["below_one"]["value"] == 0.0 and loose[key]["n"] == res["n_conflict"], key
+        assert min(loose[key]["log10_sample"]) >= 0.0
+    # Adam's first step is a sign step: the |g_1|-weighted sign agreement decides, to first order
+    rules = res["adam_predictors"]["rules"]
+    assert rules["weighted_sign_agreement"]["value"] >= 0.97
+    assert rules["weighted_sign_agreement"]["value"] > rules["sign_agreement"]["value"]
+
+
+def test_first_turn_finds_the_crossing_and_censors():
+    grid = jax.numpy.asarray(E.LOOSENESS_GRID)
+    with jax.enable_x64(True):
+        grid = grid.astype(jax.numpy.float64)
+        got = float(E._first_turn(lambda e: e >= 3.7, grid))
+        assert 3.7 <= got <= 3.7 * (1 + 1e-9)
+        assert float(E._first_turn(lambda e: e >= 0.5, grid)) == pytest.approx(0.5, rel=1e-9)  # before the grid
+        assert float(E._first_turn(lambda e: e < 0, grid)) == np.inf  # never turns: censored
+
+
+def test_window_looseness_factors_multiply_to_the_pass1_ratio():
+    """The four factors of `eta_max1 / eta_1` multiply back to it, instance by instance."""
+    rng = np.random.default_rng(3)
+    n = 64
+    mean_abs = rng.uniform(0.1, 1.0, n)
+    r = {
+        "eta1": rng.uniform(0.1, 1.0, n), "etak": rng.uniform(0.1, 1.0, n),
+        "eta_max1": rng.uniform(1.0, 50.0, n), "eta_maxk": rng.uniform(1.0, 50.0, n),
+        "L1": np.full(n, 0.5 * 9.0), "inner": -rng.uniform(0.01, 1.0, n), "gk_sq": rng.uniform(0.1, 2.0, n),
+        "mean_hess_norm": mean_abs * rng.uniform(1.0, 3.0, n), "mean_abs_curv": mean_abs,
+        "curv": mean_abs * rng.uniform(-0.5, 1.0, n),
+    }
+    # make eta_1 the window of L_1 as one_step computes it
+    r["eta1"] = 2 * -r["inner"] / (r["L1"] * r["gk_sq"])
+    out = J.to_json(E.window_looseness(r, np.ones(n, bool)))
+    pos = r["curv"] > 0
+    assert out["negative_curvature"]["value"] == pytest.approx(1 - pos.mean())
+    total = sum(np.asarray(out["factors"][f]["log10_sample"]) for f in ("constant", "norm", "cancellation",
+                                                                         "higher_order"))
+    np.testing.assert_allclose(total, np.log10(r["eta_max1"][pos] / r["eta1"][pos]), rtol=1e-12, atol=1e-12)
+    dominant = sum(v["value"] for v in out["dominant"].values())
+    assert dominant == pytest.approx(1.0)
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +173,17 @@ def test_confirmation_4_dynamics(dynamics_result):
     assert ex["project-safe"]["trend"][2][R.j1]["min"] >= ex["project-safe"]["trend"][2][R.j1]["start"]
     assert ex["project-safe"]["trend"][2][R.jk]["end"] > ex["project-safe"]["trend"][2][R.jk]["start"]
     assert len(ex["passk"]["k_star_median"][2]) == 13
+    # means over seeds carry a 95% t interval (none for the one exact seed)
+    from sim.intervals import mean_interval
+
+    sampled = dynamics_result.runs["pkpo-loo/sgd"]["passk"]
+    assert sampled.n_seeds == 2
+    j1 = res["runs"]["pkpo-loo/sgd"]["passk"][R.j1]
+    m, s = j1["mean"][2][-1], j1["std"][2][-1]
+    assert s > 0
+    check = mean_interval([m - s / np.sqrt(2), m + s / np.sqrt(2)])  # two seeds with this mean and sd
+    assert j1["lower"][2][-1] == pytest.approx(check["lower"]) and j1["upper"][2][-1] == pytest.approx(check["upper"])
+    assert ex["passk"][R.j1]["lower"] == ex["passk"][R.j1]["mean"] == ex["passk"][R.j1]["upper"]
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +223,8 @@ def test_figures(tmp_path, critical_result, phase_result, one_step_result, dynam
     paths = draw(json.loads(json.dumps(results, allow_nan=False)), tmp_path / "figs")
     names = sorted(p.name for p in paths)
     assert names == sorted(
-        f"bandit_{n}.{ext}" for n in ("toy", "critical_k", "phase", "one_step", "dynamics", "estimators") for ext in ("png", "pdf")
+        f"bandit_{n}.{ext}" for n in ("toy", "critical_k", "phase", "one_step", "first_order", "dynamics", "estimators")
+        for ext in ("png", "pdf")
     )
     for p in paths:
         assert p.stat().st_size > 1000
@@ -171,6 +240,7 @@ def test_run_all_quick(tmp_path):
     res = J.to_json(E.run_all(quick=True, key=KEY, progress=lines.append))
     text = json.dumps(res, allow_nan=False)
     assert set(res) == {"toy", "critical_k", "phase_diagram", "one_step", "dynamics", "estimators", "meta"}
-    assert res["critical_k"]["all_match"] and res["one_step"]["sgd"]["share_both"] == 1.0
+    assert res["critical_k"]["all_match"] and res["one_step"]["sgd"]["share_both"]["value"] == 1.0
+    assert res["critical_k"]["mismatch_rate"]["value"] == 0.0
     assert len(lines) == 6 and len(text) > 10_000
-    assert len(draw(res, tmp_path)) == 12
+    assert len(draw(res, tmp_path)) == 14

@@ -7,11 +7,14 @@
   `k*` marked;
 - `bandit_critical_k`: predicted `k*` (theory, from `p` and agreements) against the first `k`
   where the autodiff inner product `<grad J_k, grad J_1>` is negative; sample curves `I_k/|I_1|`;
-- `bandit_phase`: `k*` over `p_hard x separation`;
+- `bandit_phase`: the probability of conflict over `p_hard x separation` (share of seeds), `k*`
+  where every seed conflicts, and the share of negatively interfering prompts;
 - `bandit_one_step`: change of `J_1` and `J_k` after one plain step inside the windows and one
   Adam step, and how often each update lowers pass@1;
+- `bandit_first_order`: how far past the window pass@1 keeps falling (and pass@k rising), which
+  factor of the window accounts for it, and what predicts that Adam's first step raises pass@1;
 - `bandit_dynamics`: `J_1`, `J_k` and `k*` along training, exact and sampled, plain and Adam,
-  and the conflict-safe rules;
+  and the conflict-safe rules, with 95% intervals over seeds;
 - `bandit_estimators`: variance of each sampled estimator, and the implied prompt weights.
 """
 
@@ -99,23 +102,26 @@ def _critical(res):
 
 
 def _phase(res):
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    med = _arr(res["median_k_star"])
+    fig, (ax0, ax1, ax2) = plt.subplots(1, 3, figsize=(16, 4.2))
     ph = np.asarray(res["p_hard"], float)
     sep = np.asarray(res["separation"], float)
     extent = [sep[0], sep[-1], ph[0], ph[-1]]
-    im = ax1.imshow(np.log2(med), origin="lower", aspect="auto", extent=extent, cmap="viridis")
-    cb = fig.colorbar(im, ax=ax1)
-    cb.set_label("log2 k* (blank: no conflict up to k_max)")
-    ax1.set_xlabel("separation")
-    ax1.set_ylabel("p_hard")
-    ax1.set_title(f"Critical k at the toy start ({len(ph)} x {len(sep)} regimes)")
+    area = res["area_in_conflict"]
+    im0 = ax0.imshow(_arr(res["conflict_fraction"]), origin="lower", aspect="auto", extent=extent, cmap="cividis",
+                     vmin=0, vmax=1)
+    fig.colorbar(im0, ax=ax0).set_label(f"share of {res['n_seeds']} seeds with a conflict")
+    ax0.set_title(f"P(conflict): area {area['value']:.3f} [{area['lower']:.3f}, {area['upper']:.3f}]")
+    im = ax1.imshow(np.log2(_arr(res["k_star_agreed"])), origin="lower", aspect="auto", extent=extent, cmap="viridis")
+    fig.colorbar(im, ax=ax1).set_label("log2 median k* (blank: not every seed conflicts)")
+    ax1.set_title(f"Critical k where all seeds conflict ({len(ph)} x {len(sep)} regimes)")
     share = _arr(res["share_negative_agreement"])
     im2 = ax2.imshow(share, origin="lower", aspect="auto", extent=extent, cmap="magma")
     fig.colorbar(im2, ax=ax2).set_label("share of prompts with a < 0")
-    ax2.set_xlabel("separation")
-    ax2.set_ylabel("p_hard")
     ax2.set_title("Negatively interfering prompts")
+    for ax in (ax0, ax1, ax2):
+        ax.set_xlabel("separation")
+        ax.set_ylabel("p_hard")
+    fig.tight_layout()
     return fig
 
 
@@ -138,11 +144,12 @@ def _one_step(res):
     ax1.legend(fontsize=8)
     names = ["plain", "Adam", "projection", "step-safe projection"]
     keys = ["sgd", "adam", "project", "project_safe"]
-    down = [res[k]["share_pass1_down"] or 0.0 for k in keys]
-    up = [res[k]["share_passk_up"] or 0.0 for k in keys]
     xs = np.arange(len(names))
-    ax2.bar(xs - 0.2, down, width=0.4, label="pass@1 falls")
-    ax2.bar(xs + 0.2, up, width=0.4, label="pass@k rises")
+    for shift, field, label in ((-0.2, "share_pass1_down", "pass@1 falls"), (0.2, "share_passk_up", "pass@k rises")):
+        shares = [res[k][field] or {"value": 0.0, "lower": 0.0, "upper": 0.0} for k in keys]
+        value = np.array([s["value"] for s in shares])
+        err = np.array([[s["value"] - s["lower"] for s in shares], [s["upper"] - s["value"] for s in shares]])
+        ax2.bar(xs + shift, value, width=0.4, yerr=err, capsize=3, label=label)
     ax2.set_xticks(xs, names, rotation=15)
     ax2.set_ylim(0, 1.05)
     ax2.set_ylabel("share of conflict instances")
@@ -151,13 +158,14 @@ def _one_step(res):
     return fig
 
 
-def _band(ax, mean, std, label, color=None, ls="-"):
-    m = _arr(mean)
-    s = _arr(std)
+def _band(ax, record, row, label, color=None, ls="-"):
+    """A mean curve over seeds with its 95% t interval as a band (none for one seed)."""
+    m = _arr(record["mean"][row])
+    lo, hi = _arr(record["lower"][row]), _arr(record["upper"][row])
     t = np.arange(m.size)
     line = ax.plot(t, m, label=label, color=color, ls=ls)[0]
-    if np.nanmax(s) > 0:
-        ax.fill_between(t, m - s, m + s, color=line.get_color(), alpha=0.2)
+    if np.nanmax(hi - lo) > 0:
+        ax.fill_between(t, lo, hi, color=line.get_color(), alpha=0.2)
 
 
 def _dynamics(res):
@@ -168,14 +176,14 @@ def _dynamics(res):
     labels = [f"k={k}" + (" (pass@1)" if k == 1 else (" < k*" if k < res["k_star0"] else " > k*")) for k in ks]
     ax = axes[0, 0]
     for i, lab in enumerate(labels):
-        _band(ax, ex[R.j1]["mean"][i], ex[R.j1]["std"][i], lab)
+        _band(ax, ex[R.j1], i, lab)
     ax.set_title(f"J_1 under exact pass@k ascent (k* = {res['k_star0']} at start)")
     ax.set_xlabel("step")
     ax.set_ylabel("J_1")
     ax.legend(fontsize=8)
     ax = axes[0, 1]
     for i, lab in enumerate(labels):
-        _band(ax, ex[R.jk]["mean"][i], ex[R.jk]["std"][i], lab)
+        _band(ax, ex[R.jk], i, lab)
     ax.set_title("J_k (its own k) under exact pass@k ascent")
     ax.set_xlabel("step")
     ax.set_ylabel("J_k")
@@ -192,11 +200,11 @@ def _dynamics(res):
         if name.startswith("exact/sgd"):
             continue
         r = run["passk"]
-        _band(ax, r[R.j1]["mean"][hi], r[R.j1]["std"][hi], f"{name} (S={r['n_seeds']})")
-    _band(ax, ex[R.j1]["mean"][hi], ex[R.j1]["std"][hi], "exact/sgd", color="k", ls="--")
+        _band(ax, r[R.j1], hi, f"{name} (S={r['n_seeds']})")
+    _band(ax, ex[R.j1], hi, "exact/sgd", color="k", ls="--")
     ax.set_title(f"J_1 under pass@k ascent at k={ks[hi]}: sampled, Adam")
     ax.set_xlabel("step")
-    ax.set_ylabel("J_1 (mean +- std over seeds)")
+    ax.set_ylabel("J_1 (mean, 95% t interval over seeds)")
     ax.legend(fontsize=7)
     ax = axes[1, 1]
     for rule, r in runs["exact/sgd"].items():
@@ -246,14 +254,65 @@ def _estimators(res):
     return fig
 
 
-_FIGURES = {
-    "toy": ("bandit_toy", _toy),
-    "critical_k": ("bandit_critical_k", _critical),
-    "phase_diagram": ("bandit_phase", _phase),
-    "one_step": ("bandit_one_step", _one_step),
-    "dynamics": ("bandit_dynamics", _dynamics),
-    "estimators": ("bandit_estimators", _estimators),
-}
+def _interval_text(iv, digits=1):
+    return f"{iv['value']:.{digits}f} [{iv['lower']:.{digits}f}, {iv['upper']:.{digits}f}]"
+
+
+def _first_order(res):
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(16, 4.4))
+    loose = res["window_looseness"]
+    bins = np.linspace(-0.5, 6.0, 53)
+    for key, label in (("both", "both (vs min window)"), ("pass1", "pass@1 falls (vs eta_1)"),
+                       ("passk", "pass@k rises (vs eta_k)")):
+        entry = loose[key]
+        med = entry["median"]
+        ax1.hist(_arr(entry["log10_sample"]), bins=bins, histtype="step", lw=1.5,
+                 label=f"{label}: median {med['value']:.0f} [{med['lower']:.0f}, {med['upper']:.0f}], "
+                       f"{entry['censored']} past 1e6")
+    ax1.set_xlabel("log10 (largest step that still works / window's step)")
+    ax1.set_ylabel(f"conflict instances (of {loose['both']['n']})")
+    ax1.set_title("How loose the one-step window is")
+    ax1.legend(fontsize=7)
+    factors = loose.get("factors", {})
+    if factors:
+        names = list(factors)
+        ax2.boxplot([_arr(factors[n]["log10_sample"]) for n in names], showfliers=False)
+        ax2.set_xticks(range(1, len(names) + 1),
+                       [f"{n}\n{_interval_text(factors[n]['median'])}" for n in names], fontsize=7)
+        ax2.axhline(0, color="k", lw=0.7)
+        ax2.set_ylabel("log10 factor")
+        neg = loose["negative_curvature"]
+        ax2.set_title(f"Factors of the pass@1 ratio (c > 0: {neg['n'] - round(neg['value'] * neg['n'])} instances)")
+    adam = res["adam_predictors"]
+    if "sample" in adam:
+        sample = adam["sample"]
+        raises = np.asarray(sample["raises"], bool)
+        x, y = _arr(sample["sign_agreement"]), _arr(sample["weighted_sign_agreement"])
+        jitter = np.random.default_rng(0).uniform(-0.015, 0.015, x.size)  # coordinates are few: spread ties
+        ax3.scatter(x[raises] + jitter[raises], y[raises], s=8, color="tab:green", label="Adam step raises J_1")
+        ax3.scatter(x[~raises] + jitter[~raises], y[~raises], s=8, color="tab:red", label="Adam step lowers J_1")
+        ax3.axhline(0.5, color="k", lw=0.7)
+        ax3.axvline(0.5, color="k", lw=0.7, ls=":")
+        rules = adam["rules"]
+        ax3.set_xlabel(f"share of coordinates with sign(g_1) = sign(g_k)  (rule accuracy "
+                       f"{_interval_text(rules['sign_agreement'], 2)})")
+        ax3.set_ylabel("|g_1|-weighted share")
+        ax3.set_title(f"Adam under conflict: weighted rule accuracy {_interval_text(rules['weighted_sign_agreement'], 3)}",
+                      fontsize=9)
+        ax3.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+_FIGURES = (
+    ("toy", "bandit_toy", _toy),
+    ("critical_k", "bandit_critical_k", _critical),
+    ("phase_diagram", "bandit_phase", _phase),
+    ("one_step", "bandit_one_step", _one_step),
+    ("one_step", "bandit_first_order", _first_order),
+    ("dynamics", "bandit_dynamics", _dynamics),
+    ("estimators", "bandit_estimators", _estimators),
+)
 
 
 def draw(results: dict, outdir: pathlib.Path) -> list[pathlib.Path]:
@@ -272,7 +331,7 @@ def draw(results: dict, outdir: pathlib.Path) -> list[pathlib.Path]:
     outdir = pathlib.Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     paths: list[pathlib.Path] = []
-    for section, (name, fn) in _FIGURES.items():
+    for section, name, fn in _FIGURES:
         if section in results and results[section] is not None:
             with np.errstate(divide="ignore", invalid="ignore"):
                 fig = fn(results[section])
