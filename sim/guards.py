@@ -81,6 +81,19 @@ class GuardState(NamedTuple):
 
 
 def _positive_real(name, value, *, allow_zero=False):
+    """A concrete value checked and returned as a float; a traced scalar returned as it is.
+
+    Traced values (a guard built inside `jit` with its constant as an argument, so one compiled
+    program serves every value) cannot be checked; their shape and dtype can."""
+    if isinstance(value, jax.core.Tracer):
+        real = jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer)
+        if value.shape != () or not real:
+            raise ValueError(
+                f"{name} must be a real scalar; got a traced array of shape {value.shape} and dtype {value.dtype}"
+            )
+        return value
+    if isinstance(value, (jax.Array, np.ndarray)) and value.shape == () and value.dtype.kind in "fiu":
+        value = value.item()  # a concrete scalar array: checked like the number it holds
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
     if not ok or value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
@@ -110,6 +123,11 @@ def conflict_guard(
       mixture_weight: fixed `lambda >= 0` for `"mixture"`, or None to recompute the smallest
         `lambda` each update (the projection).
 
+      `smoothness`, `step_size` and `mixture_weight` may be traced scalars (the guard built
+      inside a jitted function that takes them as arguments, so one compiled program serves every
+      value); their values are then not checked (shape and dtype are), and they are cast to the
+      dtype of the updates, as a Python number would be.
+
     Returns:
       A `GradientTransformationExtraArgs` whose `update(updates, state, params=None, *,
       pass1_grad, **extra)` returns the guarded updates and a :class:`GuardState`. `pass1_grad`
@@ -118,8 +136,9 @@ def conflict_guard(
     Raises:
       ValueError: an unknown `rule` or `sees`, a missing or needless `smoothness`, `step_size`
         or `mixture_weight`, or a value that is not a positive (for `mixture_weight`,
-        non-negative) finite number. At update time: TypeError without `pass1_grad`, ValueError
-        when its structure or size differs from `updates`.
+        non-negative) finite number (a traced value: one that is not a real scalar). At update
+        time: TypeError without `pass1_grad`, ValueError when its structure or size differs from
+        `updates`.
 
     Example:
       >>> import jax.numpy as jnp, optax
@@ -161,12 +180,18 @@ def conflict_guard(
         mixture_weight = _positive_real("mixture_weight", mixture_weight, allow_zero=True)
     sign = 1.0 if sees == "step" else -1.0  # ascent step v = sign * updates
 
+    def like(x, dtype):
+        # A Python float is weakly typed and follows the updates' dtype; a traced one is cast
+        # to it so that both give the same numbers.
+        return x if isinstance(x, float) else jnp.asarray(x, dtype)
+
     def guard(v, g1):
         if rule == "project":
             return theory.project_conflict(v, g1)
         if rule == "project-safe":
-            return theory.project_step_safe(v, g1, step_size=step_size, smoothness=smoothness)
-        lam = theory.mixture_coefficient(v, g1) if mixture_weight is None else mixture_weight
+            return theory.project_step_safe(v, g1, step_size=like(step_size, v.dtype),
+                                            smoothness=like(smoothness, v.dtype))
+        lam = theory.mixture_coefficient(v, g1) if mixture_weight is None else like(mixture_weight, v.dtype)
         return v + lam * g1
 
     def init_fn(params):

@@ -1,8 +1,9 @@
 """`sim.guards`: conflict-safe optax transformations (SPEC sections 5 and 8).
 
 Closed-form properties on random instances (the guarded step against the constraint it promises),
-state under `jit`, the two chain positions, and a training loop on the toy bandit where plain
-pass@k ascent with Adam lowers pass@1 and the guarded one does not.
+state under `jit`, traced constants (one compilation serves every value), the two chain positions,
+and a training loop on the toy bandit where plain pass@k ascent with Adam lowers pass@1 and the
+guarded one does not.
 """
 
 import jax
@@ -122,6 +123,35 @@ def test_state_counts_under_jit_and_inside_a_chain():
     assert int(guard_state.count) == 6 and int(guard_state.guarded) == conflicts
 
 
+def test_traced_constants_compile_once_and_give_the_static_guards_numbers():
+    # A guard built inside jit from traced L_1 and lambda: one compiled program serves every value
+    # (the Python body runs once per compilation) and gives the numbers of the guard built from
+    # Python floats.
+    rng = np.random.default_rng(5)
+    v, g1 = conflicting_pair(rng)
+    traces = []
+
+    @jax.jit
+    def guarded(v, g1, smoothness, weight):
+        traces.append(smoothness)  # a trace-time side effect: one entry per compilation
+        safe, state = apply(conflict_guard("project-safe", smoothness=smoothness), v, g1)
+        mixed, _ = apply(conflict_guard("mixture", mixture_weight=weight), v, g1)
+        return safe, mixed, state
+
+    outputs = []
+    for smoothness, weight in ((0.5, 0.2), (4.0, 1.5)):
+        safe, mixed, state = guarded(v, g1, jnp.asarray(smoothness), jnp.asarray(weight))
+        want_safe, want_state = apply(conflict_guard("project-safe", smoothness=smoothness), v, g1)
+        want_mixed, _ = apply(conflict_guard("mixture", mixture_weight=weight), v, g1)
+        np.testing.assert_allclose(flat(safe), flat(want_safe), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(flat(mixed), flat(want_mixed), rtol=1e-12, atol=1e-14)
+        assert int(state.guarded) == int(want_state.guarded) == 1
+        assert float(state.inner_after) == pytest.approx(float(want_state.inner_after), rel=1e-12)
+        outputs.append(flat(safe))
+    assert len(traces) == 1
+    assert not np.allclose(outputs[0], outputs[1])  # the value reached the compiled program
+
+
 def toy_losses(bandit, k):
     """Loss (-J_k) and its pass@1 gradient, both written from the policy (independent of theory)."""
 
@@ -190,6 +220,13 @@ def test_sampled_surrogate_gradient_is_the_estimators_update():
         (lambda: conflict_guard("project", smoothness=1.0), ValueError, r"smoothness applies to rule='project-safe'"),
         (lambda: conflict_guard("project", mixture_weight=0.5), ValueError, r"mixture_weight applies to rule='mixture'"),
         (lambda: conflict_guard("mixture", mixture_weight=float("nan")), ValueError, r"mixture_weight must be .*nan"),
+        # concrete arrays are checked like numbers; traced ones by shape only
+        (lambda: conflict_guard("project-safe", smoothness=jnp.asarray(-1.0)), ValueError,
+         r"smoothness must be .*-1.0"),
+        (lambda: conflict_guard("mixture", mixture_weight=np.array([0.5])), ValueError,
+         r"mixture_weight must be .*0.5"),
+        (lambda: jax.jit(lambda w: conflict_guard("mixture", mixture_weight=w).init(w))(jnp.ones(2)), ValueError,
+         r"mixture_weight must be a real scalar; got a traced array of shape \(2,\)"),
         (lambda: sampled_surrogate(jnp.zeros((2, 3)), np.zeros((2, 3)), estimator="pkpo"), ValueError, r"k is required"),
         (lambda: sampled_surrogate(jnp.zeros((2, 3)), np.zeros((2, 4))), ValueError, r"shape \(P, n\)"),
     ],
