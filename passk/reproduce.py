@@ -149,7 +149,7 @@ def transformer_headline(results: dict) -> dict:
     head = {
         "transformer k* predicted (all parameters, JVP)": results["k_star_predicted"],
         "transformer k* from the last-layer proxy": results["last_layer_k_star"],
-        "last-layer proxy: agreement signs right": results["last_layer_sign_agreement"],
+        "last-layer proxy: agreement signs right": _share_text(results["last_layer_sign_agreement"]),
         "JVP vs per-prompt agreement, max abs error": results["agreement_jvp_vs_pergrad_max_abs_err"],
     }
     for run in results["runs"]:

@@ -332,8 +332,13 @@ def test_run_experiment_interface_resume_and_figures(monkeypatch, tmp_path):
         assert name in ref
     assert ref["agreement_jvp_vs_pergrad_max_abs_err"] < 1e-4
     warm = ref["warm_start"]
-    assert ref["last_layer_sign_agreement"] == np.mean(
-        np.sign(warm["agreement_last_layer"]) == np.sign(warm["agreement"]))  # the share its fields give
+    right = ref["last_layer_sign_agreement"]  # the share its fields give, with its Wilson interval
+    assert right["value"] == np.mean(np.sign(warm["agreement_last_layer"]) == np.sign(warm["agreement"]))
+    assert right["n"] == len(warm["agreement"]) and right["lower"] <= right["value"] <= right["upper"]
+    proxy = ref["last_layer_proxy"]
+    wrong = sum(round(b["wrong"]["value"] * b["wrong"]["n"]) for b in proxy["errors"]["wrong_by_p"] if b["wrong"])
+    assert wrong == right["n"] - round(right["value"] * right["n"])  # the p bins partition the prompts
+    assert proxy["monte_carlo"]["sign_right_vs_exact"]["n"] == right["n"]
     assert len(ref["runs"]) == 3
     for run in ref["runs"]:
         for name in ("pass1_before", "pass1_after", "passk_before", "passk_after"):

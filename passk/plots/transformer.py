@@ -87,7 +87,9 @@ def _proxy(results, outdir):
     full = np.asarray(ws["agreement"])
     last = np.asarray(ws["agreement_last_layer"])
     hard = np.asarray(ws["is_hard"], bool)
-    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    study = results.get("last_layer_proxy")
+    fig, axes = plt.subplots(1, 2 if study else 1, figsize=(11.0 if study else 5.2, 4.6), squeeze=False)
+    ax = axes[0, 0]
     ax.scatter(full[~hard], last[~hard], s=12, alpha=0.6, label="easy (rule) prompts")
     ax.scatter(full[hard], last[hard], s=22, marker="x", color="C3", label="hard (exception) prompts")
     ax.axhline(0, color="k", lw=0.6)
@@ -97,12 +99,35 @@ def _proxy(results, outdir):
     ax.set_yscale("symlog", linthresh=max(np.max(np.abs(last)), 1e-30) * 1e-3)
     ax.set_xlabel("agreement a_i, all parameters (JVP)")
     ax.set_ylabel("agreement, output head only")
+    right = results["last_layer_sign_agreement"]
     ax.set_title(
-        f"Last-layer proxy: sign right for {100 * results['last_layer_sign_agreement']:.1f}% of prompts\n"
-        f"k* full = {results.get('k_star_predicted')}, k* last layer = {results.get('last_layer_k_star')}",
+        f"Last-layer proxy: sign right for {right['value']:.3f} [{right['lower']:.3f}, {right['upper']:.3f}] "
+        f"of {right['n']} prompts\nk* full = {results.get('k_star_predicted')}, "
+        f"k* last layer = {results.get('last_layer_k_star')}",
         fontsize=9,
     )
     ax.legend(fontsize=8)
+    if study:
+        ax = axes[0, 1]
+        bins = [b for b in study["errors"]["wrong_by_p"] if b["wrong"] is not None]
+        xs = np.arange(len(bins))
+        value = np.array([b["wrong"]["value"] for b in bins])
+        err = np.array([[b["wrong"]["value"] - b["wrong"]["lower"] for b in bins],
+                        [b["wrong"]["upper"] - b["wrong"]["value"] for b in bins]])
+        ax.bar(xs, value, yerr=err, capsize=3, color="C1")
+        ax.set_xticks(xs, [f"p in [{b['p_range'][0]}, {b['p_range'][1]}]\n{b['wrong']['n']} prompts" for b in bins],
+                      fontsize=7)
+        ax.set_ylabel("share of prompts with the wrong proxy sign (95% Wilson)")
+        weights = ", ".join(f"w_{w['k']}: {w['share']:.3f}" for w in study["errors"]["weight_on_wrong"])
+        mc = study["monte_carlo"]
+        case = study["hidden_conflict_case"]
+        ax.set_title(
+            f"Wrong signs by success; pass@k weight on them {weights}\n"
+            f"Monte Carlo proxy (n={mc['n']}): sign right {mc['sign_right_vs_exact']['value']:.3f}, "
+            f"k* {mc['k_star']['estimate']} [{mc['k_star']['lower']}, {mc['k_star']['upper']}]; "
+            f"constructed case: k* {case['k_star']}, proxy {case['k_star_proxy']}",
+            fontsize=8,
+        )
     fig.tight_layout()
     return _save(fig, outdir, "transformer_proxy")
 
@@ -137,7 +162,8 @@ def _sign(results, outdir):
         ax.grid(alpha=0.3)
     ax1.set_title(
         f"Predicted vs observed direction of pass@1 (k* = {k_star}; "
-        f"{100 * st['agreement_fraction']:.0f}% of k agree)",
+        f"{st['agreement_fraction']['value']:.2f} [{st['agreement_fraction']['lower']:.2f}, "
+        f"{st['agreement_fraction']['upper']:.2f}] of {st['agreement_fraction']['n']} k agree)",
         fontsize=9,
     )
     fig.tight_layout()

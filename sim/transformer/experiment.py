@@ -11,7 +11,8 @@ Steps of :func:`run_experiment`:
    low-to-middle, unseen hard ones near 0.
 3. At the warm start: exact `p` for every prompt; agreement scores `a = J (J^T mu)` over all
    parameters by one reverse and one forward pass (checked against `vmap(grad)` per-prompt
-   gradients); the same restricted to the output head (the last-layer proxy); `I_k`, `A_k`, `k*`
+   gradients); the same restricted to the output head (the last-layer proxy), where it is wrong
+   and the same proxy from sampled answers (:mod:`sim.transformer.proxy`); `I_k`, `A_k`, `k*`
    from `theory`; `cos_k` from one reverse pass per `k`.
 4. Sign test (SPEC section 5): a small plain step along `grad J_k` for every `k` of a grid; the
    observed sign of the change of `J_1` against the predicted sign of `I_k`.
@@ -41,12 +42,17 @@ import numpy as np
 
 import theory
 from sim.transformer import exact as _exact
+from sim.intervals import wilson_interval
 from sim.transformer import model as _model
+from sim.transformer import proxy as _proxy
 from sim.transformer import task as _task
 from sim.train import RECORD_NAMES as R
 from sim.transformer import train as _train
 
 __all__ = ["ExperimentConfig", "RunSpec", "choose_ks", "experiment_config", "run_experiment", "SCOPE"]
+
+#: `fold_in` index of the Monte Carlo proxy's answers (far from the run seeds).
+PROXY_KEY = 10**6
 
 # SPEC section 9: what this set-up uses (True) and leaves out (False).
 SCOPE = {
@@ -94,6 +100,7 @@ class ExperimentConfig:
     checkpoint_every: int
     sign_step: float
     first_steps: int
+    proxy_samples: int = 16
 
 
 def choose_ks(k_star) -> dict:
@@ -219,8 +226,11 @@ def run_experiment(
 
     Returns:
       A dict with, among others, `k_star_predicted`, `ks`, `I_k`, `A_k`, `cos_k`,
-      `agreement_jvp_vs_pergrad_max_abs_err`, `last_layer_sign_agreement`, `warm_start`
-      (per-prompt `p`, agreements, hard flags), `sign_test`, and `runs` (each with `pass1_before`,
+      `agreement_jvp_vs_pergrad_max_abs_err`, `last_layer_sign_agreement` (a Wilson interval over
+      prompts), `last_layer_proxy` (:mod:`sim.transformer.proxy`: the proxy's sign errors by `p`
+      and by pass@k weight, the Monte Carlo proxy, the constructed case it misses), `warm_start`
+      (per-prompt `p`, agreements, hard flags), `sign_test` (its `agreement_fraction` a Wilson
+      interval over `k`), and `runs` (each with `pass1_before`,
       `pass1_after`, `passk_before`, `passk_after`, trajectories `pass1`, `passk`, `g1_dot_u`,
       predicted and observed signs), plus `scope` (SPEC section 9) and `runtime_s`.
     """
@@ -242,7 +252,7 @@ def run_experiment(
         agree_ll, _, _ = _agreement_jvp(params, prompts, answers, mcfg, subset=_model.LAST_LAYER)
         agree, p, agree_pg, agree_ll = (np.asarray(x, np.float64) for x in (agree, p, agree_pg, agree_ll))
         err = float(np.max(np.abs(agree - agree_pg)))
-        ll_sign = float(np.mean(np.sign(agree_ll) == np.sign(agree)))
+        ll_sign = wilson_interval(int(np.sum(np.sign(agree_ll) == np.sign(agree))), agree.size)
         k_star = _exact.conflict_summary(p, agree, (1,))["k_star"]
         role_k = choose_ks(k_star)
         ks = tuple(sorted(set(cfg.ks) | set(role_k.values())))
@@ -252,14 +262,22 @@ def run_experiment(
             _floats(x) for x in _sign_test(params, prompts, answers, mcfg, ks, cfg.sign_step)
         )
     say(f"warm start: pass@1 {p.mean():.4f}; k* predicted {k_star}; JVP vs per-prompt max error {err:.2e}; "
-        f"last-layer sign agreement {ll_sign:.3f}")
+        f"last-layer sign agreement {ll_sign['value']:.3f}")
+    weigh_ks = sorted({k for k in (k_star, role_k["high"]) if k is not None} | {2})
+    proxy_study = {
+        "errors": _proxy.proxy_errors(p, agree, agree_ll, task.is_hard, weigh_ks),
+        "monte_carlo": _proxy.monte_carlo_proxy(
+            params, prompts, mcfg, _task.verify, (task.hard_table, task.exception_table),
+            key=jax.random.fold_in(k_pg, PROXY_KEY), n=cfg.proxy_samples, agreement=agree, agreement_proxy=agree_ll),
+        "hidden_conflict_case": _proxy.hidden_conflict_case(),
+    }
 
     predicted = [_sign(a) for a in summary["A_k"]]
     observed = [_sign(d) for d in d_pass1]
     sign_test = {
         "ks": list(ks), "step": cfg.sign_step, "delta_pass1": d_pass1, "delta_passk": d_passk,
         "predicted_sign": predicted, "observed_sign": observed,
-        "agreement_fraction": float(np.mean(np.asarray(predicted) == np.asarray(observed))),
+        "agreement_fraction": wilson_interval(int(np.sum(np.asarray(predicted) == np.asarray(observed))), len(ks)),
     }
 
     a_of_k = dict(zip(ks, summary["A_k"]))
@@ -328,6 +346,7 @@ def run_experiment(
         "agreement_jvp_vs_pergrad_max_abs_err": err,
         "agreement_jvp_vs_pergrad_rel_err": err / float(np.max(np.abs(agree_pg))),
         "last_layer_sign_agreement": ll_sign,
+        "last_layer_proxy": proxy_study,
         "last_layer_k_star": summary_ll["k_star"],
         "ks": list(ks), "I_k": summary["I_k"], "A_k": summary["A_k"], "cos_k": cos_k,
         "A_k_last_layer": summary_ll["A_k"],
