@@ -25,8 +25,8 @@ from sim.train import RECORD_NAMES as R
 
 #: The parts `passk reproduce` runs by default, in order.
 PARTS = ("theory", "bandit", "transformer", "sampled", "trainers")
-#: Parts run only when named (`--parts safe`): the transformer's conflict-safe updates compile one
-#: fine-tuning step per rule and setting (about 6 minutes with --quick, 15-20 at full size on 2 cores).
+#: Parts run only when named (`--parts safe`): the transformer's conflict-safe updates (about 6
+#: minutes at full size on 2 CPU cores, 1-2 with --quick).
 OPTIONAL_PARTS = ("safe",)
 ALL_PARTS = PARTS + OPTIONAL_PARTS
 
