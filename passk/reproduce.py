@@ -24,7 +24,7 @@ from sim.files import atomic_write_json
 from sim.train import RECORD_NAMES as R
 
 #: The parts `passk reproduce` runs by default, in order.
-PARTS = ("theory", "bandit", "transformer", "sampled", "trainers")
+PARTS = ("theory", "bandit", "transformer", "ksweep", "sampled", "trainers")
 #: Parts run only when named (`--parts safe`): the transformer's conflict-safe updates (about 6
 #: minutes at full size on 2 CPU cores, 1-2 with --quick).
 OPTIONAL_PARTS = ("safe",)
@@ -274,8 +274,34 @@ def _run_safe(*, quick, key, outdir, progress, resume):
     return results, plots.draw(results, outdir)
 
 
+def ksweep_headline(results: dict) -> dict:
+    """The k sweep's verdicts: does pass@1 fall over the first steps iff `k >= k*` at the start?"""
+    summary = results["summary"]
+    head = {}
+    scopes = [("all", summary["counts"], summary["exact_counts"])] + [
+        (task, counts, summary["exact_by_task"][task]) for task, counts in summary["by_task"].items()]
+    for scope, sampled, exact in scopes:
+        head[f"k sweep ({scope}): agree / disagree / inconclusive, sampled; exact"] = (
+            f"{sampled['agree']} / {sampled['disagree']} / {sampled['inconclusive']}; "
+            f"{exact['agree']} / {exact['disagree']} / {exact['inconclusive']} of {sampled['rows']}")
+    for ws in results["warm_starts"]:
+        head[f"k sweep {ws['task']}, warm start {ws['warm_start']}: k*, last-layer proxy k*"] = (
+            f"{ws['k_star']}, {ws['last_layer_k_star']}")
+    return head
+
+
+def _run_ksweep(*, quick, key, outdir, progress, resume):
+    from passk.plots import ksweep as plots
+    from sim.transformer import ksweep
+
+    results = ksweep.ksweep_study(quick=quick, key=key, progress=progress)
+    results["headline"] = ksweep_headline(results)
+    return results, plots.draw(results, outdir)
+
+
 RUNNERS: dict[str, Callable] = {
-    "theory": _run_theory, "bandit": _run_bandit, "transformer": _run_transformer, "sampled": _run_sampled,
+    "theory": _run_theory, "bandit": _run_bandit, "transformer": _run_transformer, "ksweep": _run_ksweep,
+    "sampled": _run_sampled,
     "trainers": _run_trainers, "safe": _run_safe,
 }
 

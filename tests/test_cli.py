@@ -138,10 +138,25 @@ def test_reproduce_quick_all_parts(tmp_path):
     data = json.loads((tmp_path / "results.json").read_text())
     from passk.reproduce import PARTS
 
-    assert set(data) == set(PARTS) == {"theory", "bandit", "transformer", "sampled", "trainers"}
+    assert set(data) == set(PARTS) == {"theory", "bandit", "transformer", "ksweep", "sampled", "trainers"}
     for part in data.values():
         assert part["figures"] and all((tmp_path / f).exists() for f in part["figures"])
     assert "toy k* at the start" in out.stdout
     assert "toy n=8: median k* unbiased / plug-in" in out.stdout
     assert "pkpo, n=8, some k <= 8: toy regimes in conflict" in out.stdout
+    assert "k sweep (all): agree / disagree / inconclusive, sampled; exact" in out.stdout
+    rows = data["ksweep"]["results"]["k_sweep"]
+    assert rows and {"task", "warm_start", "k_star", "k", "seeds", "pass1_change", "predicted_sign",
+                     "observed_sign"} <= set(rows[0])
     assert set(data["trainers"]["results"]["trainer_map"]) == set(data["trainers"]["results"]["transformer_warm_start"])
+
+
+def test_reproduce_accepts_every_part_and_only_those():
+    from passk.reproduce import ALL_PARTS, RUNNERS
+
+    assert set(RUNNERS) == set(ALL_PARTS)
+    parser = cli.build_parser()
+    for part in ALL_PARTS:
+        assert parser.parse_args(["reproduce", "--parts", part]).parts == [part]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["reproduce", "--parts", "nonsense"])

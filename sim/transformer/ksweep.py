@@ -78,7 +78,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import theory
-from sim.intervals import mean_interval
+from sim.intervals import mean_interval, wilson_interval
 from sim.transformer import exact as _exact
 from sim.transformer import model as _model
 from sim.transformer import task_families as _families
@@ -586,9 +586,9 @@ def ksweep_study(*, quick: bool, key, families=_families.FAMILIES,
       `k_star_after`, `first_order_change`, the exact run's change, mean trajectories), `summary`
       (agree / disagree / inconclusive counts, overall and per family, the exact runs' counts,
       each disagreement with its explanation), `warm_starts` (per family and warm start: `k*`,
-      `I_k`, `A_k` on the `k` grid, pass@1, a histogram of `p` for hard and easy prompts, the
-      share of hard prompts with negative agreement), `families` (population sizes), `ks`,
-      `n_samples`, `settings` and `runtime_s`.
+      the last-layer proxy's `k*` and its sign agreement, `I_k`, `A_k` on the `k` grid, pass@1,
+      a histogram of `p` for hard and easy prompts, the share of hard prompts with negative
+      agreement), `families` (population sizes), `ks`, `n_samples`, `settings` and `runtime_s`.
     """
     cfg = ksweep_config(quick)
     _check_key(key)
@@ -620,10 +620,18 @@ def ksweep_study(*, quick: bool, key, families=_families.FAMILIES,
             with jax.default_matmul_precision("float32"):
                 agree, p, _ = _agreement_jvp(params, jnp.asarray(prompts), jnp.asarray(answers), mcfg,
                                              jnp.asarray(mu, jnp.float32))
+                # the last-layer proxy of the same agreements (output head only)
+                agree_ll, _, _ = _agreement_jvp(params, jnp.asarray(prompts), jnp.asarray(answers), mcfg,
+                                                jnp.asarray(mu, jnp.float32), subset=_model.LAST_LAYER)
             agree, p = np.asarray(agree, np.float64), np.asarray(p, np.float64)
+            agree_ll = np.asarray(agree_ll, np.float64)
             # k*, I_k, A_k in float64 whatever the global setting (the model itself is float32)
             with jax.enable_x64(True):
                 summary = _exact.conflict_summary(p, agree, tuple(range(1, cfg.max_k + 1)), mu)
+                summary["last_layer_k_star"] = _exact.conflict_summary(p, agree_ll, (1,), mu)["k_star"]
+            real = mu > 0
+            summary["last_layer_sign_right"] = wilson_interval(
+                int(np.sum(np.sign(agree_ll[real]) == np.sign(agree[real]))), int(real.sum()))
             k_star = summary["k_star"]
             starts.append((family, steps, params, losses, p, agree, summary))
             say(f"{family}, warm start of {steps} steps: pass@1 {p[mu > 0].mean():.3f}, k* {k_star} "
@@ -659,6 +667,8 @@ def ksweep_study(*, quick: bool, key, families=_families.FAMILIES,
         warm_out.append({
             "task": family, "warm_start": name, "sft_steps": steps, "k_star": k_star,
             "k_covers_2k_star": k_star is None or 2 * k_star <= k_top,
+            "last_layer_k_star": summary["last_layer_k_star"],
+            "last_layer_sign_right": summary["last_layer_sign_right"],
             "pass1": float(p_real.mean()), "I_k": summary["I_k"][:k_top], "A_k": summary["A_k"][:k_top],
             "p_histogram": _histogram(p_real, hard),
             "hard_mean_p": float(p_real[hard].mean()), "easy_mean_p": float(p_real[~hard].mean()),
