@@ -3,7 +3,10 @@
 Modules: :mod:`task` (the verifiable task), :mod:`model` (the transformer), :mod:`exact` (exact
 success, objectives and agreements by JVP), :mod:`train` (warm start, policy-gradient fine-tuning,
 sampling, checkpoints, training rules), :mod:`experiment` (:func:`run_experiment`), :mod:`safe`
-(:func:`safe_update_study`: the conflict-safe rules measured).
+(:func:`safe_update_study`: the conflict-safe rules measured), :mod:`task_families` (the
+exception task and the rare-rule task in one form), :mod:`ksweep` (:func:`ksweep_study`: plain
+SGD through the crossing at every `k`, two task families, three warm starts each), :mod:`proxy`
+(the last-layer proxy: its errors, from samples, and :func:`hidden_conflict_case`).
 """
 
 from sim.transformer.exact import (
@@ -23,8 +26,11 @@ from sim.transformer.experiment import (
     experiment_config,
     run_experiment,
 )
+from sim.transformer.ksweep import ksweep_study
 from sim.transformer.model import LAST_LAYER, ModelConfig, apply, init, param_count
+from sim.transformer.proxy import hidden_conflict_case, monte_carlo_proxy, proxy_errors
 from sim.transformer.safe import safe_update_study
+from sim.transformer.task_families import FAMILIES, make_family_task
 from sim.transformer.task import Task, TaskConfig, correct_answer, make_task, verify
 from sim.transformer.train import (
     RULES,
@@ -38,6 +44,7 @@ from sim.transformer.train import (
 )
 
 __all__ = [
+    "FAMILIES",
     "LAST_LAYER",
     "SCOPE",
     "ExperimentConfig",
@@ -59,11 +66,16 @@ __all__ = [
     "experiment_config",
     "finetune",
     "gradient_cosines",
+    "hidden_conflict_case",
     "init",
+    "ksweep_study",
+    "make_family_task",
+    "monte_carlo_proxy",
     "make_task",
     "param_count",
     "pass_at_1",
     "pass_at_k_objective",
+    "proxy_errors",
     "run_experiment",
     "safe_update_study",
     "sample_answers",
