@@ -6,18 +6,19 @@ import pathlib
 
 import pytest
 
-from notebook_runner import assert_stored_without_outputs, execute, images
+from notebook_runner import assert_stored_with_outputs, execute, images, stream_text
 
 NOTEBOOK = pathlib.Path(__file__).resolve().parents[1] / "notebooks" / "diagnose_a_run.ipynb"
 
 
-def test_notebook_outputs_are_empty():
-    assert_stored_without_outputs(NOTEBOOK)
+def test_notebook_is_stored_with_its_outputs():
+    nb = assert_stored_with_outputs(NOTEBOOK, min_images=1)
+    assert "exact k* = " in stream_text(nb)
 
 
 @pytest.mark.slow
 def test_notebook_runs(tmp_path, monkeypatch):
-    nb = assert_stored_without_outputs(NOTEBOOK)
+    nb = assert_stored_with_outputs(NOTEBOOK, min_images=1)
     text = execute(nb, NOTEBOOK, tmp_path, monkeypatch)
     assert "exact k* = " in text and "k* (first k" in text
     assert "exact scores (Python): estimate" in text and "16-dim sketch (file): estimate" in text

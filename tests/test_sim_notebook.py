@@ -1,4 +1,4 @@
-"""The toy-regimes notebook runs top to bottom (small sizes) on this interpreter, outputs kept empty."""
+"""The toy-regimes notebook is stored with its outputs and runs top to bottom (small sizes) on this interpreter."""
 
 from __future__ import annotations
 
@@ -8,22 +8,21 @@ import sys
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from notebook_runner import assert_stored_with_outputs, cleared, stream_text
 
 NOTEBOOK = pathlib.Path(__file__).resolve().parents[1] / "notebooks" / "toy_regimes.ipynb"
 
 
-def test_notebook_is_stored_without_outputs():
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None
+def test_notebook_is_stored_with_its_outputs():
+    nb = assert_stored_with_outputs(NOTEBOOK, min_images=4)
+    assert "k* = " in stream_text(nb)
     tagged = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1
 
 
 @pytest.mark.slow  # the whole notebook end to end in a kernel (about 12 s on 2 cores)
 def test_notebook_executes(tmp_path):
-    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nb = cleared(nbformat.read(NOTEBOOK, as_version=4))
     params = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
     # small sizes: what a user would do by editing the parameter cell
     params.source = params.source.replace("N_PROMPTS = 256", "N_PROMPTS = 48").replace("K = 16", "K = 32")
