@@ -15,7 +15,7 @@ import time
 import jax
 
 
-__all__ = ["BENCHMARKS", "run", "format_table", "markdown_table", "details_text"]
+__all__ = ["BENCHMARKS", "run", "median_of_runs", "format_table", "markdown_table", "details_text"]
 
 #: Benchmark names, in run order, and their modules (each has `bench(quick=, key=) -> list[dict]`).
 BENCHMARKS = {
@@ -49,6 +49,47 @@ def run(*, quick: bool, only: list[str] | None = None, seed: int = 0) -> list[di
     return rows
 
 
+def median_of_runs(runs: list[list[dict]]) -> list[dict]:
+    """One row per benchmark from several full runs: the run whose ratio is the median, with the
+    spread over runs.
+
+    For each name (in the first run's order) the row of the run with the median `ratio` is kept
+    (an odd number of runs: the middle one; even: the lower middle), with `runs` (their count),
+    `ratio_min`, `ratio_max` and `met_runs` (how many runs met the target). For a one-sided target
+    (`ratio >= t` or `<= t`), the median run meets it iff more than half of the runs do, so `met`
+    is the median run's verdict.
+
+    Args:
+      runs: the rows of each run (:func:`run`), the same benchmarks in each.
+
+    Returns:
+      The combined rows.
+    """
+    if not runs or any(not isinstance(rows, list) for rows in runs):
+        raise ValueError(f"runs must be a non-empty list of row lists; got {type(runs).__name__}")
+    names = [r["name"] for r in runs[0]]
+    by_name = [{r["name"]: r for r in rows} for rows in runs]
+    missing = [(i, n) for i, rows in enumerate(by_name) for n in names if n not in rows]
+    if missing:
+        raise ValueError(f"every run must have the same benchmarks; run {missing[0][0]} lacks {missing[0][1]!r}")
+    out = []
+    for name in names:
+        rows = [rows[name] for rows in by_name]
+        ratios = [r["ratio"] for r in rows]
+        finite = [x for x in ratios if x is not None and math.isfinite(x)]
+        order = sorted(range(len(rows)), key=lambda i: (ratios[i] is None or not math.isfinite(ratios[i]),
+                                                        ratios[i] if ratios[i] is not None else 0.0))
+        middle = dict(rows[order[(len(rows) - 1) // 2]])
+        middle.update(
+            runs=len(rows),
+            ratio_min=min(finite) if finite else None,
+            ratio_max=max(finite) if finite else None,
+            met_runs=sum(bool(r.get("met")) for r in rows) if any(r.get("met") is not None for r in rows) else None,
+        )
+        out.append(middle)
+    return out
+
+
 def _fmt(x) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "-"
@@ -77,9 +118,13 @@ def markdown_table(rows: list[dict]) -> str:
     lines = ["| benchmark | ours (s) | baseline (s) | ratio | target | met |", "|---|---|---|---|---|---|"]
     for r in rows:
         ratio = f"{r['ratio']:.3g}"
+        if r.get("runs", 1) > 1 and r.get("ratio_min") is not None:
+            ratio += f" [{r['ratio_min']:.3g}, {r['ratio_max']:.3g}]"
         if "exponent_upper" in r:
             ratio += f" (exponent {r['exponent_upper']:.2f} largest {r['fit_points']}, {r['exponent']:.2f} all)"
         met = {True: "yes", False: "no", None: "-"}[r.get("met")]
+        if r.get("met_runs") is not None and r.get("runs", 1) > 1:
+            met += f" ({r['met_runs']} of {r['runs']})"
         lines.append(f"| `{r['name']}` | {_fmt(r['ours_s'])} | {_fmt(r['baseline_s'])} | {ratio} | {r['target']} | {met} |")
     return "\n".join(lines)
 

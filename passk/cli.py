@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="small sizes")
     bench.add_argument("--json", type=Path, default=None, help="write the table to this JSON file")
     bench.add_argument("--only", nargs="+", default=None, help="run only these benchmarks")
+    bench.add_argument("--runs", type=_positive_int, default=1,
+                       help="full runs; each row is the run with the median ratio, with the spread (default 1)")
     return parser
 
 
@@ -169,7 +171,8 @@ def _cmd_bench(args) -> int:
     from benchmarks import run as bench_run
     from sim.files import atomic_write_json
 
-    rows = bench_run.run(quick=args.quick, only=args.only)
+    runs = [bench_run.run(quick=args.quick, only=args.only) for _ in range(args.runs)]
+    rows = runs[0] if args.runs == 1 else bench_run.median_of_runs(runs)
     print(bench_run.format_table(rows))
     details = bench_run.details_text(rows)
     if details:

@@ -68,6 +68,26 @@ def test_markdown_table_rows():
     assert lines[4].endswith("| - |")
 
 
+def test_median_of_runs_keeps_the_median_run_and_the_spread():
+    def row(ratio, met, ours):
+        return {"name": "b", "ours_s": ours, "baseline_s": ours * ratio, "ratio": ratio, "target": ">= 10x", "met": met}
+
+    runs = [[row(12.0, True, 1.0), {"name": "c", "ours_s": 1, "baseline_s": 1, "ratio": 1.0, "target": "report",
+                                     "met": None}],
+            [row(8.0, False, 2.0), {"name": "c", "ours_s": 1, "baseline_s": 2, "ratio": 2.0, "target": "report",
+                                    "met": None}],
+            [row(11.0, True, 3.0), {"name": "c", "ours_s": 1, "baseline_s": 3, "ratio": 3.0, "target": "report",
+                                    "met": None}]]
+    b, c = run.median_of_runs(runs)
+    assert b["ratio"] == 11.0 and b["ours_s"] == 3.0 and b["met"] is True  # the whole median run's row
+    assert (b["ratio_min"], b["ratio_max"], b["met_runs"], b["runs"]) == (8.0, 12.0, 2, 3)
+    assert c["ratio"] == 2.0 and c["met_runs"] is None
+    line = run.markdown_table([b]).splitlines()[2]
+    assert "| 11 [8, 12] |" in line and line.endswith("| yes (2 of 3) |")
+    with pytest.raises(ValueError, match="lacks 'c'"):
+        run.median_of_runs([runs[0], runs[1][:1]])
+
+
 def test_make_rewards_rejects_unknown_kind():
     with pytest.raises(ValueError, match="kind.*'ternary'"):
         estimators.make_rewards(jax.random.key(0), 2, 4, kind="ternary")
