@@ -55,9 +55,10 @@ def median_of_runs(runs: list[list[dict]]) -> list[dict]:
 
     For each name (in the first run's order) the row of the run with the median `ratio` is kept
     (an odd number of runs: the middle one; even: the lower middle), with `runs` (their count),
-    `ratio_min`, `ratio_max` and `met_runs` (how many runs met the target). For a one-sided target
-    (`ratio >= t` or `<= t`), the median run meets it iff more than half of the runs do, so `met`
-    is the median run's verdict.
+    `ratio_min`, `ratio_max` and `met_runs` (how many runs met the target). `met` is whether more
+    than half of the runs met it: for a one-sided target on any one quantity (a ratio, or a time
+    such as "under 2 s"), that is whether the median of that quantity meets it, even where the
+    quantity is not the ratio the row was picked by.
 
     Args:
       runs: the rows of each run (:func:`run`), the same benchmarks in each.
@@ -86,6 +87,8 @@ def median_of_runs(runs: list[list[dict]]) -> list[dict]:
             ratio_max=max(finite) if finite else None,
             met_runs=sum(bool(r.get("met")) for r in rows) if any(r.get("met") is not None for r in rows) else None,
         )
+        if middle["met_runs"] is not None:
+            middle["met"] = 2 * middle["met_runs"] > len(rows)
         out.append(middle)
     return out
 

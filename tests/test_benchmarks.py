@@ -84,6 +84,11 @@ def test_median_of_runs_keeps_the_median_run_and_the_spread():
     assert c["ratio"] == 2.0 and c["met_runs"] is None
     line = run.markdown_table([b]).splitlines()[2]
     assert "| 11 [8, 12] |" in line and line.endswith("| yes (2 of 3) |")
+    # a time target: the row picked by its ratio met it in one run of three, so it is not met
+    timed = [[{"name": "t", "ours_s": s, "baseline_s": 3.0, "ratio": 3.0 / s, "target": "< 2 s", "met": s < 2}]
+             for s in (1.9, 2.2, 2.1)]
+    (t_row,) = run.median_of_runs(timed)
+    assert t_row["ours_s"] == 2.1 and t_row["met"] is False and t_row["met_runs"] == 1
     with pytest.raises(ValueError, match="lacks 'c'"):
         run.median_of_runs([runs[0], runs[1][:1]])
 
