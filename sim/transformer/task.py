@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["TaskConfig", "Task", "make_task", "correct_answer", "verify"]
+__all__ = ["TaskConfig", "Task", "DigitPairVocabulary", "make_task", "correct_answer", "verify"]
 
 PROMPT_LEN = 4
 ANSWER_LEN = 2
@@ -67,8 +67,40 @@ class TaskConfig:
                 raise ValueError(f"TaskConfig.{name} must lie in (0, 1]; got {value!r}")
 
 
+class DigitPairVocabulary:
+    """The token layout shared by the two-operator digit-pair tasks (a mixin: no fields).
+
+    Tokens `0..M-1` are digits, `M` and `M+1` the two operators, `M+2` is `=`; a prompt
+    `[a, b, op, =]` is followed by a two-digit answer. Subclasses hold `config.modulus` and
+    `prompts`.
+    """
+
+    __slots__ = ()
+
+    @property
+    def modulus(self) -> int:
+        return self.config.modulus
+
+    @property
+    def equals(self) -> int:
+        return self.config.modulus + 2
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.modulus + 3
+
+    @property
+    def seq_len(self) -> int:
+        """Length of a prompt followed by its answer."""
+        return PROMPT_LEN + ANSWER_LEN
+
+    @property
+    def n_prompts(self) -> int:
+        return int(self.prompts.shape[0])
+
+
 @dataclasses.dataclass(frozen=True, eq=False)  # holds arrays: identity, not value, equality
-class Task:
+class Task(DigitPairVocabulary):
     """The concrete prompt sets of one task instance (numpy arrays, fixed by the key).
 
     Attributes:
@@ -92,33 +124,12 @@ class Task:
     sft_index: np.ndarray
 
     @property
-    def modulus(self) -> int:
-        return self.config.modulus
-
-    @property
     def plus(self) -> int:
         return self.config.modulus
 
     @property
     def twist(self) -> int:
         return self.config.modulus + 1
-
-    @property
-    def equals(self) -> int:
-        return self.config.modulus + 2
-
-    @property
-    def vocab_size(self) -> int:
-        return self.config.modulus + 3
-
-    @property
-    def seq_len(self) -> int:
-        """Length of a prompt followed by its answer."""
-        return PROMPT_LEN + ANSWER_LEN
-
-    @property
-    def n_prompts(self) -> int:
-        return int(self.prompts.shape[0])
 
     def verifier(self, prompt, answer):
         """`r(x, y)` for this task (see :func:`verify`); traceable."""

@@ -99,7 +99,7 @@ class RareRuleConfig:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # holds arrays: identity, not value, equality
-class RareRuleTask:
+class RareRuleTask(_task.DigitPairVocabulary):
     """The prompt sets of one rare-rule task (numpy arrays, fixed by the key).
 
     Attributes:
@@ -119,33 +119,12 @@ class RareRuleTask:
     sft_index: np.ndarray
 
     @property
-    def modulus(self) -> int:
-        return self.config.modulus
-
-    @property
     def swap(self) -> int:
         return self.config.modulus
 
     @property
     def keep(self) -> int:
         return self.config.modulus + 1
-
-    @property
-    def equals(self) -> int:
-        return self.config.modulus + 2
-
-    @property
-    def vocab_size(self) -> int:
-        return self.config.modulus + 3
-
-    @property
-    def seq_len(self) -> int:
-        """Length of a prompt followed by its answer."""
-        return _task.PROMPT_LEN + _task.ANSWER_LEN
-
-    @property
-    def n_prompts(self) -> int:
-        return int(self.prompts.shape[0])
 
     def verifier(self, prompt, answer):
         """`r(x, y)` for this task (see :func:`rare_rule_verify`); traceable."""
