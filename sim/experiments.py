@@ -31,11 +31,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from scipy import stats
 
 import theory
 from sim.bandit import DEFAULT_K_MAX, SoftmaxBandit
-from sim.intervals import mean_interval, quantile_interval, wilson_interval
+from sim.intervals import mean_half_width, mean_interval, quantile_interval, wilson_interval
 from sim.toy import TOY_DEFAULTS, hard_mask, toy_bandit, toy_diagnostics, toy_grid_sweep
 from sim.train import ESTIMATORS, PASSK_ESTIMATORS, RECORD_NAMES, Records, sampled_updates, train_sweep
 
@@ -453,7 +452,8 @@ def one_step(
                 Lk = theory.passk_smoothness_bound(B, k)
                 eta1 = theory.pass1_decrease_window(inner, gk_sq, L1)
                 etak = theory.passk_increase_window(Lk)
-                eta = step_fraction * jnp.minimum(eta1, etak)
+                eta_w = jnp.minimum(eta1, etak)  # the window's step
+                eta = step_fraction * eta_w
                 j1 = lambda th: bandit.objective(th, 1)
                 jk = lambda th: bandit.objective(th, k)
                 J1, Jk = j1(theta), jk(theta)
@@ -480,7 +480,6 @@ def one_step(
                 hess = jax.hessian(lambda th: bandit.success(th))(theta).reshape(n_prompts, theta.size, theta.size)
                 hess_norm = jnp.max(jnp.abs(jnp.linalg.eigvalsh(hess)), axis=-1)
                 # Window looseness: first step along g_k where J_1 stops falling / J_k stops rising.
-                eta_w = jnp.minimum(eta1, etak)
                 grid = eta_w * jnp.asarray(LOOSENESS_GRID)
                 eta_max1 = _first_turn(lambda e: j1(theta + e * gk) - J1 >= 0, grid)
                 eta_maxk = _first_turn(lambda e: jk(theta + e * gk) - Jk <= 0, grid)
@@ -639,7 +638,8 @@ def window_looseness(r: dict, conflict: np.ndarray) -> dict:
     pos = g["curv"] > 0
     out["negative_curvature"] = wilson_interval(int((~pos).sum()), int(pos.size))
     if pos.any():
-        eta2 = 2 * np.abs(g["inner"][pos]) / (g["curv"][pos] * g["gk_sq"][pos])
+        # the zero of the second-order model: the pass@1 window with L_1 replaced by c
+        eta2 = np.asarray(theory.pass1_decrease_window(g["inner"][pos], g["gk_sq"][pos], g["curv"][pos]))
         factors = {
             "constant": g["L1"][pos] / g["mean_hess_norm"][pos],
             "norm": g["mean_hess_norm"][pos] / g["mean_abs_curv"][pos],
@@ -742,12 +742,11 @@ def _trend(j):
 def _summarise(out: dict, ks, n_seeds: int, k_max: int) -> RunSummary:
     """Mean and spread over seeds of a `(K, S, T)` record dict; `k*` as a median with `+inf`."""
     mean, std, half = {}, {}, {}
-    t = stats.t.ppf(0.975, n_seeds - 1) / math.sqrt(n_seeds) if n_seeds > 1 else 0.0
     for name in SUMMARISED:
         v = np.asarray(out[name], np.float64)
         mean[name] = v.mean(axis=-2)
         std[name] = v.std(axis=-2, ddof=1) if n_seeds > 1 else np.zeros_like(mean[name])
-        half[name] = t * std[name]
+        half[name] = mean_half_width(std[name], n_seeds)
     k_star = np.asarray(out[RECORD_NAMES.k_star])
     j1, jk = mean[RECORD_NAMES.j1], mean[RECORD_NAMES.jk]
     return RunSummary(

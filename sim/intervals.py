@@ -10,7 +10,7 @@ from scipy import stats
 
 import theory
 
-__all__ = ["wilson_interval", "mean_interval", "quantile_interval"]
+__all__ = ["wilson_interval", "mean_interval", "mean_half_width", "quantile_interval"]
 
 
 def wilson_interval(successes, n, level: float = 0.95) -> dict:
@@ -67,11 +67,18 @@ def mean_interval(values, level: float = 0.95) -> dict:
         raise ValueError(f"values must be a non-empty array of finite numbers; got {values!r}")
     _check_level(level)
     mean = float(x.mean())
-    if x.size == 1:
-        return {"value": mean, "lower": mean, "upper": mean, "n": 1, "sd": 0.0}
-    sd = float(x.std(ddof=1))
-    half = float(stats.t.ppf((1 + level) / 2, x.size - 1)) * sd / math.sqrt(x.size)
+    sd = float(x.std(ddof=1)) if x.size > 1 else 0.0
+    half = float(mean_half_width(sd, x.size, level))
     return {"value": mean, "lower": mean - half, "upper": mean + half, "n": int(x.size), "sd": sd}
+
+
+def mean_half_width(sd, n: int, level: float = 0.95):
+    """Half-width `t_{n-1, (1 + level)/2} sd / sqrt(n)` of :func:`mean_interval` (0 for `n = 1`),
+    elementwise over an array of standard deviations `sd` (`ddof = 1`)."""
+    _check_level(level)
+    if n < 2:
+        return np.zeros_like(np.asarray(sd, np.float64))
+    return float(stats.t.ppf((1 + level) / 2, n - 1)) * np.asarray(sd, np.float64) / math.sqrt(n)
 
 
 def quantile_interval(values, q: float = 0.5, level: float = 0.95) -> dict:

@@ -79,13 +79,10 @@ def proxy_errors(p, agreement, agreement_proxy, is_hard, ks) -> dict:
 
 def _head_scores(params, prompts, answers, config):
     """`(P, n, D_U)` score vectors of the output head: `grad_U log pi(y_ij | x_i)`."""
-    varying, frozen = _exact._split(params, _model.LAST_LAYER)
-
-    def score(prompt, answer):
-        g = jax.grad(lambda th: _exact.log_success({**frozen, **th}, prompt, answer, config))(varying)
-        return jnp.concatenate([leaf.ravel() for leaf in jax.tree_util.tree_leaves(g)])
-
-    return jax.vmap(lambda x, ys: jax.vmap(lambda y: score(x, y))(ys))(prompts, answers)
+    n_prompts, n = answers.shape[:2]
+    flat = _exact.per_prompt_gradients(params, jnp.repeat(prompts, n, axis=0), answers.reshape(n_prompts * n, -1),
+                                       config, subset=_model.LAST_LAYER, log=True)  # (P n, D_U)
+    return flat.reshape(n_prompts, n, -1)
 
 
 _head_scores_jit = jax.jit(_head_scores, static_argnums=3)
@@ -114,7 +111,7 @@ def monte_carlo_proxy(params, prompts, config, verifier, verifier_args, *, key, 
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 3:
         raise ValueError(f"n must be an integer >= 3; got {n!r}")
-    answers = _sample_jit(params, prompts, key, config, int(_exact_answer_len(params, prompts, config)), n)
+    answers = _sample_jit(params, prompts, key, config, config.max_len - prompts.shape[1], n)
     extra = tuple(jnp.asarray(v) for v in verifier_args)
     rewards = jax.vmap(lambda x, ys: jax.vmap(lambda y: verifier(x, y, *extra))(ys))(prompts, answers)
     scores = _head_scores_jit(params, prompts, answers, config)
@@ -128,11 +125,6 @@ def monte_carlo_proxy(params, prompts, config, verifier, verifier_args, *, key, 
         "k_star": {"estimate": crit.estimate, "lower": crit.lower, "upper": crit.upper, "k_max": crit.k_max,
                    "level": crit.level},
     }
-
-
-def _exact_answer_len(params, prompts, config):
-    """The answer length of the task: the model's context minus the prompt length."""
-    return config.max_len - prompts.shape[1]
 
 
 def _two_layer_success(theta, features, rewards):
@@ -177,7 +169,7 @@ def hidden_conflict_case(*, mu_hard: float = 0.2, ks=tuple(range(1, 65))) -> dic
         full = jnp.concatenate([jac[0].reshape(2, -1), jac[1].reshape(2, -1)], axis=1)
         head = jac[1].reshape(2, -1)
         kernel, kernel_proxy = full @ full.T, head @ head.T
-        a, a_proxy = kernel @ mu, kernel_proxy @ mu
+        a, a_proxy = theory.agreement_scores(full, mu), theory.agreement_scores(head, mu)
 
         def j(th, k):
             q = _two_layer_success(th, psi, rewards)
