@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from sim import experiments as E
+from sim import first_order
 from sim import experiments_json as J
 from sim.train import RECORD_NAMES as R
 
@@ -113,13 +114,13 @@ def test_confirmation_3_one_step(one_step_result):
 
 
 def test_first_turn_finds_the_crossing_and_censors():
-    grid = jax.numpy.asarray(E.LOOSENESS_GRID)
+    grid = jax.numpy.asarray(first_order.LOOSENESS_GRID)
     with jax.enable_x64(True):
         grid = grid.astype(jax.numpy.float64)
-        got = float(E._first_turn(lambda e: e >= 3.7, grid))
+        got = float(first_order.first_turn(lambda e: e >= 3.7, grid))
         assert 3.7 <= got <= 3.7 * (1 + 1e-9)
-        assert float(E._first_turn(lambda e: e >= 0.5, grid)) == pytest.approx(0.5, rel=1e-9)  # before the grid
-        assert float(E._first_turn(lambda e: e < 0, grid)) == np.inf  # never turns: censored
+        assert float(first_order.first_turn(lambda e: e >= 0.5, grid)) == pytest.approx(0.5, rel=1e-9)  # before the grid
+        assert float(first_order.first_turn(lambda e: e < 0, grid)) == np.inf  # never turns: censored
 
 
 def test_window_looseness_factors_multiply_to_the_pass1_ratio():
@@ -136,7 +137,7 @@ def test_window_looseness_factors_multiply_to_the_pass1_ratio():
     }
     # make eta_1 the window of L_1 as one_step computes it
     r["eta1"] = 2 * -r["inner"] / (r["L1"] * r["gk_sq"])
-    out = J.to_json(E.window_looseness(r, np.ones(n, bool)))
+    out = J.to_json(first_order.window_looseness(r, np.ones(n, bool)))
     pos = r["curv"] > 0
     assert out["negative_curvature"]["value"] == pytest.approx(1 - pos.mean())
     total = sum(np.asarray(out["factors"][f]["log10_sample"]) for f in ("constant", "norm", "cancellation",
