@@ -89,7 +89,8 @@ def window_looseness(r: dict, conflict: np.ndarray) -> dict:
     out["negative_curvature"] = wilson_interval(int((~pos).sum()), int(pos.size))
     if pos.any():
         # the zero of the second-order model: the pass@1 window with L_1 replaced by c
-        eta2 = np.asarray(theory.pass1_decrease_window(g["inner"][pos], g["gk_sq"][pos], g["curv"][pos]))
+        with jax.enable_x64(True):  # the host's float64 numbers stay float64
+            eta2 = np.asarray(theory.pass1_decrease_window(g["inner"][pos], g["gk_sq"][pos], g["curv"][pos]))
         factors = {
             "constant": g["L1"][pos] / g["mean_hess_norm"][pos],
             "norm": g["mean_hess_norm"][pos] / g["mean_abs_curv"][pos],
