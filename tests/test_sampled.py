@@ -384,6 +384,21 @@ def test_bad_input(call, exc, match):
         call()
 
 
+@pytest.mark.parametrize("n", [2, 128, 129])  # both sides of the answer-by-answer sum's limit
+def test_answer_statistics_match_plain_numpy(n):
+    rng = np.random.default_rng(n)
+    r = rng.integers(0, 2, size=(3, n))
+    s = rng.normal(size=(3, n, 2))
+    stats = theory.answer_statistics(r, s)
+    big_g = np.einsum("pn,pnd->pd", r, s)
+    q = np.einsum("pn,pnd->p", r, s**2)
+    c = r.sum(1)
+    np.testing.assert_array_equal(stats.correct, c)
+    np.testing.assert_allclose(stats.mean_score, big_g / n, rtol=1e-12, atol=1e-14)
+    pair = np.where(c >= 2, ((big_g**2).sum(1) - q) / (n * (n - 1)), 0.0)
+    np.testing.assert_allclose(stats.pair, pair, rtol=1e-12, atol=1e-14)
+
+
 def test_statistics_from_sums_equal_the_answers_own():
     """Sums accumulated over chunks of answers give the same estimates as the answers themselves."""
     rng = np.random.default_rng(12)
