@@ -198,3 +198,21 @@ def test_diagnose_benchmark_writes_a_run_the_reader_accepts(tmp_path):
     run = dg.read_run(path)
     assert run.n == 6 and len(run.prompt_ids) == 5 and run.score_sum.shape == (5, 3)
     assert path.read_text().count("\n") == 30
+
+
+def test_bandit_sweep_profile_names_the_project_lines_that_cost_time():
+    """The child process dumps the optimised HLO and traces the sweep; every kernel of the step
+    loop is traced to a line of `sim/` or `theory/`, and the shares add up."""
+    from benchmarks.profile import bandit_sweep_profile, format_profile
+
+    prof = bandit_sweep_profile(quick=True, record_every=1)
+    sources = [row["source"] for row in prof["sources"]]
+    assert any(s.startswith("sim/bandit.py:pullback:") for s in sources), sources
+    assert any(s.startswith("theory/critical.py:") for s in sources), sources
+    ms = [row["ms"] for row in prof["sources"]]
+    assert ms == sorted(ms, reverse=True) and ms[0] > 0
+    assert 0 < sum(row["share"] for row in prof["sources"]) <= 1 + 1e-9
+    untraced = sum(row["share"] for row in prof["sources"] if row["source"].startswith("(not traced"))
+    assert untraced < 0.2, prof["sources"]
+    assert prof["total_ms"] >= sum(ms) - 1e-9
+    assert "pullback" in format_profile(prof)
