@@ -284,8 +284,8 @@ class SoftmaxBandit:
         ks = jnp.asarray(ks)
         if ks.dtype == jnp.bool_ or not jnp.issubdtype(ks.dtype, jnp.integer):
             raise TypeError(f"ks must be an integer array of pass@k orders; got dtype {ks.dtype}")
-        if _concrete(ks) and ks.size and int(jnp.min(ks)) < 1:
-            raise ValueError(f"ks must be >= 1; got {int(jnp.min(ks))}")
+        if _concrete(ks) and ks.size and int(np.asarray(ks).min()) < 1:
+            raise ValueError(f"ks must be >= 1; got {int(np.asarray(ks).min())}")
         if isinstance(k_max, bool) or not isinstance(k_max, (int, np.integer)) or k_max < 1:
             raise ValueError(f"k_max must be a positive integer; got {k_max!r}")
         return _diagnostics(self, theta, ks, k_max=int(k_max))

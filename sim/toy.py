@@ -216,8 +216,9 @@ def toy_diagnostics(
         n_actions=n_actions,
         start_logit=start_logit,
     )
-    diag = bandit.diagnostics(theta0, jnp.asarray(ks, dtype=jnp.int32), k_max=k_max)
-    hard = np.asarray(hard_mask(bandit))
+    # On the host from here: indexing device arrays would compile a program per operation.
+    diag = jax.tree_util.tree_map(np.asarray, bandit.diagnostics(theta0, jax.device_put(ks.astype(np.int32)), k_max=k_max))
+    hard = hard_mask(jax.tree_util.tree_map(np.asarray, bandit))
     idx = int(np.searchsorted(ks, k))
     p = np.asarray(diag.p, dtype=np.float64)
     a = np.asarray(diag.agreement, dtype=np.float64)

@@ -190,7 +190,7 @@ def implied_weight_unbiased(n, c, method, k=None):
     dtype = jnp.result_type(float)
     if entry.contrast is None:
         return jnp.ones(jnp.shape(counts), dtype)
-    return _unbiased_jit(counts, jnp.asarray(1 if k is None else k, jnp.int32), method=method, n=n, dtype=dtype)
+    return _unbiased_jit(counts, np.int32(1 if k is None else k), method=method, n=n, dtype=dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("method", "n", "dtype"))

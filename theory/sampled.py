@@ -218,6 +218,11 @@ def _from_sums(c, big_g, q, n: int) -> AnswerStatistics:
     return AnswerStatistics(correct=c, mean_score=big_g / n, pair=pair, n=n)
 
 
+# The public entry points run their few operations as one compiled program, not one per operation
+# (each costs a trace and a lowering at every start, `benchmarks/start.py`).
+_from_sums_jit = jax.jit(lambda c, big_g, q, *, n: _stats_tree(_from_sums(c, big_g, q, n)), static_argnames="n")
+
+
 # Up to this many answers, `G` is summed answer by answer in one elementwise pass.
 _UNROLL_ANSWERS = 128
 
@@ -284,7 +289,7 @@ def statistics_from_sums(correct, score_sum, score_sq_sum, *, n: int) -> AnswerS
         if bad.any():
             i = int(np.argwhere(bad)[0][0])
             raise ValueError(f"correct must be integer counts in [0, n = {n}]; got {host[i].item()!r} at prompt {i}")
-    return _from_sums(c, big_g, q, n)
+    return AnswerStatistics(*_from_sums_jit(c, big_g, q, n=n), n=n)
 
 
 def _checked_statistics(stats) -> AnswerStatistics:
@@ -458,12 +463,15 @@ def sampled_agreement_scores(rewards, scores, mu=None):
 def agreement_from_statistics(stats: AnswerStatistics, *, mu=None):
     """:func:`sampled_agreement_scores` from :class:`AnswerStatistics`."""
     stats = _checked_statistics(stats)
-    return _agreement(stats, _weights(stats, mu))
+    return _agreement_jit(*_stats_tree(stats), _weights(stats, mu))
 
 
 def _agreement(stats: AnswerStatistics, mu):
     g = stats.mean_score
     return g @ (mu @ g) - mu * jnp.sum(g * g, axis=-1) + mu * stats.pair
+
+
+_agreement_jit = jax.jit(lambda correct, mean_score, pair, mu: _agreement(AnswerStatistics(correct, mean_score, pair, 0), mu))
 
 
 def sampled_inner_product(rewards, scores, ks, *, mu=None, stderr: str = "prompts") -> SampledInner:
@@ -573,6 +581,9 @@ def _bounds(inner: SampledInner, z, k_max: int):
     )
 
 
+_bounds_jit = jax.jit(_bounds, static_argnames="k_max")
+
+
 def _critical_core(stats: AnswerStatistics, mu, z):
     k_max = stats.n - 1
     return _bounds(_inner_core(stats, mu, jnp.arange(1, k_max + 1)), z, k_max)
@@ -611,7 +622,7 @@ def critical_k_from_inner(inner: SampledInner, *, level=0.95) -> SampledCritical
     k_max = int(np.shape(inner.scaled_estimate)[0]) if np.ndim(inner.scaled_estimate) == 1 else 0
     if k_max < 1:
         raise ValueError(f"inner must hold k = 1 .. k_max (one axis); got shape {np.shape(inner.scaled_estimate)}")
-    est, lo, hi = (int(v) for v in _bounds(inner, _z(level), k_max))
+    est, lo, hi = (int(v) for v in _bounds_jit(inner, _z(level), k_max=k_max))
     return SampledCriticalK(
         estimate=k_star_or_none(est, k_max), lower=k_star_or_none(lo, k_max), upper=k_star_or_none(hi, k_max),
         k_max=k_max, level=level,

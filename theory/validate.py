@@ -74,6 +74,8 @@ def probability(name: str, p):
         bad = ~((host >= -tol) & (host <= 1 + tol))  # also catches NaN
         if bad.any():
             raise ValueError(f"{name} must lie in [0, 1] (no NaN); got {_first_bad(host, bad)}")
+        if not ((host < 0) | (host > 1)).any():
+            return arr  # nothing to move: no device program (each costs a trace at start-up)
     # `where`, not `clip`: the gradient inside [0, 1] stays exactly 1, also at the end points
     below = (arr < 0) & (arr >= -tol)
     above = (arr > 1) & (arr <= 1 + tol)
@@ -137,7 +139,8 @@ def prompt_weights(mu, n_prompts: int, dtype, *, name: str = "mu"):
     each row sums to 1 within 1e-6.
     """
     if mu is None:
-        return jnp.full((n_prompts,), 1.0 / n_prompts, dtype=dtype)
+        # built on the host: `jnp.full` or `jnp.asarray` would compile a program per shape
+        return jax.device_put(np.full((n_prompts,), 1.0 / n_prompts, dtype=dtype))
     arr = as_float_array(name, mu).astype(dtype)
     if arr.ndim == 0 or arr.shape[-1] != n_prompts:
         raise ValueError(
