@@ -214,7 +214,8 @@ def numpy_sweep(bandits, theta0s, *, ks, steps: int, learning_rate: float, k_max
 #: `record_every` lists the variants timed: diagnostics at every step, and every N steps.
 FULL = dict(n_prompts=4096, n_actions=4, dim=8, n_regimes=8, ks=(1, 2, 3, 4, 6, 8, 12, 16), steps=500,
             k_max=16, learning_rate=1.0, repeats=2, record_every=(1, 50))
-#: Targets on `ours_s / hardware_s` by `record_every`: every diagnostic at every step, and every 50.
+#: Targets on `ours_s / hardware_s` by `record_every`: every diagnostic at every step, and every 50
+#: steps (10 at the quick size).
 FLOOR_TARGETS = {1: 6, 50: 3, 10: 3}
 QUICK = dict(n_prompts=1024, n_actions=4, dim=8, n_regimes=2, ks=(1, 2, 4, 8), steps=50, k_max=8,
              learning_rate=1.0, repeats=2, record_every=(1, 10))
