@@ -217,7 +217,8 @@ def toy_diagnostics(
         start_logit=start_logit,
     )
     # On the host from here: indexing device arrays would compile a program per operation.
-    diag = jax.tree_util.tree_map(np.asarray, bandit.diagnostics(theta0, jax.device_put(ks.astype(np.int32)), k_max=k_max))
+    diag = bandit.diagnostics(theta0, jax.device_put(ks.astype(np.int32)), k_max=k_max)
+    diag = jax.tree_util.tree_map(np.asarray, diag)
     hard = hard_mask(jax.tree_util.tree_map(np.asarray, bandit))
     idx = int(np.searchsorted(ks, k))
     p = np.asarray(diag.p, dtype=np.float64)

@@ -471,7 +471,9 @@ def _agreement(stats: AnswerStatistics, mu):
     return g @ (mu @ g) - mu * jnp.sum(g * g, axis=-1) + mu * stats.pair
 
 
-_agreement_jit = jax.jit(lambda correct, mean_score, pair, mu: _agreement(AnswerStatistics(correct, mean_score, pair, 0), mu))
+_agreement_jit = jax.jit(
+    lambda correct, mean_score, pair, mu: _agreement(AnswerStatistics(correct, mean_score, pair, 0), mu)
+)
 
 
 def sampled_inner_product(rewards, scores, ks, *, mu=None, stderr: str = "prompts") -> SampledInner:
