@@ -19,16 +19,28 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, *, reduce=statistics.median) -> dict[str, float]:
+#: Untimed pause before each timed call of :func:`interleaved`, in seconds.
+PAUSE_S = 0.2
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, *, reduce=statistics.median,
+                pause_s: float = PAUSE_S) -> dict[str, float]:
     """Median seconds (or `reduce` of the repeats) of each function, timed in turn (A, B, A, B, ...).
 
     Interleaving spreads the noise of a shared machine (other processes, frequency changes) over
     all candidates instead of letting it fall on whichever ran during a busy spell. Comparisons
     use the median; a lower bound on what a computation can take uses `reduce=min`.
+
+    Each timed call follows an untimed pause of `pause_s`: worker threads of the previous call
+    keep spinning for a while after it returns (numpy's OpenBLAS for about 0.1 s after a matrix
+    product) and would otherwise take cores from the next candidate. On 2 cores,
+    `theory.sampled_critical_k` measured 48 ms right after the numpy baseline of
+    `benchmarks/sampled.py`, 32 ms after a 0.1 s pause or with `OPENBLAS_NUM_THREADS=1`.
     """
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            time.sleep(pause_s)
             times[name].append(timed(fn))
     return {name: reduce(ts) for name, ts in times.items()}
 

@@ -216,3 +216,15 @@ def test_bandit_sweep_profile_names_the_project_lines_that_cost_time():
     assert untraced < 0.2, prof["sources"]
     assert prof["total_ms"] >= sum(ms) - 1e-9
     assert "pullback" in format_profile(prof)
+
+
+def test_interleaved_pauses_before_each_call_and_does_not_time_the_pause(monkeypatch):
+    from benchmarks import _timing
+
+    slept, order = [], []
+    monkeypatch.setattr(_timing.time, "sleep", lambda s: (slept.append(s), order.append("pause")))
+    fns = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
+    out = _timing.interleaved(fns, 2, pause_s=0.25)
+    assert order == ["pause", "a", "pause", "b"] * 2
+    assert slept == [0.25] * 4
+    assert all(t < 0.25 for t in out.values())
