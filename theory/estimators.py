@@ -188,14 +188,7 @@ def pass_at_k_weight_unbiased(n, c, k):
 
 def _group_rewards(rewards, who: str):
     """Rewards in [0,1] (no NaN) with a group axis last."""
-    arr = _validate.as_float_array("rewards", rewards)
-    host = _host(arr)
-    if host is not None and np.all((host >= 0) & (host <= 1)):
-        # Already in [0, 1]: nothing to report or move onto it (the full check dispatches several
-        # array operations, a large share of the cost of a call on a few thousand groups).
-        rewards = arr
-    else:
-        rewards = _validate.probability("rewards", rewards)
+    rewards = _validate.probability("rewards", rewards)
     if rewards.ndim == 0:
         raise ValueError(
             f"rewards must have a group axis (shape (..., n), one entry per sample); got a scalar "

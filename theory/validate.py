@@ -71,11 +71,11 @@ def probability(name: str, p):
     tol = _rounding_tolerance(arr.dtype)
     if is_concrete(arr):
         host = np.asarray(arr)
+        if np.all((host >= 0) & (host <= 1)):  # the common case, also false at NaN
+            return arr  # nothing to report or move: no device program (each costs a trace at start-up)
         bad = ~((host >= -tol) & (host <= 1 + tol))  # also catches NaN
         if bad.any():
             raise ValueError(f"{name} must lie in [0, 1] (no NaN); got {_first_bad(host, bad)}")
-        if not ((host < 0) | (host > 1)).any():
-            return arr  # nothing to move: no device program (each costs a trace at start-up)
     # `where`, not `clip`: the gradient inside [0, 1] stays exactly 1, also at the end points
     below = (arr < 0) & (arr >= -tol)
     above = (arr > 1) & (arr <= 1 + tol)
