@@ -224,6 +224,28 @@ def test_interleaved_pauses_before_each_call_and_does_not_time_the_pause(monkeyp
     slept, order = [], []
     monkeypatch.setattr(_timing.time, "sleep", lambda s: (slept.append(s), order.append("pause")))
     fns = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
-    out = _timing.interleaved(fns, 2, pause_s=0.25)
+    out = _timing.interleaved(fns, 2, pause_s=0.25, warm_below_s=0.0)
     assert order == ["pause", "a", "pause", "b"] * 2  # the pause comes before the clock starts
     assert slept == [0.25] * 4 and set(out) == {"a", "b"}
+
+
+def test_interleaved_keeps_the_second_of_two_calls_only_for_short_calls(monkeypatch):
+    """A call under `warm_below_s` is made again at once and its second time is kept; a longer
+    call is timed once. Durations come from a fake clock that each call advances."""
+    from benchmarks import _timing
+
+    clock = [0.0]
+    monkeypatch.setattr(_timing.time, "sleep", lambda s: None)
+    monkeypatch.setattr(_timing.time, "perf_counter", lambda: clock[0])
+    durations = {"short": iter([0.010, 0.004] * 3), "long": iter([0.9, 0.8, 0.7])}
+    calls = {name: 0 for name in durations}
+
+    def call(name):
+        calls[name] += 1
+        clock[0] += next(durations[name])
+
+    fns = {name: (lambda name=name: call(name)) for name in durations}
+    out = _timing.interleaved(fns, 3, reduce=list, warm_below_s=0.5)
+    assert calls == {"short": 6, "long": 3}
+    assert out["short"] == pytest.approx([0.004] * 3)  # the back-to-back call, not the first
+    assert out["long"] == pytest.approx([0.9, 0.8, 0.7])
