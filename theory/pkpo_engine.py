@@ -49,9 +49,31 @@ def _exclusive_suffix_sum(x):
     return jnp.concatenate([total[..., 1:], jnp.zeros_like(x[..., :1])], axis=-1)
 
 
+# Cumulative sums of per-sample data along groups of up to this many samples are one product with a
+# triangular matrix of ones: XLA's CPU backend runs `cumsum` as a reduce-window, which measured
+# 0.66 ms against 0.44 ms for the product on 4096 groups of 64 (and slower again once fused with
+# its operands); from 256 samples on the product's `O(n^2)` work is slower.
+_TRIANGLE_MAX_N = 128
+
+
+def _data_cumsum(x, *, reverse: bool = False):
+    """`out[t] = sum_{u <= t} x[u]` (`sum_{u >= t}` when `reverse`) along the last axis of data.
+
+    The order of the additions differs from `lax.cumsum`'s; the sums it is used for add terms that
+    vanish inside tie runs (exact zeros), so on binary rewards every value read is still one
+    coefficient, bit for bit (see :func:`_sorted_pkpo`).
+    """
+    m = x.shape[-1]
+    if m > _TRIANGLE_MAX_N:
+        return lax.cumsum(x, axis=x.ndim - 1, reverse=reverse)
+    u = jnp.arange(m)
+    ones = (u[:, None] >= u[None, :]) if reverse else (u[:, None] <= u[None, :])  # ones[v, t]: v adds to t
+    return jnp.matmul(x, ones.astype(x.dtype), precision=lax.Precision.HIGHEST)
+
+
 def _exclusive_prefix_sum(x):
-    """`out[t] = sum_{u < t} x[u]` along the last axis."""
-    total = jnp.cumsum(x, axis=-1)
+    """`out[t] = sum_{u < t} x[u]` along the last axis (of data)."""
+    total = _data_cumsum(x)
     return jnp.concatenate([jnp.zeros_like(x[..., :1]), total[..., :-1]], axis=-1)
 
 
@@ -76,7 +98,7 @@ def _suffix_by_parts(coef, r_next):
     """
     g = lax.cumsum(coef, axis=coef.ndim - 1, reverse=True)
     jumps = g[..., 1:] * (r_next[..., 1:] - r_next[..., :-1])
-    return g * r_next + _pad_last(lax.cumsum(jumps, axis=jumps.ndim - 1, reverse=True))
+    return g * r_next + _pad_last(_data_cumsum(jumps, reverse=True))
 
 
 def _sorted_pkpo(r, k, baseline):
