@@ -8,6 +8,8 @@
   exact or with the sampled estimators trainers use, in `lax.scan`: one unbatched core
   (:mod:`sim.train`: :class:`TrainConfig`, :class:`Records`, the rule table) under `jit`, or
   vmapped over rules, `k` and seeds and laid out over regimes and devices (:mod:`sim.sweep`).
+- :func:`draw_answers`, :func:`sampled_update`, :func:`sampled_updates`: answers drawn from the
+  policy and the score-function updates of each estimator on them (:mod:`sim.answers`).
 - :mod:`sim.experiments`: the numbers of the five confirmations (:func:`~sim.experiments.run_all`);
   :mod:`sim.experiments_json`: their JSON form. Both are modules of their own, not on this face.
 - :func:`diagnose_model`, :func:`diagnosis_report`: is a run past `k*`, from its sampled answers
@@ -24,15 +26,13 @@ from sim.bandit import DEFAULT_K_MAX, BanditDiagnostics, SoftmaxBandit
 from sim.guards import GUARD_RULES, GuardState, conflict_guard, sampled_surrogate
 from sim.sweep import sweep_map
 from sim.toy import TOY_DEFAULTS, hard_mask, toy_bandit, toy_diagnostics, toy_start
+from sim.answers import draw_answers, sampled_update, sampled_updates
 from sim.train import (
     ESTIMATORS,
     RECORD_NAMES,
     RULES,
     Records,
     TrainConfig,
-    draw_answers,
-    sampled_update,
-    sampled_updates,
     train,
     train_sweep,
 )

@@ -37,7 +37,8 @@ from sim.bandit import DEFAULT_K_MAX, SoftmaxBandit
 from sim.first_order import LOOSENESS_GRID, adam_predictors, first_turn, window_looseness
 from sim.intervals import mean_half_width, mean_interval, wilson_interval
 from sim.toy import TOY_DEFAULTS, hard_mask, toy_bandit, toy_diagnostics, toy_grid_sweep
-from sim.train import ESTIMATORS, PASSK_ESTIMATORS, RECORD_NAMES, Records, sampled_updates, train_sweep
+from sim.answers import sampled_updates
+from sim.train import ESTIMATORS, PASSK_ESTIMATORS, RECORD_NAMES, Records, train_sweep
 
 __all__ = [
     "CriticalK",
@@ -774,7 +775,7 @@ def estimator_check(
     """Confirmation 5: the mean sampled update equals its exact expectation; variances compared.
 
     At the toy start (default regime, `n_prompts` prompts, float64), `n_draws` independent updates
-    of each estimator (:func:`sim.train.sampled_update`, `n_samples` answers per prompt, order
+    of each estimator (:func:`sim.answers.sampled_update`, `n_samples` answers per prompt, order
     `k`) are averaged and compared with the exact expectation
     `sum_i mu_i v(p_i) grad p_i`, `v = theory.implied_prompt_weight(method, p, k=k, n=n_samples)`
     (for the PKPO variants this is `grad J_k` itself). Reported per estimator: the largest

@@ -26,7 +26,7 @@ import theory
 from sim.bandit import SoftmaxBandit
 from sim.intervals import mean_interval, wilson_interval
 from sim.toy import toy_bandit
-from sim.train import draw_answers
+from sim.answers import draw_answers
 
 __all__ = ["ScoredAnswers", "scored_answers", "recovery_study", "toy_recovery", "SAMPLE_SIZES"]
 

@@ -7,7 +7,7 @@ What is where in this module:
 - :class:`Records`: the names and meaning of everything a run records (one vocabulary, shared
   with the transformer's training); :data:`RECORD_NAMES` holds each name as a string;
 - :data:`RULE_TABLE`: each update rule, a small pure function of `(g_1, g_k)` chosen by name;
-- the sampled estimators (:func:`sample_coefficients`, :func:`sampled_update`);
+- the sampled estimates of `g_1` and `g_k`, from answers drawn by :mod:`sim.answers`;
 - :func:`run`: one training run of one bandit with one configuration (unbatched, traceable);
 - :func:`train` (`run` under `jax.jit`) and :func:`train_sweep` (`run` vmapped over rules, `k`
   and seeds, laid out over regimes and devices by :func:`sim.sweep.sweep_grid`).
@@ -86,6 +86,7 @@ import optax
 
 import theory
 from sim import sweep as _sweep
+from sim.answers import SAMPLED_ESTIMATORS, draw_answers, sample_coefficients, score_update
 from sim.bandit import (
     DEFAULT_K_MAX,
     SoftmaxBandit,
@@ -112,14 +113,10 @@ __all__ = [
     "run",
     "train",
     "train_sweep",
-    "sampled_update",
-    "sampled_updates",
-    "draw_answers",
-    "sample_coefficients",
     "make_optimizer",
 ]
 
-ESTIMATORS = ("exact",) + tuple(theory.ESTIMATOR_TABLE)
+ESTIMATORS = ("exact",) + SAMPLED_ESTIMATORS
 #: Estimators whose per-sample coefficients depend on `k`.
 PASSK_ESTIMATORS = tuple(name for name, entry in theory.ESTIMATOR_TABLE.items() if entry.needs_k)
 
@@ -183,65 +180,6 @@ def _check_choice(name, value, choices):
 def _min_samples(estimator: str, k_max_used: int) -> int:
     """Smallest `n` an estimator accepts for orders up to `k_max_used` (its table entry's rule)."""
     return theory.gradient_estimator(estimator).min_samples(k_max_used)
-
-
-def sample_coefficients(estimator: str, rewards, k):
-    """Per-sample coefficients `s_ij`, shape `(P, n)`, from sampled rewards `(P, n)`.
-
-    `theory.gradient_estimator(estimator).coefficients(rewards, k)`: the group's advantages,
-    divided by `n` for the estimators averaged over the group. Groups lie on the last axis (one
-    group per prompt).
-    """
-    _check_choice("estimator", estimator, ESTIMATORS[1:])
-    return theory.gradient_estimator(estimator).coefficients(rewards, k)
-
-
-def draw_answers(bandit: SoftmaxBandit, theta, n: int, *, key):
-    """Draw `n` answers per prompt from the policy: `(answers, rewards)`, both `(P, n)`.
-
-    Inverse-CDF sampling: one uniform per answer, compared with the cumulative policy (one random
-    number per draw instead of one Gumbel per draw and answer, as `jax.random.categorical` uses).
-    """
-    pi = bandit.policy(theta)
-    cdf = jnp.cumsum(pi, axis=-1)[:, :-1]  # (P, A-1); the last edge (1) is implicit
-    u = jax.random.uniform(key, (pi.shape[0], n), pi.dtype)
-    answers = jnp.sum(u[..., None] >= cdf[:, None, :], axis=-1).astype(jnp.int32)
-    rewards = jnp.take_along_axis(bandit.rewards, answers, axis=-1)
-    return answers, rewards
-
-
-def score_update(bandit: SoftmaxBandit, theta, answers, coefficients):
-    """`sum_i mu_i sum_j s_ij grad log pi(y_ij | x_i)`, shape `(A, d)` (one reverse pass)."""
-    coefficients = jax.lax.stop_gradient(coefficients)
-
-    def surrogate(th):
-        logp = jax.nn.log_softmax(bandit.logits(th), axis=-1)
-        chosen = jnp.take_along_axis(logp, answers, axis=-1)
-        return jnp.sum(bandit.prompt_weights * jnp.sum(coefficients * chosen, axis=-1))
-
-    return jax.grad(surrogate)(theta)
-
-
-def sampled_update(bandit: SoftmaxBandit, theta, *, estimator: str, k, n_samples: int, key):
-    """One sampled policy-gradient update of `J_k` (or `J_1`), shape `(A, d)`.
-
-    Draws `n_samples` answers per prompt and returns
-    `sum_i mu_i sum_j s_ij grad log pi(y_ij | x_i)` with the estimator's coefficients `s_ij`.
-    Its expectation is `sum_i mu_i v(p_i) grad p_i` with `v = theory.implied_prompt_weight`
-    (`method=estimator`, same `k` and `n`; the normalisations agree: PKPO summed over the group,
-    the others averaged).
-    """
-    return sampled_updates(bandit, theta, estimators=(estimator,), k=k, n_samples=n_samples, key=key)[estimator]
-
-
-def sampled_updates(bandit: SoftmaxBandit, theta, *, estimators, k, n_samples: int, key) -> dict:
-    """:func:`sampled_update` for several estimators on the *same* draws (common random numbers)."""
-    for est in estimators:
-        _check_choice("estimator", est, ESTIMATORS[1:])
-    answers, rewards = draw_answers(bandit, theta, n_samples, key=key)
-    return {
-        est: score_update(bandit, theta, answers, sample_coefficients(est, rewards, k)) for est in estimators
-    }
 
 
 # --------------------------------------------------------------------------- optimisers

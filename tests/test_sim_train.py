@@ -13,7 +13,8 @@ import pytest
 from sim import ESTIMATORS, toy_bandit, train, train_sweep
 from sim import sweep as S
 from sim.train import RECORD_NAMES as R
-from sim.train import RULE_TABLE, RULES, Records, Rule, TrainConfig, sampled_updates
+from sim.answers import sampled_updates
+from sim.train import RULE_TABLE, RULES, Records, Rule, TrainConfig
 
 
 @pytest.fixture(scope="module")
