@@ -48,7 +48,7 @@ def setup(key, *, modulus: int, d_model: int = 64, n_layers: int = 2):
 
 
 #: Prompts per chunk of the measured JVP route (its default; `--quick` uses 32 so that it chunks too).
-CHUNK = 128
+CHUNK = 256
 
 
 def _functions(config, chunk_size: int = CHUNK):

@@ -96,7 +96,7 @@ def _split(params, subset):
     return varying, frozen
 
 
-def agreement_jvp(params, prompts, answers, config, mu=None, *, subset=None, chunk_size=128):
+def agreement_jvp(params, prompts, answers, config, mu=None, *, subset=None, chunk_size=256):
     """Agreement scores of every prompt in a few passes: `a = J (J^T mu)` (SPEC section 7).
 
     `v = grad J_1 = sum_i mu_i grad p_i` is one reverse pass and `a = J v` is one forward pass
