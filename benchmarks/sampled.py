@@ -10,7 +10,12 @@ estimate and the delete-one-prompt jackknife, vectorised over prompts.
 
 Floor: reading the scores once at this machine's memory bandwidth (measured in the same run as
 the best of several jitted sums over a buffer of the same size): no method that reads every score
-can be faster. The row reports `ours_s / floor_s` beside the ratio to the baseline.
+can be faster. The row reports `ours_over_floor = ours_s / floor_s` beside the ratio to the
+baseline, and `ratio_ceiling["one_read"]`, the baseline's time over the floor.
+
+Also timed, in the same interleaved set: :func:`theory.answer_statistics` alone (`statistics_s`,
+`statistics_over_floor`), the part of the call that reads the scores; the rest of the call is the
+table over `k` with its jackknife.
 """
 
 from __future__ import annotations
@@ -94,7 +99,8 @@ def bench(*, quick: bool, key, repeats: int | None = None) -> list[dict]:
     got = ours()
     compile_s = time.perf_counter() - t0
     want = base()
-    med = interleaved({"ours": ours, "baseline": base}, repeats)
+    stats = lambda: theory.answer_statistics(rewards, scores)  # noqa: E731
+    med = interleaved({"ours": ours, "baseline": base, "statistics": stats}, repeats)
     floor_s = _bandwidth_floor(scores.nbytes, repeats)
     ratio = med["baseline"] / med["ours"]
     return [
@@ -106,6 +112,9 @@ def bench(*, quick: bool, key, repeats: int | None = None) -> list[dict]:
             compile_s=compile_s,
             floor_s=floor_s,
             ours_over_floor=med["ours"] / floor_s,
+            statistics_s=med["statistics"],
+            statistics_over_floor=med["statistics"] / floor_s,
+            ratio_ceiling={"one_read": med["baseline"] / floor_s},
             same_k_star=[got.estimate, got.lower, got.upper] == list(want),
             k_star=[got.estimate, got.lower, got.upper],
             scores_bytes=int(scores.nbytes),
