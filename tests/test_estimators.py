@@ -30,7 +30,13 @@ from theory.estimators import (  # noqa: E402
     pkpo_weights,
     rloo_advantages,
 )
-from theory.pkpo_engine import _exclusive_suffix_sum, max_at_k_coefficients, sort_rewards  # noqa: E402
+from theory.pkpo_engine import (  # noqa: E402
+    _COUNT_MAX_N,
+    _count_sorted,
+    _exclusive_suffix_sum,
+    max_at_k_coefficients,
+    sort_rewards,
+)
 from theory.weights import pass_at_k_weight  # noqa: E402
 
 ENUM_N = 5  # group size of the exhaustive 2^n enumerations (one compiled shape)
@@ -536,6 +542,21 @@ def test_sort_rewards_network_and_xla_sort_agree_with_numpy(n):
     r[0] = rng.uniform(size=n)
     got = np.asarray(jax.jit(sort_rewards)(jnp.asarray(r)))
     np.testing.assert_array_equal(got, np.sort(r, axis=-1))
+
+
+@pytest.mark.parametrize("n", [2, 64, _COUNT_MAX_N, _COUNT_MAX_N + 1, 300])
+def test_read_positions_count_entries_below_each_sample(n):
+    # Where each sample reads its tie run: the number of its group's entries < x (strict) or
+    # <= x, by summed comparisons (n <= _COUNT_MAX_N) or binary search (larger n), with ties.
+    rng = np.random.default_rng(n)
+    r = rng.choice([0.0, 0.25, 0.5, 1.0], size=(2, 3, n))
+    r[0, 0] = rng.uniform(size=n)
+    srt = jnp.asarray(np.sort(r, axis=-1))
+    for strict in (True, False):
+        got = np.asarray(jax.jit(lambda s, x, st=strict: _count_sorted(s, x, strict=st))(srt, jnp.asarray(r)))
+        cmp = np.less if strict else np.less_equal
+        want = cmp(r[..., None, :], r[..., :, None]).sum(axis=-1)
+        np.testing.assert_array_equal(got, want)
 
 
 # ------------------------------------------------------------------------------------------

@@ -252,7 +252,8 @@ def pkpo_weights(rewards, k, baseline=None, *, binary: bool | None = None):
     sums of `O(n)` coefficients, shared by all groups) is read at each group's `c`; cost `O(n)`
     per group. Other rewards sort each group (a sorting network, `O(n log^2 n)` comparisons
     vectorised across groups, for `n <= 4096`; XLA's `O(n log n)` sort above), then take
-    cumulative sums and products and find each sample's tie run by binary search. The table
+    cumulative sums and products and find each sample's tie run by counting the rewards below it
+    (`n` comparisons per sample for `n <= 128`, a binary search above). The table
     entries are the values the sorting path computes on the sorted binary group, by the same
     operations, so both paths give the same numbers, bit for bit (inside an outer `jit` the
     `"loo"` weights may differ in the last bit: XLA may fuse a multiply and a subtraction into

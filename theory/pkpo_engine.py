@@ -7,7 +7,8 @@
 - :func:`pkpo_sorted` for any rewards in [0, 1]: sort each group (:func:`sort_rewards`, a
   bitonic network for `n <= 4096`), form the weights at the sorted positions from the
   coefficients :func:`max_at_k_coefficients` by cumulative sums and products, and let every sample
-  read its tie run's value (binary search), so ties get equal weights bit for bit.
+  read its tie run's value (at the count of rewards below it), so ties get equal weights bit for
+  bit.
 
 Both paths compute the same numbers by the same operations (the count tables are the sorted
 path's values on the sorted binary group). The formulas are in :func:`theory.estimators.pkpo_weights`;
@@ -223,12 +224,23 @@ def _take_rows(values, idx):
     return lookup(values, idx)
 
 
+# Groups up to this size count each sample's position by comparing it with every member of its
+# group (`n` comparisons unrolled in one elementwise pass): on 4096 groups of 64 that took 0.59 ms
+# against 1.67 ms for the binary search's gathers, 0.66 ms against 2.0 ms on 2048 groups of 128;
+# at 512 the `O(n^2)` comparisons are slower.
+_COUNT_MAX_N = 128
+
+
 def _count_sorted(sorted_r, x, *, strict: bool):
     """Per sample, the number of entries of its sorted group `< x` (`strict`) or `<= x`.
 
-    A branch-free binary search: `log2(n) + 1` gathers, no sort and no permutation.
+    Small groups: the sum of `n` comparisons. Larger groups: a branch-free binary search,
+    `log2(n) + 1` gathers. Integer counts, so both give the same read positions exactly.
     """
     n = sorted_r.shape[-1]
+    if n <= _COUNT_MAX_N:
+        below = (lambda v: v < x) if strict else (lambda v: v <= x)
+        return functools.reduce(jnp.add, [below(sorted_r[..., j, None]).astype(jnp.int32) for j in range(n)])
     pos = jnp.zeros(x.shape, jnp.int32)
     step = 1 << (n.bit_length() - 1)  # largest power of two <= n, so pos can reach n
     while step:
@@ -248,8 +260,9 @@ def _sorted_weights_and_reads(rewards, r, k, baseline):
     """Weights (and `"loo"` estimates) at the sorted positions `r`, and where each sample reads."""
     weights, others = _sorted_pkpo(r, k, baseline)
     # Every sample reads at one position of its tie run (the first for "loo-1", else the last),
-    # found by binary search on its own value: tied samples read the same entry, so their weights
-    # are equal bit for bit and the output is permutation-equivariant.
+    # found by counting its group's rewards below its own value (or up to it): tied samples read
+    # the same entry, so their weights are equal bit for bit and the output is
+    # permutation-equivariant.
     if baseline == "loo-1":
         read = _count_sorted(r, rewards, strict=True)
     else:
