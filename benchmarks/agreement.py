@@ -27,6 +27,7 @@ subset of those prompts, so every `P` uses the same network.
 
 from __future__ import annotations
 
+import inspect
 import time
 
 import jax
@@ -49,8 +50,9 @@ def setup(key, *, modulus: int, d_model: int = 64, n_layers: int = 2):
     return params, jnp.asarray(t.prompts), jnp.asarray(t.answers), config
 
 
-#: Prompts per chunk of the measured JVP route (its default; `--quick` uses 32 so that it chunks too).
-CHUNK = 256
+#: Prompts per chunk of the measured JVP route: `agreement_jvp`'s default (`--quick` uses 32 so
+#: that it chunks too).
+CHUNK = inspect.signature(exact.agreement_jvp).parameters["chunk_size"].default
 
 
 def _functions(config, chunk_size: int = CHUNK):

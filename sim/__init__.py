@@ -22,11 +22,11 @@
 Figures are drawn by :mod:`passk.plots.bandit`; `sim` only returns numbers.
 """
 
+from sim.answers import draw_answers, sampled_update, sampled_updates
 from sim.bandit import DEFAULT_K_MAX, BanditDiagnostics, SoftmaxBandit
 from sim.guards import GUARD_RULES, GuardState, conflict_guard, sampled_surrogate
 from sim.sweep import sweep_map
 from sim.toy import TOY_DEFAULTS, hard_mask, toy_bandit, toy_diagnostics, toy_start
-from sim.answers import draw_answers, sampled_update, sampled_updates
 from sim.train import (
     ESTIMATORS,
     RECORD_NAMES,
