@@ -17,10 +17,10 @@ write to). Delete it at any time to reclaim space; it is rebuilt on the next run
 
 from __future__ import annotations
 
-import hashlib
 import os
-import platform
 from pathlib import Path
+
+from theory.native import cpu_tag
 
 __all__ = ["CACHE_DIR_ENV", "DISABLE_ENV", "cache_dir", "enable_compile_cache"]
 
@@ -32,21 +32,6 @@ def _disabled() -> bool:
     return os.environ.get(DISABLE_ENV, "").strip() not in ("", "0")
 
 
-def _cpu_tag() -> str:
-    """`<machine>-<8 hex digits of the CPU flags>` (Linux), or the machine alone elsewhere."""
-    flags = ""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    flags = line.split(":", 1)[-1].strip()
-                    break
-    except OSError:
-        pass
-    machine = platform.machine() or "unknown"
-    return f"{machine}-{hashlib.sha256(flags.encode()).hexdigest()[:8]}" if flags else machine
-
-
 def cache_dir() -> Path:
     """The folder the cache uses in this environment (whether or not it is turned off)."""
     base = os.environ.get(CACHE_DIR_ENV)
@@ -55,7 +40,7 @@ def cache_dir() -> Path:
     else:
         xdg = os.environ.get("XDG_CACHE_HOME")
         root = (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "passk-interference" / "jax"
-    return root / _cpu_tag()
+    return root / cpu_tag()
 
 
 def enable_compile_cache() -> Path | None:

@@ -33,6 +33,7 @@ from theory.interference import (
     safe_cosine,
     weighted_mean_agreement,
 )
+from theory.native import NativeStatus, native_status
 from theory.sampled import (
     AnswerStatistics,
     SampledCriticalK,
@@ -87,6 +88,8 @@ __all__ = [
     "sampled_critical_k",
     "sampled_critical_k_jax",
     "sampled_inner_product",
+    "NativeStatus",
+    "native_status",
     "ESTIMATOR_TABLE",
     "GradientEstimator",
     "gradient_estimator",

@@ -54,6 +54,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from theory import native
 from theory import validate as _validate
 from theory.binomial import log_factor
 from theory.critical import critical_k, k_star_or_none
@@ -230,6 +231,10 @@ _UNROLL_ANSWERS = 128
 def _statistics(r, s) -> AnswerStatistics:
     r = r.astype(s.dtype)
     n = r.shape[-1]
+    if native.usable(s.dtype):
+        # Both sums in one pass over the scores (`theory/native.py`); the same numbers as below.
+        big_g, q = native.answer_sums_native(r, s)
+        return _from_sums(jnp.sum(r, axis=-1), big_g, q, n)
     if n <= _UNROLL_ANSWERS:
         # G_i = sum_j r_ij s_ij as n multiply-adds over (P, D) in one pass over the scores: XLA's
         # CPU backend runs the einsum below as a batched matrix-vector product at about half the
@@ -238,7 +243,7 @@ def _statistics(r, s) -> AnswerStatistics:
     else:
         big_g = jnp.einsum("pn,pnd->pd", r, s)
     q = jnp.sum(r * jnp.sum(s * s, axis=-1), axis=-1)  # Q_i = sum_j r_ij ||s_ij||^2
-    return _from_sums(jnp.sum(r, axis=-1), big_g, q, r.shape[-1])
+    return _from_sums(jnp.sum(r, axis=-1), big_g, q, n)
 
 
 _statistics_jit = jax.jit(lambda r, s: _stats_tree(_statistics(r, s)))
