@@ -164,16 +164,18 @@ def _scores(scores, shape, dtype):
     return arr.astype(jnp.result_type(arr.dtype, dtype))
 
 
-def _check_finite(scores, stats: AnswerStatistics) -> None:
+def _all_finite(stats: AnswerStatistics):
+    return jnp.all(jnp.isfinite(stats.mean_score)) & jnp.all(jnp.isfinite(stats.pair))
+
+
+def _check_finite(scores, finite) -> None:
     """Raise, naming the first offending prompt, when concrete `scores` hold NaN or inf.
 
     A non-finite score makes `G_i` or `Q_i` non-finite (`0 * inf` is NaN, so the scores of wrong
-    answers count too): the statistics decide, and only a failure is located on the host, so that
-    valid inputs are read once.
+    answers count too): the statistics decide (`finite`, :func:`_all_finite`, computed with them),
+    and only a failure is located on the host, so that valid inputs are read once.
     """
-    if not _validate.is_concrete(scores):
-        return
-    if bool(jnp.all(jnp.isfinite(stats.mean_score)) & jnp.all(jnp.isfinite(stats.pair))):
+    if not _validate.is_concrete(scores) or bool(finite):
         return
     host = np.asarray(scores)
     bad = ~np.isfinite(host)
@@ -246,7 +248,12 @@ def _statistics(r, s) -> AnswerStatistics:
     return _from_sums(jnp.sum(r, axis=-1), big_g, q, n)
 
 
-_statistics_jit = jax.jit(lambda r, s: _stats_tree(_statistics(r, s)))
+def _statistics_checked(r, s):
+    stats = _statistics(r, s)
+    return _stats_tree(stats), _all_finite(stats)
+
+
+_statistics_jit = jax.jit(_statistics_checked)
 
 
 def answer_statistics(rewards, scores) -> AnswerStatistics:
@@ -328,16 +335,28 @@ def _log_all_fail_table(m: int, n: int, t_max: int, dtype):
     return jnp.concatenate([zero, jnp.cumsum(term, axis=-1)], axis=-1)
 
 
+def _log_class_coefficients(n: int, k, dtype):
+    """`log c1`, `log c2` for every failure count `f = 0 .. n` of `n` answers, shape
+    `k.shape + (n + 1,)`; `-inf` where a prompt with `f` failures cannot contribute (`c = n - f`
+    below 1, below 2). A prompt's coefficients depend on it only through `f`. Needs `k <= n - 1`."""
+    t = jnp.asarray(k).astype(jnp.int32) - 1  # k <= n - 1, so t = k - 1 <= n - 2 indexes both tables
+    log_k = jnp.log(t.astype(dtype) + 1)[..., None]
+    f = jnp.arange(n + 1)
+    log_c1 = jnp.where(f <= n - 1, log_k + _log_all_fail_table(n - 1, n, n - 2, dtype).T[t], -jnp.inf)
+    log_c2 = jnp.where(f <= n - 2, log_k + _log_all_fail_table(n - 2, n, n - 2, dtype).T[t], -jnp.inf)
+    return log_c1, log_c2
+
+
+def _failures(c, n: int):
+    return (n - c).astype(jnp.int32)
+
+
 def _log_coefficients(c, n: int, k, dtype):
     """`log c1`, `log c2` for counts `c` (any shape) out of `n`, shape `k.shape + c.shape`;
     `-inf` where a prompt cannot contribute (`c < 1`, `c < 2`). Needs `k <= n - 1`."""
-    f = (n - c).astype(jnp.int32)
-    t = jnp.reshape(k, jnp.shape(k) + (1,) * jnp.ndim(c)).astype(jnp.int32) - 1
-    log_k = jnp.log(t.astype(dtype) + 1)
-    # k <= n - 1, so t = k - 1 <= n - 2 indexes both tables
-    log_c1 = jnp.where(c >= 1, log_k + _log_all_fail_table(n - 1, n, n - 2, dtype)[f, t], -jnp.inf)
-    log_c2 = jnp.where(c >= 2, log_k + _log_all_fail_table(n - 2, n, n - 2, dtype)[f, t], -jnp.inf)
-    return log_c1, log_c2
+    f = _failures(c, n)
+    log_c1, log_c2 = _log_class_coefficients(n, k, dtype)
+    return log_c1[..., f], log_c2[..., f]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,16 +365,24 @@ def _log_coefficients(c, n: int, k, dtype):
 
 def _inner_core(stats: AnswerStatistics, mu, k):
     """Unvalidated :func:`sampled_inner_product` on statistics; `k` of any shape."""
-    g, pair = stats.mean_score, stats.pair
-    log_c1, log_c2 = _log_coefficients(stats.correct, stats.n, k, g.dtype)  # (..K, P)
-    top = jnp.maximum(jnp.max(log_c1, axis=-1), jnp.max(log_c2, axis=-1))  # (..K,)
+    g, pair, n = stats.mean_score, stats.pair, stats.n
+    # The coefficients depend on a prompt only through its failure count f_i: (..K, n + 1) tables
+    # by class, read per prompt, and U summed class by class (no (K, P) x (P, D) product).
+    f = _failures(stats.correct, n)  # (P,)
+    log_c1, log_c2 = _log_class_coefficients(n, k, g.dtype)  # (..K, n + 1)
+    present = jax.ops.segment_sum(jnp.ones_like(f), f, num_segments=n + 1) > 0  # (n + 1,)
+    top = jnp.max(jnp.where(present, jnp.maximum(log_c1, log_c2), -jnp.inf), axis=-1)  # (..K,)
     log_scale = jnp.where(jnp.isfinite(top), top, 0.0)
-    x1 = mu * jnp.exp(log_c1 - log_scale[..., None])  # mu_i c1_i / scale
-    x2 = mu * mu * jnp.exp(log_c2 - log_scale[..., None])  # mu_i^2 c2_i / scale
+    # c1 / scale, c2 / scale by class; 0 for classes no prompt is in (they could overflow)
+    e1 = jnp.where(present, jnp.exp(log_c1 - log_scale[..., None]), 0.0)
+    e2 = jnp.where(present, jnp.exp(log_c2 - log_scale[..., None]), 0.0)
+    x1 = mu * e1[..., f]  # (..K, P) mu_i c1_i / scale
+    x2 = mu * mu * e2[..., f]  # (..K, P) mu_i^2 c2_i / scale
     h = mu @ g  # (D,) H = sum_l mu_l g_l
     along_h = g @ h  # (P,) <g_i, H>
     sq = jnp.sum(g * g, axis=-1)  # (P,) ||g_i||^2
-    u = jnp.einsum("...p,pd->...d", x1, g)  # (..K, D) sum_i x1_i g_i
+    by_class = jax.ops.segment_sum(mu[:, None] * g, f, num_segments=n + 1)  # (n + 1, D)
+    u = e1 @ by_class  # (..K, D) U = sum_i x1_i g_i
     along_u = jnp.einsum("...d,pd->...p", u, g)  # (..K, P) <g_i, U>
     cross = x1 * (along_h - mu * sq)  # mu_i c1_i <g_i, H - mu_i g_i>
     self_term = x2 * pair
@@ -541,8 +568,9 @@ def _answers(rewards, scores):
     """Validated rewards and scores, and their statistics (computed once, also to check the scores)."""
     r = _validate.binary_rewards("rewards", rewards)
     s = _scores(scores, r.shape, jnp.result_type(float))
-    stats = AnswerStatistics(*_statistics_jit(r, s), n=r.shape[1])
-    _check_finite(s, stats)
+    tree, finite = _statistics_jit(r, s)
+    stats = AnswerStatistics(*tree, n=r.shape[1])
+    _check_finite(s, finite)
     return r, s, stats
 
 
