@@ -3,6 +3,9 @@
 Measured: :func:`theory.sampled_critical_k` on one run of `P` prompts with `n` answers each and
 `D`-dimensional (sketched) score vectors in float32, input validation included: it evaluates
 `I_k_hat` and its jackknife standard error at every `k = 1 .. n - 1` and reads the interval off.
+Its statistics `G_i`, `Q_i` come from the compiled kernel of :mod:`theory.native` (one pass over
+the scores) where it is built, else from XLA's two passes: the row's `native` says which
+(`native_reason`: built, loaded, or why not).
 
 Baseline: :func:`numpy_sampled_critical_k`, the same closed form (SPEC section 10) in plain numpy:
 the statistics by `einsum`, then for each `k` the coefficients from `scipy.special.comb`, the
@@ -121,5 +124,7 @@ def bench(*, quick: bool, key, repeats: int | None = None) -> list[dict]:
             size=f"{n_prompts} prompts x n={n} answers x D={dim}, float32 scores",
             met=bool(ratio >= 10 and med["ours"] / floor_s <= 3),
             device=str(jax.devices()[0].platform),
+            native=theory.native_status().available,
+            native_reason=theory.native_status().reason,
         )
     ]
