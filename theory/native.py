@@ -45,8 +45,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["NativeStatus", "native_status", "native_dir", "cpu_tag", "answer_sums_native", "NATIVE_DIR_ENV",
-           "DISABLE_NATIVE_ENV"]
+__all__ = ["NativeStatus", "native_status", "native_dir", "cpu_tag", "usable", "answer_sums_native",
+           "NATIVE_DIR_ENV", "DISABLE_NATIVE_ENV"]
 
 NATIVE_DIR_ENV = "PASSK_NATIVE_DIR"
 DISABLE_NATIVE_ENV = "PASSK_NO_NATIVE"
