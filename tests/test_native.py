@@ -83,6 +83,15 @@ def test_sums_match_reference_and_xla_formula(dtype, seed, shape, binary):
 
 
 @needs_kernel
+def test_bad_input_is_named():
+    r, s = draw(6, (3, 4, 5), np.float64)
+    with pytest.raises(TypeError, match="float32 or float64.*float16"):
+        native.answer_sums_native(r, s.astype(jnp.float16))
+    with pytest.raises(ValueError, match=r"rewards must have shape \(\.\.\., n\) = \(3, 4\).*got \(3, 5\)"):
+        native.answer_sums_native(jnp.ones((3, 5)), s)
+
+
+@needs_kernel
 def test_vmap_is_more_prompts():
     r, s = draw(1, (3, 6, 5, 9), np.float64)
     g, q = jax.vmap(native.answer_sums_native)(r, s)

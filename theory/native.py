@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import inspect
 import os
 import platform
 import shutil
@@ -156,6 +157,8 @@ def _load() -> NativeStatus:
     ffi = getattr(jax, "ffi", None)
     if ffi is None or not hasattr(ffi, "include_dir"):
         return NativeStatus(False, f"jax {jax.__version__} has no jax.ffi", None)
+    if "vmap_method" not in inspect.signature(ffi.ffi_call).parameters:
+        return NativeStatus(False, f"jax {jax.__version__}: jax.ffi.ffi_call has no vmap_method", None)
     cxx = _compiler()
     if cxx is None:
         return NativeStatus(False, "no C++ compiler found ($CXX, c++, g++, clang++)", None)
@@ -201,6 +204,12 @@ def _call(r, s):
     status = native_status()
     if not status.available:
         raise RuntimeError(f"the compiled kernel is not available here: {status.reason}")
+    if np.dtype(s.dtype) not in _DTYPES:
+        raise TypeError(f"scores must be float32 or float64 for the compiled kernel; got {s.dtype}")
+    if s.ndim < 2 or r.shape != s.shape[:-1]:
+        raise ValueError(f"rewards must have shape (..., n) = {s.shape[:-1]} for scores of shape {s.shape}; "
+                         f"got {r.shape}")
+    r = r.astype(s.dtype)
     lead = s.shape[:-2]
     call = jax.ffi.ffi_call(
         _TARGET,
@@ -217,6 +226,8 @@ def answer_sums_native(r, s):
 
     Raises:
       RuntimeError: the kernel could not be built or loaded here (:func:`native_status` says why).
+      TypeError: scores neither float32 nor float64 (rewards are cast to the scores' dtype).
+      ValueError: shapes that do not match.
     """
     return _call(r, s)
 
