@@ -15,7 +15,7 @@ import time
 import jax
 
 
-__all__ = ["BENCHMARKS", "run", "median_of_runs", "format_table", "markdown_table", "details_text"]
+__all__ = ["BENCHMARKS", "PER_RUN_KEYS", "run", "median_of_runs", "format_table", "markdown_table", "details_text"]
 
 #: Benchmark names, in run order, and their modules (each has `bench(quick=, key=) -> list[dict]`).
 BENCHMARKS = {
@@ -49,6 +49,12 @@ def run(*, quick: bool, only: list[str] | None = None, seed: int = 0) -> list[di
     return rows
 
 
+#: Quantities a target may be set on besides the ratio; :func:`median_of_runs` keeps each run's value
+#: (`<key>_runs`) so that the table shows their median, which the row picked by its ratio need not have.
+PER_RUN_KEYS = ("exponent_upper", "exponent", "ours_over_hardware", "ours_over_minimal", "ours_over_floor",
+                "statistics_over_floor")
+
+
 def median_of_runs(runs: list[list[dict]]) -> list[dict]:
     """One row per benchmark from several full runs: the run whose ratio is the median, with the
     spread over runs.
@@ -58,7 +64,8 @@ def median_of_runs(runs: list[list[dict]]) -> list[dict]:
     `ratio_min`, `ratio_max` and `met_runs` (how many runs met the target). `met` is whether more
     than half of the runs met it: for a one-sided target on any one quantity (a ratio, or a time
     such as "under 2 s"), that is whether the median of that quantity meets it, even where the
-    quantity is not the ratio the row was picked by.
+    quantity is not the ratio the row was picked by. Each key of :data:`PER_RUN_KEYS` that every
+    run reports is also kept as a list over runs (`exponent_upper_runs`, ...).
 
     Args:
       runs: the rows of each run (:func:`run`), the same benchmarks in each.
@@ -89,8 +96,16 @@ def median_of_runs(runs: list[list[dict]]) -> list[dict]:
         )
         if middle["met_runs"] is not None:
             middle["met"] = 2 * middle["met_runs"] > len(rows)
+        for key in PER_RUN_KEYS:
+            if all(isinstance(r.get(key), (int, float)) for r in rows):
+                middle[f"{key}_runs"] = [float(r[key]) for r in rows]
         out.append(middle)
     return out
+
+
+def _median(values) -> float:
+    """The middle value (the lower middle for an even count), as :func:`median_of_runs` picks rows."""
+    return sorted(values)[(len(values) - 1) // 2]
 
 
 def _fmt(x) -> str:
@@ -123,7 +138,12 @@ def markdown_table(rows: list[dict]) -> str:
         ratio = f"{r['ratio']:.3g}"
         if r.get("runs", 1) > 1 and r.get("ratio_min") is not None:
             ratio += f" [{r['ratio_min']:.3g}, {r['ratio_max']:.3g}]"
-        if "exponent_upper" in r:
+        if "exponent_upper_runs" in r:
+            # the target is on the exponent: its median and range over runs, not the picked run's
+            ups, alls = r["exponent_upper_runs"], r["exponent_runs"]
+            ratio += (f" (exponent {_median(ups):.2f} [{min(ups):.2f}, {max(ups):.2f}] largest {r['fit_points']},"
+                      f" {_median(alls):.2f} all)")
+        elif "exponent_upper" in r:
             ratio += f" (exponent {r['exponent_upper']:.2f} largest {r['fit_points']}, {r['exponent']:.2f} all)"
         met = {True: "yes", False: "no", None: "-"}[r.get("met")]
         if r.get("met_runs") is not None and r.get("runs", 1) > 1:

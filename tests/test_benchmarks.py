@@ -93,6 +93,19 @@ def test_median_of_runs_keeps_the_median_run_and_the_spread():
         run.median_of_runs([runs[0], runs[1][:1]])
 
 
+def test_median_of_runs_shows_the_median_exponent_not_the_picked_runs():
+    # the row is picked by its ratio (run 0 here), but the target is on the exponent over the largest
+    # sizes: the table shows the median of the three exponents and their range
+    runs = [[{"name": "scaling[configs]", "ours_s": 1.0, "baseline_s": 2.0, "ratio": r, "target": "band",
+              "met": 0.85 <= up <= 1.15, "exponent": e, "exponent_upper": up, "fit_points": 3}]
+            for r, up, e in ((2.0, 0.79, 0.82), (2.4, 0.95, 0.84), (1.8, 0.90, 0.80))]
+    (row,) = run.median_of_runs(runs)
+    assert row["ratio"] == 2.0 and row["exponent_upper"] == 0.79
+    assert row["exponent_upper_runs"] == [0.79, 0.95, 0.90] and row["met_runs"] == 2 and row["met"] is True
+    line = run.markdown_table([row]).splitlines()[2]
+    assert "(exponent 0.90 [0.79, 0.95] largest 3, 0.82 all)" in line and line.endswith("| yes (2 of 3) |")
+
+
 def test_make_rewards_rejects_unknown_kind():
     with pytest.raises(ValueError, match="kind.*'ternary'"):
         estimators.make_rewards(jax.random.key(0), 2, 4, kind="ternary")
