@@ -1,7 +1,7 @@
 """The compiled kernel of `theory/native.py`: the answer sums `G`, `Q` in one pass over the scores.
 
 Checked against a float64 numpy reference (tolerances per dtype below) and against the XLA formula
-of `theory.sampled` (with binary rewards, `G` bit for bit), under `jit`, `vmap` and `jvp`, with
+of `theory.answers` (with binary rewards, `G` bit for bit), under `jit`, `vmap` and `jvp`, with
 several threads, and for what happens when it cannot be built.
 """
 
@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import theory
 from theory import native
-from theory import sampled as sampled_module
+from theory import answers as answers_module
 
 ROOT = Path(__file__).resolve().parents[1]
 # Relative tolerance of Q against the float64 reference: its squared norms are summed in another
@@ -40,7 +40,7 @@ def reference_sums(r, s):
 
 
 def xla_sums(r, s):
-    """The XLA formula of `theory.sampled` (answer by answer, left to right) for any leading axes."""
+    """The XLA formula of `theory.answers` (answer by answer, left to right) for any leading axes."""
     n = r.shape[-1]
     g = r[..., 0, None] * s[..., 0, :]
     for j in range(1, n):
@@ -138,7 +138,7 @@ def test_statistics_equal_with_and_without_the_kernel(monkeypatch):
     r, s = draw(5, (33, 8, 21), np.float64)
     with_kernel = theory.answer_statistics(r, s)
     monkeypatch.setattr(native, "usable", lambda dtype: False)
-    without = sampled_module.AnswerStatistics(*jax.jit(lambda r, s: sampled_module._statistics(r, s)[:3])(r, s), n=8)
+    without = answers_module.AnswerStatistics(*jax.jit(lambda r, s: answers_module._statistics(r, s)[:3])(r, s), n=8)
     np.testing.assert_array_equal(with_kernel.correct, without.correct)
     np.testing.assert_array_equal(with_kernel.mean_score, without.mean_score)
     np.testing.assert_allclose(with_kernel.pair, without.pair, rtol=1e-12, atol=1e-15)

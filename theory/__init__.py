@@ -5,6 +5,7 @@ Every function takes numpy or JAX arrays and works under `jax.jit`/`vmap` where 
 arrays; concrete inputs are validated (see `theory.validate`), traced ones only by shape/dtype.
 """
 
+from theory.answers import AnswerStatistics, answer_statistics, statistics_from_sums
 from theory.critical import (
     asymptotic_conflict,
     conflict_sign_changes,
@@ -35,11 +36,9 @@ from theory.interference import (
 )
 from theory.native import NativeStatus, native_status
 from theory.sampled import (
-    AnswerStatistics,
     SampledCriticalK,
     SampledInner,
     agreement_from_statistics,
-    answer_statistics,
     critical_k_from_inner,
     critical_k_from_statistics,
     inner_product_from_statistics,
@@ -50,7 +49,6 @@ from theory.sampled import (
     sampled_critical_k,
     sampled_critical_k_jax,
     sampled_inner_product,
-    statistics_from_sums,
 )
 from theory.steps import (
     mixture_coefficient,

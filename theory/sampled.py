@@ -6,13 +6,9 @@ A run never sees `p_i` or `grad p_i`. Per prompt `i` it has `n` answers with rew
 with `E[S^T S] = I`. Two facts make unbiased estimates possible: `E[r_ij s_ij] = grad p_i`, and for
 `m` answers other than those already used, `E[prod (1 - r)] = (1 - p_i)^m`.
 
-Per prompt the estimators read three statistics of its answers:
-
-    c_i = sum_j r_ij,    g_i = (1/n) sum_j r_ij s_ij,    pair_i = (||G_i||^2 - Q_i) / (n (n-1)),
-
-with `G_i = n g_i` and `Q_i = sum_j r_ij ||s_ij||^2`; `pair_i` is the average of `<s_ij, s_ij'>`
-over ordered pairs of distinct correct answers (0 when `c_i < 2`), unbiased for
-`||grad p_i||^2` up to the factor `P(both correct)`. Only prompts with `c_i >= 1` carry gradient.
+Per prompt the estimators read the statistics `c_i`, `g_i` and `pair_i` of its answers, defined
+and computed in one read of the scores by :mod:`theory.answers`. Only prompts with `c_i >= 1`
+carry gradient.
 
 - :func:`sampled_agreement_scores`: `a_hat_i = <g_i, H - mu_i g_i> + mu_i pair_i`, `H = sum_l mu_l g_l`,
   unbiased for `a_i = <grad p_i, grad J_1>`.
@@ -54,8 +50,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from theory import native
 from theory import validate as _validate
+from theory.answers import (
+    AnswerStatistics,
+    answer_statistics,
+    checked_statistics,
+    first_index,
+    read_answers,
+    stats_tree,
+)
 from theory.binomial import log_factor
 from theory.critical import critical_k, k_star_or_none
 from theory.interference import conflict_inner_product
@@ -63,9 +66,6 @@ from theory.interference import conflict_inner_product
 __all__ = [
     "SampledInner",
     "SampledCriticalK",
-    "AnswerStatistics",
-    "answer_statistics",
-    "statistics_from_sums",
     "agreement_from_statistics",
     "inner_product_from_statistics",
     "critical_k_from_statistics",
@@ -122,70 +122,6 @@ class SampledCriticalK(NamedTuple):
     level: float
 
 
-class AnswerStatistics(NamedTuple):
-    """What the estimators read of one run's answers (shapes for `P` prompts).
-
-    Attributes:
-      correct: `(P,)` number of correct answers `c_i`, as floats.
-      mean_score: `(P, D)` `g_i = (1/n) sum_j r_ij s_ij`.
-      pair: `(P,)` `(||G_i||^2 - Q_i) / (n (n-1))`, exactly 0 where `c_i < 2`.
-      n: the number of answers per prompt (static).
-    """
-
-    correct: jax.Array
-    mean_score: jax.Array
-    pair: jax.Array
-    n: int
-
-
-def _stats_tree(stats: AnswerStatistics):
-    """The array fields, for passing through `jit` with `n` static."""
-    return stats.correct, stats.mean_score, stats.pair
-
-
-# ---------------------------------------------------------------------------------------------
-# Validation
-
-
-def _first_prompt(bad: np.ndarray) -> tuple[int, ...]:
-    return tuple(int(i) for i in np.argwhere(bad)[0])
-
-
-def _scores(scores, shape, dtype):
-    """`(P, n, D)` scores (trailing axes flattened); shapes only (values: :func:`_check_finite`)."""
-    arr = _validate.as_float_array("scores", scores)
-    if arr.ndim < 3 or arr.shape[:2] != shape:
-        raise ValueError(
-            f"scores must have shape (P, n, D) = {shape + ('D',)} matching rewards; got shape {arr.shape}"
-        )
-    arr = arr.reshape(shape + (-1,))
-    if arr.shape[-1] < 1:
-        raise ValueError(f"scores must have at least one coordinate (D >= 1); got shape {arr.shape}")
-    return arr.astype(jnp.result_type(arr.dtype, dtype))
-
-
-def _all_finite(stats: AnswerStatistics):
-    return jnp.all(jnp.isfinite(stats.mean_score)) & jnp.all(jnp.isfinite(stats.pair))
-
-
-def _check_finite(scores, finite) -> None:
-    """Raise, naming the first offending prompt, when concrete `scores` hold NaN or inf.
-
-    A non-finite score makes `G_i` or `Q_i` non-finite (`0 * inf` is NaN, so the scores of wrong
-    answers count too): the statistics decide (`finite`, :func:`_all_finite`, computed with them),
-    and only a failure is located on the host, so that valid inputs are read once.
-    """
-    if not _validate.is_concrete(scores) or bool(finite):
-        return
-    host = np.asarray(scores)
-    bad = ~np.isfinite(host)
-    if bad.any():
-        i, j, d = _first_prompt(bad)
-        raise ValueError(
-            f"scores must be finite; got {host[i, j, d].item()!r} at prompt {i} (answer {j}, coordinate {d})"
-        )
-
-
 def _orders(name, ks, n):
     """Integer `k` (scalar or array) with `1 <= k <= n - 1` (concrete values checked)."""
     k = _validate.integer(name, ks, minimum=1)
@@ -193,7 +129,7 @@ def _orders(name, ks, n):
         host = np.asarray(k)
         bad = host > n - 1
         if bad.any():
-            where = f" at index {_first_prompt(bad)}" if host.ndim else ""
+            where = f" at index {first_index(bad)}" if host.ndim else ""
             raise ValueError(
                 f"{name} must be <= n - 1 = {n - 1} (no unbiased estimate of I_k from n = {n} answers "
                 f"beyond k = n - 1); got {int(host[bad].ravel()[0])}{where}"
@@ -210,106 +146,6 @@ def _positive_prompts(mu, n_prompts):
                 f"mu must give positive weight to at least two prompts (the jackknife deletes one "
                 f"prompt at a time); got {live} of {n_prompts}"
             )
-
-
-# ---------------------------------------------------------------------------------------------
-# Statistics of the answers
-
-
-def _from_sums(c, big_g, q, n: int) -> AnswerStatistics:
-    pair = jnp.where(c >= 2, (jnp.sum(big_g * big_g, axis=-1) - q) / (n * (n - 1)), 0.0)
-    return AnswerStatistics(correct=c, mean_score=big_g / n, pair=pair, n=n)
-
-
-# The public entry points run their few operations as one compiled program, not one per operation
-# (each costs a trace and a lowering at every start, `benchmarks/start.py`).
-_from_sums_jit = jax.jit(lambda c, big_g, q, *, n: _stats_tree(_from_sums(c, big_g, q, n)), static_argnames="n")
-
-
-# Up to this many answers, `G` is summed answer by answer in one elementwise pass.
-_UNROLL_ANSWERS = 128
-
-
-def _statistics(r, s) -> AnswerStatistics:
-    r = r.astype(s.dtype)
-    n = r.shape[-1]
-    if native.usable(s.dtype):
-        # Both sums in one pass over the scores (`theory/native.py`); the same numbers as below.
-        big_g, q = native.answer_sums_native(r, s)
-        return _from_sums(jnp.sum(r, axis=-1), big_g, q, n)
-    if n <= _UNROLL_ANSWERS:
-        # G_i = sum_j r_ij s_ij as n multiply-adds over (P, D) in one pass over the scores: XLA's
-        # CPU backend runs the einsum below as a batched matrix-vector product at about half the
-        # memory bandwidth (`benchmarks/sampled.py`).
-        big_g = functools.reduce(jnp.add, [r[:, j, None] * s[:, j, :] for j in range(n)])
-    else:
-        big_g = jnp.einsum("pn,pnd->pd", r, s)
-    q = jnp.sum(r * jnp.sum(s * s, axis=-1), axis=-1)  # Q_i = sum_j r_ij ||s_ij||^2
-    return _from_sums(jnp.sum(r, axis=-1), big_g, q, n)
-
-
-def _statistics_checked(r, s):
-    stats = _statistics(r, s)
-    return _stats_tree(stats), _all_finite(stats)
-
-
-_statistics_jit = jax.jit(_statistics_checked)
-
-
-def answer_statistics(rewards, scores) -> AnswerStatistics:
-    """The per-prompt statistics `c_i`, `g_i`, `pair_i` of sampled answers (see the module docstring).
-
-    Args:
-      rewards: `(P, n)` rewards in `{0, 1}` (bool, int or float), `n >= 2`.
-      scores: `(P, n, ...)` score vectors `grad log pi(y_ij | x_i)` (trailing axes flattened).
-
-    Returns:
-      :class:`AnswerStatistics`.
-    """
-    return _answers(rewards, scores)[2]
-
-
-def statistics_from_sums(correct, score_sum, score_sq_sum, *, n: int) -> AnswerStatistics:
-    """:class:`AnswerStatistics` from sums accumulated elsewhere (for example over chunks of answers).
-
-    For models too large to hold every score vector at once: accumulate, per prompt,
-    `c_i = sum_j r_ij`, `G_i = sum_j r_ij s_ij` and `Q_i = sum_j r_ij ||s_ij||^2` over the answers
-    (only correct answers contribute), then pass them here.
-
-    Args:
-      correct: `(P,)` counts `c_i`, integers in `[0, n]` (any numeric dtype).
-      score_sum: `(P, ...)` `G_i` (trailing axes flattened).
-      score_sq_sum: `(P,)` `Q_i`.
-      n: answers per prompt, `>= 2`.
-
-    Returns:
-      :class:`AnswerStatistics`, the same as :func:`answer_statistics` of the answers themselves.
-    """
-    n = _validate.python_int("n", n, minimum=2)
-    big_g = _validate.finite("score_sum", score_sum)
-    if big_g.ndim < 2:
-        raise ValueError(f"score_sum must have shape (P, D); got shape {big_g.shape}")
-    big_g = big_g.reshape(big_g.shape[0], -1)
-    q = _validate.finite("score_sq_sum", score_sq_sum).astype(big_g.dtype)
-    c = _validate.finite("correct", correct).astype(big_g.dtype)
-    for name, arr in (("correct", c), ("score_sq_sum", q)):
-        if arr.shape != big_g.shape[:1]:
-            raise ValueError(f"{name} must have shape (P,) = ({big_g.shape[0]},) matching score_sum; got {arr.shape}")
-    if _validate.is_concrete(c):
-        host = np.asarray(c)
-        bad = (host != np.round(host)) | (host < 0) | (host > n)
-        if bad.any():
-            i = int(np.argwhere(bad)[0][0])
-            raise ValueError(f"correct must be integer counts in [0, n = {n}]; got {host[i].item()!r} at prompt {i}")
-    return AnswerStatistics(*_from_sums_jit(c, big_g, q, n=n), n=n)
-
-
-def _checked_statistics(stats) -> AnswerStatistics:
-    if not isinstance(stats, AnswerStatistics):
-        raise TypeError(
-            f"stats must be an AnswerStatistics (from answer_statistics or statistics_from_sums); got {type(stats).__name__}"
-        )
-    return stats
 
 
 # ---------------------------------------------------------------------------------------------
@@ -494,8 +330,8 @@ def sampled_agreement_scores(rewards, scores, mu=None):
 
 def agreement_from_statistics(stats: AnswerStatistics, *, mu=None):
     """:func:`sampled_agreement_scores` from :class:`AnswerStatistics`."""
-    stats = _checked_statistics(stats)
-    return _agreement_jit(*_stats_tree(stats), _weights(stats, mu))
+    stats = checked_statistics(stats)
+    return _agreement_jit(*stats_tree(stats), _weights(stats, mu))
 
 
 def _agreement(stats: AnswerStatistics, mu):
@@ -558,20 +394,10 @@ def sampled_inner_product(rewards, scores, ks, *, mu=None, stderr: str = "prompt
     _stderr_kind(stderr)
     if stderr == "prompts":
         return inner_product_from_statistics(answer_statistics(rewards, scores), ks, mu=mu)
-    r, s, stats = _answers(rewards, scores)
+    r, s, stats = read_answers(rewards, scores)
     mu = _validate.prompt_weights(mu, r.shape[0], s.dtype)
     k = _orders("ks", ks, r.shape[1])
-    return _inner_answers_jit(r, s, _stats_tree(stats), mu, k)
-
-
-def _answers(rewards, scores):
-    """Validated rewards and scores, and their statistics (computed once, also to check the scores)."""
-    r = _validate.binary_rewards("rewards", rewards)
-    s = _scores(scores, r.shape, jnp.result_type(float))
-    tree, finite = _statistics_jit(r, s)
-    stats = AnswerStatistics(*tree, n=r.shape[1])
-    _check_finite(s, finite)
-    return r, s, stats
+    return _inner_answers_jit(r, s, stats_tree(stats), mu, k)
 
 
 def _stderr_kind(stderr):
@@ -588,12 +414,12 @@ def _inner_answers_jit(r, s, stats_tree, mu, k):
 
 
 def inner_product_from_statistics(stats: AnswerStatistics, ks, *, mu=None) -> SampledInner:
-    """:func:`sampled_inner_product` from :class:`AnswerStatistics` (see :func:`statistics_from_sums`)."""
-    stats = _checked_statistics(stats)
+    """:func:`sampled_inner_product` from :class:`AnswerStatistics` (see :func:`theory.answers.statistics_from_sums`)."""
+    stats = checked_statistics(stats)
     mu = _weights(stats, mu)
     k = _orders("ks", ks, stats.n)
     _positive_prompts(mu, stats.correct.shape[0])
-    return _inner_jit(*_stats_tree(stats), mu, k, n=stats.n)
+    return _inner_jit(*stats_tree(stats), mu, k, n=stats.n)
 
 
 @functools.partial(jax.jit, static_argnames=("n",))
@@ -673,8 +499,8 @@ def sampled_critical_k_jax(rewards, scores, *, mu=None, level=0.95, stderr: str 
     level = _validate.level("level", level)
     _stderr_kind(stderr)
     if stderr == "answers":
-        r, s, stats = _answers(rewards, scores)
-        return _critical_answers_jit(r, s, _stats_tree(stats), _validate.prompt_weights(mu, r.shape[0], s.dtype),
+        r, s, stats = read_answers(rewards, scores)
+        return _critical_answers_jit(r, s, stats_tree(stats), _validate.prompt_weights(mu, r.shape[0], s.dtype),
                                      _z(level))
     stats, mu = _inputs(rewards, scores, mu)
     _positive_prompts(mu, stats.correct.shape[0])
@@ -705,10 +531,10 @@ def sampled_critical_k(rewards, scores, *, mu=None, level=0.95, stderr: str = "p
     if stderr == "prompts":
         return critical_k_from_statistics(answer_statistics(rewards, scores), mu=mu, level=level)
     level = _validate.level("level", level)
-    r, s, stats = _answers(rewards, scores)
+    r, s, stats = read_answers(rewards, scores)
     mu = _validate.prompt_weights(mu, r.shape[0], s.dtype)
     k_max = r.shape[1] - 1
-    est, lo, hi = (int(v) for v in _critical_answers_jit(r, s, _stats_tree(stats), mu, _z(level)))
+    est, lo, hi = (int(v) for v in _critical_answers_jit(r, s, stats_tree(stats), mu, _z(level)))
     return SampledCriticalK(
         estimate=k_star_or_none(est, k_max), lower=k_star_or_none(lo, k_max), upper=k_star_or_none(hi, k_max),
         k_max=k_max, level=level,
@@ -716,13 +542,13 @@ def sampled_critical_k(rewards, scores, *, mu=None, level=0.95, stderr: str = "p
 
 
 def critical_k_from_statistics(stats: AnswerStatistics, *, mu=None, level=0.95) -> SampledCriticalK:
-    """:func:`sampled_critical_k` from :class:`AnswerStatistics` (see :func:`statistics_from_sums`)."""
+    """:func:`sampled_critical_k` from :class:`AnswerStatistics` (see :func:`theory.answers.statistics_from_sums`)."""
     level = _validate.level("level", level)
-    stats = _checked_statistics(stats)
+    stats = checked_statistics(stats)
     mu = _weights(stats, mu)
     _positive_prompts(mu, stats.correct.shape[0])
     k_max = stats.n - 1
-    est, lo, hi = (int(v) for v in _critical_jit(*_stats_tree(stats), mu, _z(level), n=stats.n))
+    est, lo, hi = (int(v) for v in _critical_jit(*stats_tree(stats), mu, _z(level), n=stats.n))
     return SampledCriticalK(
         estimate=k_star_or_none(est, k_max),
         lower=k_star_or_none(lo, k_max),
