@@ -55,6 +55,15 @@ PER_RUN_KEYS = ("exponent_upper", "exponent", "ours_over_hardware", "ours_over_m
                 "statistics_over_floor")
 
 
+def _middle(count: int) -> int:
+    """Index of the median of `count` sorted values (the lower middle for an even count)."""
+    return (count - 1) // 2
+
+
+def _median(values) -> float:
+    return sorted(values)[_middle(len(values))]
+
+
 def median_of_runs(runs: list[list[dict]]) -> list[dict]:
     """One row per benchmark from several full runs: the run whose ratio is the median, with the
     spread over runs.
@@ -87,7 +96,7 @@ def median_of_runs(runs: list[list[dict]]) -> list[dict]:
         finite = [x for x in ratios if x is not None and math.isfinite(x)]
         order = sorted(range(len(rows)), key=lambda i: (ratios[i] is None or not math.isfinite(ratios[i]),
                                                         ratios[i] if ratios[i] is not None else 0.0))
-        middle = dict(rows[order[(len(rows) - 1) // 2]])
+        middle = dict(rows[order[_middle(len(rows))]])
         middle.update(
             runs=len(rows),
             ratio_min=min(finite) if finite else None,
@@ -101,11 +110,6 @@ def median_of_runs(runs: list[list[dict]]) -> list[dict]:
                 middle[f"{key}_runs"] = [float(r[key]) for r in rows]
         out.append(middle)
     return out
-
-
-def _median(values) -> float:
-    """The middle value (the lower middle for an even count), as :func:`median_of_runs` picks rows."""
-    return sorted(values)[(len(values) - 1) // 2]
 
 
 def _fmt(x) -> str:
