@@ -15,7 +15,7 @@ import optax
 import pytest
 
 from sim.train import RECORD_NAMES as R
-from sim.transformer import exact, safe, task, train
+from sim.transformer import checkpoint, exact, safe, task, train
 from tiny_transformer import make_tiny
 
 STEPS = 10
@@ -54,7 +54,7 @@ def _old_chunk(carry, start, key, prompts, answers, mu, verifier_args, *, config
         metrics = {R.j1: j1, R.jk: jk, R.update_inner: exact.tree_dot(g1, updates), "mean_reward": mean_reward}
         return (optax.apply_updates(theta, updates), opt_state), metrics
 
-    return jax.lax.scan(step, carry, train._step_keys(key, start, pg.checkpoint_every))
+    return jax.lax.scan(step, carry, checkpoint.step_keys(key, start, pg.checkpoint_every))
 
 
 @pytest.mark.slow

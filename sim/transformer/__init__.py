@@ -2,7 +2,8 @@
 
 Modules: :mod:`task` (the verifiable task), :mod:`model` (the transformer), :mod:`exact` (exact
 success, objectives and agreements by JVP), :mod:`train` (warm start, policy-gradient fine-tuning,
-sampling, checkpoints, training rules), :mod:`experiment` (:func:`run_experiment`), :mod:`safe`
+sampling, training rules), :mod:`checkpoint` (chunked loops that checkpoint and resume),
+:mod:`experiment` (:func:`run_experiment`), :mod:`safe`
 (:func:`safe_update_study`: the conflict-safe rules measured), :mod:`task_families` (the
 exception task and the rare-rule task in one form), :mod:`ksweep` (:func:`ksweep_study`: plain
 SGD through the crossing at every `k`, two task families, three warm starts each), :mod:`proxy`

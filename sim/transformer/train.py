@@ -68,8 +68,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import pickle
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -80,9 +78,9 @@ import optax
 
 import theory
 from sim import guards as _guards
-from sim.files import atomic_write
 from sim.train import RECORD_NAMES as R
 from sim.transformer import exact as _exact
+from sim.transformer import checkpoint as _checkpoint
 from sim.transformer import model as _model
 
 __all__ = [
@@ -272,82 +270,6 @@ def pg_surrogate(params, prompts, answers, config, pg: PGConfig, key, verifier, 
 
 
 # ---------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def _fingerprint(*parts) -> str:
-    """A short hash naming a run: a checkpoint is only resumed by the run that wrote it."""
-    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
-
-
-def _data_bytes(*trees):
-    """Digests of the arrays a run starts from (data, initial parameters)."""
-    return [
-        hashlib.sha256(b"".join(np.asarray(x).tobytes() for x in jax.tree_util.tree_leaves(tree))).hexdigest()
-        for tree in trees
-    ]
-
-
-def _save_checkpoint(path: Path, state: dict) -> None:
-    host = jax.device_get(state)
-    atomic_write(path, lambda f: pickle.dump(host, f, protocol=pickle.HIGHEST_PROTOCOL))
-
-
-def _load_checkpoint(path: Path, fingerprint: str):
-    if path is None or not path.exists():
-        return None
-    with open(path, "rb") as handle:
-        state = pickle.load(handle)
-    if state.get("fingerprint") != fingerprint:
-        raise ValueError(
-            f"checkpoint {path} belongs to a different run (fingerprint {state.get('fingerprint')!r}, "
-            f"expected {fingerprint!r}); remove it or use another checkpoint_dir"
-        )
-    return state
-
-
-def _run_chunks(run_chunk, init_state, *, steps, chunk, checkpoint_path, fingerprint, key, progress, label):
-    """Drive `run_chunk(carry, start) -> (carry, metrics over chunk steps)` until `steps`.
-
-    Returns `(final_carry, metrics)` with metrics stacked over steps (numpy). Resumes from
-    `checkpoint_path` when it holds a checkpoint of the same run (same fingerprint).
-    """
-    carry, done, history = init_state, 0, []
-    saved = _load_checkpoint(checkpoint_path, fingerprint)
-    if saved is not None:
-        carry = jax.tree_util.tree_map(jnp.asarray, saved["carry"])
-        done, history = int(saved["step"]), list(saved["history"])
-        if progress:
-            progress(f"{label}: resumed at step {done}/{steps}")
-    while done < steps:
-        # Callers check that `steps` is a multiple of `chunk`, so chunks never overshoot.
-        carry, metrics = run_chunk(carry, jnp.asarray(done, jnp.int32))
-        history.append(jax.device_get(metrics))
-        done += chunk
-        if checkpoint_path is not None:
-            _save_checkpoint(
-                checkpoint_path,
-                {"fingerprint": fingerprint, "carry": carry, "step": done, "history": history,
-                 "key": _key_list(key)},
-            )
-        if progress:
-            progress(f"{label}: step {done}/{steps}" + (" (checkpoint written)" if checkpoint_path else ""))
-    stacked = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *history) if history else {}
-    return carry, stacked
-
-
-def _step_keys(key, start, chunk):
-    """The keys of steps `start .. start+chunk-1`: `fold_in(key, t)`, independent of chunking."""
-    idx = start + jnp.arange(chunk)
-    return idx, jax.vmap(lambda t: jax.random.fold_in(key, t))(idx)
-
-
-def _check_chunking(steps, chunk, owner):
-    if steps % chunk:
-        raise ValueError(f"{owner}: steps ({steps}) must be a multiple of checkpoint_every ({chunk})")
-
-
-# ---------------------------------------------------------------------------------------------
 # Supervised warm start
 
 
@@ -367,7 +289,7 @@ def _sft_chunk(carry, start, key, prompts, answers, *, config, sft):
         updates, opt_state = opt.update(grads, opt_state, theta)
         return (optax.apply_updates(theta, updates), opt_state), {"loss": loss}
 
-    return jax.lax.scan(step, carry, _step_keys(key, start, sft.checkpoint_every))
+    return jax.lax.scan(step, carry, _checkpoint.step_keys(key, start, sft.checkpoint_every))
 
 
 def supervised_warm_start(
@@ -375,10 +297,11 @@ def supervised_warm_start(
 ):
     """Adam on the mean answer cross-entropy `-log pi(y*|x)` over random mini-batches of the
     warm-start prompts `(N, Lp)` / answers `(N, La)`. Returns `(params, losses (steps,))`."""
-    _check_chunking(sft.steps, sft.checkpoint_every, "SFTConfig")
+    _checkpoint.check_chunking(sft.steps, sft.checkpoint_every, "SFTConfig")
     prompts, answers = jnp.asarray(prompts), jnp.asarray(answers)
-    fingerprint = _fingerprint("sft", sft, config, *_data_bytes(prompts, answers, params), _key_list(key))
-    (params, _), metrics = _run_chunks(
+    digests = _checkpoint.data_digests(prompts, answers, params)
+    fingerprint = _checkpoint.fingerprint("sft", sft, config, *digests, _checkpoint.key_list(key))
+    (params, _), metrics = _checkpoint.run_chunks(
         lambda carry, start: _sft_chunk(carry, start, key, prompts, answers, config=config, sft=sft),
         (params, optax.adam(sft.learning_rate).init(params)),
         steps=sft.steps,
@@ -390,14 +313,6 @@ def supervised_warm_start(
         label="warm start",
     )
     return params, np.asarray(metrics["loss"])
-
-
-def _is_typed_key(key) -> bool:
-    return jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key)
-
-
-def _key_list(key):
-    return (jax.random.key_data(key) if _is_typed_key(key) else jnp.asarray(key)).tolist()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -546,7 +461,7 @@ def _pg_chunk(carry, start, key, prompts, answers, mu, verifier_args, args: _Rul
                    "k_used": k_cur}
         return (optax.apply_updates(theta, updates), base_state, guard_state, k_cur), metrics
 
-    return jax.lax.scan(step, carry, _step_keys(key, start, shape.chunk))
+    return jax.lax.scan(step, carry, _checkpoint.step_keys(key, start, shape.chunk))
 
 
 def _carry_layout(pg: PGConfig, fresh_guard_state):
@@ -634,13 +549,14 @@ def finetune(
     """
     if not isinstance(pg, PGConfig):
         raise TypeError(f"pg must be a PGConfig; got {type(pg).__name__}")
-    _check_chunking(pg.steps, pg.checkpoint_every, "PGConfig")
+    _checkpoint.check_chunking(pg.steps, pg.checkpoint_every, "PGConfig")
     prompts, answers = jnp.asarray(prompts), jnp.asarray(answers)
     n = prompts.shape[0]
     mu = jnp.full((n,), 1.0 / n, jnp.float32) if mu is None else jnp.asarray(mu, jnp.float32)
     verifier_args = tuple(jnp.asarray(x) for x in verifier_args)
-    fingerprint = _fingerprint(
-        "pg", _pg_identity(pg), config, *_data_bytes(prompts, answers, mu, verifier_args, params), _key_list(key),
+    digests = _checkpoint.data_digests(prompts, answers, mu, verifier_args, params)
+    fingerprint = _checkpoint.fingerprint(
+        "pg", _pg_identity(pg), config, *digests, _checkpoint.key_list(key),
         getattr(verifier, "__qualname__", repr(verifier)),
     )
     args, shape = _rule_args(pg), _step_shape(pg)
@@ -654,7 +570,7 @@ def finetune(
                                    config=config, shape=shape, verifier=verifier)
         return to_saved(carry, metrics)
 
-    carry, metrics = _run_chunks(
+    carry, metrics = _checkpoint.run_chunks(
         run_chunk,
         init,
         steps=pg.steps,
