@@ -5,6 +5,7 @@ Every function takes numpy or JAX arrays and works under `jax.jit`/`vmap` where 
 arrays; concrete inputs are validated (see `theory.validate`), traced ones only by shape/dtype.
 """
 
+from theory.bands import CriticalKInterval
 from theory.answers import AnswerStatistics, answer_statistics, statistics_from_sums
 from theory.critical import (
     asymptotic_conflict,
@@ -35,6 +36,7 @@ from theory.interference import (
     weighted_mean_agreement,
 )
 from theory.native import NativeStatus, native_status
+from theory.population import PopulationInner, population_critical_k, population_inner_product
 from theory.sampled import (
     SampledCriticalK,
     SampledInner,
@@ -70,6 +72,10 @@ from theory.weights import (
 )
 
 __all__ = [
+    "CriticalKInterval",
+    "PopulationInner",
+    "population_critical_k",
+    "population_inner_product",
     "AnswerStatistics",
     "SampledCriticalK",
     "SampledInner",
