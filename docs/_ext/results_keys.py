@@ -1,0 +1,42 @@
+"""Where each experiment's numbers sit in figures/results.json: the one table of paths.
+
+The docs quote a number as {result}`NAME.rest.of.path|FORMAT`; ``NAME`` is a key of ``SECTIONS``
+and the rest is read inside that section. When a part of ``passk reproduce`` renames or moves a
+record, the entry here is the line to change (keys that are record names of their own, such as the
+transformer's per-``k`` curves, get an entry each).
+"""
+
+SECTIONS = {
+    # theory part
+    "weights": "theory.results.weights",
+    "concentration": "theory.results.concentration",
+    "two_group": "theory.results.two_group",
+    # bandit part
+    "toy": "bandit.results.toy",
+    "critical_k": "bandit.results.critical_k",
+    "phase": "bandit.results.phase_diagram",
+    "one_step": "bandit.results.one_step",
+    "looseness": "bandit.results.one_step.window_looseness",
+    "adam_predictors": "bandit.results.one_step.adam_predictors",
+    "dynamics": "bandit.results.dynamics",
+    "estimators": "bandit.results.estimators",
+    # transformer part
+    "transformer": "transformer.results",
+    "tf_warm_start": "transformer.results.warm_start",
+    "tf_proxy": "transformer.results.last_layer_proxy",
+    "tf_runs": "transformer.results.runs",
+    "tf_inner": "transformer.results.I_k",
+    "tf_mean_agreement": "transformer.results.A_k",
+    "tf_cos": "transformer.results.cos_k",
+    # k sweep part
+    "ksweep": "ksweep.results",
+    # sampled part
+    "sampled_toy": "sampled.results.toy",
+    "sampled_tf": "sampled.results.transformer",
+    # trainers part
+    "trainers": "trainers.results",
+    # safe part
+    "safe": "safe.results",
+    # seconds each part took in the run that wrote the file
+    "seconds": "",
+}
