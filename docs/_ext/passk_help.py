@@ -4,6 +4,11 @@
     ```
     ```{passk-help} diagnose
     ```
+    ```{passk-help} all
+    ```
+
+``all`` renders every subcommand in the parser's order, each under a rubric, so a new subcommand
+appears without editing the page.
 """
 
 from __future__ import annotations
@@ -54,10 +59,20 @@ class PasskHelp(Directive):
     has_content = False
 
     def run(self):
-        text = help_text(self.arguments[0] if self.arguments else None)
-        block = nodes.literal_block(text, text)
-        block["language"] = "text"
-        return [block]
+        command = self.arguments[0] if self.arguments else None
+        if command == "all":
+            result = []
+            for name in subcommands():
+                result.append(nodes.rubric(text=f"passk {name}"))
+                result.append(_block(help_text(name)))
+            return result
+        return [_block(help_text(command))]
+
+
+def _block(text):
+    block = nodes.literal_block(text, text)
+    block["language"] = "text"
+    return block
 
 
 def setup(app):

@@ -20,6 +20,7 @@ SECTIONS = {
     "adam_predictors": "bandit.results.one_step.adam_predictors",
     "dynamics": "bandit.results.dynamics",
     "estimators": "bandit.results.estimators",
+    "bandit_headline": "bandit.results.headline",
     # transformer part
     "transformer": "transformer.results",
     "tf_warm_start": "transformer.results.warm_start",
@@ -33,10 +34,23 @@ SECTIONS = {
     # sampled part
     "sampled_toy": "sampled.results.toy",
     "sampled_tf": "sampled.results.transformer",
+    "sampled_headline": "sampled.results.headline",
     # trainers part
     "trainers": "trainers.results",
-    # safe part
+    "trainers_headline": "trainers.results.headline",
+    # safe part (groups are listed by estimator, optimiser, rule and k; these are the k = 10 ones quoted)
     "safe": "safe.results",
+    "safe_sgd_passk": "safe.results.groups.7",
+    "safe_sgd_project": "safe.results.groups.8",
+    "safe_sgd_project_safe": "safe.results.groups.9",
+    "safe_sgd_mixture_1": "safe.results.groups.12",
+    "safe_sgd_pass2": "safe.results.groups.0",
+    "safe_adam_passk": "safe.results.groups.35",
+    "safe_adam_project_safe": "safe.results.groups.37",
+    "safe_sampled_passk": "safe.results.groups.21",
+    "safe_sampled_project_safe": "safe.results.groups.23",
+    "safe_sampled_adam_passk": "safe.results.groups.49",
+    "safe_sampled_adam_project_safe": "safe.results.groups.51",
     # seconds each part took in the run that wrote the file
     "seconds": "",
 }
