@@ -383,10 +383,15 @@ def assemble_diagnostics(p, agreement, g1, g_dir, weights, ks, mu, *, k_max: int
     """:class:`BanditDiagnostics` from the passes' results.
 
     Args:
-      p: `(P,)` success; agreement: `(P,)` `a = J g_1`; g1: `(A, d)` `grad J_1`;
-      g_dir: `(K, A, d)` `J^T omega` for the normalised weights `weights` `(K, P)` at orders
-      `ks` `(K,)`; mu: `(P,)`.
-      k_max: `k*` search limit; k_star: a `k*` already computed (else searched here).
+      p: `(P,)` success.
+      agreement: `(P,)` `a = J g_1`.
+      g1: `(A, d)` `grad J_1`.
+      g_dir: `(K, A, d)` `J^T omega` for the normalised weights `weights` at orders `ks`.
+      weights: `(K, P)` normalised weights.
+      ks: `(K,)` orders.
+      mu: `(P,)` prompt weights.
+      k_max: `k*` search limit.
+      k_star: a `k*` already computed (else searched here).
     """
     flat_k = g_dir.reshape(g_dir.shape[0], -1)
     flat_1 = g1.reshape(-1)

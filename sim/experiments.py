@@ -407,7 +407,7 @@ def one_step(
     longer falls or `J_k` no longer rises (a scan over :data:`LOOSENESS_GRID` times the window's
     step `min(eta_1, eta_k)`, refined by bisection; censored at `10^6` times the window), divided
     by the window's step; the same for `J_1` alone against `eta_1` and `J_k` alone against
-    `eta_k`. The pass@1 ratio factors exactly as
+    `eta_k`. The pass@1 ratio factors exactly as::
 
         eta_max1 / eta_1 = [L_1 / sum_i mu_i ||H_i||]        (the global constant)
                          x [sum_i mu_i ||H_i|| / sum_i mu_i |c_i|]   (the norm against the

@@ -23,3 +23,34 @@ def test_readme_shows_both_setup_commands():
     assert "passk reproduce" in text and "python -m pytest" in text
     ci = (README.parent / ".ci" / "run").read_text()
     assert 'pip install --quiet -e ".[test]"' in ci and "python -m pytest" in ci
+
+
+def _two_group():
+    import json
+
+    data = json.loads((README.parent / "figures" / "results.json").read_text())
+    return data["theory"]["results"]["two_group"]
+
+
+def test_readme_example_is_the_two_group_figure_of_results_json():
+    # The example's inputs and printed k* are those of figures/results.json's two-group figure.
+    text = README.read_text()
+    block = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    two_group = _two_group()
+    grads = re.search(r"grads = np.array\((.*?)\)", block).group(1)
+    assert eval(grads) == two_group["grads"]
+    assert f"np.array([{two_group['q']}, {1 - two_group['q']}])" in block
+    assert f"np.array([{two_group['p_hard']}, {two_group['p_easy']}])" in block
+    assert f"# {two_group['k_star_search']}, exact first k" in block
+    assert f"# {two_group['k_star_closed_form']}, closed form" in block
+    agreement = re.search(r"<grad p_i, grad J_1>: \[(.*?)\]", block).group(1)
+    assert [float(x) for x in agreement.split(",")] == [round(a, 2) for a in two_group["agreement"]]
+
+
+def test_readme_links_to_the_docs_pages_and_figures_that_exist():
+    text = README.read_text()
+    targets = re.findall(r"\]\(((?:docs|figures)/[^)#]+)\)", text)
+    assert any(t.startswith("docs/") for t in targets) and any(t.startswith("figures/") for t in targets)
+    for target in targets:
+        assert (README.parent / target).exists(), target
+    assert 'pip install -e ".[docs]" && sphinx-build -W -b html docs docs/_build/html' in text

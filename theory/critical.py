@@ -319,7 +319,7 @@ def two_group_conflict_threshold(q, p_hard, a_hard, p_easy, a_easy) -> float:
     """The two-group threshold `x` with conflict iff `k > x` (SPEC section 4).
 
     Hard share `q`, success `p_hard`, agreement `a_hard < 0`; easy share `1-q`, `p_easy > p_hard`,
-    `a_easy > 0`:
+    `a_easy > 0`::
 
         x = 1 + log((1-q) a_easy / (q |a_hard|)) / log((1-p_hard) / (1-p_easy)),
 

@@ -626,8 +626,9 @@ def estimate_smoothness(
       safety: factor `>= 1` applied to the largest measured curvature.
 
     Returns:
-      `{"smoothness": safety * max, "max_curvature", "power_iteration", "curvatures" (list), "safety",
-      "n_random", "power_iterations"}` (Python floats).
+      A dict of Python floats with keys `"smoothness"` (`safety` times the largest curvature),
+      `"max_curvature"`, `"power_iteration"`, `"curvatures"` (list), `"safety"`, `"n_random"`,
+      `"power_iterations"`.
     """
     if not safety >= 1:
         raise ValueError(f"safety must be >= 1; got {safety!r}")
