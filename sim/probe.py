@@ -2,7 +2,7 @@
 
 A training loop that can afford about one extra step logs, for every answer `y_ij` of a batch
 split into `F` folds, the alignments `t_ijf = <s_ij, v_f>` with the folds `f` other than its own,
-where `s_ij = grad log pi(y_ij | x_i)` and
+where `s_ij = grad log pi(y_ij | x_i)` and::
 
     v_f = (1/|f|) sum_{l in f} (1/n_l) sum_j r_lj s_lj
 

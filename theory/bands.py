@@ -21,7 +21,7 @@ Gaussian vector, or a multivariate t with the jackknife's degrees of freedom) wh
 and Bonferroni's conservative `t_{1 - alpha / (2K)}` without one.
 
 References: SPEC sections 10 and 11; Hothorn, Bretz and Westfall 2008, "Simultaneous inference in
-general parametric models" (max-|t| bands from a correlation).
+general parametric models" (bands from the maximum of correlated t statistics).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ __all__ = [
     "read_critical_k",
 ]
 
-#: Default number of simulated draws for the max-|t| quantile (Monte Carlo error about 0.01 at 0.95).
+#: Default number of simulated draws for the quantile of `max_k |T_k|` (Monte Carlo error about 0.01 at 0.95).
 DEFAULT_DRAWS = 50_000
 
 

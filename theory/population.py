@@ -220,8 +220,8 @@ def population_critical_k(rewards, alignments, folds, *, mask=None, level=0.95, 
     """`k*` of the population `I_k` with an interval from a simultaneous band (SPEC sections 10, 11).
 
     Evaluates :func:`population_inner_product` at `k = 1 .. k_max` and reads the interval off the
-    band `I_k_hat +- q se_k` (:func:`theory.bands.read_critical_k`), with `q` the max-|t|
-    quantile of the jackknife's correlation across `k` and `F - 1` degrees of freedom
+    band `I_k_hat +- q se_k` (:func:`theory.bands.read_critical_k`), with `q` the quantile of
+    `max_k |T_k|` under the jackknife's correlation across `k` and `F - 1` degrees of freedom
     (:func:`theory.bands.simultaneous_quantile`): both ends hold their level together.
 
     Args:
