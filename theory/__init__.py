@@ -5,7 +5,7 @@ Every function takes numpy or JAX arrays and works under `jax.jit`/`vmap` where 
 arrays; concrete inputs are validated (see `theory.validate`), traced ones only by shape/dtype.
 """
 
-from theory.answers import AnswerStatistics, answer_statistics, statistics_from_sums
+from theory.answers import AnswerStatistics, AnswerSums, answer_statistics, answer_sums, statistics_from_sums
 from theory.critical import (
     asymptotic_conflict,
     conflict_sign_changes,
@@ -34,7 +34,6 @@ from theory.interference import (
     safe_cosine,
     weighted_mean_agreement,
 )
-from theory.native import NativeStatus, native_status
 from theory.sampled import (
     SampledCriticalK,
     SampledInner,
@@ -71,10 +70,12 @@ from theory.weights import (
 
 __all__ = [
     "AnswerStatistics",
+    "AnswerSums",
     "SampledCriticalK",
     "SampledInner",
     "agreement_from_statistics",
     "answer_statistics",
+    "answer_sums",
     "critical_k_from_inner",
     "critical_k_from_statistics",
     "normal_quantile",
@@ -86,8 +87,6 @@ __all__ = [
     "sampled_critical_k",
     "sampled_critical_k_jax",
     "sampled_inner_product",
-    "NativeStatus",
-    "native_status",
     "ESTIMATOR_TABLE",
     "GradientEstimator",
     "gradient_estimator",
