@@ -35,19 +35,21 @@ from theory.interference import (
     weighted_mean_agreement,
 )
 from theory.sampled import (
-    SampledCriticalK,
     SampledInner,
     agreement_from_statistics,
-    critical_k_from_inner,
-    critical_k_from_statistics,
     inner_product_from_statistics,
-    normal_quantile,
-    plugin_critical_k,
     plugin_inner_product,
     sampled_agreement_scores,
+    sampled_inner_product,
+)
+from theory.sampled_critical import (
+    SampledCriticalK,
+    critical_k_from_inner,
+    critical_k_from_statistics,
+    normal_quantile,
+    plugin_critical_k,
     sampled_critical_k,
     sampled_critical_k_jax,
-    sampled_inner_product,
 )
 from theory.steps import (
     mixture_coefficient,

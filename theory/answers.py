@@ -145,9 +145,10 @@ def answer_sums(rewards, scores) -> AnswerSums:
 
         c_i = sum_j r_ij,    G_i = sum_j r_ij s_ij,    Q_i = sum_j r_ij ||s_ij||^2.
 
-    Up to 128 answers per prompt, and always for numpy arrays, the answers are added in their
-    order `j = 0, 1, ...`: sums of per-chunk sums over consecutive chunks of answers, added in
-    that order, are the same numbers (a chunk may be one answer).
+    Sums over consecutive chunks of a prompt's answers add up to the sums over all of them. Up to
+    128 answers per prompt, and always for numpy arrays, the answers are added in their order
+    `j = 0, 1, ...`, so the sums of single answers, added in that order (a file read line by
+    line), are the same numbers bit for bit; longer chunks agree within rounding.
 
     Args:
       rewards: `(..., n)` rewards (bool, integer or float; the statistics need them in `{0, 1}`),
