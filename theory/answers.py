@@ -124,10 +124,10 @@ def _answer_sums(r, s) -> AnswerSums:
     n = r.shape[-1]
     sq = (s * s).sum(axis=-1)  # ||s_ij||^2
     if n <= _UNROLL_ANSWERS or isinstance(s, np.ndarray):
-        # In the order j = 0, 1, ..., n - 1, the order in which sums accumulated answer by answer
-        # add the same terms (a file read line by line gives the same numbers). Under `jit` the
-        # n multiply-adds over (..., D) are one pass over the scores: XLA's CPU backend runs the
-        # einsum below as a batched matrix-vector product at about half the memory bandwidth
+        # In the order j = 0, 1, ..., n - 1, the order in which a reader that accumulates answer
+        # by answer (`passk.readers`) adds the same terms. Under `jit` the n multiply-adds over
+        # (..., D) are one pass over the scores: XLA's CPU backend runs the einsum below as a
+        # batched matrix-vector product at about half the memory bandwidth
         # (`benchmarks/sampled.py`).
         big_g = functools.reduce(operator.add, [r[..., j, None] * s[..., j, :] for j in range(n)])
         q = functools.reduce(operator.add, [r[..., j] * sq[..., j] for j in range(n)])
@@ -147,8 +147,9 @@ def answer_sums(rewards, scores) -> AnswerSums:
 
     Sums over consecutive chunks of a prompt's answers add up to the sums over all of them. Up to
     128 answers per prompt, and always for numpy arrays, the answers are added in their order
-    `j = 0, 1, ...`, so the sums of single answers, added in that order (a file read line by
-    line), are the same numbers bit for bit; longer chunks agree within rounding.
+    `j = 0, 1, ...`: for numpy arrays the sums of single answers, added in that order (a file
+    read line by line), are the same numbers bit for bit; longer chunks, and JAX arrays (XLA may
+    sum a squared norm in another order for another shape), agree within rounding.
 
     Args:
       rewards: `(..., n)` rewards (bool, integer or float; the statistics need them in `{0, 1}`),
