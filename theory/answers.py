@@ -124,11 +124,10 @@ def _answer_sums(r, s) -> AnswerSums:
     n = r.shape[-1]
     sq = (s * s).sum(axis=-1)  # ||s_ij||^2
     if n <= _UNROLL_ANSWERS or isinstance(s, np.ndarray):
-        # In the order j = 0, 1, ..., n - 1, the order in which a reader that accumulates answer
-        # by answer (`passk.readers`) adds the same terms. Under `jit` the n multiply-adds over
-        # (..., D) are one pass over the scores: XLA's CPU backend runs the einsum below as a
-        # batched matrix-vector product at about half the memory bandwidth
-        # (`benchmarks/sampled.py`).
+        # In the order j = 0, 1, ..., n - 1, the order in which a file read line by line adds the
+        # same terms. Under `jit` the n multiply-adds over (..., D) are one pass over the scores:
+        # XLA's CPU backend runs the einsum below as a batched matrix-vector product at about
+        # half the memory bandwidth (`benchmarks/sampled.py`).
         big_g = functools.reduce(operator.add, [r[..., j, None] * s[..., j, :] for j in range(n)])
         q = functools.reduce(operator.add, [r[..., j] * sq[..., j] for j in range(n)])
     else:
