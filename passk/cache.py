@@ -17,15 +17,34 @@ write to). Delete it at any time to reclaim space; it is rebuilt on the next run
 
 from __future__ import annotations
 
+import hashlib
 import os
+import platform
 from pathlib import Path
 
-from theory.native import cpu_tag
-
-__all__ = ["CACHE_DIR_ENV", "DISABLE_ENV", "cache_dir", "enable_compile_cache"]
+__all__ = ["CACHE_DIR_ENV", "DISABLE_ENV", "cache_dir", "cpu_tag", "enable_compile_cache"]
 
 CACHE_DIR_ENV = "PASSK_CACHE_DIR"
 DISABLE_ENV = "PASSK_NO_COMPILE_CACHE"
+
+
+def cpu_tag() -> str:
+    """`<machine>-<8 hex digits of the CPU flags>` (Linux), or the machine alone elsewhere.
+
+    Compiled programs are kept in one folder per tag, so that a cache folder shared between
+    different machines never hands one machine's code to another.
+    """
+    flags = ""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    flags = line.split(":", 1)[-1].strip()
+                    break
+    except OSError:
+        pass
+    machine = platform.machine() or "unknown"
+    return f"{machine}-{hashlib.sha256(flags.encode()).hexdigest()[:8]}" if flags else machine
 
 
 def _disabled() -> bool:

@@ -68,28 +68,19 @@ def default_ks(n: int) -> list[int]:
 
 
 def score_sums(rewards, scores):
-    """`(c, G, Q)` of sampled answers: `c_i = sum_j r_ij`, `G_i = sum_j r_ij s_ij`, `Q_i = sum_j r_ij ||s_ij||^2`.
-
-    Summed in float64 in the order of the answers (`j = 0, 1, ...`), the order in which a file
-    read answer by answer accumulates them, so both give the same numbers.
+    """`(c, G, Q)` of sampled answers in float64 on the host: :func:`theory.answer_sums`, whatever
+    JAX's precision setting, added answer by answer as a file read line by line adds them.
 
     Args:
       rewards: `(P, n)` in `{0, 1}`.
-      scores: `(P, n, D)` score vectors (or a sketch).
+      scores: `(P, n, ...)` score vectors (or a sketch; trailing axes flattened).
 
     Returns:
-      `(c (P,), G (P, D), Q (P,))` as float64 numpy arrays.
+      :class:`theory.AnswerSums` `(c (P,), G (P, D), Q (P,))` of float64 numpy arrays.
     """
     r = np.asarray(rewards, dtype=np.float64)
     s = np.asarray(scores, dtype=np.float64)
-    s = s.reshape(s.shape[:2] + (-1,))
-    big_g = np.zeros((s.shape[0], s.shape[2]))
-    q = np.zeros(s.shape[0])
-    for j in range(s.shape[1]):
-        row = s[:, j, :]
-        big_g += r[:, j, None] * row
-        q += r[:, j] * np.sum(row * row, axis=-1)
-    return r.sum(axis=-1), big_g, q
+    return theory.answer_sums(r, s.reshape(s.shape[:2] + (-1,)))
 
 
 def _concentration(omega: np.ndarray, unsolved: np.ndarray) -> dict:
@@ -302,8 +293,9 @@ def _exact_chunk(logp, params, batch, big_g, q, rows, cols, live):
         return logp(unravel(f), item)[0, 0]
 
     items = jax.tree_util.tree_map(lambda x: x[rows, cols][:, None, None], batch)
-    grads = jax.vmap(jax.grad(one), in_axes=(None, 0))(flat, items) * live[:, None]  # (m, D)
-    return big_g.at[rows].add(grads), q.at[rows].add(jnp.sum(grads * grads, axis=-1))
+    grads = jax.vmap(jax.grad(one), in_axes=(None, 0))(flat, items)  # (m, D)
+    sums = theory.answer_sums(live[:, None], grads[:, None, :])  # each answer a chunk of one
+    return big_g.at[rows].add(sums.score_sum), q.at[rows].add(sums.score_sq_sum)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 5))

@@ -1,15 +1,10 @@
 """Test configuration: float64 everywhere, hypothesis without deadlines (JAX compiles lazily), and
 no persistent compilation cache (tests of the command must not write to the user's cache folder;
-tests/test_compile_cache.py turns it on in its own subprocesses), compiled kernels built in a
-temporary folder."""
+tests/test_compile_cache.py turns it on in its own subprocesses)."""
 
 import os
-import tempfile
 
 os.environ.setdefault("PASSK_NO_COMPILE_CACHE", "1")
-# The compiled kernels (theory/native.py) are built once into a folder of the machine's temporary
-# space, shared by the test processes, instead of the user's cache folder.
-os.environ.setdefault("PASSK_NATIVE_DIR", os.path.join(tempfile.gettempdir(), "passk-native-tests"))
 
 import jax
 from hypothesis import HealthCheck, settings

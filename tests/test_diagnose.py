@@ -20,6 +20,7 @@ import sim  # noqa: E402
 import theory  # noqa: E402
 from passk import cli  # noqa: E402
 from passk import diagnose as dg  # noqa: E402
+from passk import readers  # noqa: E402
 from passk.examples import make as example_make  # noqa: E402
 
 
@@ -388,7 +389,7 @@ def test_jsonl_is_streamed(tmp_path, monkeypatch):
 
     The reader holds one block of lines at a time; blocks of 64 make both files span many.
     """
-    monkeypatch.setattr(dg, "_JSONL_BLOCK", 64)
+    monkeypatch.setattr(readers, "_JSONL_BLOCK", 64)
     short, long = tmp_path / "short.jsonl", tmp_path / "long.jsonl"
     _big_jsonl(short, 300 * 4, 4, 4)
     _big_jsonl(long, 300 * 32, 32, 4)
@@ -431,9 +432,9 @@ def test_jsonl_fast_path_equals_line_by_line_reading_bit_for_bit(tmp_path, monke
                                for r in (1, 0, 1, 1, 0, 0, 1, 0)))
     runs = {}
     for block in (5, 64, 100_000):
-        monkeypatch.setattr(dg, "_JSONL_BLOCK", block)
+        monkeypatch.setattr(readers, "_JSONL_BLOCK", block)
         runs[block] = dg.read_run(path)
-    monkeypatch.setattr(dg._JsonlReader, "_fast", lambda self, lines, first: False)
+    monkeypatch.setattr(readers._JsonlReader, "_fast", lambda self, lines, first: False)
     slow = dg.read_run(path)
     for run in runs.values():
         assert run.prompt_ids == slow.prompt_ids and run.n == slow.n == 8
@@ -442,7 +443,7 @@ def test_jsonl_fast_path_equals_line_by_line_reading_bit_for_bit(tmp_path, monke
 
 
 def test_jsonl_error_in_a_later_block_names_its_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(dg, "_JSONL_BLOCK", 16)
+    monkeypatch.setattr(readers, "_JSONL_BLOCK", 16)
     path = tmp_path / "bad.jsonl"
     rows = [_jl(f"p{i // 4}", i % 2, [0.5, 1.0]) for i in range(40)]
     rows[37] = _jl("p9", True, [0.5, 1.0])  # a JSON true: the fast path hands the block to the line reader

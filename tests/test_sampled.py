@@ -399,15 +399,71 @@ def test_answer_statistics_match_plain_numpy(n):
     np.testing.assert_allclose(stats.pair, pair, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("n", [1, 5, 128, 129])  # both sides of the answer-by-answer sum's limit
+def test_answer_sums_match_plain_numpy_on_host_and_under_jit(n):
+    rng = np.random.default_rng(n)
+    r = rng.integers(0, 2, size=(2, 3, n))  # two leading axes
+    s = rng.normal(size=(2, 3, n, 4)) * rng.choice([1e-3, 1.0, 1e3], size=(2, 3, n, 1))
+    want = (r.sum(-1), np.einsum("...n,...nd->...d", r, s), np.einsum("...n,...nd->...", r, s * s))
+    host = theory.answer_sums(r, s)
+    assert all(isinstance(x, np.ndarray) and x.dtype == np.float64 for x in host)
+    traced = jax.jit(theory.answer_sums)(r, s)
+    for got in (host, traced):
+        assert isinstance(got, theory.AnswerSums)
+        for x, y in zip(got, want):
+            np.testing.assert_allclose(x, y, rtol=1e-13, atol=1e-12)
+    # on the host the dtype is the scores' own, whatever JAX's precision setting
+    assert theory.answer_sums(r.astype(bool), s.astype(np.float32)).score_sq_sum.dtype == np.float32
+    # real-valued rewards weigh each answer
+    w = rng.random((2, 3, n))
+    np.testing.assert_allclose(theory.answer_sums(w, s).score_sq_sum, np.einsum("...n,...nd->...", w, s * s),
+                               rtol=1e-13)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 40), st.integers(1, 6))
+def test_answer_sums_accumulated_over_chunks_equal_the_whole(seed, n, dim):
+    """Consecutive chunks of answers, their sums added in order, give the sums of all the answers
+    at once: on the host bit for bit when each chunk is one answer (the order a file is read in,
+    line by line); within rounding for longer chunks and under `jit` (XLA may sum a squared norm
+    in another order for another shape)."""
+    rng = np.random.default_rng(seed)
+    r = rng.integers(0, 2, size=(3, n)).astype(float)
+    s = rng.normal(size=(3, n, dim)) * 10.0 ** rng.integers(-3, 4, size=(3, n, 1))
+    cuts = np.sort(rng.choice(np.arange(1, n), size=min(n - 1, rng.integers(1, 4)), replace=False))
+    for run, host in ((theory.answer_sums, True), (jax.jit(theory.answer_sums), False)):
+        whole = run(r, s)
+        for bounds, exact in ((list(range(n + 1)), host), ([0, *cuts, n], False)):
+            total = None
+            for a, b in zip(bounds[:-1], bounds[1:]):
+                part = run(r[:, a:b], s[:, a:b])
+                total = part if total is None else [x + y for x, y in zip(total, part)]
+            for x, y in zip(total, whole):
+                if exact:
+                    np.testing.assert_array_equal(x, y)
+                else:
+                    np.testing.assert_allclose(x, y, rtol=1e-13, atol=1e-13 * float(np.abs(y).max(initial=1.0)))
+
+
+def test_answer_sums_bad_input():
+    r, s = np.ones((2, 3)), np.ones((2, 3, 4))
+    with pytest.raises(ValueError, match=r"scores must have shape \(\.\.\., n, D\) = \(2, 3, 'D'\).*got rewards \(2, 3\), scores \(2, 4, 4\)"):
+        theory.answer_sums(r, np.ones((2, 4, 4)))
+    with pytest.raises(ValueError, match=r"n >= 1"):
+        theory.answer_sums(np.ones((2, 0)), np.ones((2, 0, 4)))
+    with pytest.raises(TypeError, match="scores must be floating point; got dtype int64"):
+        theory.answer_sums(r, s.astype(np.int64))
+    with pytest.raises(TypeError, match="rewards must be bool, integer or float"):
+        theory.answer_sums(np.array([["a", "b", "c"]] * 2), s)
+
+
 def test_statistics_from_sums_equal_the_answers_own():
     """Sums accumulated over chunks of answers give the same estimates as the answers themselves."""
     rng = np.random.default_rng(12)
     r = rng.integers(0, 2, size=(6, 8))
     s = rng.normal(size=(6, 8, 5))
-    halves = [(r[:, :4], s[:, :4]), (r[:, 4:], s[:, 4:])]
-    correct = sum(rr.sum(1) for rr, _ in halves)
-    score_sum = sum(np.einsum("pn,pnd->pd", rr, ss) for rr, ss in halves)
-    sq_sum = sum(np.einsum("pn,pnd->p", rr, ss**2) for rr, ss in halves)
+    halves = [theory.answer_sums(r[:, :4], s[:, :4]), theory.answer_sums(r[:, 4:], s[:, 4:])]
+    correct, score_sum, sq_sum = (a + b for a, b in zip(*halves))
     stats = theory.statistics_from_sums(correct, score_sum, sq_sum, n=8)
     ks = np.arange(1, 8)
     a = theory.inner_product_from_statistics(stats, ks)

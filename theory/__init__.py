@@ -1,12 +1,12 @@
 """Closed forms for pass@k versus pass@1 (SPEC sections 2 to 8), and their estimates from sampled
-answers (section 10).
+answers: per-answer scores (section 10) and one number per answer and fold (section 11).
 
 Every function takes numpy or JAX arrays and works under `jax.jit`/`vmap` where its inputs are
 arrays; concrete inputs are validated (see `theory.validate`), traced ones only by shape/dtype.
 """
 
+from theory.answers import AnswerStatistics, AnswerSums, answer_statistics, answer_sums, statistics_from_sums
 from theory.bands import CriticalKInterval
-from theory.answers import AnswerStatistics, answer_statistics, statistics_from_sums
 from theory.critical import (
     asymptotic_conflict,
     conflict_sign_changes,
@@ -35,22 +35,23 @@ from theory.interference import (
     safe_cosine,
     weighted_mean_agreement,
 )
-from theory.native import NativeStatus, native_status
 from theory.population import PopulationInner, population_critical_k, population_inner_product
 from theory.sampled import (
-    SampledCriticalK,
     SampledInner,
     agreement_from_statistics,
-    critical_k_from_inner,
-    critical_k_from_statistics,
     inner_product_from_statistics,
-    normal_quantile,
-    plugin_critical_k,
     plugin_inner_product,
     sampled_agreement_scores,
+    sampled_inner_product,
+)
+from theory.sampled_critical import (
+    SampledCriticalK,
+    critical_k_from_inner,
+    critical_k_from_statistics,
+    normal_quantile,
+    plugin_critical_k,
     sampled_critical_k,
     sampled_critical_k_jax,
-    sampled_inner_product,
 )
 from theory.steps import (
     mixture_coefficient,
@@ -77,10 +78,12 @@ __all__ = [
     "population_critical_k",
     "population_inner_product",
     "AnswerStatistics",
+    "AnswerSums",
     "SampledCriticalK",
     "SampledInner",
     "agreement_from_statistics",
     "answer_statistics",
+    "answer_sums",
     "critical_k_from_inner",
     "critical_k_from_statistics",
     "normal_quantile",
@@ -92,8 +95,6 @@ __all__ = [
     "sampled_critical_k",
     "sampled_critical_k_jax",
     "sampled_inner_product",
-    "NativeStatus",
-    "native_status",
     "ESTIMATOR_TABLE",
     "GradientEstimator",
     "gradient_estimator",

@@ -9,24 +9,41 @@ with `G_i = n g_i` and `Q_i = sum_j r_ij ||s_ij||^2`; `pair_i` is the average of
 over ordered pairs of distinct correct answers (0 when `c_i < 2`), unbiased for
 `||grad p_i||^2` up to the factor `P(both correct)`.
 
-`G_i` and `Q_i` are summed in one read of the scores, by the compiled kernel of
-:mod:`theory.native` where it is usable and by XLA otherwise; :func:`statistics_from_sums` takes
-them accumulated elsewhere (over chunks of answers of a model too large to hold every score).
+`c_i`, `G_i` and `Q_i` are formed in one place, :func:`answer_sums`, for every caller: the
+estimators here, and the readers that accumulate them over chunks of answers (a file read line by
+line, the gradients of a model too large to hold every score), which pass them to
+:func:`statistics_from_sums`.
 """
 
 from __future__ import annotations
 
 import functools
+import operator
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from theory import native
 from theory import validate as _validate
 
-__all__ = ["AnswerStatistics", "answer_statistics", "statistics_from_sums"]
+__all__ = ["AnswerSums", "answer_sums", "AnswerStatistics", "answer_statistics", "statistics_from_sums"]
+
+
+class AnswerSums(NamedTuple):
+    """Per-prompt sums over answers (shapes for rewards `(..., n)` and scores `(..., n, D)`).
+
+    Sums over disjoint chunks of a prompt's answers add up to the sums over all of them.
+
+    Attributes:
+      correct: `(...)` `c_i = sum_j r_ij`.
+      score_sum: `(..., D)` `G_i = sum_j r_ij s_ij`.
+      score_sq_sum: `(...)` `Q_i = sum_j r_ij ||s_ij||^2`.
+    """
+
+    correct: jax.Array
+    score_sum: jax.Array
+    score_sq_sum: jax.Array
 
 
 class AnswerStatistics(NamedTuple):
@@ -93,6 +110,72 @@ def _check_finite(scores, finite) -> None:
         )
 
 
+# ---------------------------------------------------------------------------------------------
+# Sums over answers
+
+
+# Up to this many answers, and always on the host, the sums run answer by answer.
+_UNROLL_ANSWERS = 128
+
+
+def _answer_sums(r, s) -> AnswerSums:
+    """:func:`answer_sums` without the checks: array operators, so numpy or JAX arrays alike."""
+    r = r.astype(s.dtype)
+    n = r.shape[-1]
+    sq = (s * s).sum(axis=-1)  # ||s_ij||^2
+    if n <= _UNROLL_ANSWERS or isinstance(s, np.ndarray):
+        # In the order j = 0, 1, ..., n - 1, the order in which a file read line by line adds the
+        # same terms. Under `jit` the n multiply-adds over (..., D) are one pass over the scores:
+        # XLA's CPU backend runs the einsum below as a batched matrix-vector product at about
+        # half the memory bandwidth (`benchmarks/sampled.py`).
+        big_g = functools.reduce(operator.add, [r[..., j, None] * s[..., j, :] for j in range(n)])
+        q = functools.reduce(operator.add, [r[..., j] * sq[..., j] for j in range(n)])
+    else:
+        big_g = jnp.einsum("...n,...nd->...d", r, s)
+        q = jnp.sum(r * sq, axis=-1)
+    return AnswerSums(correct=r.sum(axis=-1), score_sum=big_g, score_sq_sum=q)
+
+
+_answer_sums_jit = jax.jit(_answer_sums)
+
+
+def answer_sums(rewards, scores) -> AnswerSums:
+    """The per-prompt sums of sampled answers (SPEC section 10), for every caller of the project:
+
+        c_i = sum_j r_ij,    G_i = sum_j r_ij s_ij,    Q_i = sum_j r_ij ||s_ij||^2.
+
+    Sums over consecutive chunks of a prompt's answers add up to the sums over all of them. Up to
+    128 answers per prompt, and always for numpy arrays, the answers are added in their order
+    `j = 0, 1, ...`: for numpy arrays the sums of single answers, added in that order (a file
+    read line by line), are the same numbers bit for bit; longer chunks, and JAX arrays (XLA may
+    sum a squared norm in another order for another shape), agree within rounding.
+
+    Args:
+      rewards: `(..., n)` rewards (bool, integer or float; the statistics need them in `{0, 1}`),
+        `n >= 1`.
+      scores: `(..., n, D)` floating-point score vectors, leading axes those of `rewards`.
+
+    Returns:
+      :class:`AnswerSums` in the scores' dtype: numpy arrays for numpy inputs (summed on the host,
+      whatever JAX's precision setting), else JAX arrays (this works under `jit` and `vmap`).
+
+    Raises:
+      TypeError: non-numeric rewards, scores not floating point.
+      ValueError: shapes that do not match, `n < 1`.
+    """
+    host = isinstance(rewards, np.ndarray) and isinstance(scores, np.ndarray)
+    r, s = (rewards, scores) if host else (jnp.asarray(rewards), jnp.asarray(scores))
+    if not (r.dtype == np.bool_ or jnp.issubdtype(r.dtype, jnp.number)):
+        raise TypeError(f"rewards must be bool, integer or float; got dtype {r.dtype}")
+    if not jnp.issubdtype(s.dtype, jnp.floating):
+        raise TypeError(f"scores must be floating point; got dtype {s.dtype}")
+    if r.ndim < 1 or r.shape[-1] < 1 or s.shape[:-1] != r.shape:
+        raise ValueError(
+            f"scores must have shape (..., n, D) = {r.shape + ('D',)} matching rewards of shape (..., n) with "
+            f"n >= 1; got rewards {r.shape}, scores {s.shape}"
+        )
+    return _answer_sums(r, s) if host else _answer_sums_jit(r, s)
+
 
 # ---------------------------------------------------------------------------------------------
 # Statistics of the answers
@@ -108,26 +191,9 @@ def _from_sums(c, big_g, q, n: int) -> AnswerStatistics:
 _from_sums_jit = jax.jit(lambda c, big_g, q, *, n: stats_tree(_from_sums(c, big_g, q, n)), static_argnames="n")
 
 
-# Up to this many answers, `G` is summed answer by answer in one elementwise pass.
-_UNROLL_ANSWERS = 128
-
-
 def _statistics(r, s) -> AnswerStatistics:
-    r = r.astype(s.dtype)
-    n = r.shape[-1]
-    if native.usable(s.dtype):
-        # Both sums in one pass over the scores (`theory/native.py`); the same numbers as below.
-        big_g, q = native.answer_sums_native(r, s)
-        return _from_sums(jnp.sum(r, axis=-1), big_g, q, n)
-    if n <= _UNROLL_ANSWERS:
-        # G_i = sum_j r_ij s_ij as n multiply-adds over (P, D) in one pass over the scores: XLA's
-        # CPU backend runs the einsum below as a batched matrix-vector product at about half the
-        # memory bandwidth (`benchmarks/sampled.py`).
-        big_g = functools.reduce(jnp.add, [r[:, j, None] * s[:, j, :] for j in range(n)])
-    else:
-        big_g = jnp.einsum("pn,pnd->pd", r, s)
-    q = jnp.sum(r * jnp.sum(s * s, axis=-1), axis=-1)  # Q_i = sum_j r_ij ||s_ij||^2
-    return _from_sums(jnp.sum(r, axis=-1), big_g, q, n)
+    sums = _answer_sums(r, s)
+    return _from_sums(sums.correct, sums.score_sum, sums.score_sq_sum, r.shape[-1])
 
 
 def _statistics_checked(r, s):
@@ -154,9 +220,9 @@ def answer_statistics(rewards, scores) -> AnswerStatistics:
 def statistics_from_sums(correct, score_sum, score_sq_sum, *, n: int) -> AnswerStatistics:
     """:class:`AnswerStatistics` from sums accumulated elsewhere (for example over chunks of answers).
 
-    For models too large to hold every score vector at once: accumulate, per prompt,
-    `c_i = sum_j r_ij`, `G_i = sum_j r_ij s_ij` and `Q_i = sum_j r_ij ||s_ij||^2` over the answers
-    (only correct answers contribute), then pass them here.
+    For models too large to hold every score vector at once: accumulate, per prompt, the
+    :func:`answer_sums` `c_i`, `G_i` and `Q_i` of chunks of answers (only correct answers
+    contribute), then pass their totals here.
 
     Args:
       correct: `(P,)` counts `c_i`, integers in `[0, n]` (any numeric dtype).
@@ -192,7 +258,6 @@ def checked_statistics(stats) -> AnswerStatistics:
             f"stats must be an AnswerStatistics (from answer_statistics or statistics_from_sums); got {type(stats).__name__}"
         )
     return stats
-
 
 
 def read_answers(rewards, scores):

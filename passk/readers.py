@@ -1,0 +1,470 @@
+"""Reading a run's logged answers for `passk diagnose`: one reader per file format.
+
+Formats (one run: `P` prompts, `n` answers each):
+
+- `.npz`: `rewards` `(P, n)` in `{0, 1}`; optional `scores` `(P, n, D)` (score vectors
+  `grad log pi(y_ij | x_i)` or a sketch of them), `mu` `(P,)` (non-negative, normalised later),
+  `prompt_ids` `(P,)` strings. Other arrays are ignored.
+- `.jsonl`: one answer per line, `{"prompt_id": ..., "reward": 0 or 1, "score": [...]}`; `score`
+  on every line or on none; every prompt the same `n`. Read in blocks of lines (a file of
+  millions of lines needs memory for the per-prompt sums and one block only).
+- `.csv` with a header, counts only: `prompt_id`, `n`, `c`, optional `weight` (normalised
+  later); other columns ignored.
+
+Each reader returns a :class:`RunData`: the per-prompt counts `c_i` and, with scores, the sums
+`G_i` and `Q_i` of :func:`theory.answer_sums` (over all answers of a `.npz`, accumulated over
+blocks of lines of a `.jsonl`). Bad input raises :class:`InputError`, whose one-line message names
+the file, the line (1-based, header counted) or the array and prompt index, and the prompt id.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["InputError", "RunData", "read_run", "READERS"]
+
+
+class InputError(ValueError):
+    """Bad input file: the message is one line naming the file, where, and the prompt id."""
+
+
+@dataclass
+class RunData:
+    """What a file holds, as the arrays :func:`sim.diagnose.diagnosis_report` reads."""
+
+    correct: np.ndarray  # (P,)
+    n: int
+    score_sum: np.ndarray | None  # (P, D)
+    score_sq_sum: np.ndarray | None  # (P,)
+    mu: np.ndarray | None  # (P,)
+    prompt_ids: list
+
+
+def _where(path, line=None, prompt=None, array=None, index=None) -> str:
+    parts = [str(path)]
+    if line is not None:
+        parts.append(f"line {line}")
+    if array is not None:
+        parts.append(f"array {array!r}" + (f", prompt index {index}" if index is not None else ""))
+    text = ": ".join(parts)
+    if prompt is not None:
+        text += f" (prompt {prompt!r})"
+    return text
+
+
+def _fail(path, what, **where):
+    raise InputError(f"{_where(path, **where)}: {' '.join(str(what).split())}")
+
+
+# ---------------------------------------------------------------------------------------------
+# .npz
+
+
+def _read_npz(path: Path) -> RunData:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        _fail(path, f"cannot read as .npz: {err}")
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        _fail(path, "cannot read as .npz: a single array (.npy), not an archive of named arrays")
+    with archive:
+        names = set(archive.files)
+        if "rewards" not in names:
+            _fail(path, f"missing array 'rewards' (the file has: {sorted(names) or 'no arrays'})")
+
+        def load(name):
+            try:
+                return archive[name]
+            except ValueError as err:
+                _fail(path, f"cannot read (object arrays are not accepted; store strings and numbers): {err}",
+                      array=name)
+
+        rewards = load("rewards")
+        ids = None
+        if "prompt_ids" in names:
+            raw = load("prompt_ids")
+            if raw.ndim != 1:
+                _fail(path, f"must have shape (P,); got shape {raw.shape}", array="prompt_ids")
+            ids = [str(x) for x in raw.tolist()]
+        if rewards.ndim != 2:
+            _fail(path, f"must have shape (P, n); got shape {rewards.shape}", array="rewards")
+        n_prompts, n = rewards.shape
+        if ids is not None and len(ids) != n_prompts:
+            _fail(path, f"has {len(ids)} entries but 'rewards' has P = {n_prompts} prompts", array="prompt_ids")
+        if ids is None:
+            ids = [str(i) for i in range(n_prompts)]
+        if n_prompts < 1:
+            _fail(path, f"has no prompts (shape {rewards.shape})", array="rewards")
+        if n < 2:
+            _fail(path, f"needs n >= 2 answers per prompt; got shape {rewards.shape}", array="rewards")
+        if len(set(ids)) != len(ids):
+            seen = set()
+            for i, pid in enumerate(ids):
+                if pid in seen:
+                    _fail(path, "duplicate prompt id", array="prompt_ids", index=i, prompt=pid)
+                seen.add(pid)
+        if not (rewards.dtype == np.bool_ or np.issubdtype(rewards.dtype, np.number)):
+            _fail(path, f"must be numeric 0/1; got dtype {rewards.dtype}", array="rewards")
+        r = rewards.astype(np.float64)
+        bad = ~((r == 0) | (r == 1))
+        if bad.any():
+            i, j = (int(x) for x in np.argwhere(bad)[0])
+            _fail(path, f"reward must be 0 or 1; got {rewards[i, j].item()!r} (answer {j})", array="rewards",
+                  index=i, prompt=ids[i])
+        mu = None
+        if "mu" in names:
+            mu = load("mu")
+            if mu.shape != (n_prompts,):
+                _fail(path, f"must have shape (P,) = ({n_prompts},); got shape {mu.shape}", array="mu")
+            if not np.issubdtype(mu.dtype, np.number):
+                _fail(path, f"must be numeric; got dtype {mu.dtype}", array="mu")
+            mu = mu.astype(np.float64)
+            bad = ~np.isfinite(mu) | (mu < 0)
+            if bad.any():
+                i = int(np.argwhere(bad)[0][0])
+                _fail(path, f"weight must be finite and >= 0; got {mu[i]!r}", array="mu", index=i, prompt=ids[i])
+            if mu.sum() <= 0:
+                _fail(path, "weights must not all be 0", array="mu")
+        score_sum = score_sq_sum = None
+        if "scores" in names:
+            scores = load("scores")
+            if scores.ndim < 3 or scores.shape[:2] != (n_prompts, n) or scores.size == 0:
+                _fail(path, f"must have shape (P, n, D) = ({n_prompts}, {n}, D) matching 'rewards'; got shape "
+                      f"{scores.shape}", array="scores")
+            if not np.issubdtype(scores.dtype, np.number):
+                _fail(path, f"must be numeric; got dtype {scores.dtype}", array="scores")
+            scores = scores.reshape(n_prompts, n, -1).astype(np.float64)
+            bad = ~np.isfinite(scores)
+            if bad.any():
+                i, j, d = (int(x) for x in np.argwhere(bad)[0])
+                _fail(path, f"score must be finite; got {scores[i, j, d]!r} (answer {j}, coordinate {d})",
+                      array="scores", index=i, prompt=ids[i])
+            from theory import answer_sums
+
+            _, score_sum, score_sq_sum = answer_sums(r, scores)
+    return RunData(r.sum(axis=-1), int(n), score_sum, score_sq_sum, mu, ids)
+
+
+# ---------------------------------------------------------------------------------------------
+# .jsonl
+
+
+def _prompt_id(value):
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    return str(value)
+
+
+class _Growing:
+    """Per-prompt columns in numpy buffers that double when full (no per-prompt Python objects)."""
+
+    def __init__(self, capacity: int = 1024):
+        self.size = 0
+        self.counts = np.zeros(capacity, np.int64)
+        self.correct = np.zeros(capacity, np.int64)
+        self.last_line = np.zeros(capacity, np.int64)
+        self.sq = np.zeros(capacity)
+        self.sums = None  # (capacity, D) once D is known
+
+    def add(self) -> int:
+        if self.size == self.counts.size:
+            cap = 2 * self.counts.size
+            for name in ("counts", "correct", "last_line", "sq", "sums"):
+                old = getattr(self, name)
+                if old is not None:
+                    new = np.zeros((cap,) + old.shape[1:], old.dtype)
+                    new[: old.shape[0]] = old
+                    setattr(self, name, new)
+        self.size += 1
+        return self.size - 1
+
+
+class _JsonlReader:
+    """Per-prompt sums of a `.jsonl` run, consumed in blocks of lines.
+
+    A block is first parsed as one JSON array and checked with numpy (the fast path); a block the
+    fast path cannot vouch for (a parse error, a bad field, or any `true`/`false`/`null` token,
+    which numpy would silently turn into numbers) is read again line by line, which finds and
+    names the first bad line. Either way the block's answers, in line order, go through
+    :meth:`_add`: their sums by :func:`theory.answer_sums` (each answer a chunk of one), added to
+    their prompts' sums in line order, so both paths give the same numbers, and the same as
+    :func:`theory.answer_sums` of all the answers at once when each prompt's answers come in
+    their order.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.index: dict[str, int] = {}
+        self.ids: list[str] = []
+        self.cols = _Growing()
+        self.has_score = None
+        self.dim = None
+        self.first_line = None
+
+    def _prompt_index(self, pid: str) -> int:
+        i = self.index.get(pid)
+        if i is None:
+            i = self.index[pid] = self.cols.add()
+            self.ids.append(pid)
+        return i
+
+    def block(self, lines: list, first_lineno: int) -> None:
+        if self._fast(lines, first_lineno):
+            return
+        parsed = [self.line(line, first_lineno + offset) for offset, line in enumerate(lines)]
+        parsed = [p for p in parsed if p is not None]
+        if parsed:
+            pids, linenos, rewards, scores = zip(*parsed)
+            self._add(pids, np.array(linenos, np.int64), np.array(rewards, np.int64),
+                      np.stack(scores) if self.has_score else None)
+
+    def _add(self, pids, linenos: np.ndarray, rewards: np.ndarray, scores: np.ndarray | None) -> None:
+        """Add valid answers (`rewards` 0/1 `(m,)`, `scores` `(m, D)` float64 or None) to their prompts."""
+        idx = np.fromiter((self._prompt_index(pid) for pid in pids), np.int64, len(pids))
+        cols = self.cols
+        np.add.at(cols.counts, idx, 1)
+        np.maximum.at(cols.last_line, idx, linenos)
+        np.add.at(cols.correct, idx, rewards)
+        if scores is not None:
+            from theory import answer_sums
+
+            if cols.sums is None:
+                cols.sums = np.zeros((cols.counts.size, self.dim))
+            sums = answer_sums(rewards.astype(np.float64)[:, None], scores[:, None, :])
+            np.add.at(cols.sums, idx, sums.score_sum)
+            np.add.at(cols.sq, idx, sums.score_sq_sum)
+
+    def _fast(self, lines: list, first_lineno: int) -> bool:
+        numbered = [(first_lineno + j, line) for j, line in enumerate(lines) if line.strip()]
+        if not numbered:
+            return True
+        text = ",".join(line for _, line in numbered)
+        if "true" in text or "false" in text or "null" in text:
+            return False
+        try:
+            objs = json.loads("[" + text + "]")
+            if not all(type(o) is dict for o in objs):
+                return False
+            pids = [_prompt_id(o["prompt_id"]) for o in objs]
+            rewards = np.array([o["reward"] for o in objs])
+            scores = [o.get("score") for o in objs]
+        except (json.JSONDecodeError, KeyError, ValueError, TypeError):
+            return False
+        if None in pids or rewards.dtype.kind not in "if" or not np.all((rewards == 0) | (rewards == 1)):
+            return False
+        present = [sc is not None for sc in scores]
+        has = present[0] if self.has_score is None else self.has_score
+        if any(x != has for x in present):
+            return False
+        values = None
+        if has:
+            try:
+                values = np.array(scores, dtype=None)
+            except ValueError:
+                return False
+            if values.ndim != 2 or values.dtype.kind not in "if" or values.shape[1] == 0:
+                return False
+            if self.dim is not None and values.shape[1] != self.dim:
+                return False
+            values = values.astype(np.float64)
+            if not np.isfinite(values).all():
+                return False
+        # Every line of the block is valid: now update the state.
+        if self.has_score is None:
+            self.has_score, self.first_line = has, numbered[0][0]
+        if has and self.dim is None:
+            self.dim = values.shape[1]
+        linenos = np.fromiter((lineno for lineno, _ in numbered), np.int64, len(numbered))
+        self._add(pids, linenos, (rewards == 1).astype(np.int64), values)
+        return True
+
+    def line(self, line: str, lineno: int):
+        """One line checked: `(prompt id, lineno, reward 0/1, score (D,) float64 or None)`, or
+        None for a blank line. Raises :class:`InputError` naming the line."""
+        path = self.path
+        if not line.strip():
+            return None
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            _fail(path, f"not valid JSON: {err.msg}", line=lineno)
+        if not isinstance(obj, dict):
+            _fail(path, f"expected a JSON object per line; got {type(obj).__name__}", line=lineno)
+        if "prompt_id" not in obj:
+            _fail(path, "missing field 'prompt_id'", line=lineno)
+        pid = _prompt_id(obj["prompt_id"])
+        if pid is None:
+            _fail(path, f"prompt_id must be a string or an integer; got {obj['prompt_id']!r}", line=lineno)
+        if "reward" not in obj:
+            _fail(path, "missing field 'reward'", line=lineno, prompt=pid)
+        reward = obj["reward"]
+        if isinstance(reward, bool) or not isinstance(reward, (int, float)) or reward not in (0, 1):
+            _fail(path, f"reward must be 0 or 1; got {reward!r}", line=lineno, prompt=pid)
+        score = obj.get("score")
+        if self.has_score is None:
+            self.has_score, self.first_line = score is not None, lineno
+        elif (score is not None) != self.has_score:
+            _fail(path, f"'score' must be on every line or on none; line {self.first_line} "
+                  f"{'has' if self.has_score else 'has none'}, this line {'has' if score is not None else 'has none'}",
+                  line=lineno, prompt=pid)
+        s = None
+        if self.has_score:
+            if not isinstance(score, list) or any(isinstance(x, (bool, list, dict, str)) or x is None for x in score):
+                _fail(path, "score must be a list of numbers", line=lineno, prompt=pid)
+            s = np.asarray(score, dtype=np.float64)
+            if self.dim is None:
+                if s.size == 0:
+                    _fail(path, "score must have at least one coordinate", line=lineno, prompt=pid)
+                self.dim = s.size
+            elif s.size != self.dim:
+                _fail(path, f"score has {s.size} coordinates, line {self.first_line} has {self.dim}",
+                      line=lineno, prompt=pid)
+            if not np.isfinite(s).all():
+                d = int(np.argwhere(~np.isfinite(s))[0][0])
+                _fail(path, f"score must be finite; got {s[d]!r} at coordinate {d}", line=lineno, prompt=pid)
+        return pid, lineno, 1 if reward == 1 else 0, s
+
+
+#: Lines parsed together by the fast path of :class:`_JsonlReader`.
+_JSONL_BLOCK = 2048
+
+
+def _read_jsonl(path: Path) -> RunData:
+    reader = _JsonlReader(path)
+    try:
+        handle = open(path, encoding="utf-8")
+    except OSError as err:
+        _fail(path, f"cannot read: {err.strerror or err}")
+    with handle:
+        lineno, block, block_start = 0, [], 1
+        try:
+            for lineno, line in enumerate(handle, 1):
+                if not block:
+                    block_start = lineno
+                block.append(line)
+                if len(block) == _JSONL_BLOCK:
+                    reader.block(block, block_start)
+                    block = []
+            if block:
+                reader.block(block, block_start)
+        except UnicodeDecodeError as err:
+            _fail(path, f"not UTF-8 text: {err.reason}", line=lineno + 1)
+    ids, cols, has_score = reader.ids, reader.cols, reader.has_score
+    if not ids:
+        _fail(path, "no answers (the file is empty)", line=1)
+    size = cols.size
+    n = int(cols.counts[0])
+    ragged = np.flatnonzero(cols.counts[:size] != n)
+    if ragged.size:
+        i = int(ragged[0])
+        _fail(path, f"prompt has {int(cols.counts[i])} answers but prompt {ids[0]!r} has {n} (every prompt needs the "
+              "same n)", line=int(cols.last_line[i]), prompt=ids[i])
+    if n < 2:
+        _fail(path, f"needs n >= 2 answers per prompt; got {n}", line=int(cols.last_line[0]), prompt=ids[0])
+    score_sum = cols.sums[:size].copy() if has_score else None
+    score_sq_sum = cols.sq[:size].copy() if has_score else None
+    return RunData(cols.correct[:size].astype(np.float64), n, score_sum, score_sq_sum, None, ids)
+
+
+# ---------------------------------------------------------------------------------------------
+# .csv
+
+
+def _parse_count(path, text, name, lineno, pid):
+    try:
+        value = int(text.strip())
+    except (ValueError, AttributeError):
+        _fail(path, f"{name} must be a non-negative integer; got {text!r}", line=lineno, prompt=pid)
+    if value < 0:
+        _fail(path, f"{name} must be a non-negative integer; got {value}", line=lineno, prompt=pid)
+    return value
+
+
+def _read_csv(path: Path) -> RunData:
+    ids, correct, weights = [], [], []
+    seen = set()
+    n = None
+    try:
+        handle = open(path, newline="", encoding="utf-8")
+    except OSError as err:
+        _fail(path, f"cannot read: {err.strerror or err}")
+    with handle:
+        try:
+            reader = csv.DictReader(handle)
+            header = reader.fieldnames
+            if header is None:
+                _fail(path, "empty file (expected a header with columns prompt_id, n, c)", line=1)
+            header = [h.strip() if h else h for h in header]
+            reader.fieldnames = header
+            for col in ("prompt_id", "n", "c"):
+                if col not in header:
+                    _fail(path, f"missing column {col!r} (the header has: {', '.join(map(str, header))})", line=1)
+            has_weight = "weight" in header
+            for row in reader:
+                lineno = reader.line_num
+                if None in row:
+                    _fail(path, f"more fields than the {len(header)} of the header", line=lineno,
+                          prompt=row.get("prompt_id"))
+                if any(row.get(col) is None for col in ("prompt_id", "n", "c")):
+                    _fail(path, f"fewer fields than the {len(header)} of the header", line=lineno,
+                          prompt=row.get("prompt_id"))
+                pid = row["prompt_id"].strip()
+                if not pid:
+                    _fail(path, "empty prompt_id", line=lineno)
+                if pid in seen:
+                    _fail(path, "duplicate prompt id", line=lineno, prompt=pid)
+                seen.add(pid)
+                n_row = _parse_count(path, row["n"], "n", lineno, pid)
+                c_row = _parse_count(path, row["c"], "c", lineno, pid)
+                if c_row > n_row:
+                    _fail(path, f"c must be <= n; got c = {c_row} > n = {n_row}", line=lineno, prompt=pid)
+                if n is None:
+                    if n_row < 2:
+                        _fail(path, f"n must be >= 2; got {n_row}", line=lineno, prompt=pid)
+                    n = n_row
+                elif n_row != n:
+                    _fail(path, f"n = {n_row} but the first prompt has n = {n} (every prompt needs the same n)",
+                          line=lineno, prompt=pid)
+                if has_weight:
+                    try:
+                        w = float(row["weight"])
+                    except (TypeError, ValueError):
+                        _fail(path, f"weight must be a number; got {row['weight']!r}", line=lineno, prompt=pid)
+                    if not math.isfinite(w) or w < 0:
+                        _fail(path, f"weight must be finite and >= 0; got {w!r}", line=lineno, prompt=pid)
+                    weights.append(w)
+                ids.append(pid)
+                correct.append(c_row)
+        except UnicodeDecodeError as err:
+            _fail(path, f"not UTF-8 text: {err.reason}")
+        except csv.Error as err:
+            _fail(path, f"not valid CSV: {err}")
+    if not ids:
+        _fail(path, "no prompts after the header", line=1)
+    mu = None
+    if weights:
+        mu = np.asarray(weights)
+        if mu.sum() <= 0:
+            _fail(path, "weights must not all be 0")
+    return RunData(np.asarray(correct, np.float64), n, None, None, mu, ids)
+
+
+READERS = {".npz": _read_npz, ".jsonl": _read_jsonl, ".csv": _read_csv}
+
+
+def read_run(path) -> RunData:
+    """Read a run from `.npz`, `.jsonl` or `.csv` (module docstring). Raises :class:`InputError`."""
+    path = Path(path)
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        _fail(path, f"unknown file type {path.suffix or '(no suffix)'!r} (expected .npz, .jsonl or .csv)")
+    if not path.is_file():
+        _fail(path, "no such file" if not path.exists() else "not a file")
+    return reader(path)
