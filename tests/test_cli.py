@@ -1,8 +1,10 @@
 """The `passk` command, the theory part of `passk reproduce`, and atomic writes."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +12,8 @@ import pytest
 from passk import __version__, cli
 from passk.reproduce import headline_table, reproduce, theory_results
 from sim.files import atomic_write, atomic_write_json
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_version_and_help():
@@ -80,14 +84,37 @@ def test_toy_command_reports_the_simulated_k_star(capsys):
     import jax
 
     from sim import toy_diagnostics
+    from sim.toy import toy_figure_key
 
     assert cli.main(["toy", "--p-hard", "0.2", "--separation", "1.0", "--k", "1", "16", "--seed", "3"]) == 0
     out = capsys.readouterr().out
-    expected = toy_diagnostics(p_hard=0.2, separation=1.0, k=16, ks=[1, 16], key=jax.random.key(3))
+    expected = toy_diagnostics(p_hard=0.2, separation=1.0, k=16, ks=[1, 16], key=toy_figure_key(jax.random.key(3)))
     assert f"critical k* = {expected['k_star']}" in out
     rows = [line.split() for line in out.splitlines() if line.strip().startswith(("1 ", "16 "))]
     assert [r[0] for r in rows] == ["1", "16"]
     assert rows[0][-1] == "no"  # never a conflict at k = 1
+
+
+def test_toy_command_without_arguments_prints_the_toy_figures_numbers():
+    """`passk toy` alone: the regime, key and k of the toy figure, so its k* and J_1 are the figure's.
+
+    Run as a user runs it, in float32 like the figure (the tests' float64 draws another bandit).
+    """
+    from sim import TOY_DEFAULTS
+    from sim.toy import TOY_FIGURE_K
+
+    bandit = json.loads((ROOT / "figures" / "results.json").read_text())["bandit"]
+    figure = bandit["results"]["toy"]
+    assert bandit["settings"]["seed"] == 0
+    assert figure["regime"] == {name: TOY_DEFAULTS[name] for name in figure["regime"]}
+    assert figure["k"] == TOY_FIGURE_K
+    env = {name: value for name, value in os.environ.items() if name != "JAX_ENABLE_X64"}
+    out = subprocess.run([sys.executable, "-m", "passk.cli", "toy"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, check=True).stdout
+    assert f"critical k* = {figure['k_star']}   safe k = {figure['safe_k']}" in out
+    assert f"pass@1 J_1 = {figure['j1']:.4f}" in out
+    (row,) = [line.split() for line in out.splitlines() if line.split()[:1] == [str(TOY_FIGURE_K)]]
+    assert float(row[4]) == pytest.approx(figure["cos"], abs=1e-3)
 
 
 def test_toy_command_rejects_bad_regime(capsys):
