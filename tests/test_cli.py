@@ -54,10 +54,19 @@ def test_reproduce_theory_part_writes_figures_and_numbers(tmp_path):
         assert (tmp_path / name).stat().st_size > 1000
     assert {"theory_weights.png", "theory_weights.pdf", "theory_two_group.png"} <= {p.name for p in tmp_path.iterdir()}
     assert "two-group k*" in headline_table(record)
-    # --resume skips a part already recorded with the same settings
+    # --resume skips a part already recorded with the same settings and all its figure files
     messages = []
     reproduce(outdir=tmp_path, quick=True, seed=0, parts=("theory",), resume=True, progress=messages.append)
     assert any("skipped" in m for m in messages)
+    # ... and runs it again, redrawing, when one of its figure files is gone
+    deleted = tmp_path / "theory_two_group.pdf"
+    deleted.unlink()
+    messages = []
+    reproduce(outdir=tmp_path, quick=True, seed=0, parts=("theory",), resume=True, progress=messages.append)
+    assert not any("skipped" in m for m in messages)
+    assert any("figure file missing: theory_two_group.pdf" in m for m in messages), messages
+    assert deleted.stat().st_size > 1000
+    assert json.loads((tmp_path / "results.json").read_text())["theory"]["figures"] == data["theory"]["figures"]
 
 
 def test_atomic_write_leaves_old_file_when_interrupted(tmp_path):
@@ -145,13 +154,20 @@ def test_reproduce_out_naming_a_file_is_a_one_line_error(tmp_path, capsys):
     assert path.read_text() == "not a folder"
 
 
-@pytest.mark.parametrize("text", ['{"theory": ', "[1, 2]", "\xff\xfe"], ids=["truncated", "not-an-object", "not-utf8"])
+@pytest.mark.parametrize(
+    "text",
+    ['{"theory": ', "[1, 2]", "\xff\xfe", '{"theory": 5}', '{"theory": {"settings": {"quick": true, "seed": 0}}}',
+     '{"bandit": {"settings": {}, "figures": [3], "results": {}}}'],
+    ids=["truncated", "not-an-object", "not-utf8", "part-a-number", "part-without-results", "figure-not-a-name"],
+)
 def test_reproduce_resume_over_corrupt_results_is_a_one_line_error(tmp_path, capsys, text):
     path = tmp_path / "results.json"
     path.write_bytes(text.encode("latin-1"))
     assert cli.main(["reproduce", "--quick", "--parts", "theory", "--out", str(tmp_path), "--resume"]) == 2
     line = _one_line_error(capsys)
     assert str(path) in line and "delete it, or run without --resume" in line
+    if text.startswith(('{"theory": 5', '{"theory": {', '{"bandit"')):  # a readable object, one part malformed
+        assert "the entry of part " + ("'bandit'" if "bandit" in text else "'theory'") in line
     assert path.read_bytes() == text.encode("latin-1")  # the file is left for the user to inspect
 
 
