@@ -9,9 +9,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import pytest  # noqa: E402
+import pytest
 
-from passk.plots import trainers  # noqa: E402
+from passk.plots import trainers
 
 ROOT = Path(__file__).resolve().parents[1]
 
