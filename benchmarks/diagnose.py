@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sim.files import atomic_write
+
 __all__ = ["bench", "write_run"]
 
 DIM = 16
@@ -39,7 +41,8 @@ def write_run(path: Path, n_prompts: int, *, n_answers: int = ANSWERS, dim: int 
     rng = np.random.default_rng(seed)
     p = rng.beta(1.0, 2.0, size=n_prompts)
     fmt = '{"prompt_id": "q%06d", "reward": %d, "score": [' + ", ".join(["%.6f"] * dim) + "]}\n"
-    with open(path, "w") as f:
+
+    def write(f):
         for start in range(0, n_prompts, 512):
             stop = min(n_prompts, start + 512)
             rewards = (rng.uniform(size=(stop - start, n_answers)) < p[start:stop, None]).astype(int)
@@ -48,6 +51,8 @@ def write_run(path: Path, n_prompts: int, *, n_answers: int = ANSWERS, dim: int 
                 fmt % ((start + i, rewards[i, j]) + tuple(scores[i, j]))
                 for i in range(stop - start) for j in range(n_answers)
             ))
+
+    atomic_write(path, write, mode="w")
 
 
 _SCRIPT = """

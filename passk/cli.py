@@ -8,6 +8,9 @@ from pathlib import Path
 
 from passk import __version__
 
+#: The orders `passk toy` reports without `--k`.
+TOY_REPORT_KS = (1, 2, 4, 8, 16, 32, 64)
+
 
 def _positive_int(text: str) -> int:
     try:
@@ -33,15 +36,20 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--seed", type=int, default=0, help="PRNG seed (default: 0)")
     rep.add_argument("--parts", nargs="+", default=None, choices=["theory", "bandit", "transformer", "ksweep", "sampled", "trainers", "safe"],
                      help="run only these parts (default: all but safe, which takes about 6 minutes on 2 CPU cores)")
-    rep.add_argument("--resume", action="store_true", help="skip parts already in results.json with the same settings")
+    rep.add_argument("--resume", action="store_true", help="skip parts already in results.json with the same settings and all their figure files")
 
-    toy = sub.add_parser("toy", help="diagnostics of one easy/hard toy regime")
-    toy.add_argument("--p-hard", type=float, required=True, help="probability that a prompt is hard, in (0, 1)")
-    toy.add_argument("--separation", type=float, required=True, help="distance between the easy and hard feature means")
-    toy.add_argument("--k", type=_positive_int, nargs="+", required=True, help="pass@k orders to report")
-    toy.add_argument("--n-prompts", type=_positive_int, default=None, help="number of prompts (default: the toy default)")
-    toy.add_argument("--n-actions", type=_positive_int, default=None, help="number of answers (default: the toy default)")
-    toy.add_argument("--seed", type=int, default=0)
+    # Defaults None: the toy's own (`sim.TOY_DEFAULTS`, printed in the report's first line), read when
+    # the command runs (importing sim here would import JAX for every command).
+    toy = sub.add_parser("toy", help="diagnostics of one easy/hard toy regime (default: the toy figure's)")
+    toy.add_argument("--p-hard", type=float, default=None,
+                     help="probability that a prompt is hard, in [0, 1] (default: the toy's)")
+    toy.add_argument("--separation", type=float, default=None,
+                     help="distance between the easy and hard feature means (default: the toy's)")
+    toy.add_argument("--k", type=_positive_int, nargs="+", default=None,
+                     help=f"pass@k orders to report (default: {' '.join(map(str, TOY_REPORT_KS))})")
+    toy.add_argument("--n-prompts", type=_positive_int, default=None, help="number of prompts (default: the toy's)")
+    toy.add_argument("--n-actions", type=_positive_int, default=None, help="number of answers (default: the toy's)")
+    toy.add_argument("--seed", type=int, default=0, help="the seed of `passk reproduce --seed` (default: 0)")
     toy.add_argument("--json", type=Path, default=None, help="also write the diagnostics to this JSON file")
 
     tr = sub.add_parser("transformer", help="the end-to-end transformer confirmation")
@@ -111,18 +119,16 @@ def format_toy(diag: dict, ks) -> str:
 def _cmd_toy(args) -> int:
     import jax
 
-    from sim import toy_diagnostics
     from sim.files import atomic_write_json
+    from sim.toy import TOY_FIGURE_K, toy_diagnostics, toy_figure_key
 
-    kwargs = {}
-    if args.n_prompts is not None:
-        kwargs["n_prompts"] = args.n_prompts
-    if args.n_actions is not None:
-        kwargs["n_actions"] = args.n_actions
-    ks = sorted(set(args.k))
-    diag = toy_diagnostics(
-        p_hard=args.p_hard, separation=args.separation, k=ks[-1], ks=ks, key=jax.random.key(args.seed), **kwargs
-    )
+    given = {"p_hard": args.p_hard, "separation": args.separation, "n_prompts": args.n_prompts,
+             "n_actions": args.n_actions}
+    regime = {name: value for name, value in given.items() if value is not None}
+    ks = sorted(set(args.k)) if args.k else list(TOY_REPORT_KS)
+    k = ks[-1] if args.k else TOY_FIGURE_K
+    # the key of the toy figure in `passk reproduce --seed`: the same regime gives the same bandit
+    diag = toy_diagnostics(k=k, ks=ks, key=toy_figure_key(jax.random.key(args.seed)), **regime)
     print(format_toy(diag, ks))
     if args.json:
         atomic_write_json(args.json, diag)

@@ -2,7 +2,8 @@
 
 Parts run in order (theory, bandit, transformer, sampled, trainers; `safe` only when named). After each part, `figures/results.json` is
 rewritten atomically with the numbers of every finished part, so an interrupted run loses at most
-the part in progress; `--resume` skips parts already recorded with the same settings and lets the
+the part in progress; `--resume` skips parts already recorded with the same settings whose figure
+files all exist, and lets the
 transformer part continue from its checkpoints (`figures/.checkpoints/`). Without `--resume` every
 part is recomputed from scratch.
 """
@@ -307,7 +308,12 @@ RUNNERS: dict[str, Callable] = {
 
 
 def load_results(path: Path) -> dict:
-    """The record in `path` (`{}` when there is none); ValueError naming the file when unreadable."""
+    """The record in `path` (`{}` when there is none); ValueError naming the file when unreadable.
+
+    Every part's entry must be an object with `settings` (an object), `figures` (a list of file
+    names) and `results` (an object); a part entry of another shape is refused like an unreadable
+    file (the file is left as it is, for the user to inspect).
+    """
     if not path.exists():
         return {}
     what_to_do = "delete it, or run without --resume to recompute every part"
@@ -318,7 +324,30 @@ def load_results(path: Path) -> dict:
         raise ValueError(f"cannot read {path} ({err}); {what_to_do}") from err
     if not isinstance(record, dict):
         raise ValueError(f"{path} holds a JSON {type(record).__name__}, not a results record; {what_to_do}")
+    for part in ALL_PARTS:
+        entry = record.get(part)
+        if entry is not None and not _is_part_entry(entry):
+            raise ValueError(f"{path}: the entry of part {part!r} ({json.dumps(entry)[:60]}) is not a part's record "
+                             f"(an object with settings, figures and results); {what_to_do}")
     return record
+
+
+def _is_part_entry(entry) -> bool:
+    return (isinstance(entry, dict) and isinstance(entry.get("settings"), dict)
+            and isinstance(entry.get("results"), dict) and isinstance(entry.get("figures"), list)
+            and all(isinstance(name, str) for name in entry["figures"]))
+
+
+def _rerun_reason(entry: dict | None, settings: dict, outdir: Path) -> str | None:
+    """Why `--resume` runs a part again (None: its results and every one of its figure files exist)."""
+    if entry is None:
+        return "not in results.json"
+    if entry["settings"] != settings:
+        return f"recorded with other settings {entry['settings']}"
+    missing = [name for name in entry["figures"] if not (outdir / name).is_file()]
+    if missing:
+        return f"figure file{'s' if len(missing) > 1 else ''} missing: {', '.join(missing)}"
+    return None
 
 
 def _make_outdir(outdir: Path) -> None:
@@ -345,10 +374,11 @@ def reproduce(*, outdir: Path, quick: bool, seed: int, parts=PARTS, resume: bool
     for part in parts:
         if part not in RUNNERS:
             raise ValueError(f"unknown part {part!r}; choose from {ALL_PARTS}")
-        if resume and record.get(part, {}).get("settings") == settings:
-            progress(f"{part}: already in {results_path}, skipped (--resume)")
+        reason = _rerun_reason(record.get(part), settings, outdir) if resume else None
+        if resume and reason is None:
+            progress(f"{part}: already in {results_path} with its figures, skipped (--resume)")
             continue
-        progress(f"{part}: running ({'quick' if quick else 'full'} size)")
+        progress(f"{part}: running ({'quick' if quick else 'full'} size)" + (f"; {reason}" if reason else ""))
         t0 = time.perf_counter()
         key = jax.random.key(seed)  # the same key as `passk transformer --seed` / `passk toy --seed`
         extra = {"record": record} if part == "trainers" else {}

@@ -36,7 +36,7 @@ import theory
 from sim.bandit import DEFAULT_K_MAX, SoftmaxBandit
 from sim.first_order import LOOSENESS_GRID, adam_predictors, first_turn, window_looseness
 from sim.intervals import mean_half_width, mean_interval, wilson_interval
-from sim.toy import TOY_DEFAULTS, hard_mask, toy_bandit, toy_diagnostics, toy_grid_sweep
+from sim.toy import TOY_DEFAULTS, TOY_FIGURE_K, hard_mask, toy_bandit, toy_diagnostics, toy_figure_key, toy_grid_sweep
 from sim.answers import sampled_updates
 from sim.train import ESTIMATORS, PASSK_ESTIMATORS, RECORD_NAMES, Records, train_sweep
 
@@ -887,7 +887,7 @@ def run_all(*, quick: bool, key, progress: Callable[[str], None] | None = None) 
         timings[name] = round(time.perf_counter() - t0, 2)
         say(f"{name}: {timings[name]:.1f} s")
 
-    part("toy", lambda: toy_diagnostics(key=jax.random.fold_in(key, 100), k=16))
+    part("toy", lambda: toy_diagnostics(key=toy_figure_key(key), k=TOY_FIGURE_K))  # also `passk toy`
     part("critical_k", lambda: critical_k_agreement(key=jax.random.fold_in(key, 1), **sizes["critical_k"]))
     part("phase_diagram", lambda: phase_diagram(key=jax.random.fold_in(key, 2), **sizes["phase"]))
     part("one_step", lambda: one_step(key=jax.random.fold_in(key, 3), **sizes["one_step"]))

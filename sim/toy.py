@@ -55,6 +55,8 @@ from sim.sweep import sweep_map
 
 __all__ = [
     "TOY_DEFAULTS",
+    "TOY_FIGURE_K",
+    "toy_figure_key",
     "toy_bandit",
     "toy_start",
     "toy_diagnostics",
@@ -63,6 +65,10 @@ __all__ = [
 
 #: Defaults of :func:`toy_bandit` (see the module docstring for why).
 TOY_DEFAULTS = dict(n_prompts=256, p_hard=0.2, separation=1.0, n_actions=8, start_logit=2.5)
+#: The order `k` of the toy figure (`figures/bandit_toy.png`) and of `passk toy` without `--k`.
+TOY_FIGURE_K = 16
+# What the run's key is folded with to draw the toy figure's bandit (other parts fold other numbers).
+_TOY_FIGURE_FOLD = 100
 
 EASY_ACTION = 0
 HARD_ACTION = 1
@@ -92,6 +98,22 @@ def _check_real(name, x, lo=None, hi=None, *, strict_lo=False):
     if hi is not None and v > hi:
         raise ValueError(f"{name} must be <= {hi}; got {v!r}")
     return x
+
+
+def toy_figure_key(key):
+    """The key of the toy figure's bandit in a run keyed `key` (`key` folded with a fixed number).
+
+    `passk reproduce --seed s` (the figure and `figures/results.json`) and `passk toy --seed s`
+    both pass `key = jax.random.key(s)`, so the two report the same bandit; so does
+    :func:`toy_diagnostics` without a `key` (seed 0).
+
+    Args:
+      key: the run's `jax.random` key.
+
+    Returns:
+      A `jax.random` key.
+    """
+    return jax.random.fold_in(key, _TOY_FIGURE_FOLD)
 
 
 def toy_start(n_actions: int, start_logit=TOY_DEFAULTS["start_logit"], dtype=None):
@@ -171,7 +193,7 @@ def hard_mask(bandit: SoftmaxBandit):
 def toy_diagnostics(
     p_hard=TOY_DEFAULTS["p_hard"],
     separation=TOY_DEFAULTS["separation"],
-    k: int = 8,
+    k: int = TOY_FIGURE_K,
     *,
     n_actions: int = TOY_DEFAULTS["n_actions"],
     n_prompts: int = TOY_DEFAULTS["n_prompts"],
@@ -182,15 +204,17 @@ def toy_diagnostics(
 ) -> dict:
     """Exact conflict diagnostics of one toy regime at its start, as a JSON-serialisable dict.
 
-    For `passk toy --p-hard .. --separation .. --k ..`. Computed in float64 when x64 is enabled,
-    else float32.
+    For `passk toy`; without arguments, the toy figure's start (`figures/results.json`, part
+    `bandit`, `toy`). Computed in float32 unless x64 is enabled; in float64 the same key draws a
+    different bandit (the figure's is float32).
 
     Args:
       p_hard, separation, n_actions, n_prompts, start_logit: the regime (see :func:`toy_bandit`).
       k: the pass@k order of interest (`>= 1`).
       ks: orders for the `cos_k` / `I_k` curves (default 1..max(64, 2k), powers-of-two spaced
         above 16).
-      key: `jax.random` key (default `PRNGKey(0)`).
+      key: `jax.random` key of the bandit's draw (default: the figure's at seed 0,
+        `toy_figure_key(jax.random.key(0))`).
       k_max: largest `k` searched for `k*`.
 
     Returns:
@@ -199,7 +223,7 @@ def toy_diagnostics(
       `ks`, and the per-group means of `p`, agreement and normalised weight at `k`.
     """
     k = _check_size("k", k, 1)
-    key = jax.random.PRNGKey(0) if key is None else key
+    key = toy_figure_key(jax.random.key(0)) if key is None else key
     if ks is None:
         top = max(64, 2 * k)
         ks = sorted(set(list(range(1, 17)) + [int(x) for x in np.unique(np.geomspace(16, top, 12).astype(int))] + [k]))

@@ -45,14 +45,14 @@ def cleared(nb) -> nbformat.NotebookNode:
 def _kernel_here(folder: pathlib.Path) -> str:
     """Write a kernelspec `python3` that runs `sys.executable` under `folder`; return the folder
     to put first on `JUPYTER_PATH`."""
-    spec_dir = folder / "kernels" / "python3"
-    spec_dir.mkdir(parents=True, exist_ok=True)
+    from sim.files import atomic_write_text
+
     spec = {
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "Python 3 (tests)",
         "language": "python",
     }
-    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    atomic_write_text(folder / "kernels" / "python3" / "kernel.json", json.dumps(spec))
     return str(folder)
 
 
@@ -89,7 +89,9 @@ def images(nb) -> list:
 
 def store_outputs(path, *, timeout: int = 1200) -> None:
     """Execute the notebook at `path` from cleared outputs and write it back with its outputs
-    (atomically: a temporary file in the same folder, then a rename)."""
+    (atomically, keeping the notebook's permissions: `sim.files`)."""
+    from sim.files import atomic_write_text
+
     path = pathlib.Path(path)
     nb = cleared(nbformat.read(path, as_version=4))
     with tempfile.TemporaryDirectory() as kernels:
@@ -102,15 +104,8 @@ def store_outputs(path, *, timeout: int = 1200) -> None:
                 os.environ.pop("JUPYTER_PATH")
             else:
                 os.environ["JUPYTER_PATH"] = old
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            nbformat.write(nb, f)
-        os.chmod(tmp, path.stat().st_mode & 0o777)  # keep the notebook's permissions
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    text = nbformat.writes(nb)
+    atomic_write_text(path, text if text.endswith("\n") else text + "\n")  # as nbformat.write; keeps the mode
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """The `passk` command, the theory part of `passk reproduce`, and atomic writes."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +12,8 @@ import pytest
 from passk import __version__, cli
 from passk.reproduce import headline_table, reproduce, theory_results
 from sim.files import atomic_write, atomic_write_json
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_version_and_help():
@@ -50,10 +54,19 @@ def test_reproduce_theory_part_writes_figures_and_numbers(tmp_path):
         assert (tmp_path / name).stat().st_size > 1000
     assert {"theory_weights.png", "theory_weights.pdf", "theory_two_group.png"} <= {p.name for p in tmp_path.iterdir()}
     assert "two-group k*" in headline_table(record)
-    # --resume skips a part already recorded with the same settings
+    # --resume skips a part already recorded with the same settings and all its figure files
     messages = []
     reproduce(outdir=tmp_path, quick=True, seed=0, parts=("theory",), resume=True, progress=messages.append)
     assert any("skipped" in m for m in messages)
+    # ... and runs it again, redrawing, when one of its figure files is gone
+    deleted = tmp_path / "theory_two_group.pdf"
+    deleted.unlink()
+    messages = []
+    reproduce(outdir=tmp_path, quick=True, seed=0, parts=("theory",), resume=True, progress=messages.append)
+    assert not any("skipped" in m for m in messages)
+    assert any("figure file missing: theory_two_group.pdf" in m for m in messages), messages
+    assert deleted.stat().st_size > 1000
+    assert json.loads((tmp_path / "results.json").read_text())["theory"]["figures"] == data["theory"]["figures"]
 
 
 def test_atomic_write_leaves_old_file_when_interrupted(tmp_path):
@@ -80,14 +93,37 @@ def test_toy_command_reports_the_simulated_k_star(capsys):
     import jax
 
     from sim import toy_diagnostics
+    from sim.toy import toy_figure_key
 
     assert cli.main(["toy", "--p-hard", "0.2", "--separation", "1.0", "--k", "1", "16", "--seed", "3"]) == 0
     out = capsys.readouterr().out
-    expected = toy_diagnostics(p_hard=0.2, separation=1.0, k=16, ks=[1, 16], key=jax.random.key(3))
+    expected = toy_diagnostics(p_hard=0.2, separation=1.0, k=16, ks=[1, 16], key=toy_figure_key(jax.random.key(3)))
     assert f"critical k* = {expected['k_star']}" in out
     rows = [line.split() for line in out.splitlines() if line.strip().startswith(("1 ", "16 "))]
     assert [r[0] for r in rows] == ["1", "16"]
     assert rows[0][-1] == "no"  # never a conflict at k = 1
+
+
+def test_toy_command_without_arguments_prints_the_toy_figures_numbers():
+    """`passk toy` alone: the regime, key and k of the toy figure, so its k* and J_1 are the figure's.
+
+    Run as a user runs it, in float32 like the figure (the tests' float64 draws another bandit).
+    """
+    from sim import TOY_DEFAULTS
+    from sim.toy import TOY_FIGURE_K
+
+    bandit = json.loads((ROOT / "figures" / "results.json").read_text())["bandit"]
+    figure = bandit["results"]["toy"]
+    assert bandit["settings"]["seed"] == 0
+    assert figure["regime"] == {name: TOY_DEFAULTS[name] for name in figure["regime"]}
+    assert figure["k"] == TOY_FIGURE_K
+    env = {name: value for name, value in os.environ.items() if name != "JAX_ENABLE_X64"}
+    out = subprocess.run([sys.executable, "-m", "passk.cli", "toy"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, check=True).stdout
+    assert f"critical k* = {figure['k_star']}   safe k = {figure['safe_k']}" in out
+    assert f"pass@1 J_1 = {figure['j1']:.4f}" in out
+    (row,) = [line.split() for line in out.splitlines() if line.split()[:1] == [str(TOY_FIGURE_K)]]
+    assert float(row[4]) == pytest.approx(figure["cos"], abs=1e-3)
 
 
 def test_toy_command_rejects_bad_regime(capsys):
@@ -118,13 +154,20 @@ def test_reproduce_out_naming_a_file_is_a_one_line_error(tmp_path, capsys):
     assert path.read_text() == "not a folder"
 
 
-@pytest.mark.parametrize("text", ['{"theory": ', "[1, 2]", "\xff\xfe"], ids=["truncated", "not-an-object", "not-utf8"])
+@pytest.mark.parametrize(
+    "text",
+    ['{"theory": ', "[1, 2]", "\xff\xfe", '{"theory": 5}', '{"theory": {"settings": {"quick": true, "seed": 0}}}',
+     '{"bandit": {"settings": {}, "figures": [3], "results": {}}}'],
+    ids=["truncated", "not-an-object", "not-utf8", "part-a-number", "part-without-results", "figure-not-a-name"],
+)
 def test_reproduce_resume_over_corrupt_results_is_a_one_line_error(tmp_path, capsys, text):
     path = tmp_path / "results.json"
     path.write_bytes(text.encode("latin-1"))
     assert cli.main(["reproduce", "--quick", "--parts", "theory", "--out", str(tmp_path), "--resume"]) == 2
     line = _one_line_error(capsys)
     assert str(path) in line and "delete it, or run without --resume" in line
+    if text.startswith(('{"theory": 5', '{"theory": {', '{"bandit"')):  # a readable object, one part malformed
+        assert "the entry of part " + ("'bandit'" if "bandit" in text else "'theory'") in line
     assert path.read_bytes() == text.encode("latin-1")  # the file is left for the user to inspect
 
 

@@ -93,3 +93,16 @@ def test_toy_diagnostics_json():
     assert res["groups"]["hard"]["mean_p"] < res["groups"]["easy"]["mean_p"]
     with pytest.raises(ValueError, match="k"):
         toy_diagnostics(0.2, 1.0, 0)
+
+
+def test_default_key_is_the_toy_figures():
+    """`toy_diagnostics` without a key draws the figure's bandit (seed 0), which `passk toy` also reports."""
+    from sim.toy import TOY_FIGURE_K, toy_figure_key
+
+    default = toy_diagnostics(n_prompts=64)
+    assert default == toy_diagnostics(n_prompts=64, k=TOY_FIGURE_K, key=toy_figure_key(jax.random.key(0)))
+    assert default["k"] == TOY_FIGURE_K
+    assert default["regime"] == dict(TOY_DEFAULTS, n_prompts=64)
+    # the fold matters: the run's key itself draws other prompts
+    unfolded = toy_diagnostics(n_prompts=64, key=jax.random.key(0))
+    assert default["prompts"]["p"] != unfolded["prompts"]["p"]

@@ -65,12 +65,14 @@ def counts_csv_text(rewards, prompt_ids) -> str:
 
 
 def write_example(out: Path) -> dict:
+    from sim.files import atomic_write, atomic_write_text
+
     run = example_run()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out / "toy.npz", rewards=run["rewards"], scores=run["scores"], prompt_ids=run["prompt_ids"])
-    (out / "toy.jsonl").write_text(jsonl_text(run["rewards"], run["prompt_ids"], run["scores"]))
-    (out / "toy_counts.csv").write_text(counts_csv_text(run["rewards"], run["prompt_ids"]))
+    arrays = {name: run[name] for name in ("rewards", "scores", "prompt_ids")}
+    atomic_write(out / "toy.npz", lambda f: np.savez_compressed(f, **arrays))
+    atomic_write_text(out / "toy.jsonl", jsonl_text(run["rewards"], run["prompt_ids"], run["scores"]))
+    atomic_write_text(out / "toy_counts.csv", counts_csv_text(run["rewards"], run["prompt_ids"]))
     return run
 
 

@@ -3,19 +3,37 @@ and every trainer at the transformer's warm start."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 
 from passk.plots._style import new_figure, save
 
+#: Panels per row of the trainer figure, and the width of one panel (inches).
+MAX_COLUMNS = 4
+PANEL_WIDTH = 4.25
+
+
+def panel_grid(n_panels: int) -> tuple[int, int]:
+    """`(rows, columns)` of a grid holding `n_panels >= 1` panels, at most :data:`MAX_COLUMNS` a row."""
+    if isinstance(n_panels, bool) or not isinstance(n_panels, int) or n_panels < 1:
+        raise ValueError(f"n_panels must be an integer >= 1; got {n_panels!r}")
+    ncols = min(MAX_COLUMNS, n_panels)
+    return math.ceil(n_panels / ncols), ncols
+
 
 def draw(results: dict, outdir: Path) -> list[Path]:
-    """Draw `figures/trainer_map.{png,pdf}` from the `trainers` part's results."""
+    """Draw `figures/trainer_map.{png,pdf}` from the `trainers` part's results: one panel per
+    trainer of the results (as many as `theory.ESTIMATOR_TABLE` had), then the warm-start panel."""
     grid = results["grid"]
     methods = list(results["trainer_map"])
+    if not methods:
+        raise ValueError("the trainers part's results hold no trainer (results['trainer_map'] is empty)")
     n_show = grid["shown_n"]
-    fig, axes = new_figure(nrows=2, ncols=4, width=17, height=4.4)
+    nrows, ncols = panel_grid(len(methods) + 1)
+    fig, axes = new_figure(nrows=nrows, ncols=ncols, width=PANEL_WIDTH * ncols, height=4.4)
+    axes = np.asarray(axes).reshape(nrows, ncols)
     # the grid values are cell centres; the image spans half a step beyond them
     sep, ph = np.asarray(grid["separation"]), np.asarray(grid["p_hard"])
     ds = (sep[-1] - sep[0]) / max(len(sep) - 1, 1)
@@ -42,7 +60,8 @@ def draw(results: dict, outdir: Path) -> list[Path]:
                      f"[{share['lower']:.0%}, {share['upper']:.0%}] of {share['n']}", fontsize=8)
         ax.set_xlabel("separation")
         ax.set_ylabel("share of hard prompts")
-    fig.colorbar(image, ax=axes[0, -1], label="P(conflict) over seeds")
+    # beside the last trainer panel of the first row
+    fig.colorbar(image, ax=axes[0, min(len(methods), ncols) - 1], label="P(conflict) over seeds")
     _warm_start(axes.ravel()[len(methods)], results.get("transformer_warm_start"), methods)
     for ax in axes.ravel()[len(methods) + 1:]:
         ax.set_visible(False)
