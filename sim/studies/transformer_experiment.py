@@ -12,7 +12,7 @@ Steps of :func:`run_experiment`:
 3. At the warm start: exact `p` for every prompt; agreement scores `a = J (J^T mu)` over all
    parameters by one reverse and one forward pass (checked against `vmap(grad)` per-prompt
    gradients); the same restricted to the output head (the last-layer proxy), where it is wrong
-   and the same proxy from sampled answers (:mod:`sim.transformer.proxy`); `I_k`, `A_k`, `k*`
+   and the same proxy from sampled answers (:mod:`sim.studies.transformer_proxy`); `I_k`, `A_k`, `k*`
    from `theory`; `cos_k` from one reverse pass per `k`.
 4. Sign test (SPEC section 5): a small plain step along `grad J_k` for every `k` of a grid; the
    observed sign of the change of `J_1` against the predicted sign of `I_k`.
@@ -41,15 +41,15 @@ import jax.numpy as jnp
 import numpy as np
 
 import theory
-from sim.transformer import exact as _exact
 from sim.intervals import wilson_interval
-from sim.transformer import model as _model
-from sim.transformer import proxy as _proxy
-from sim.transformer import task as _task
+from sim.studies import transformer_proxy as _proxy
 from sim.train import RECORD_NAMES as R
+from sim.transformer import exact as _exact
+from sim.transformer import model as _model
+from sim.transformer import task as _task
 from sim.transformer import train as _train
 
-__all__ = ["ExperimentConfig", "RunSpec", "choose_ks", "experiment_config", "run_experiment", "SCOPE"]
+__all__ = ["ExperimentConfig", "RunSpec", "choose_ks", "run_experiment", "warm_start", "SCOPE"]
 
 #: `fold_in` index of the Monte Carlo proxy's answers (far from the run seeds).
 PROXY_KEY = 10**6
@@ -82,25 +82,41 @@ class RunSpec:
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
-    """All sizes of one experiment (see :func:`experiment_config` for the two presets)."""
+    """All sizes of one experiment; `passk.presets` holds the command's quick and full ones.
 
-    task: _task.TaskConfig
-    d_model: int
-    n_heads: int
-    n_layers: int
-    d_mlp: int
-    sft: _train.SFTConfig
-    ks: tuple
-    runs: tuple
-    min_samples: int
-    sgd_learning_rate: float
-    sgd_steps: int
-    adam_learning_rate: float
-    adam_steps: int
-    checkpoint_every: int
-    sign_step: float
-    first_steps: int
+    The defaults are the confirmation's set-up (task, model, warm start, the `k` grid) with no
+    fine-tuning runs; every study of the transformer that shares this warm start reads it.
+
+    Attributes:
+      task, d_model, n_heads, n_layers, d_mlp: the task and the model.
+      sft: the supervised warm start.
+      ks: the orders of the sign test and of `I_k`, `A_k`, `cos_k` (the roles' `k` are added).
+      min_samples: the fewest sampled answers per prompt (at least the high role's `k`).
+      sign_step: the step of the sign test.
+      first_steps: the steps over which a run's observed sign is read.
+      proxy_samples: answers per prompt of the Monte Carlo last-layer proxy.
+      runs: the fine-tuning runs (:class:`RunSpec`).
+      sgd_learning_rate, sgd_steps, adam_learning_rate, adam_steps: the runs' optimisers.
+      checkpoint_every: steps between the runs' checkpoints (divides both step counts).
+    """
+
+    task: _task.TaskConfig = _task.TaskConfig(modulus=11, hard_fraction=0.25, sft_hard_fraction=0.5)
+    d_model: int = 64
+    n_heads: int = 4
+    n_layers: int = 2
+    d_mlp: int = 128
+    sft: _train.SFTConfig = _train.SFTConfig(steps=40, batch_size=64, learning_rate=3e-3, checkpoint_every=20)
+    ks: tuple = tuple(range(1, 17)) + (24, 32, 48, 64)
+    min_samples: int = 8
+    sign_step: float = 1e-2
+    first_steps: int = 3
     proxy_samples: int = 16
+    runs: tuple = ()
+    sgd_learning_rate: float = 1.0
+    sgd_steps: int = 40
+    adam_learning_rate: float = 1e-3
+    adam_steps: int = 100
+    checkpoint_every: int = 20
 
 
 def choose_ks(k_star) -> dict:
@@ -111,47 +127,6 @@ def choose_ks(k_star) -> dict:
     if k_star is None:
         return {"one": 1, "low": 2, "high": 32}
     return {"one": 1, "low": max(1, k_star // 2), "high": 2 * k_star}
-
-
-def experiment_config(quick: bool) -> ExperimentConfig:
-    """The full preset (about 3 minutes on 2 CPU cores) or the quick one (about 40 seconds).
-
-    Both use the same task, model and warm start (so the same `k*` for a given key); the quick one
-    runs three short SGD runs (exact `k` below and above `k*`, PKPO above), the full one adds
-    `k = 1`, PKPO below `k*`, pass@1 by RLOO, three seeds for each sampled estimator, and 100-step
-    Adam runs.
-    """
-    if not isinstance(quick, bool):
-        raise TypeError(f"quick must be a bool; got {quick!r}")
-    ks = tuple(range(1, 17)) + (24, 32, 48, 64)
-    task = _task.TaskConfig(modulus=11, hard_fraction=0.25, sft_hard_fraction=0.5)
-    sft = _train.SFTConfig(steps=40, batch_size=64, learning_rate=3e-3, checkpoint_every=20)
-    common = dict(task=task, d_model=64, n_heads=4, n_layers=2, d_mlp=128, sft=sft, ks=ks,
-                  min_samples=8, sign_step=1e-2, first_steps=3)
-    if quick:
-        # The same task and warm start as the full preset (so the same k*), fewer and shorter runs.
-        runs = (
-            RunSpec("exact", "low", "sgd"),
-            RunSpec("exact", "high", "sgd"),
-            RunSpec("pkpo-loo-1", "high", "sgd"),
-        )
-        return ExperimentConfig(**common, runs=runs, sgd_learning_rate=1.0, sgd_steps=10,
-                                adam_learning_rate=1e-3, adam_steps=10, checkpoint_every=5)
-    seeds = (0, 1, 2)
-    runs = (
-        RunSpec("exact", "one", "sgd"),
-        RunSpec("exact", "low", "sgd"),
-        RunSpec("exact", "high", "sgd"),
-        RunSpec("pkpo-loo-1", "low", "sgd", seeds),
-        RunSpec("pkpo-loo-1", "high", "sgd", seeds),
-        RunSpec("rloo", "one", "sgd", seeds),
-        RunSpec("exact", "one", "adam"),
-        RunSpec("exact", "low", "adam"),
-        RunSpec("exact", "high", "adam"),
-        RunSpec("pkpo-loo-1", "high", "adam"),
-    )
-    return ExperimentConfig(**common, runs=runs, sgd_learning_rate=1.0, sgd_steps=40,
-                            adam_learning_rate=1e-3, adam_steps=100, checkpoint_every=20)
 
 
 def _floats(x):
@@ -213,12 +188,12 @@ def warm_start(cfg: ExperimentConfig, *, key, checkpoint_dir=None, progress=None
 
 
 def run_experiment(
-    *, quick: bool, key, checkpoint_dir=None, progress: Callable[[str], None] | None = None
+    *, config: ExperimentConfig, key, checkpoint_dir=None, progress: Callable[[str], None] | None = None
 ) -> dict:
     """Run the transformer confirmation and return its numbers (JSON-serialisable).
 
     Args:
-      quick: the quick preset (small task, few steps) instead of the full one.
+      config: the sizes (:class:`ExperimentConfig`; `passk.presets` holds the quick and full ones).
       key: a `jax.random` key; the same key gives the same numbers.
       checkpoint_dir: folder for training checkpoints; a run killed and restarted with the same
         folder and key resumes and ends with the same numbers as an uninterrupted run.
@@ -227,14 +202,16 @@ def run_experiment(
     Returns:
       A dict with, among others, `k_star_predicted`, `ks`, `I_k`, `A_k`, `cos_k`,
       `agreement_jvp_vs_pergrad_max_abs_err`, `last_layer_sign_agreement` (a Wilson interval over
-      prompts), `last_layer_proxy` (:mod:`sim.transformer.proxy`: the proxy's sign errors by `p`
+      prompts), `last_layer_proxy` (:mod:`sim.studies.transformer_proxy`: the proxy's sign errors by `p`
       and by pass@k weight, the Monte Carlo proxy, the constructed case it misses), `warm_start`
       (per-prompt `p`, agreements, hard flags), `sign_test` (its `agreement_fraction` a Wilson
       interval over `k`), and `runs` (each with `pass1_before`,
       `pass1_after`, `passk_before`, `passk_after`, trajectories `pass1`, `passk`, `g1_dot_u`,
       predicted and observed signs), plus `scope` (SPEC section 9) and `runtime_s`.
     """
-    cfg = experiment_config(quick)
+    if not isinstance(config, ExperimentConfig):
+        raise TypeError(f"config must be an ExperimentConfig; got {config!r}")
+    cfg = config
     say = progress if progress is not None else (lambda line: None)
     if progress is not None and not callable(progress):
         raise TypeError(f"progress must be callable or None; got {progress!r}")
@@ -331,7 +308,6 @@ def run_experiment(
     in_sft = np.zeros(task.n_prompts, bool)
     in_sft[task.sft_index] = True
     return {
-        "quick": quick,
         "n_params": _model.param_count(params),
         "n_prompts": task.n_prompts,
         "n_hard": int(task.is_hard.sum()),
