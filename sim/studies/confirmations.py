@@ -85,16 +85,16 @@ def run_all(*, sizes: dict, key, progress: Callable[[str], None] | None = None) 
     timings = {}
     results = {}
 
-    def part(name, fn):
+    def part(field, fn, **kwargs):
         t0 = time.perf_counter()
-        results[name] = fn()
-        timings[name] = round(time.perf_counter() - t0, 2)
-        say(f"{name}: {timings[name]:.1f} s")
+        results[field] = fn(**kwargs)
+        timings[field] = round(time.perf_counter() - t0, 2)
+        say(f"{field}: {timings[field]:.1f} s")
 
-    part("toy", lambda: toy_diagnostics(key=jax.random.fold_in(key, 100), k=16))
+    part("toy", toy_diagnostics, key=jax.random.fold_in(key, 100), k=16)
     fields = dict(zip(CONFIRMATIONS, Confirmations._fields[1:]))  # "phase" -> "phase_diagram", ...
     for name, (fn, index) in CONFIRMATIONS.items():
-        part(fields[name], lambda: fn(key=jax.random.fold_in(key, index), **sizes.get(name, {})))
+        part(fields[name], fn, key=jax.random.fold_in(key, index), **sizes.get(name, {}))
     meta = {
         "sizes": sizes,
         "seconds": timings,

@@ -49,7 +49,7 @@ from sim.transformer import model as _model
 from sim.transformer import task as _task
 from sim.transformer import train as _train
 
-__all__ = ["ExperimentConfig", "RunSpec", "choose_ks", "run_experiment", "warm_start", "SCOPE"]
+__all__ = ["ExperimentConfig", "RunSpec", "SCOPE", "SFT", "TASK", "choose_ks", "run_experiment", "warm_start"]
 
 #: `fold_in` index of the Monte Carlo proxy's answers (far from the run seeds).
 PROXY_KEY = 10**6
@@ -80,6 +80,12 @@ class RunSpec:
     seeds: tuple = (0,)
 
 
+#: The confirmation's task: "reverse the pair, with exceptions" modulo 11.
+TASK = _task.TaskConfig(modulus=11, hard_fraction=0.25, sft_hard_fraction=0.5)
+#: The supervised warm start, stopped early so that `p(x)` is spread.
+SFT = _train.SFTConfig(steps=40, batch_size=64, learning_rate=3e-3, checkpoint_every=20)
+
+
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     """All sizes of one experiment; `passk.presets` holds the command's quick and full ones.
@@ -100,12 +106,12 @@ class ExperimentConfig:
       checkpoint_every: steps between the runs' checkpoints (divides both step counts).
     """
 
-    task: _task.TaskConfig = _task.TaskConfig(modulus=11, hard_fraction=0.25, sft_hard_fraction=0.5)
+    task: _task.TaskConfig = TASK
     d_model: int = 64
     n_heads: int = 4
     n_layers: int = 2
     d_mlp: int = 128
-    sft: _train.SFTConfig = _train.SFTConfig(steps=40, batch_size=64, learning_rate=3e-3, checkpoint_every=20)
+    sft: _train.SFTConfig = SFT
     ks: tuple = tuple(range(1, 17)) + (24, 32, 48, 64)
     min_samples: int = 8
     sign_step: float = 1e-2

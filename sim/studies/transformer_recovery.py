@@ -53,8 +53,8 @@ def _count_draw(key, n, data):
     return rewards, rewards[..., None] * rows[:, None, :]
 
 
-def transformer_recovery(*, config: ExperimentConfig = ExperimentConfig(), key, ns=SAMPLE_SIZES, repeats: int = 200,
-                         sketch_dim: int = 256, level: float = 0.95, progress=None) -> dict:
+def transformer_recovery(*, config: ExperimentConfig, key, ns=SAMPLE_SIZES, repeats: int = 200, sketch_dim: int = 256,
+                         level: float = 0.95, progress=None) -> dict:
     """:func:`sim.studies.recovery.recovery_study` at the transformer's warm start, three kinds of scores.
 
     Args:
