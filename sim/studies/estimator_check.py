@@ -65,6 +65,9 @@ def estimator_check(
     total variance `E||u - E u||^2` relative to `||E u||^2`, and the variance of the component
     along `grad J_k`, relative to the squared projection of `E u` on it. Also the implied weights
     `v(p)` on a grid of `p` (at `n_samples` and in the limit) for the figure.
+
+    Returns:
+      :class:`EstimatorCheck`.
     """
     estimators = tuple(estimators)
     for est in estimators:

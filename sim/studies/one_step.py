@@ -317,8 +317,10 @@ def one_step(
     coordinates where `g_1` and `g_k` agree in sign is below 1/2; reported with the unweighted
     share and the spread of the second-moment estimates (`|g_k|`, coefficient of variation) as
     candidate predictors of `J_1` rising.
-    """
 
+    Returns:
+      :class:`OneStep`.
+    """
     if not 0 < step_fraction < 1:
         raise ValueError(f"step_fraction must lie in (0, 1); got {step_fraction!r}")
     with jax.enable_x64(True):
