@@ -138,13 +138,14 @@ def _cmd_toy(args) -> int:
 def _cmd_transformer(args) -> int:
     import jax
 
+    from passk import presets
     from passk.reproduce import Progress, transformer_headline
-    from sim import transformer
     from sim.files import atomic_write_json
+    from sim.studies import transformer_experiment
 
-    results = transformer.run_experiment(
-        quick=args.quick, key=jax.random.key(args.seed), checkpoint_dir=args.checkpoint_dir, progress=Progress()
-    )
+    results = {"quick": args.quick, **transformer_experiment.run_experiment(
+        config=presets.preset(args.quick).transformer, key=jax.random.key(args.seed),
+        checkpoint_dir=args.checkpoint_dir, progress=Progress())}
     results["headline"] = transformer_headline(results)
     for name, value in results["headline"].items():
         print(f"{name}: {value}")

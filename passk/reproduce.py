@@ -97,7 +97,7 @@ def _share_text(iv, digits=3) -> str:
 
 
 def bandit_headline(results: dict) -> dict:
-    """The bandit numbers worth a line in the summary table, read from the JSON of `sim.experiments.run_all`."""
+    """The bandit numbers worth a line in the summary table, read from the JSON of `sim.studies.confirmations.run_all`."""
     toy, crit, one = results["toy"], results["critical_k"], results["one_step"]
     dyn = results["dynamics"]
     plain = dyn["runs"]["exact/sgd"]["passk"]
@@ -137,10 +137,12 @@ def bandit_headline(results: dict) -> dict:
 
 
 def _run_bandit(*, quick, key, outdir, progress, resume):
+    from passk import presets
     from passk.plots import bandit as plots
-    from sim import experiments, experiments_json
+    from sim.studies import confirmations, serialise
 
-    results = experiments_json.to_json(experiments.run_all(quick=quick, key=key, progress=progress))
+    results = serialise.to_json(confirmations.run_all(sizes=presets.preset(quick).bandit, key=key, progress=progress))
+    results["meta"] = {"quick": quick, **results["meta"]}
     results["headline"] = bandit_headline(results)
     return results, plots.draw(results, outdir)
 
@@ -164,19 +166,18 @@ def transformer_headline(results: dict) -> dict:
 
 
 def _run_transformer(*, quick, key, outdir, progress, resume):
+    from passk import presets
     from passk.plots import transformer as plots
-    from sim import transformer
+    from sim.studies import transformer_experiment
 
-    checkpoints = outdir / ".checkpoints" / ("quick" if quick else "full")
+    chosen = presets.preset(quick)
+    checkpoints = outdir / ".checkpoints" / chosen.name
     if not resume and checkpoints.exists():
         shutil.rmtree(checkpoints)  # a fresh run recomputes; only --resume continues a killed one
-    results = transformer.run_experiment(quick=quick, key=key, checkpoint_dir=checkpoints, progress=progress)
+    results = {"quick": quick, **transformer_experiment.run_experiment(
+        config=chosen.transformer, key=key, checkpoint_dir=checkpoints, progress=progress)}
     results["headline"] = transformer_headline(results)
     return results, plots.draw(results, outdir)
-
-
-#: Runs of `n` sampled answers per prompt drawn for each `n` in the `sampled` part.
-SAMPLED_REPEATS = {"quick": 40, "full": 200}
 
 
 def sampled_headline(results: dict) -> dict:
@@ -198,25 +199,20 @@ def sampled_headline(results: dict) -> dict:
 
 
 def _run_sampled(*, quick, key, outdir, progress, resume):
+    from passk import presets
     from passk.plots import sampled as plots
-    from sim import sampled
-    from sim.transformer import sampled as transformer_sampled
+    from sim.studies import recovery, transformer_recovery
 
-    repeats = SAMPLED_REPEATS["quick" if quick else "full"]
-    ns = (8, 32) if quick else sampled.SAMPLE_SIZES
+    chosen = presets.preset(quick)
+    ns, repeats = chosen.sampled_ns, chosen.sampled_repeats
     results = {
-        "toy": sampled.toy_recovery(key=jax.random.fold_in(key, 100), ns=ns, repeats=repeats),
+        "toy": recovery.toy_recovery(key=jax.random.fold_in(key, 100), ns=ns, repeats=repeats),
         # the transformer experiment's key: the same warm start as the `transformer` part
-        "transformer": transformer_sampled.transformer_recovery(quick=quick, key=key, ns=ns, repeats=repeats,
-                                                                progress=progress),
+        "transformer": transformer_recovery.transformer_recovery(
+            config=chosen.transformer, key=key, ns=ns, repeats=repeats, progress=progress),
     }
     results["headline"] = sampled_headline(results)
     return results, plots.draw(results, outdir)
-
-
-#: Sizes of the `trainers` part (the toy grid of `sim.trainer_map`).
-TRAINER_MAP_SIZES = {"quick": dict(n_p_hard=6, n_separation=6, n_seeds=2),
-                     "full": dict(n_p_hard=12, n_separation=12, n_seeds=8)}
 
 
 def trainers_headline(results: dict) -> dict:
@@ -237,12 +233,12 @@ def trainers_headline(results: dict) -> dict:
 
 
 def _run_trainers(*, quick, key, outdir, progress, resume, record=None):
+    from passk import presets
     from passk.plots import trainers as plots
-    from sim import experiments_json, trainer_map
+    from sim.studies import serialise, trainer_map
 
-    sizes = TRAINER_MAP_SIZES["quick" if quick else "full"]
-    result = trainer_map.trainer_map(key=jax.random.fold_in(key, 200), **sizes)
-    results = experiments_json.trainer_map_json(result, shown_n=8)
+    result = trainer_map.trainer_map(key=jax.random.fold_in(key, 200), **presets.preset(quick).trainer_map)
+    results = serialise.trainer_map_json(result, shown_n=8)
     warm = (record or {}).get("transformer", {}).get("results", {}).get("warm_start")
     # The transformer part's warm start (uniform prompt weights), when that part has run.
     results["transformer_warm_start"] = (

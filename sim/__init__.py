@@ -8,21 +8,22 @@
   exact or with the sampled estimators trainers use, in `lax.scan`: one unbatched core
   (:mod:`sim.train`: :class:`TrainConfig`, :class:`Records`, the rule table) under `jit`, or
   vmapped over rules, `k` and seeds and laid out over regimes and devices (:mod:`sim.sweep`).
-- :func:`draw_answers`, :func:`sampled_update`, :func:`sampled_updates`: answers drawn from the
-  policy and the score-function updates of each estimator on them (:mod:`sim.answers`).
-- :mod:`sim.experiments`: the numbers of the five confirmations (:func:`~sim.experiments.run_all`);
-  :mod:`sim.experiments_json`: their JSON form. Both are modules of their own, not on this face.
+- :func:`draw_answers`, :func:`sampled_update`, :func:`sampled_updates`, :func:`scored_answers`:
+  answers drawn from the policy, the score-function updates of each estimator on them, and
+  answers with their exact score vectors (:mod:`sim.answers`).
 - :func:`diagnose_model`, :func:`diagnosis_report`: is a run past `k*`, from its sampled answers
   (scores by autodiff on any JAX model, or arrays read by `passk diagnose`).
 - :func:`conflict_guard`: an optax transformation that keeps a pass@k update from lowering pass@1
   in any training loop; :func:`sampled_surrogate`: a trainer's sampled update as a surrogate.
-- :mod:`sim.trainer_map`: which trainer's expected update conflicts with pass@1 where (a module
-  of its own, like the experiments).
+- :mod:`sim.transformer`: a small transformer on a verifiable task (a package of its own).
 
-Figures are drawn by :mod:`passk.plots.bandit`; `sim` only returns numbers.
+The studies that run these worlds to confirm a statement (the five bandit confirmations, the
+trainer map, the recovery of `k*` from samples, the transformer studies) are in
+:mod:`sim.studies`, off this face. Figures are drawn by :mod:`passk.plots`; `sim` only returns
+numbers.
 """
 
-from sim.answers import draw_answers, sampled_update, sampled_updates
+from sim.answers import draw_answers, sampled_update, sampled_updates, scored_answers
 from sim.bandit import DEFAULT_K_MAX, BanditDiagnostics, SoftmaxBandit
 from sim.guards import GUARD_RULES, GuardState, conflict_guard, sampled_surrogate
 from sim.sweep import sweep_map
@@ -58,6 +59,7 @@ __all__ = [
     "hard_mask",
     "sampled_update",
     "sampled_updates",
+    "scored_answers",
     "score_sums",
     "sketch_scores",
     "sweep_map",

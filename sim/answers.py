@@ -5,16 +5,22 @@
   (`theory.gradient_estimator`) from those rewards;
 - :func:`score_update`: `sum_i mu_i sum_j s_ij grad log pi(y_ij | x_i)` in one reverse pass;
 - :func:`sampled_update`, :func:`sampled_updates`: the three together, for one estimator or for
-  several on the same draws.
+  several on the same draws;
+- :func:`scored_answers`: `n` answers per prompt with their rewards and exact score vectors
+  `grad_theta log pi(y | x_i) = (e_y - pi_i) psi_i^T` (closed form; `vmap` it over keys for a batch
+  of runs).
 
-The training core (:mod:`sim.train`) and the recovery study (:mod:`sim.sampled`) draw their
-answers here.
+The training core (:mod:`sim.train`) and the recovery study (:mod:`sim.studies.recovery`) draw
+their answers here.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import theory
 from sim.bandit import SoftmaxBandit
@@ -26,6 +32,8 @@ __all__ = [
     "score_update",
     "sampled_update",
     "sampled_updates",
+    "ScoredAnswers",
+    "scored_answers",
 ]
 
 #: The sampled estimators, by name (`theory.ESTIMATOR_TABLE`).
@@ -94,3 +102,41 @@ def sampled_updates(bandit: SoftmaxBandit, theta, *, estimators, k, n_samples: i
     return {
         est: score_update(bandit, theta, answers, sample_coefficients(est, rewards, k)) for est in estimators
     }
+
+
+class ScoredAnswers(NamedTuple):
+    """`n` sampled answers per prompt.
+
+    Attributes:
+      answers: `(P, n)` answer indices.
+      rewards: `(P, n)` their rewards.
+      scores: `(P, n, A * d)` exact score vectors `grad_theta log pi(y_ij | x_i)`, flattened.
+    """
+
+    answers: jax.Array
+    rewards: jax.Array
+    scores: jax.Array
+
+
+def scored_answers(bandit: SoftmaxBandit, theta, n: int, *, key) -> ScoredAnswers:
+    """Draw `n` answers per prompt with their exact score vectors (SPEC section 10).
+
+    For the multinomial-logistic policy `logits_i = theta psi_i`,
+    `d log pi(y | x_i) / d theta = (e_y - pi_i) psi_i^T` (an `(A, d)` matrix per answer).
+
+    Args:
+      bandit: the policy's bandit.
+      theta: `(A, d)` parameters.
+      n: answers per prompt (a Python int `>= 1`).
+      key: a `jax.random` key (keyword-only).
+
+    Returns:
+      :class:`ScoredAnswers`.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n (answers per prompt) must be a positive integer; got {n!r}")
+    answers, rewards = draw_answers(bandit, theta, int(n), key=key)
+    pi = bandit.policy(theta)  # (P, A)
+    onehot = jax.nn.one_hot(answers, bandit.n_actions, dtype=pi.dtype)  # (P, n, A)
+    scores = (onehot - pi[:, None, :])[..., None] * bandit.features[:, None, None, :]  # (P, n, A, d)
+    return ScoredAnswers(answers, rewards, scores.reshape(scores.shape[:2] + (-1,)))

@@ -1,4 +1,4 @@
-"""The five confirmations at small size (numbers), their JSON, and the figures drawn from them."""
+"""The five bandit confirmations (`sim.studies`) at small size: numbers, their JSON, and the figures."""
 
 from __future__ import annotations
 
@@ -8,9 +8,15 @@ import jax
 import numpy as np
 import pytest
 
-from sim import experiments as E
-from sim import first_order
-from sim import experiments_json as J
+from passk.presets import QUICK
+from sim.studies import critical_k, first_order
+from sim.studies import serialise as J
+from sim.studies.confirmations import run_all
+from sim.studies.dynamics import SUMMARISED, dynamics
+from sim.studies.estimator_check import estimator_check
+from sim.studies.one_step import one_step
+from sim.studies.phase import phase_diagram
+from sim.train import ESTIMATORS
 from sim.train import RECORD_NAMES as R
 
 KEY = jax.random.PRNGKey(7)
@@ -18,7 +24,7 @@ KEY = jax.random.PRNGKey(7)
 
 @pytest.fixture(scope="module")
 def critical_result():
-    return E.critical_k_agreement(
+    return critical_k.critical_k_agreement(
         key=KEY, p_hards=(0.1, 0.3), separations=(0.5, 2.5), start_logits=(2.0, 3.0), n_seeds=1, n_prompts=24, k_grid=64
     )
 
@@ -32,8 +38,8 @@ def test_confirmation_1_differentiates_its_own_pass_at_k():
     with jax.enable_x64(True):
         b, theta = toy_bandit(KEY, n_prompts=24, dtype=jax.numpy.float64)
         for k in (1, 3, 17, 64):
-            value = E._pass_at_k_objective(b, theta, k)
-            grad = jax.grad(E._pass_at_k_objective, argnums=1)(b, theta, k)
+            value = critical_k._pass_at_k_objective(b, theta, k)
+            grad = jax.grad(critical_k._pass_at_k_objective, argnums=1)(b, theta, k)
             np.testing.assert_allclose(value, b.objective(theta, k), rtol=1e-14)
             np.testing.assert_allclose(grad, b.pass_at_k_grad(theta, k), rtol=1e-12,
                                        atol=1e-15 * np.abs(grad).max())
@@ -41,7 +47,7 @@ def test_confirmation_1_differentiates_its_own_pass_at_k():
 
 @pytest.fixture(scope="module")
 def phase_result():
-    return E.phase_diagram(key=KEY, n_p_hard=5, n_separation=3, n_seeds=2, n_prompts=32)
+    return phase_diagram(key=KEY, n_p_hard=5, n_separation=3, n_seeds=2, n_prompts=32)
 
 
 def test_confirmation_1_critical_k_equals_autodiff_crossing(critical_result):
@@ -84,7 +90,7 @@ def test_confirmation_2_phase_diagram(phase_result):
 
 @pytest.fixture(scope="module")
 def one_step_result():
-    return E.one_step(key=KEY, n_instances=200)
+    return one_step(key=KEY, n_instances=200)
 
 
 @pytest.mark.slow
@@ -149,7 +155,7 @@ def test_window_looseness_factors_multiply_to_the_pass1_ratio():
 
 @pytest.fixture(scope="module")
 def dynamics_result():
-    return E.dynamics(key=KEY, steps=12, n_seeds=2, n_samples=36, n_prompts=64, sampled=("pkpo-loo/sgd",))
+    return dynamics(key=KEY, steps=12, n_seeds=2, n_samples=36, n_prompts=64, sampled=("pkpo-loo/sgd",))
 
 
 @pytest.mark.slow
@@ -158,7 +164,7 @@ def test_confirmation_4_dynamics(dynamics_result):
     assert summary.mean.j1.shape == (3, 13) and summary.mean.k_star is None
     res = J.to_json(dynamics_result)
     json.dumps(res, allow_nan=False)
-    assert set(res["runs"]["exact/sgd"]["passk"]) >= set(E.SUMMARISED) | {"k_star_median", "trend"}
+    assert set(res["runs"]["exact/sgd"]["passk"]) >= set(SUMMARISED) | {"k_star_median", "trend"}
     assert res["ks"] == [1, res["k_low"], res["k_high"]]
     assert res["k_low"] < res["k_star0"] <= res["k_high"]
     for name in ("exact/sgd", "pkpo-loo/sgd", "exact/adam"):
@@ -189,7 +195,7 @@ def test_confirmation_4_dynamics(dynamics_result):
 
 @pytest.fixture(scope="module")
 def estimator_result():
-    return E.estimator_check(key=KEY, n_draws=3000, n_prompts=24, k=4, n_samples=8)
+    return estimator_check(key=KEY, n_draws=3000, n_prompts=24, k=4, n_samples=8)
 
 
 @pytest.mark.slow
@@ -197,7 +203,7 @@ def test_confirmation_5_estimators(estimator_result):
     res = J.to_json(estimator_result)
     json.dumps(res, allow_nan=False)
     rows = res["estimators"]
-    assert set(rows) == set(E.ESTIMATORS[1:])
+    assert set(rows) == set(ESTIMATORS[1:])
     for name, row in rows.items():
         # the mean of 3000 updates is within Monte-Carlo error of the exact expectation
         assert row["z_max"] < 5.0, (name, row)
@@ -234,14 +240,21 @@ def test_figures(tmp_path, critical_result, phase_result, one_step_result, dynam
 
 @pytest.mark.slow
 def test_run_all_quick(tmp_path):
-    """The whole `run_all(quick=True)` (about a minute on two loaded cores), then every figure."""
+    """The whole `run_all` at the quick preset's sizes (about a minute on two loaded cores), then every figure."""
     from passk.plots.bandit import draw
 
     lines = []
-    res = J.to_json(E.run_all(quick=True, key=KEY, progress=lines.append))
+    res = J.to_json(run_all(sizes=QUICK.bandit, key=KEY, progress=lines.append))
     text = json.dumps(res, allow_nan=False)
     assert set(res) == {"toy", "critical_k", "phase_diagram", "one_step", "dynamics", "estimators", "meta"}
     assert res["critical_k"]["all_match"] and res["one_step"]["sgd"]["share_both"]["value"] == 1.0
     assert res["critical_k"]["mismatch_rate"]["value"] == 0.0
     assert len(lines) == 6 and len(text) > 10_000
     assert len(draw(res, tmp_path)) == 14
+
+
+def test_run_all_refuses_sizes_it_cannot_place():
+    with pytest.raises(ValueError, match="unknown confirmations.*'phase_diagram'"):
+        run_all(sizes={"phase_diagram": {}}, key=KEY)
+    with pytest.raises(TypeError, match="sizes must be a dict"):
+        run_all(sizes=[("phase", {})], key=KEY)

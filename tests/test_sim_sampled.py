@@ -1,4 +1,5 @@
-"""Sampled answers with exact scores (`sim.sampled`, `sim.transformer.sampled`) and intervals."""
+"""Sampled answers with exact scores (`sim.answers`) and the recovery studies (`sim.studies.recovery`,
+`sim.studies.transformer_recovery`), and intervals."""
 
 import math
 
@@ -12,9 +13,10 @@ from hypothesis import strategies as st
 import theory
 from sim import toy_bandit
 from sim.intervals import mean_interval, quantile_interval, wilson_interval
-from sim.sampled import scored_answers, toy_recovery
+from sim.answers import scored_answers
+from sim.studies import transformer_recovery as tsampled
+from sim.studies.recovery import toy_recovery
 from sim.transformer import model as tmodel
-from sim.transformer import sampled as tsampled
 from sim.transformer import task as ttask
 from sim.transformer.exact import log_success, per_prompt_gradients, success
 

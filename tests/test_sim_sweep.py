@@ -19,7 +19,7 @@ _SCRIPT = textwrap.dedent(
     """
     import json
     import jax, jax.numpy as jnp, numpy as np
-    from sim import experiments as E
+    from sim.studies.phase import phase_diagram
     from sim.sweep import sweep_map
     from sim import toy_bandit, train_sweep
 
@@ -30,7 +30,7 @@ _SCRIPT = textwrap.dedent(
     out = {}
     for name, devs in (("one", jax.devices()[:1]), ("four", jax.devices())):
         # 3 x 5 = 15 regimes: padded to 16 on four devices
-        ph = E.phase_diagram(key=key, n_p_hard=3, n_separation=5, n_seeds=1, n_prompts=32, devices=devs)
+        ph = phase_diagram(key=key, n_p_hard=3, n_separation=5, n_seeds=1, n_prompts=32, devices=devs)
         # 2 rules x 3 k x 3 seeds = 18 runs: padded to 20 on four devices
         tr = train_sweep(bb, t0[None], ks=[2, 16, 40], keys=jax.random.split(key, 3), steps=6,
                          rule=("passk", "project-safe"), devices=devs)

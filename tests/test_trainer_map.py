@@ -1,4 +1,4 @@
-"""`sim.trainer_map`: every trainer's own conflict over the toy's regimes (SPEC sections 6, 8)."""
+"""`sim.studies.trainer_map`: every trainer's own conflict over the toy's regimes (SPEC sections 6, 8)."""
 
 import warnings
 
@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 
 import theory  # noqa: E402
 from sim.toy import toy_bandit  # noqa: E402
-from sim.trainer_map import trainer_conflicts, trainer_map, trainer_map_summary  # noqa: E402
+from sim.studies.trainer_map import trainer_conflicts, trainer_map, trainer_map_summary  # noqa: E402
 from enumeration import binary_outcomes, expected_binary_update  # noqa: E402
 
 SIZES = dict(n_p_hard=2, n_separation=3, n_seeds=2, n_prompts=16, group_sizes=(4, 6), p_hard_range=(0.2, 0.5),
@@ -115,3 +115,16 @@ def test_trainer_conflicts_at_one_policy_match_the_map_entry(result):
             else:
                 assert row["inner"] == pytest.approx(float(result.inner[method][g, 0, 1, 1, 2]), rel=1e-10)
                 assert row["conflict"] == (row["inner"] < 0)
+
+
+def test_trainer_conflicts_run_in_float64_under_jax_default_precision():
+    """At JAX's default precision (float32) the conflicts at one policy are still computed in
+    float64: no truncation warning, the numbers of a float64 session."""
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.01, 0.99, 40)
+    a = rng.normal(size=40) * 1e-3
+    want = trainer_conflicts(p, a, group_sizes=(4, 8))  # this module runs with x64 on
+    with jax.enable_x64(False), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = trainer_conflicts(p, a, group_sizes=(4, 8))
+    assert got == want

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import theory
-from sim.transformer import exact, experiment, model, task, train
+from sim.studies import transformer_experiment as experiment
+from sim.transformer import exact, model, task, train
 from tiny_transformer import TINY_TASK, make_tiny, tiny_model_config
 
 
@@ -91,8 +92,8 @@ def test_bad_inputs_raise_named_errors():
         train.finetune(model.init(jax.random.key(0), cfg), t.prompts, t.answers, cfg,
                        train.PGConfig(estimator="exact", k=2, steps=5, checkpoint_every=2),
                        key=jax.random.key(0), verifier=task.verify)
-    with pytest.raises(TypeError, match="quick"):
-        experiment.experiment_config("yes")
+    with pytest.raises(TypeError, match="config must be an ExperimentConfig"):
+        experiment.run_experiment(config=True, key=jax.random.key(0))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -306,7 +307,7 @@ def test_finetune_killed_and_resumed_ends_with_the_same_numbers(tiny, tmp_path):
         train.finetune(params, t.prompts, t.answers, cfg, other, **kwargs, checkpoint_path=path)
 
 
-def _tiny_experiment_config(quick):
+def _tiny_experiment_config():
     return experiment.ExperimentConfig(
         task=TINY_TASK, d_model=16, n_heads=2, n_layers=1, d_mlp=32,
         sft=train.SFTConfig(steps=30, batch_size=16, learning_rate=1e-2, checkpoint_every=10),
@@ -321,11 +322,11 @@ def _tiny_experiment_config(quick):
 
 
 @pytest.mark.slow  # run_experiment end to end three times (about 35 s on 2 cores)
-def test_run_experiment_interface_resume_and_figures(monkeypatch, tmp_path):
+def test_run_experiment_interface_resume_and_figures(tmp_path):
     """run_experiment at a tiny size: JSON-ready keys; a run interrupted mid-way and restarted
     ends with exactly the numbers of an uninterrupted run; the figures are written."""
-    monkeypatch.setattr(experiment, "experiment_config", _tiny_experiment_config)
-    ref = experiment.run_experiment(quick=True, key=jax.random.key(0))
+    config = _tiny_experiment_config()
+    ref = experiment.run_experiment(config=config, key=jax.random.key(0))
     json.dumps(ref, allow_nan=False)
     for name in ("k_star_predicted", "agreement_jvp_vs_pergrad_max_abs_err", "last_layer_sign_agreement",
                  "I_k", "cos_k", "sign_test", "scope"):
@@ -347,9 +348,9 @@ def test_run_experiment_interface_resume_and_figures(monkeypatch, tmp_path):
 
     progress, _ = _interrupt_after(4)  # the warm start's 3 checkpoints, then half-way through run 1
     with pytest.raises(train.Interrupted):
-        experiment.run_experiment(quick=True, key=jax.random.key(0), checkpoint_dir=tmp_path, progress=progress)
+        experiment.run_experiment(config=config, key=jax.random.key(0), checkpoint_dir=tmp_path, progress=progress)
     lines = []
-    resumed = experiment.run_experiment(quick=True, key=jax.random.key(0), checkpoint_dir=tmp_path,
+    resumed = experiment.run_experiment(config=config, key=jax.random.key(0), checkpoint_dir=tmp_path,
                                         progress=lines.append)
     assert any("warm start: resumed at step 30/30" in line for line in lines)
     assert any("resumed at step 2/4" in line for line in lines)

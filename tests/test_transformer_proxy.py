@@ -1,4 +1,4 @@
-"""The last-layer proxy studies (`sim.transformer.proxy`): where it errs, from samples, and a case it misses."""
+"""The last-layer proxy studies (`sim.studies.transformer_proxy`): where it errs, from samples, and a case it misses."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sim.transformer import exact, model, proxy
+from sim.studies import transformer_proxy as proxy
+from sim.transformer import exact, model
 from sim.transformer import task as task_mod
 from tiny_transformer import make_tiny
 

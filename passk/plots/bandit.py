@@ -1,4 +1,4 @@
-"""Figures of the simulated bandits, drawn from the numbers of :func:`sim.experiments.run_all`.
+"""Figures of the simulated bandits, drawn from the numbers of :func:`sim.studies.confirmations.run_all`.
 
 `draw(results, outdir)` writes one PNG and one PDF per figure (atomically, via
 `passk.plots._style.save`) for every section present in `results`, and returns the paths:
@@ -316,10 +316,10 @@ _FIGURES = (
 
 
 def draw(results: dict, outdir: pathlib.Path) -> list[pathlib.Path]:
-    """Draw every figure whose section is in `results` (a `sim.experiments.run_all` dict).
+    """Draw every figure whose section is in `results` (a `sim.studies.confirmations.run_all` dict).
 
     Args:
-      results: the JSON-serialisable dict of :func:`sim.experiments.run_all` (or a subset of its
+      results: the JSON-serialisable dict of :func:`sim.studies.confirmations.run_all` (or a subset of its
         sections).
       outdir: folder for the figures (created if missing).
 
@@ -327,7 +327,7 @@ def draw(results: dict, outdir: pathlib.Path) -> list[pathlib.Path]:
       The written paths, PNG and PDF per figure.
     """
     if not isinstance(results, dict):
-        raise TypeError(f"results must be a dict from sim.experiments.run_all; got {type(results).__name__}")
+        raise TypeError(f"results must be a dict from sim.studies.confirmations.run_all; got {type(results).__name__}")
     outdir = pathlib.Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     paths: list[pathlib.Path] = []

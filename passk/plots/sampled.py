@@ -1,5 +1,5 @@
 """`k*` from sampled answers: the unbiased estimate and its interval against the plug-in
-(`sim.sampled.toy_recovery`, `sim.transformer.sampled.transformer_recovery`)."""
+(`sim.studies.recovery.toy_recovery`, `sim.studies.transformer_recovery.transformer_recovery`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Which trainer conflicts where (`sim.trainer_map`): one panel per trainer over the toy's regimes,
+"""Which trainer conflicts where (`sim.studies.trainer_map`): one panel per trainer over the toy's regimes,
 and every trainer at the transformer's warm start."""
 
 from __future__ import annotations

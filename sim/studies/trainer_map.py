@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -104,14 +105,24 @@ def _critical_orders(inner):
 def trainer_conflicts(p, agreement, mu=None, *, group_sizes=GROUP_SIZES) -> dict:
     """Every trainer's conflict at one policy (e.g. a transformer warm start), JSON-ready.
 
+    Computed in float64 whatever the caller's JAX precision (the inputs are host arrays).
+
+    Args:
+      p: `(P,)` success probabilities.
+      agreement: `(P,)` agreement scores.
+      mu: `(P,)` prompt weights (default: uniform).
+      group_sizes: Python integers `n >= 2`.
+
     Returns:
       `{method: [{"n", "inner": [I_v per k] or I_v, "critical_k" or "conflict"}, ...]}` with one
       entry per group size; `critical_k` is None where no allowed `k` conflicts.
     """
     p = np.asarray(p, np.float64)
     mu = np.full(p.shape, 1.0 / p.size) if mu is None else np.asarray(mu, np.float64)
-    inner = {m: np.asarray(v) for m, v in trainer_inner_products(
-        jnp.asarray(p), jnp.asarray(agreement, jnp.float64), jnp.asarray(mu), group_sizes=tuple(group_sizes)).items()}
+    with jax.enable_x64(True):
+        inner = {m: np.asarray(v, np.float64) for m, v in trainer_inner_products(
+            jnp.asarray(p), jnp.asarray(agreement, jnp.float64), jnp.asarray(mu),
+            group_sizes=tuple(group_sizes)).items()}
     out = {}
     for method, est in theory.ESTIMATOR_TABLE.items():
         rows = []

@@ -1,13 +1,11 @@
-"""Sampled answers with exact score vectors, and how well `theory.sampled` recovers `k*` from them.
+"""How well `theory.sampled` recovers `k*` from sampled answers (SPEC section 10).
 
-- :func:`scored_answers`: `n` answers per prompt drawn from a :class:`SoftmaxBandit`, their 0/1
-  rewards and their exact score vectors `grad_theta log pi(y | x_i) = (e_y - pi_i) psi_i^T`
-  (closed form; `vmap` it over keys for a batch of runs).
 - :func:`recovery_study`: for a policy whose exact `p`, agreements and `k*` are known, draws many
   runs of `n` answers per prompt and summarises the unbiased estimate of `k*` and its interval
   (`theory.sampled_critical_k_jax`, with either standard error) against the plug-in (`theory.critical_k` at `c/n` and the
   sampled agreements), and the bias and spread of `I_k` at `k*` and `k* - 1`.
-- :func:`toy_recovery`: that study on the toy at its start (SPEC section 10's measurement).
+- :func:`toy_recovery`: that study on the toy at its start (SPEC section 10's measurement), with
+  answers and exact scores from :func:`sim.answers.scored_answers`.
 
 Numbers only; `passk.plots.sampled` draws them.
 """
@@ -16,62 +14,23 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import theory
-from sim.bandit import SoftmaxBandit
 from sim.intervals import mean_interval, wilson_interval
 from sim.toy import toy_bandit
-from sim.answers import draw_answers
+from sim.answers import scored_answers
 
-__all__ = ["ScoredAnswers", "scored_answers", "recovery_study", "toy_recovery", "SAMPLE_SIZES"]
+__all__ = ["recovery_study", "toy_recovery", "SAMPLE_SIZES"]
 
 #: Answers per prompt of the recovery studies (SPEC section 10, issue sizes).
 SAMPLE_SIZES = (4, 8, 16, 32, 64, 128)
 # The plug-in extrapolates past n - 1: search it this far.
 _PLUGIN_K_MAX = 4096
-
-
-class ScoredAnswers(NamedTuple):
-    """`n` sampled answers per prompt.
-
-    Attributes:
-      answers: `(P, n)` answer indices.
-      rewards: `(P, n)` their rewards.
-      scores: `(P, n, A * d)` exact score vectors `grad_theta log pi(y_ij | x_i)`, flattened.
-    """
-
-    answers: jax.Array
-    rewards: jax.Array
-    scores: jax.Array
-
-
-def scored_answers(bandit: SoftmaxBandit, theta, n: int, *, key) -> ScoredAnswers:
-    """Draw `n` answers per prompt with their exact score vectors (SPEC section 10).
-
-    For the multinomial-logistic policy `logits_i = theta psi_i`,
-    `d log pi(y | x_i) / d theta = (e_y - pi_i) psi_i^T` (an `(A, d)` matrix per answer).
-
-    Args:
-      bandit: the policy's bandit.
-      theta: `(A, d)` parameters.
-      n: answers per prompt (a Python int `>= 1`).
-      key: a `jax.random` key (keyword-only).
-
-    Returns:
-      :class:`ScoredAnswers`.
-    """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n (answers per prompt) must be a positive integer; got {n!r}")
-    answers, rewards = draw_answers(bandit, theta, int(n), key=key)
-    pi = bandit.policy(theta)  # (P, A)
-    onehot = jax.nn.one_hot(answers, bandit.n_actions, dtype=pi.dtype)  # (P, n, A)
-    scores = (onehot - pi[:, None, :])[..., None] * bandit.features[:, None, None, :]  # (P, n, A, d)
-    return ScoredAnswers(answers, rewards, scores.reshape(scores.shape[:2] + (-1,)))
 
 
 def _histogram(values, k_max: int) -> dict:

@@ -22,10 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sim.sampled import SAMPLE_SIZES, recovery_study
+from sim.studies.recovery import SAMPLE_SIZES, recovery_study
+from sim.studies.transformer_experiment import ExperimentConfig, warm_start
 from sim.transformer import model as _model
 from sim.transformer.exact import per_prompt_gradients, success
-from sim.transformer.experiment import experiment_config, warm_start
 
 __all__ = ["gram_factor", "transformer_recovery"]
 
@@ -53,14 +53,15 @@ def _count_draw(key, n, data):
     return rewards, rewards[..., None] * rows[:, None, :]
 
 
-def transformer_recovery(*, quick: bool, key, ns=SAMPLE_SIZES, repeats: int = 200, sketch_dim: int = 256,
+def transformer_recovery(*, config: ExperimentConfig, key, ns=SAMPLE_SIZES, repeats: int = 200, sketch_dim: int = 256,
                          level: float = 0.95, progress=None) -> dict:
-    """:func:`sim.sampled.recovery_study` at the transformer's warm start, three kinds of scores.
+    """:func:`sim.studies.recovery.recovery_study` at the transformer's warm start, three kinds of scores.
 
     Args:
-      quick: the experiment preset of :func:`experiment_config` (both presets share the warm start).
+      config: the experiment whose warm start is studied (:func:`warm_start` reads its task,
+        model and supervised warm start; the runs are not used).
       key: the experiment's key (the same key as `passk transformer` gives the same warm start).
-      ns, repeats, level: as in :func:`sim.sampled.recovery_study`.
+      ns, repeats, level: as in :func:`sim.studies.recovery.recovery_study`.
       sketch_dim: `m`, the dimension of the Gaussian sketch.
       progress: optional callable receiving status lines.
 
@@ -69,8 +70,9 @@ def transformer_recovery(*, quick: bool, key, ns=SAMPLE_SIZES, repeats: int = 20
       exact `k*` by each route and the sizes. The sketch estimates the all-parameter `I_k`.
     """
     say = progress or (lambda _line: None)
-    cfg = experiment_config(quick)
-    task, mcfg, params, _ = warm_start(cfg, key=key, progress=progress)
+    if not isinstance(config, ExperimentConfig):
+        raise TypeError(f"config must be an ExperimentConfig; got {config!r}")
+    task, mcfg, params, _ = warm_start(config, key=key, progress=progress)
     prompts, answers = jnp.asarray(task.prompts), jnp.asarray(task.answers)
     with jax.default_matmul_precision("float32"):
         p = np.asarray(success(params, prompts, answers, mcfg), np.float64)

@@ -1,5 +1,5 @@
 """Where the first-order picture of confirmation 3 stops: how loose the one-step window is, and
-what predicts an Adam step's effect on pass@1 (:func:`sim.experiments.one_step` computes the
+what predicts an Adam step's effect on pass@1 (:func:`sim.studies.one_step.one_step` computes the
 per-instance numbers; these functions search along a step and summarise).
 """
 
@@ -59,10 +59,10 @@ def _log10_summary(ratio):
 
 
 def window_looseness(r: dict, conflict: np.ndarray) -> dict:
-    """How loose the one-step window is on the conflict instances (see :func:`sim.experiments.one_step`).
+    """How loose the one-step window is on the conflict instances (see :func:`sim.studies.one_step.one_step`).
 
     Args:
-      r: the per-instance arrays of :func:`sim.experiments.one_step` (`eta1`, `etak`, `eta_max1`, `eta_maxk`,
+      r: the per-instance arrays of :func:`sim.studies.one_step.one_step` (`eta1`, `etak`, `eta_max1`, `eta_maxk`,
         `L1`, `inner`, `gk_sq`, `mean_hess_norm`, `mean_abs_curv`, `curv`).
       conflict: the instances to summarise.
 
@@ -109,10 +109,10 @@ def window_looseness(r: dict, conflict: np.ndarray) -> dict:
 
 
 def adam_predictors(r: dict, resolved: np.ndarray) -> dict:
-    """What predicts that Adam's first step raises `J_1` on a conflict instance (see :func:`sim.experiments.one_step`).
+    """What predicts that Adam's first step raises `J_1` on a conflict instance (see :func:`sim.studies.one_step.one_step`).
 
     Args:
-      r: the per-instance arrays of :func:`sim.experiments.one_step` (`d1_adam`, `sign_agreement`,
+      r: the per-instance arrays of :func:`sim.studies.one_step.one_step` (`d1_adam`, `sign_agreement`,
         `weighted_sign_agreement`, `second_moment_spread`).
       resolved: the conflict instances whose `J_1` change under Adam is resolved in float64.
 

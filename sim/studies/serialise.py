@@ -1,7 +1,7 @@
 """The JSON form of the confirmations' numbers (the `bandit` part of `results.json`).
 
-:func:`to_json` turns any result of :mod:`sim.experiments` (a NamedTuple of arrays and numbers,
-or :class:`~sim.experiments.Confirmations` holding all five) into plain JSON values: arrays become
+:func:`to_json` turns any result of the bandit confirmations (a NamedTuple of arrays and numbers,
+or :class:`~sim.studies.confirmations.Confirmations` holding all five) into plain JSON values: arrays become
 lists, NaN and infinities None, a `k*` at its sentinel (search limit plus one) None. A NamedTuple
 becomes a dict of its fields, except where a layout below says otherwise (confirmation 1's
 regime list and summary counts, confirmation 2's `k*`, confirmation 4's per-record mean and
@@ -17,9 +17,11 @@ import jax
 import numpy as np
 
 import theory
-from sim.experiments import SUMMARISED, CriticalK, PhaseDiagram, RunSummary
 from sim.intervals import wilson_interval
-from sim.trainer_map import TrainerMap, trainer_map_summary
+from sim.studies.critical_k import CriticalK
+from sim.studies.dynamics import SUMMARISED, RunSummary
+from sim.studies.phase import PhaseDiagram
+from sim.studies.trainer_map import TrainerMap, trainer_map_summary
 
 __all__ = ["to_json", "trainer_map_json"]
 
