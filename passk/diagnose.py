@@ -32,6 +32,53 @@ def example_path(kind: str = "npz") -> Path:
     return names[kind]
 
 
+def check_outputs(*, json_path=None, plot_path=None) -> None:
+    """Raise ValueError unless every output path can be written (run before any work).
+
+    A path must not be an existing directory; its nearest existing ancestor must be a directory
+    this process can write in (missing folders are created when the file is written); `--plot`
+    must end in one of :data:`PLOT_SUFFIXES`; the two must differ.
+    """
+    import os
+
+    if plot_path is not None and Path(plot_path).suffix.lower() not in PLOT_SUFFIXES:
+        raise ValueError(f"--plot must end in one of {', '.join(PLOT_SUFFIXES)}; got {str(plot_path)!r}")
+    if json_path is not None and plot_path is not None and Path(json_path).resolve() == Path(plot_path).resolve():
+        raise ValueError(f"--json and --plot name the same file {str(json_path)!r}")
+    for flag, path in (("--json", json_path), ("--plot", plot_path)):
+        if path is None:
+            continue
+        path = Path(path)
+        if path.is_dir():
+            raise ValueError(f"{flag} {str(path)!r} is a directory; name a file")
+        parent = path.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise ValueError(f"{flag} {str(path)!r}: {str(parent)!r} is not a directory")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ValueError(f"{flag} {str(path)!r}: cannot write in {str(parent)!r}")
+
+
+def is_run_input(path, args) -> bool:
+    """Whether `passk diagnose` reads `path` step by step (:mod:`passk.runs`) rather than as one run."""
+    from passk.frameworks import RUN_FORMATS, detect_format
+    from passk.runs import _plain_jsonl
+
+    path = Path(path)
+    if path.is_dir() or args.format in RUN_FORMATS or args.trained_k is not None:
+        return True
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return True
+    if suffix == ".jsonl" and path.is_file():
+        from passk.frameworks import Options
+
+        options = Options(args.format, args.reward_field, args.group_size, args.success_threshold)
+        return detect_format(path, args.format) != "jsonl" or not _plain_jsonl(path, options)
+    return False
+
+
 def diagnose_file(path, *, ks=None, level: float = 0.95) -> dict:
     """Read `path` and return :func:`sim.diagnose.diagnosis_report` of it (with `"file"` added)."""
     import theory
@@ -40,6 +87,9 @@ def diagnose_file(path, *, ks=None, level: float = 0.95) -> dict:
     theory.normal_quantile(level)  # validates level before reading: a bad level is not the file's fault
     level = float(level)
     run = read_run(path)
+    if ks is not None and max(ks) > run.n:
+        _fail(path, f"--k {max(ks)} exceeds the n = {run.n} answers per prompt (pass@k and the trainers' weights need "
+              f"k <= n)")
     try:
         report = diagnosis_report(
             run.correct, run.n, score_sum=run.score_sum, score_sq_sum=run.score_sq_sum, mu=run.mu,
@@ -47,6 +97,10 @@ def diagnose_file(path, *, ks=None, level: float = 0.95) -> dict:
         )
     except (ValueError, TypeError) as err:
         _fail(path, err)
+    if report["inner"]:
+        # I_1 = ||grad J_1||^2 >= 0: unless its estimate is clearly positive the answers say nothing about k*
+        first = report["inner"][0]
+        report["k_star"]["signal"] = bool(first["scaled_estimate"] - report["z"] * first["scaled_stderr"] > 0)
     return {"file": str(path), **report}
 
 
@@ -76,17 +130,22 @@ def format_report(report: dict) -> str:
     if report["inner"]:
         level = f"{ks['level']:.0%}"
         k_max = report["k_max"]
-        if ks["lower"] is None:
+        if ks.get("signal") is False:
+            verdict = ("no signal: the estimate of I_1 = ||grad J_1||^2 is not clearly positive, so these answers "
+                       "carry no information about k* (more prompts or answers, or score vectors with less noise)")
+        elif ks["lower"] is None:
             verdict = f"no conflict: I_k > 0 with {level} confidence at every k <= {k_max}"
         elif ks["upper"] is None:
             verdict = (f"conflict possible from k = {ks['lower']} on, not established up to k = {k_max} "
                        f"(more answers per prompt or more prompts narrow it)")
         else:
             verdict = f"conflict established: pass@k ascent lowers pass@1 from k = {ks['upper']} at the latest"
-        lines.append(
-            f"k* (first k with I_k = <grad J_k, grad J_1> < 0): estimate {_k_text(ks['estimate'], f'none <= {k_max}')}, "
-            f"{level} interval [{_k_text(ks['lower'], f'> {k_max}')}, {_k_text(ks['upper'], 'not established')}]"
-        )
+        if ks.get("signal") is not False:
+            lines.append(
+                f"k* (first k with I_k = <grad J_k, grad J_1> < 0): estimate "
+                f"{_k_text(ks['estimate'], f'none <= {k_max}')}, {level} interval "
+                f"[{_k_text(ks['lower'], f'> {k_max}')}, {_k_text(ks['upper'], 'not established')}]"
+            )
         lines.append(f"  {verdict}")
         z = report["z"]
         shown = [e for e in report["inner"] if e["k"] in set(report["ks"]) | {ks["estimate"]}]
