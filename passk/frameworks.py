@@ -123,7 +123,7 @@ def _first_record(path: Path):
     return None
 
 
-def detect_format(path, declared: str | None = None) -> str:
+def detect_format(path, declared: str | None = None, step=None) -> str:
     """The format of one step file: `declared` (checked against the suffix), else from its name and keys."""
     path = Path(path)
     suffix = path.suffix.lower()
@@ -140,7 +140,7 @@ def detect_format(path, declared: str | None = None) -> str:
         return "nemo-rl"
     first = _first_record(path)
     if first is None:
-        _fail(path, "no answers (the file is empty or its first line is not a JSON object)", where="line 1")
+        _fail(path, "no answers (the file is empty or its first line is not a JSON object)", where="line 1", step=step)
     keys = set(first)
     if "prompt_id" in keys:
         return "jsonl"
@@ -149,7 +149,7 @@ def detect_format(path, declared: str | None = None) -> str:
     if "content" in keys:
         return "nemo-rl"
     _fail(path, f"cannot tell the format from the keys {sorted(keys)[:8]} (verl has input/output/score, "
-          "NeMo-RL content/rewards, jsonl prompt_id/reward): name it with --format", where="line 1")
+          "NeMo-RL content/rewards, jsonl prompt_id/reward): name it with --format", where="line 1", step=step)
 
 
 def step_number(path) -> int | None:
@@ -184,7 +184,7 @@ def list_steps(directory, declared: str | None = None) -> list:
         if step in steps:
             _fail(path, f"two files claim step {step}: {steps[step].name} and {path.name}", step=step)
         steps[step] = path
-        formats[path] = detect_format(path, declared)
+        formats[path] = detect_format(path, declared, step)
     kinds = sorted(set(formats.values()))
     if len(kinds) > 1:
         example = {kind: next(p.name for p, f in formats.items() if f == kind) for kind in kinds}
@@ -425,7 +425,8 @@ def read_step(path, fmt: str, step, options: Options) -> StepData:
                 key_field, reward = None, options.reward_field or "rewards"
             else:
                 key_field, reward = None, _trl_reward_field(path, step, obj, options.reward_field)
-            score_field = "score" if reward != "score" else None
+            # verl's `score` is its reward; score vectors are lists
+            score_field = "score" if reward != "score" and (fmt == "jsonl" or isinstance(obj.get("score"), list)) else None
             groups = _Groups(path, step, reward, threshold, score_field)
         if key_field is not None:
             if key_field not in obj:

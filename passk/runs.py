@@ -222,13 +222,14 @@ def run_reading(rows: list, ks, level: float, trained_k: int | None) -> dict:
     return reading
 
 
-def diagnose_run(path, *, options: Options, ks, level: float = 0.95, trained_k: int | None = None) -> dict:
+def diagnose_run(path, *, options: Options, ks=None, level: float = 0.95, trained_k: int | None = None) -> dict:
     """Read a run directory (or one step file) step by step and return the run report.
 
     Args:
       path: a directory of per-step dumps, or one dump file.
       options: the reading flags (:class:`passk.frameworks.Options`).
-      ks: the orders of pass@k reported (sorted, `>= 1`).
+      ks: the orders of pass@k reported (sorted, `>= 1`); None: `1, 2, 4, ...` up to the first
+        step's smallest group, and `trained_k`.
       level: the level of every interval, in `(0, 1)`.
       trained_k: the `k` the run trains at, or None.
 
@@ -252,6 +253,10 @@ def diagnose_run(path, *, options: Options, ks, level: float = 0.95, trained_k: 
             data = from_run_data(read_run(file), file, step, fmt)
         else:
             data = read_step(file, fmt, step, options)
+        if ks is None:  # 1, 2, 4, ... up to the first step's smallest group, and the trained k
+            from sim.diagnose import default_ks
+
+            ks = sorted(set(default_ks(int(data.counts.min()))) | ({trained_k} if trained_k else set()))
         try:
             rows.append(step_row(data, ks, level))
         except (ValueError, TypeError) as err:
