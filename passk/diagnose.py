@@ -36,10 +36,11 @@ def check_outputs(*, json_path=None, plot_path=None) -> None:
     """Raise ValueError unless every output path can be written (run before any work).
 
     A path must not be an existing directory; its nearest existing ancestor must be a directory
-    this process can write in (missing folders are created when the file is written); `--plot`
+    this process can create a file in (missing folders are created when the file is written); `--plot`
     must end in one of :data:`PLOT_SUFFIXES`; the two must differ.
     """
     import os
+    import tempfile
 
     if plot_path is not None and Path(plot_path).suffix.lower() not in PLOT_SUFFIXES:
         raise ValueError(f"--plot must end in one of {', '.join(PLOT_SUFFIXES)}; got {str(plot_path)!r}")
@@ -56,8 +57,13 @@ def check_outputs(*, json_path=None, plot_path=None) -> None:
             parent = parent.parent
         if not parent.is_dir():
             raise ValueError(f"{flag} {str(path)!r}: {str(parent)!r} is not a directory")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise ValueError(f"{flag} {str(path)!r}: cannot write in {str(parent)!r}")
+        # os.access says yes to root everywhere (/proc included): create and remove a probe file instead
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".passk-probe-", dir=parent)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            raise ValueError(f"{flag} {str(path)!r}: cannot write in {str(parent)!r} ({err.strerror or err})") from None
 
 
 def is_run_input(path, args) -> bool:
