@@ -118,6 +118,23 @@ def _k_text(k, none_text):
     return str(k) if k is not None else none_text
 
 
+def _verdict(report: dict) -> str:
+    """The answer of a report with scores: no signal, no conflict, possible, or established from which `k`."""
+    ks, k_max = report["k_star"], report["k_max"]
+    level = f"{ks['level']:.0%}"
+    if ks.get("signal") is False:
+        verdict = ("no signal: the estimate of I_1 = ||grad J_1||^2 is not clearly positive, so these answers "
+                   "carry no information about k* (more prompts or answers, or score vectors with less noise)")
+    elif ks["lower"] is None:
+        verdict = f"no conflict: I_k > 0 with {level} confidence at every k <= {k_max}"
+    elif ks["upper"] is None:
+        verdict = (f"conflict possible from k = {ks['lower']} on, not established up to k = {k_max} "
+                   f"(more answers per prompt or more prompts narrow it)")
+    else:
+        verdict = f"conflict established: pass@k ascent lowers pass@1 from k = {ks['upper']} at the latest"
+    return verdict
+
+
 def format_report(report: dict) -> str:
     """A short text report of :func:`diagnose_file` / :func:`sim.diagnose.diagnose_model`."""
     n = report["samples_per_prompt"]
@@ -136,16 +153,7 @@ def format_report(report: dict) -> str:
     if report["inner"]:
         level = f"{ks['level']:.0%}"
         k_max = report["k_max"]
-        if ks.get("signal") is False:
-            verdict = ("no signal: the estimate of I_1 = ||grad J_1||^2 is not clearly positive, so these answers "
-                       "carry no information about k* (more prompts or answers, or score vectors with less noise)")
-        elif ks["lower"] is None:
-            verdict = f"no conflict: I_k > 0 with {level} confidence at every k <= {k_max}"
-        elif ks["upper"] is None:
-            verdict = (f"conflict possible from k = {ks['lower']} on, not established up to k = {k_max} "
-                       f"(more answers per prompt or more prompts narrow it)")
-        else:
-            verdict = f"conflict established: pass@k ascent lowers pass@1 from k = {ks['upper']} at the latest"
+        verdict = _verdict(report)
         if ks.get("signal") is not False:
             lines.append(
                 f"k* (first k with I_k = <grad J_k, grad J_1> < 0): estimate "
@@ -193,9 +201,14 @@ def plot_report(report: dict):
         ax1.plot(k, est, "o-", ms=3, label="unbiased I_k")
         ax1.axhline(0.0, color="k", lw=0.8)
         ks = report["k_star"]
-        if ks["lower"] is not None:
-            ax1.axvspan(ks["lower"], ks["upper"] if ks["upper"] is not None else k[-1], color="C3", alpha=0.1,
-                        label="k* interval")
+        if ks.get("signal") is not False and ks["lower"] is not None:
+            if ks["upper"] is not None:
+                ax1.axvspan(ks["lower"], ks["upper"], color="C3", alpha=0.15, label="k* interval")
+            else:
+                ax1.axvspan(ks["lower"], k[-1], facecolor="none", edgecolor="C3", hatch="//", lw=0,
+                            label="k* interval, upper end not established")
+        if ks.get("signal") is not False and ks["estimate"] is not None:
+            ax1.axvline(ks["estimate"], color="C3", ls="--", lw=1.2, label=f"k* estimate = {ks['estimate']}")
         ax1.set_xlabel("k")
         ax1.set_ylabel("I_k = <grad J_k, grad J_1>")
         ax1.legend(fontsize=8)
@@ -203,19 +216,26 @@ def plot_report(report: dict):
         ax1.text(0.5, 0.5, "no score vectors:\nthe sign of I_k needs them", ha="center", va="center",
                  transform=ax1.transAxes)
         ax1.set_axis_off()
-    for method, entries in report["trainers"].items():
+    # Trainers often coincide (REINFORCE and RLOO; the PKPO variants): open markers of growing size and
+    # distinct dashes keep every curve visible under the others.
+    styles = ["-", "--", ":", "-."]
+    markers = ["o", "s", "^", "D", "v", "P", "X"]
+    for index, (method, entries) in enumerate(report["trainers"].items()):
         pts = [(e["k"], e["effective_prompts"]) for e in entries if e["effective_prompts"] is not None]
         if not pts:
             continue
+        style = dict(color=f"C{index}", ls=styles[index % 4], lw=1.2, label=method)
         if pts[0][0] is None:
-            ax2.axhline(pts[0][1], ls="--", lw=1, label=method, color=f"C{list(report['trainers']).index(method)}")
+            ax2.axhline(pts[0][1], **style)
         else:
-            ax2.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=3, label=method,
-                     color=f"C{list(report['trainers']).index(method)}")
+            ax2.plot([p[0] for p in pts], [p[1] for p in pts], marker=markers[index % 7], ms=3 + 1.5 * index,
+                     mfc="none", **style)
     ax2.set_xscale("log", base=2)
     ax2.set_xlabel("k")
     ax2.set_ylabel("effective prompts 1 / sum omega^2")
     ax2.legend(fontsize=7)
+    fig.suptitle(f"{report.get('file', 'model')}: "
+                 + (_verdict(report) if report["inner"] else "counts only: k* needs score vectors"), fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -372,6 +372,11 @@ def plot_run(report: dict):
         if ks_["estimate"] is not None:
             ax2.plot(r["step"], ks_["estimate"], "D", color="C3", ms=4, label=None if shown else "k* estimate")
             shown = True
+    if not any(r["k_star"] and r["k_star"].get("signal") is True for r in rows):
+        ax2.text(0.5, 0.5, "no k* interval at any step:\n" + ("no signal (I_1 not established positive)"
+                 if any(r["k_star"] for r in rows) else "no alignments or score vectors logged"),
+                 ha="center", va="center", transform=ax2.transAxes)
+    ax2.set_xlim(ax1.get_xlim())
     ax2.plot([], [], "-", color="C3", lw=2, label="k* interval")
     ax2.plot([], [], ":", color="C3", lw=2, label="upper end not established")
     if tk is not None:
