@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -61,7 +62,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     diag = sub.add_parser("diagnose", help="is a run in the conflict regime, at which k, how sure (from its answers)")
     diag.add_argument("file", nargs="?", type=Path, default=None,
-                      help="the run: .npz (rewards, scores, mu, prompt_ids), .jsonl (one answer a line) or .csv (counts)")
+                      help="the run: .npz (rewards, scores, mu, prompt_ids), .jsonl (one answer a line), .csv (counts), "
+                           "a framework's step dump (verl .jsonl, TRL .parquet, NeMo-RL .jsonl), or a directory of "
+                           "per-step dumps (a table with a row per step)")
+    diag.add_argument("--format", choices=["verl", "trl", "nemo-rl", "npz", "jsonl", "csv"], default=None,
+                      help="the dump's format (default: detected from the file names and keys)")
+    diag.add_argument("--reward-field", default=None,
+                      help="the reward key or column (default: verl score, NeMo-RL rewards, jsonl reward, TRL the one "
+                           "reward column)")
+    diag.add_argument("--group-size", type=_positive_int, default=None,
+                      help="answers per prompt; required for TRL and NeMo-RL (blocks of consecutive answers), checked "
+                           "for every group when given")
+    diag.add_argument("--success-threshold", type=float, default=None,
+                      help="an answer succeeds when its reward is above T (needed when rewards are not 0/1)")
+    diag.add_argument("--trained-k", type=_positive_int, default=None,
+                      help="the k the run trains at: report the first step whose k* interval lies at or below it")
     diag.add_argument("--k", type=_positive_int, nargs="+", default=None,
                       help="orders k to report (default: 1, 2, 4, ... up to n)")
     diag.add_argument("--level", type=float, default=0.95, help="level of the intervals (default: 0.95)")
@@ -161,11 +176,21 @@ def _cmd_diagnose(args) -> int:
     if args.example == (args.file is not None):
         raise ValueError("give a FILE or --example (one of the two)")
     path = dg.example_path("npz") if args.example else args.file
-    if args.plot is not None and args.plot.suffix.lower() not in dg.PLOT_SUFFIXES:
-        raise ValueError(f"--plot must end in one of {', '.join(dg.PLOT_SUFFIXES)}; got {str(args.plot)!r}")
-    report = dg.diagnose_file(path, ks=args.k, level=args.level)
-    figure = dg.figure_bytes(report, args.plot.suffix.lower()) if args.plot is not None else None
-    print(dg.format_report(report))
+    dg.check_outputs(json_path=args.json, plot_path=args.plot)
+    if dg.is_run_input(path, args):
+        from passk import runs
+        from passk.frameworks import Options
+
+        if args.success_threshold is not None and not math.isfinite(args.success_threshold):
+            raise ValueError(f"--success-threshold must be a finite number; got {args.success_threshold}")
+        options = Options(args.format, args.reward_field, args.group_size, args.success_threshold)
+        report = runs.diagnose_run(path, options=options, ks=args.k, level=args.level, trained_k=args.trained_k)
+        figure = runs.run_figure_bytes(report, args.plot.suffix.lower()) if args.plot is not None else None
+        print(runs.format_run(report))
+    else:
+        report = dg.diagnose_file(path, ks=args.k, level=args.level)
+        figure = dg.figure_bytes(report, args.plot.suffix.lower()) if args.plot is not None else None
+        print(dg.format_report(report))
     if args.json:
         atomic_write_json(args.json, report)
     if figure is not None:

@@ -32,6 +32,59 @@ def example_path(kind: str = "npz") -> Path:
     return names[kind]
 
 
+def check_outputs(*, json_path=None, plot_path=None) -> None:
+    """Raise ValueError unless every output path can be written (run before any work).
+
+    A path must not be an existing directory; its nearest existing ancestor must be a directory
+    this process can create a file in (missing folders are created when the file is written); `--plot`
+    must end in one of :data:`PLOT_SUFFIXES`; the two must differ.
+    """
+    import os
+    import tempfile
+
+    if plot_path is not None and Path(plot_path).suffix.lower() not in PLOT_SUFFIXES:
+        raise ValueError(f"--plot must end in one of {', '.join(PLOT_SUFFIXES)}; got {str(plot_path)!r}")
+    if json_path is not None and plot_path is not None and Path(json_path).resolve() == Path(plot_path).resolve():
+        raise ValueError(f"--json and --plot name the same file {str(json_path)!r}")
+    for flag, path in (("--json", json_path), ("--plot", plot_path)):
+        if path is None:
+            continue
+        path = Path(path)
+        if path.is_dir():
+            raise ValueError(f"{flag} {str(path)!r} is a directory; name a file")
+        parent = path.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise ValueError(f"{flag} {str(path)!r}: {str(parent)!r} is not a directory")
+        # os.access says yes to root everywhere (/proc included): create and remove a probe file instead
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".passk-probe-", dir=parent)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            raise ValueError(f"{flag} {str(path)!r}: cannot write in {str(parent)!r} ({err.strerror or err})") from None
+
+
+def is_run_input(path, args) -> bool:
+    """Whether `passk diagnose` reads `path` step by step (:mod:`passk.runs`) rather than as one run."""
+    from passk.frameworks import RUN_FORMATS, detect_format
+    from passk.runs import _plain_jsonl
+
+    path = Path(path)
+    if path.is_dir() or args.format in RUN_FORMATS or args.trained_k is not None:
+        return True
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return True
+    if suffix == ".jsonl" and path.is_file():
+        from passk.frameworks import Options
+
+        options = Options(args.format, args.reward_field, args.group_size, args.success_threshold)
+        return detect_format(path, args.format) != "jsonl" or not _plain_jsonl(path, options)
+    return False
+
+
 def diagnose_file(path, *, ks=None, level: float = 0.95) -> dict:
     """Read `path` and return :func:`sim.diagnose.diagnosis_report` of it (with `"file"` added)."""
     import theory
@@ -40,6 +93,9 @@ def diagnose_file(path, *, ks=None, level: float = 0.95) -> dict:
     theory.normal_quantile(level)  # validates level before reading: a bad level is not the file's fault
     level = float(level)
     run = read_run(path)
+    if ks is not None and max(ks) > run.n:
+        _fail(path, f"--k {max(ks)} exceeds the n = {run.n} answers per prompt (pass@k and the trainers' weights need "
+              f"k <= n)")
     try:
         report = diagnosis_report(
             run.correct, run.n, score_sum=run.score_sum, score_sq_sum=run.score_sq_sum, mu=run.mu,
@@ -47,6 +103,10 @@ def diagnose_file(path, *, ks=None, level: float = 0.95) -> dict:
         )
     except (ValueError, TypeError) as err:
         _fail(path, err)
+    if report["inner"]:
+        # I_1 = ||grad J_1||^2 >= 0: unless its estimate is clearly positive the answers say nothing about k*
+        first = report["inner"][0]
+        report["k_star"]["signal"] = bool(first["scaled_estimate"] - report["z"] * first["scaled_stderr"] > 0)
     return {"file": str(path), **report}
 
 
@@ -56,6 +116,23 @@ def diagnose_file(path, *, ks=None, level: float = 0.95) -> dict:
 
 def _k_text(k, none_text):
     return str(k) if k is not None else none_text
+
+
+def _verdict(report: dict) -> str:
+    """The answer of a report with scores: no signal, no conflict, possible, or established from which `k`."""
+    ks, k_max = report["k_star"], report["k_max"]
+    level = f"{ks['level']:.0%}"
+    if ks.get("signal") is False:
+        verdict = ("no signal: the estimate of I_1 = ||grad J_1||^2 is not clearly positive, so these answers "
+                   "carry no information about k* (more prompts or answers, or score vectors with less noise)")
+    elif ks["lower"] is None:
+        verdict = f"no conflict: I_k > 0 with {level} confidence at every k <= {k_max}"
+    elif ks["upper"] is None:
+        verdict = (f"conflict possible from k = {ks['lower']} on, not established up to k = {k_max} "
+                   f"(more answers per prompt or more prompts narrow it)")
+    else:
+        verdict = f"conflict established: pass@k ascent lowers pass@1 from k = {ks['upper']} at the latest"
+    return verdict
 
 
 def format_report(report: dict) -> str:
@@ -76,17 +153,13 @@ def format_report(report: dict) -> str:
     if report["inner"]:
         level = f"{ks['level']:.0%}"
         k_max = report["k_max"]
-        if ks["lower"] is None:
-            verdict = f"no conflict: I_k > 0 with {level} confidence at every k <= {k_max}"
-        elif ks["upper"] is None:
-            verdict = (f"conflict possible from k = {ks['lower']} on, not established up to k = {k_max} "
-                       f"(more answers per prompt or more prompts narrow it)")
-        else:
-            verdict = f"conflict established: pass@k ascent lowers pass@1 from k = {ks['upper']} at the latest"
-        lines.append(
-            f"k* (first k with I_k = <grad J_k, grad J_1> < 0): estimate {_k_text(ks['estimate'], f'none <= {k_max}')}, "
-            f"{level} interval [{_k_text(ks['lower'], f'> {k_max}')}, {_k_text(ks['upper'], 'not established')}]"
-        )
+        verdict = _verdict(report)
+        if ks.get("signal") is not False:
+            lines.append(
+                f"k* (first k with I_k = <grad J_k, grad J_1> < 0): estimate "
+                f"{_k_text(ks['estimate'], f'none <= {k_max}')}, {level} interval "
+                f"[{_k_text(ks['lower'], f'> {k_max}')}, {_k_text(ks['upper'], 'not established')}]"
+            )
         lines.append(f"  {verdict}")
         z = report["z"]
         shown = [e for e in report["inner"] if e["k"] in set(report["ks"]) | {ks["estimate"]}]
@@ -128,9 +201,14 @@ def plot_report(report: dict):
         ax1.plot(k, est, "o-", ms=3, label="unbiased I_k")
         ax1.axhline(0.0, color="k", lw=0.8)
         ks = report["k_star"]
-        if ks["lower"] is not None:
-            ax1.axvspan(ks["lower"], ks["upper"] if ks["upper"] is not None else k[-1], color="C3", alpha=0.1,
-                        label="k* interval")
+        if ks.get("signal") is not False and ks["lower"] is not None:
+            if ks["upper"] is not None:
+                ax1.axvspan(ks["lower"], ks["upper"], color="C3", alpha=0.15, label="k* interval")
+            else:
+                ax1.axvspan(ks["lower"], k[-1], facecolor="none", edgecolor="C3", hatch="//", lw=0,
+                            label="k* interval, upper end not established")
+        if ks.get("signal") is not False and ks["estimate"] is not None:
+            ax1.axvline(ks["estimate"], color="C3", ls="--", lw=1.2, label=f"k* estimate = {ks['estimate']}")
         ax1.set_xlabel("k")
         ax1.set_ylabel("I_k = <grad J_k, grad J_1>")
         ax1.legend(fontsize=8)
@@ -138,19 +216,26 @@ def plot_report(report: dict):
         ax1.text(0.5, 0.5, "no score vectors:\nthe sign of I_k needs them", ha="center", va="center",
                  transform=ax1.transAxes)
         ax1.set_axis_off()
-    for method, entries in report["trainers"].items():
+    # Trainers often coincide (REINFORCE and RLOO; the PKPO variants): open markers of growing size and
+    # distinct dashes keep every curve visible under the others.
+    styles = ["-", "--", ":", "-."]
+    markers = ["o", "s", "^", "D", "v", "P", "X"]
+    for index, (method, entries) in enumerate(report["trainers"].items()):
         pts = [(e["k"], e["effective_prompts"]) for e in entries if e["effective_prompts"] is not None]
         if not pts:
             continue
+        style = dict(color=f"C{index}", ls=styles[index % 4], lw=1.2, label=method)
         if pts[0][0] is None:
-            ax2.axhline(pts[0][1], ls="--", lw=1, label=method, color=f"C{list(report['trainers']).index(method)}")
+            ax2.axhline(pts[0][1], **style)
         else:
-            ax2.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=3, label=method,
-                     color=f"C{list(report['trainers']).index(method)}")
+            ax2.plot([p[0] for p in pts], [p[1] for p in pts], marker=markers[index % 7], ms=3 + 1.5 * index,
+                     mfc="none", **style)
     ax2.set_xscale("log", base=2)
     ax2.set_xlabel("k")
     ax2.set_ylabel("effective prompts 1 / sum omega^2")
     ax2.legend(fontsize=7)
+    fig.suptitle(f"{report.get('file', 'model')}: "
+                 + (_verdict(report) if report["inner"] else "counts only: k* needs score vectors"), fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -68,9 +68,17 @@ def _fail(path, what, **where):
 
 
 def _read_npz(path: Path) -> RunData:
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as handle:
+            head = handle.read(6)
+        if not head:
+            _fail(path, "cannot read as .npz: the file is empty")
+        if head == b"\x93NUMPY":
+            _fail(path, "cannot read as .npz: a single array (.npy), not an archive of named arrays")
+        _fail(path, "cannot read as .npz: not a zip archive of named arrays (numpy.savez writes one)")
     try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         _fail(path, f"cannot read as .npz: {err}")
     if not isinstance(archive, np.lib.npyio.NpzFile):
         _fail(path, "cannot read as .npz: a single array (.npy), not an archive of named arrays")
@@ -129,7 +137,7 @@ def _read_npz(path: Path) -> RunData:
             bad = ~np.isfinite(mu) | (mu < 0)
             if bad.any():
                 i = int(np.argwhere(bad)[0][0])
-                _fail(path, f"weight must be finite and >= 0; got {mu[i]!r}", array="mu", index=i, prompt=ids[i])
+                _fail(path, f"weight must be finite and >= 0; got {float(mu[i])}", array="mu", index=i, prompt=ids[i])
             if mu.sum() <= 0:
                 _fail(path, "weights must not all be 0", array="mu")
         score_sum = score_sq_sum = None
@@ -144,7 +152,7 @@ def _read_npz(path: Path) -> RunData:
             bad = ~np.isfinite(scores)
             if bad.any():
                 i, j, d = (int(x) for x in np.argwhere(bad)[0])
-                _fail(path, f"score must be finite; got {scores[i, j, d]!r} (answer {j}, coordinate {d})",
+                _fail(path, f"score must be finite; got {float(scores[i, j, d])} (answer {j}, coordinate {d})",
                       array="scores", index=i, prompt=ids[i])
             from theory import answer_sums
 
@@ -294,7 +302,8 @@ class _JsonlReader:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as err:
-            _fail(path, f"not valid JSON: {err.msg}", line=lineno)
+            hint = "" if line.endswith("\n") else " (the last line has no newline: the file may be cut off)"
+            _fail(path, f"not valid JSON: {err.msg}{hint}", line=lineno)
         if not isinstance(obj, dict):
             _fail(path, f"expected a JSON object per line; got {type(obj).__name__}", line=lineno)
         if "prompt_id" not in obj:
@@ -328,7 +337,7 @@ class _JsonlReader:
                       line=lineno, prompt=pid)
             if not np.isfinite(s).all():
                 d = int(np.argwhere(~np.isfinite(s))[0][0])
-                _fail(path, f"score must be finite; got {s[d]!r} at coordinate {d}", line=lineno, prompt=pid)
+                _fail(path, f"score must be finite; got {float(s[d])} at coordinate {d}", line=lineno, prompt=pid)
         return pid, lineno, 1 if reward == 1 else 0, s
 
 
@@ -360,12 +369,16 @@ def _read_jsonl(path: Path) -> RunData:
     if not ids:
         _fail(path, "no answers (the file is empty)", line=1)
     size = cols.size
-    n = int(cols.counts[0])
+    # The reference n is the count most prompts have, so the odd prompt is the one named.
+    values, freq = np.unique(cols.counts[:size], return_counts=True)
+    n = int(values[np.argmax(freq)]) if freq.max() > 1 or size == 1 else int(cols.counts[0])
     ragged = np.flatnonzero(cols.counts[:size] != n)
     if ragged.size:
         i = int(ragged[0])
-        _fail(path, f"prompt has {int(cols.counts[i])} answers but prompt {ids[0]!r} has {n} (every prompt needs the "
-              "same n)", line=int(cols.last_line[i]), prompt=ids[i])
+        ref = int(np.flatnonzero(cols.counts[:size] == n)[0])
+        _fail(path, f"prompt has {int(cols.counts[i])} answers but prompt {ids[ref]!r} has {n}"
+              + (f", as do {int(freq.max()) - 1} others" if freq.max() > 2 else "")
+              + " (every prompt needs the same n)", line=int(cols.last_line[i]), prompt=ids[i])
     if n < 2:
         _fail(path, f"needs n >= 2 answers per prompt; got {n}", line=int(cols.last_line[0]), prompt=ids[0])
     score_sum = cols.sums[:size].copy() if has_score else None

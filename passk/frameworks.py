@@ -1,0 +1,455 @@
+"""Reading the RL frameworks' per-step rollout dumps for `passk diagnose`, one step at a time.
+
+Formats (`--format`, or detected from the file names and the keys of the first record):
+
+- `verl`: `trainer.rollout_data_dir` writes `{dir}/{global_step}.jsonl` (verl's
+  `RayPPOTrainer._dump_generations`), one answer a line with keys `input`, `output`, `gts`,
+  `score`, `step` and the reward extras (`acc`, ...), and `uid` in newer trainers. Groups: the
+  answers that share `uid`, or `input` where there is no `uid` (older trainers reorder rows).
+  Reward: `score`, or `--reward-field`.
+- `trl`: TRL's `GRPOTrainer` with `log_completions=True` writes
+  `completions/completions_{step:05d}.parquet` (`GRPOTrainer.log` in `trl/trainer/grpo_trainer.py`),
+  columns `step`, `prompt`, `completion`, one column per reward function, `advantage`. Groups:
+  blocks of `--group-size` consecutive rows (`num_generations`), each naming one prompt. Reward:
+  the one reward column, or `--reward-field` when there are several. Needs `pyarrow`
+  (`pip install -e ".[runs]"`).
+- `nemo-rl`: NeMo-RL's GRPO loop writes `train_data_step{N}.jsonl` (`logger.log_batched_dict_as_jsonl`
+  in `nemo_rl/algorithms/grpo.py`), keys `content`, `rewards`, `input_lengths`, ...; groups are
+  blocks of `--group-size` consecutive lines. Reward: `rewards`.
+- `jsonl`: the project's `{"prompt_id", "reward", "score"}`, grouped by `prompt_id`.
+
+Optional per-answer fields in every JSON-lines format (and parquet columns): `"fold": f` with
+`"alignment": [t_0, ..., t_{F-1}]` (`null` at the answer's own fold; SPEC section 11), and
+`"score": [...]` score vectors (SPEC section 10; in `jsonl`, where `score` is not the reward).
+
+Rewards must be 0 or 1 unless `--success-threshold T` is given (an answer succeeds when its reward
+is above `T`). Groups may differ in size; a group of fewer than 2 answers is left out and named in
+the step's notes; with `--group-size` every group must have that size. Bad input raises
+:class:`passk.readers.InputError`, one line naming the file, the line or row, the step and the prompt.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from passk.readers import InputError
+
+__all__ = ["FORMATS", "RUN_FORMATS", "Options", "StepData", "detect_format", "step_number", "list_steps",
+           "read_step", "PYARROW_MISSING"]
+
+FORMATS = ("verl", "trl", "nemo-rl", "npz", "jsonl", "csv")
+#: Formats only the step reader of this module reads (the others also have :func:`passk.readers.read_run`).
+RUN_FORMATS = ("verl", "trl", "nemo-rl")
+PYARROW_MISSING = 'reading .parquet needs pyarrow, the optional extra "runs": pip install -e ".[runs]"'
+_SUFFIXES = {".jsonl": ("verl", "nemo-rl", "jsonl"), ".parquet": ("trl",), ".npz": ("npz",), ".csv": ("csv",)}
+_NEMO_NAME = re.compile(r"^train_data_step(\d+)\.jsonl$")
+_NEMO_VAL_NAME = re.compile(r"^val_data_step(\d+)\.jsonl$")
+_TRL_NAME = re.compile(r"^completions_(\d+)\.parquet$")
+_VERL_NAME = re.compile(r"^(\d+)\.jsonl$")
+
+
+@dataclass
+class Options:
+    """The reading flags of `passk diagnose` (None: the format's default)."""
+
+    format: str | None = None
+    reward_field: str | None = None
+    group_size: int | None = None
+    success_threshold: float | None = None
+
+
+@dataclass
+class StepData:
+    """One step's groups: `(P, n_max)` arrays with a mask for groups of different sizes."""
+
+    file: str
+    step: int | None
+    format: str
+    prompt_ids: list
+    success: np.ndarray  # (P, n_max) 0/1, 0 where masked
+    mask: np.ndarray  # (P, n_max) bool
+    folds: np.ndarray | None = None  # (P,)
+    alignments: np.ndarray | None = None  # (P, n_max, F), NaN at the own fold and where masked
+    score_sum: np.ndarray | None = None  # (P, D) G_i
+    score_sq_sum: np.ndarray | None = None  # (P,) Q_i
+    notes: list = field(default_factory=list)
+
+    @property
+    def counts(self) -> np.ndarray:
+        return self.mask.sum(axis=1)
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.success.sum(axis=1)
+
+
+def _fail(path, what, *, where=None, step=None, prompt=None):
+    text = str(path) + (f": {where}" if where else "")
+    context = []
+    if step is not None:
+        context.append(f"step {step}")
+    if prompt is not None:
+        shown = str(prompt)
+        context.append(f"prompt {shown[:60] + '...' if len(shown) > 60 else shown!r}")
+    if context:
+        text += f" ({', '.join(context)})"
+    raise InputError(f"{text}: {' '.join(str(what).split())}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Files, formats and steps
+
+
+def _first_record(path: Path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for lineno, line in enumerate(handle, 1):
+                if line.strip():
+                    try:
+                        obj = json.loads(line)
+                    except json.JSONDecodeError as err:
+                        _fail(path, f"not valid JSON: {err.msg}", where=f"line {lineno}")
+                    return obj if isinstance(obj, dict) else None
+    except UnicodeDecodeError as err:
+        _fail(path, f"not UTF-8 text: {err.reason}")
+    except OSError as err:
+        _fail(path, f"cannot read: {err.strerror or err}")
+    return None
+
+
+def detect_format(path, declared: str | None = None, step=None) -> str:
+    """The format of one step file: `declared` (checked against the suffix), else from its name and keys."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in _SUFFIXES:
+        _fail(path, f"unknown file type {suffix or '(no suffix)'!r} (expected .jsonl, .parquet, .npz or .csv)")
+    if declared is not None:
+        if declared not in _SUFFIXES[suffix]:
+            _fail(path, f"--format {declared} does not read {suffix} files (it reads "
+                  f"{', '.join(s for s, f in _SUFFIXES.items() if declared in f)})")
+        return declared
+    if len(_SUFFIXES[suffix]) == 1:
+        return _SUFFIXES[suffix][0]
+    if _NEMO_NAME.match(path.name) or _NEMO_VAL_NAME.match(path.name):
+        return "nemo-rl"
+    first = _first_record(path)
+    if first is None:
+        _fail(path, "no answers (the file is empty or its first line is not a JSON object)", where="line 1", step=step)
+    keys = set(first)
+    if "prompt_id" in keys:
+        return "jsonl"
+    if "input" in keys and "output" in keys:
+        return "verl"
+    if "content" in keys:
+        return "nemo-rl"
+    _fail(path, f"cannot tell the format from the keys {sorted(keys)[:8]} (verl has input/output/score, "
+          "NeMo-RL content/rewards, jsonl prompt_id/reward): name it with --format", where="line 1", step=step)
+
+
+def step_number(path) -> int | None:
+    """The step a file's name gives (`12.jsonl`, `train_data_step12.jsonl`, `completions_00012.parquet`, `run_12.npz`)."""
+    name = Path(path).name
+    for pattern in (_VERL_NAME, _NEMO_NAME, _NEMO_VAL_NAME, _TRL_NAME):
+        match = pattern.match(name)
+        if match:
+            return int(match.group(1))
+    numbers = re.findall(r"\d+", Path(path).stem)
+    return int(numbers[-1]) if numbers else None
+
+
+def list_steps(directory, declared: str | None = None) -> list:
+    """`[(step, path, format)]` of a run directory, by step; names checked before any file is read in full.
+
+    Files with other suffixes are skipped; NeMo-RL's `val_data_step*.jsonl` are skipped when
+    `train_data_step*.jsonl` are there. Raises :class:`InputError` on an empty directory, a
+    file without a step number, two files claiming one step, or a directory mixing formats.
+    """
+    directory = Path(directory)
+    files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in _SUFFIXES)
+    if any(_NEMO_NAME.match(p.name) for p in files):
+        files = [p for p in files if not _NEMO_VAL_NAME.match(p.name)]
+    if not files:
+        _fail(directory, "no step files (.jsonl, .parquet, .npz or .csv) in this directory")
+    steps, formats = {}, {}
+    for path in files:
+        step = step_number(path)
+        if step is None:
+            _fail(path, "cannot tell its step: the file name has no number (name step files like 12.jsonl)")
+        if step in steps:
+            _fail(path, f"two files claim step {step}: {steps[step].name} and {path.name}", step=step)
+        steps[step] = path
+        formats[path] = detect_format(path, declared, step)
+    kinds = sorted(set(formats.values()))
+    if len(kinds) > 1:
+        example = {kind: next(p.name for p, f in formats.items() if f == kind) for kind in kinds}
+        _fail(directory, "the directory mixes formats: " + ", ".join(f"{k} ({v})" for k, v in example.items()))
+    return [(step, steps[step], formats[steps[step]]) for step in sorted(steps)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Records: (where, dict) from JSON lines or parquet rows
+
+
+def _json_records(path: Path, step):
+    try:
+        handle = open(path, encoding="utf-8")
+    except OSError as err:
+        _fail(path, f"cannot read: {err.strerror or err}", step=step)
+    with handle:
+        lineno = 0
+        try:
+            for lineno, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as err:
+                    hint = "" if line.endswith("\n") else " (the last line has no newline: the file may be cut off)"
+                    _fail(path, f"not valid JSON: {err.msg}{hint}", where=f"line {lineno}", step=step)
+                if not isinstance(obj, dict):
+                    _fail(path, f"expected a JSON object per line; got {type(obj).__name__}", where=f"line {lineno}",
+                          step=step)
+                yield f"line {lineno}", obj
+        except UnicodeDecodeError as err:
+            _fail(path, f"not UTF-8 text: {err.reason}", where=f"line {lineno + 1}", step=step)
+
+
+def _parquet_records(path: Path, step):
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        _fail(path, PYARROW_MISSING, step=step)
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except Exception as err:  # pyarrow raises its own error types for a damaged file
+        _fail(path, f"cannot read as parquet: {err}", step=step)
+    for row, obj in enumerate(rows, 1):
+        yield f"row {row}", obj
+
+
+# ---------------------------------------------------------------------------------------------
+# Groups
+
+
+class _Groups:
+    """Answers gathered into groups, each answer's fields checked as it comes."""
+
+    def __init__(self, path, step, reward_field, threshold, score_field):
+        self.path, self.step, self.reward_field, self.threshold = path, step, reward_field, threshold
+        self.score_field = score_field
+        self.index, self.names, self.where = {}, [], []
+        self.success, self.folds, self.align, self.scores = [], [], [], []
+        self.n_folds = self.has_align = self.has_score = self.dim = None
+
+    def fail(self, what, where, prompt):
+        _fail(self.path, what, where=where, step=self.step, prompt=prompt)
+
+    def add(self, key, name, where, obj):
+        reward = obj.get(self.reward_field, None) if isinstance(obj, dict) else None
+        if self.reward_field not in obj:
+            self.fail(f"missing reward field {self.reward_field!r} (the record has: {', '.join(sorted(obj)[:10])}; "
+                      "choose one with --reward-field)", where, name)
+        if isinstance(reward, bool):
+            reward = float(reward)
+        if not isinstance(reward, (int, float)) or not math.isfinite(reward):
+            self.fail(f"reward {self.reward_field!r} must be a finite number; got {reward!r}", where, name)
+        if self.threshold is None:
+            if reward not in (0, 1):
+                self.fail(f"reward {self.reward_field!r} is {reward!r}, not 0 or 1: give --success-threshold T "
+                          "(an answer succeeds when its reward is above T)", where, name)
+            ok = int(reward == 1)
+        else:
+            ok = int(reward > self.threshold)
+        i = self.index.get(key)
+        if i is None:
+            i = self.index[key] = len(self.names)
+            self.names.append(name)
+            self.where.append(where)
+            for lst in (self.success, self.align, self.scores):
+                lst.append([])
+            self.folds.append(None)
+        self.success[i].append(ok)
+        self._fold(i, name, where, obj)
+        self._score(i, name, where, obj)
+        return i
+
+    def _fold(self, i, name, where, obj):
+        has = "alignment" in obj or "fold" in obj
+        if self.has_align is None:
+            self.has_align = has
+        elif has != self.has_align:
+            self.fail("'fold' and 'alignment' must be on every answer or on none", where, name)
+        if not has:
+            return
+        fold, t = obj.get("fold"), obj.get("alignment")
+        if isinstance(fold, bool) or not isinstance(fold, int) or fold < 0:
+            self.fail(f"fold must be an integer >= 0; got {fold!r}", where, name)
+        if not isinstance(t, list) or any(isinstance(x, (bool, str, list, dict)) for x in t):
+            self.fail(f"alignment must be a list of numbers with null at the answer's own fold; got {t!r}"[:200],
+                      where, name)
+        if self.n_folds is None:
+            if len(t) < 2:
+                self.fail(f"alignment must have F >= 2 entries, one per fold; got {len(t)}", where, name)
+            self.n_folds = len(t)
+        elif len(t) != self.n_folds:
+            self.fail(f"alignment has {len(t)} entries but the first answer's has F = {self.n_folds}", where, name)
+        if fold >= self.n_folds:
+            self.fail(f"fold {fold} is not below F = {self.n_folds} (the alignment's length)", where, name)
+        if t[fold] is not None:
+            self.fail(f"alignment has a value at the answer's own fold {fold} ({t[fold]!r}); it must be null there",
+                      where, name)
+        row = np.array([np.nan if x is None else x for x in t], dtype=np.float64)
+        off = np.arange(self.n_folds) != fold
+        if not np.all(np.isfinite(row[off])):
+            f = int(np.flatnonzero(off & ~np.isfinite(row))[0])
+            self.fail(f"alignment must be finite off the own fold; got {t[f]!r} at fold {f}", where, name)
+        if self.folds[i] is None:
+            self.folds[i] = (fold, where)
+        elif self.folds[i][0] != fold:
+            self.fail(f"the prompt is in two folds: fold {self.folds[i][0]} at {self.folds[i][1]}, fold {fold} here",
+                      where, name)
+        self.align[i].append(row)
+
+    def _score(self, i, name, where, obj):
+        if self.score_field is None:
+            return
+        s = obj.get(self.score_field)
+        has = s is not None
+        if self.has_score is None:
+            self.has_score = has
+        elif has != self.has_score:
+            self.fail(f"{self.score_field!r} must be on every answer or on none", where, name)
+        if not has:
+            return
+        if not isinstance(s, list) or not s or any(isinstance(x, (bool, str, list, dict)) or x is None for x in s):
+            self.fail(f"{self.score_field!r} must be a non-empty list of numbers", where, name)
+        v = np.asarray(s, dtype=np.float64)
+        if self.dim is None:
+            self.dim = v.size
+        elif v.size != self.dim:
+            self.fail(f"{self.score_field!r} has {v.size} coordinates, the first answer's has {self.dim}", where, name)
+        if not np.all(np.isfinite(v)):
+            d = int(np.flatnonzero(~np.isfinite(v))[0])
+            self.fail(f"{self.score_field!r} must be finite; got {float(v[d])} at coordinate {d}", where, name)
+        self.scores[i].append(v)
+
+    def build(self, fmt, group_size) -> StepData:
+        path, step = self.path, self.step
+        if not self.names:
+            _fail(path, "no answers (the step file is empty)", step=step)
+        sizes = np.array([len(s) for s in self.success])
+        if group_size is not None and np.any(sizes != group_size):
+            i = int(np.flatnonzero(sizes != group_size)[0])
+            self.fail(f"the group has {int(sizes[i])} answers but --group-size is {group_size}", self.where[i],
+                      self.names[i])
+        notes = []
+        keep = np.flatnonzero(sizes >= 2)
+        small = np.flatnonzero(sizes < 2)
+        if small.size:
+            listed = ", ".join(repr(str(self.names[i])[:40]) for i in small[:5])
+            notes.append(f"{small.size} group(s) with fewer than 2 answers left out: {listed}"
+                         + (" ..." if small.size > 5 else ""))
+        if keep.size == 0:
+            _fail(path, "no group has 2 or more answers", step=step)
+        n_max = int(sizes[keep].max())
+        success = np.zeros((keep.size, n_max), np.int64)
+        mask = np.zeros((keep.size, n_max), bool)
+        for row, i in enumerate(keep):
+            success[row, : sizes[i]] = self.success[i]
+            mask[row, : sizes[i]] = True
+        data = StepData(str(path), step, fmt, [str(self.names[i]) for i in keep], success, mask, notes=notes)
+        if self.has_align:
+            folds = np.array([self.folds[i][0] for i in keep], np.int64)
+            empty = np.flatnonzero(np.bincount(folds, minlength=self.n_folds) == 0)
+            if empty.size:
+                _fail(path, f"fold {int(empty[0])} of F = {self.n_folds} has no prompt (fold ids must leave no fold "
+                      "empty)", step=step)
+            align = np.full((keep.size, n_max, self.n_folds), np.nan)
+            for row, i in enumerate(keep):
+                align[row, : sizes[i]] = np.stack(self.align[i])
+            data.folds, data.alignments = folds, align
+        if self.has_score:
+            from theory import answer_sums
+
+            big_g = np.zeros((keep.size, self.dim))
+            q = np.zeros(keep.size)
+            for row, i in enumerate(keep):
+                sums = answer_sums(np.asarray(self.success[i], np.float64)[None], np.stack(self.scores[i])[None])
+                big_g[row], q[row] = np.asarray(sums.score_sum)[0], float(np.asarray(sums.score_sq_sum)[0])
+            data.score_sum, data.score_sq_sum = big_g, q
+        return data
+
+
+def _trl_reward_field(path, step, first: dict, declared):
+    if declared is not None:
+        return declared
+    skip = {"step", "advantage", "prompt", "completion", "mode", "fold", "alignment", "image", "score"}
+    numeric = [k for k, v in first.items() if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if len(numeric) == 1:
+        return numeric[0]
+    if not numeric:
+        _fail(path, f"no reward column (the columns are {', '.join(first)}); name it with --reward-field",
+              where="row 1", step=step)
+    _fail(path, f"several reward columns ({', '.join(numeric)}): choose one with --reward-field", where="row 1",
+          step=step)
+
+
+def read_step(path, fmt: str, step, options: Options) -> StepData:
+    """One step file of a framework format (or `jsonl`) as :class:`StepData`. Raises :class:`InputError`."""
+    path = Path(path)
+    threshold = options.success_threshold
+    size = options.group_size
+    if fmt in ("trl", "nemo-rl") and size is None:
+        _fail(path, f"{fmt} groups are blocks of consecutive answers: give their size with --group-size "
+              "(the trainer's num_generations)", step=step)
+    if fmt == "trl":
+        records = _parquet_records(path, step)
+    else:
+        records = _json_records(path, step)
+    groups = None
+    block_prompt = None
+    for count, (where, obj) in enumerate(records):
+        if groups is None:
+            if fmt == "verl":
+                key_field = "uid" if "uid" in obj else "input"
+                reward = options.reward_field or "score"
+            elif fmt == "jsonl":
+                key_field, reward = "prompt_id", options.reward_field or "reward"
+            elif fmt == "nemo-rl":
+                key_field, reward = None, options.reward_field or "rewards"
+            else:
+                key_field, reward = None, _trl_reward_field(path, step, obj, options.reward_field)
+            # verl's `score` is its reward; score vectors are lists
+            score_field = "score" if reward != "score" and (fmt == "jsonl" or isinstance(obj.get("score"), list)) else None
+            groups = _Groups(path, step, reward, threshold, score_field)
+        if key_field is not None:
+            if key_field not in obj:
+                _fail(path, f"missing field {key_field!r} that names the answer's group", where=where, step=step)
+            key = obj[key_field]
+            if isinstance(key, (dict, list)):
+                key = json.dumps(key, sort_keys=True)
+            name = key
+        else:
+            block = count // size
+            key = block
+            if fmt == "trl":
+                prompt = obj.get("prompt")
+                prompt_text = prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, default=str)
+                if count % size == 0:
+                    block_prompt = prompt_text
+                elif prompt_text != block_prompt:
+                    _fail(path, f"the rows of group {block} (rows {block * size + 1} to {block * size + size}) name "
+                          f"different prompts: check --group-size {size}", where=where, step=step, prompt=block_prompt)
+                name = block_prompt
+            else:
+                name = f"group {block} (lines of answers {block * size + 1} to {block * size + size})"
+        groups.add(key, name, where, obj)
+    if groups is None:
+        _fail(path, "no answers (the step file is empty)", step=step)
+    return groups.build(fmt, size)
