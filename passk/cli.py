@@ -200,7 +200,7 @@ def _cmd_diagnose(args) -> int:
 
 def _cmd_bench(args) -> int:
     """Run the benchmarks, print the table, write the JSON and the scaling figure beside it."""
-    from benchmarks import run as bench_run
+    from passk.benchmarks import run as bench_run
     from sim.files import atomic_write_json
 
     runs = [bench_run.run(quick=args.quick, only=args.only) for _ in range(args.runs)]

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from sim.files import check_writable
 from passk.readers import InputError, RunData, _fail, read_run
-# `benchmarks/diagnose.py` times the line-by-line reader through these names.
+# `passk/benchmarks/diagnose.py` times the line-by-line reader through these names.
 from passk.readers import _JSONL_BLOCK, _JsonlReader  # noqa: F401
 
 __all__ = ["InputError", "RunData", "read_run", "diagnose_file", "format_report", "plot_report", "example_path",
@@ -39,31 +40,13 @@ def check_outputs(*, json_path=None, plot_path=None) -> None:
     this process can create a file in (missing folders are created when the file is written); `--plot`
     must end in one of :data:`PLOT_SUFFIXES`; the two must differ.
     """
-    import os
-    import tempfile
-
     if plot_path is not None and Path(plot_path).suffix.lower() not in PLOT_SUFFIXES:
         raise ValueError(f"--plot must end in one of {', '.join(PLOT_SUFFIXES)}; got {str(plot_path)!r}")
     if json_path is not None and plot_path is not None and Path(json_path).resolve() == Path(plot_path).resolve():
         raise ValueError(f"--json and --plot name the same file {str(json_path)!r}")
     for flag, path in (("--json", json_path), ("--plot", plot_path)):
-        if path is None:
-            continue
-        path = Path(path)
-        if path.is_dir():
-            raise ValueError(f"{flag} {str(path)!r} is a directory; name a file")
-        parent = path.parent
-        while not parent.exists() and parent != parent.parent:
-            parent = parent.parent
-        if not parent.is_dir():
-            raise ValueError(f"{flag} {str(path)!r}: {str(parent)!r} is not a directory")
-        # os.access says yes to root everywhere (/proc included): create and remove a probe file instead
-        try:
-            fd, probe = tempfile.mkstemp(prefix=".passk-probe-", dir=parent)
-            os.close(fd)
-            os.unlink(probe)
-        except OSError as err:
-            raise ValueError(f"{flag} {str(path)!r}: cannot write in {str(parent)!r} ({err.strerror or err})") from None
+        if path is not None:
+            check_writable(path, name=flag)
 
 
 def is_run_input(path, args) -> bool:

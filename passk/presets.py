@@ -3,7 +3,7 @@
 The library takes sizes and configurations; which ones a run uses is the command's choice, made
 here and read by `passk reproduce` and `passk transformer`. One :class:`Preset` per choice:
 :data:`QUICK` and :data:`FULL`, picked by :func:`preset`. (The `safe` and `ksweep` parts still
-pick their own sizes from `quick`; the benchmarks keep theirs in :mod:`benchmarks`.)
+pick their own sizes from `quick`; the benchmarks keep theirs in :mod:`passk.benchmarks`.)
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ Layout of the compiled kernels: `success`, the reverse pass `J^T w` and the forw
 work on arrays with prompts on the last (fastest) axis, `(A, P)`, and reduce over answers with
 `A - 1` elementwise operations (for `A <= 16`). XLA's CPU backend vectorises elementwise work along
 the fast axis, but neither a 4-wide trailing answer axis nor a reduction over a short non-minor
-axis (measurements: `benchmarks/README.md`, "Why the kernels look as they do"). The reverse and
+axis (measurements: `passk/benchmarks/README.md`, "Why the kernels look as they do"). The reverse and
 forward passes are the closed
 forms of autodiff's (`dp_i/dlogits_i = pi_i (r_i - p_i)`, logits linear in `theta`), written out
 so that one forward evaluation serves any number of reverse passes (:func:`pullback` of a stack of
@@ -374,7 +374,7 @@ def prompt_mean(values, mu):
     """`sum_i mu_i values_i` over the last (prompt) axis, as a matrix-vector product.
 
     A product rather than `jnp.sum(mu * values)`: inside a vmapped step loop XLA's CPU backend
-    runs it with the matrix kernels, faster than its reduction kernel there (`benchmarks/README.md`).
+    runs it with the matrix kernels, faster than its reduction kernel there (`passk/benchmarks/README.md`).
     """
     return jnp.matmul(values, mu, precision=_HIGHEST)
 

@@ -34,6 +34,30 @@ def _temporary_beside(path: Path) -> tuple[int, Path]:
     raise FileExistsError(f"no free temporary name beside {path}")
 
 
+def check_writable(path, *, name: str = "path") -> Path:
+    """Check, before any work, that a file can be written at `path` (raises `ValueError`, naming `name`).
+
+    `path` must not be a folder, and its nearest existing ancestor must be a folder in which a file
+    can be created: a probe file is created there and removed (`os.access` answers yes to root
+    everywhere, `/proc` included). Folders still missing are created later by the writer.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{name} {str(path)!r} is a directory; name a file")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{name} {str(path)!r}: {str(parent)!r} is not a directory")
+    try:
+        fd, probe = _temporary_beside(parent / ".passk-probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ValueError(f"{name} {str(path)!r}: cannot write in {str(parent)!r} ({err.strerror or err})") from None
+    return path
+
+
 def atomic_write(path, write: Callable[[Any], None], *, mode: str = "wb", encoding: str | None = None) -> Path:
     """Call `write(fileobj)` on a temporary file beside `path`, then rename it onto `path`.
 

@@ -28,7 +28,7 @@ closure, not a fresh `lambda`, to reuse compilations.
 - batches (:func:`sweep_batch_size`): each device vectorises its blocks in batches of about
   `_BATCH_BYTES` of per-configuration working set (at least `_BATCH_MIN_CONFIGS`
   configurations) and loops over the batches, so a large sweep's step stays in cache
-  (measurements: `benchmarks/README.md`).
+  (measurements: `passk/benchmarks/README.md`).
 
 Compilation of a grid: one per `(fn, block count, chunk size, shapes, batch size, device set)`.
 """
@@ -49,7 +49,7 @@ __all__ = ["sweep_map", "sweep_grid", "sweep_blocks", "sweep_batch_size", "sweep
 SWEEP_AXIS = "sweep"
 
 #: Working-set target of one vectorised batch of blocks: the bytes of the per-configuration
-#: arrays of a step (`config_bytes` each), sized to stay in cache (`benchmarks/README.md`).
+#: arrays of a step (`config_bytes` each), sized to stay in cache (`passk/benchmarks/README.md`).
 _BATCH_BYTES = 4 * 2**20
 #: Fewest configurations per batch: smaller batches pay the per-operation cost of a step loop.
 _BATCH_MIN_CONFIGS = 16
@@ -173,7 +173,7 @@ def sweep_blocks(n_regimes: int, n_configs: int, n_devices: int) -> tuple[int, i
     smallest count that makes it a multiple of `n_devices`, so no device idles on padding blocks,
     doubled until every device holds at least two blocks (while configurations last): XLA's CPU
     backend spreads a step's loops over threads along the leading (block) axis, and a single block
-    runs on one thread (`benchmarks/README.md`). Each chunk holds `ceil(n_configs / chunks)`
+    runs on one thread (`passk/benchmarks/README.md`). Each chunk holds `ceil(n_configs / chunks)`
     configurations (the last ones padded by repeating the last configuration).
     """
     chunks = n_devices // math.gcd(n_regimes, n_devices)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import theory
-from benchmarks import agreement, bandit_sweep, estimators, run
-from benchmarks._timing import CompileCounter
+from passk.benchmarks import agreement, bandit_sweep, estimators, run
+from passk.benchmarks._timing import CompileCounter
 
 
 @pytest.mark.slow
@@ -193,7 +193,7 @@ def test_numpy_bandit_training_matches_train_sweep_with_sparse_diagnostics():
 
 def test_numpy_sampled_reference_matches_theory():
     """The `sampled` benchmark's numpy baseline reads the same `k*` interval as `theory`."""
-    from benchmarks import sampled
+    from passk.benchmarks import sampled
 
     for seed in range(3):
         rewards, scores = sampled.make_run(jax.random.key(seed), 128, 16, 8)
@@ -205,7 +205,7 @@ def test_numpy_sampled_reference_matches_theory():
 def test_sampled_row_is_met_by_reads_of_the_scores_alone():
     """The `sampled` row's target is on `ours / read-once floor` (at most `READS_TARGET` reads of the
     scores) with the same `k*` as the numpy closed form; the ratio to numpy is reported, no target."""
-    from benchmarks import sampled
+    from passk.benchmarks import sampled
 
     (got,) = sampled.bench(quick=True, key=jax.random.key(0), repeats=1)
     assert got["same_k_star"] is True and got["k_star"][0] is not None
@@ -216,7 +216,7 @@ def test_sampled_row_is_met_by_reads_of_the_scores_alone():
 
 
 def test_diagnose_benchmark_writes_a_run_the_reader_accepts(tmp_path):
-    from benchmarks.diagnose import write_run
+    from passk.benchmarks.diagnose import write_run
     from passk import diagnose as dg
 
     path = tmp_path / "run.jsonl"
@@ -229,7 +229,7 @@ def test_diagnose_benchmark_writes_a_run_the_reader_accepts(tmp_path):
 def test_bandit_sweep_profile_names_the_project_lines_that_cost_time():
     """The child process dumps the optimised HLO and traces the sweep; every kernel of the step
     loop is traced to a line of `sim/` or `theory/`, and the shares add up."""
-    from benchmarks.profile import bandit_sweep_profile, format_profile
+    from passk.benchmarks.profile import bandit_sweep_profile, format_profile
 
     prof = bandit_sweep_profile(quick=True, record_every=1)
     sources = [row["source"] for row in prof["sources"]]
@@ -245,7 +245,7 @@ def test_bandit_sweep_profile_names_the_project_lines_that_cost_time():
 
 
 def test_interleaved_pauses_before_each_call_and_does_not_time_the_pause(monkeypatch):
-    from benchmarks import _timing
+    from passk.benchmarks import _timing
 
     slept, order = [], []
     monkeypatch.setattr(_timing.time, "sleep", lambda s: (slept.append(s), order.append("pause")))
@@ -258,7 +258,7 @@ def test_interleaved_pauses_before_each_call_and_does_not_time_the_pause(monkeyp
 def test_interleaved_keeps_the_second_of_two_calls_only_for_short_calls(monkeypatch):
     """A call under `warm_below_s` is made again at once and its second time is kept; a longer
     call is timed once. Durations come from a fake clock that each call advances."""
-    from benchmarks import _timing
+    from passk.benchmarks import _timing
 
     clock = [0.0]
     monkeypatch.setattr(_timing.time, "sleep", lambda s: None)

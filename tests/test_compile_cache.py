@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 import sim
-from benchmarks._timing import CompileCounter
-from benchmarks.start import slider_namespace
+from passk.benchmarks._timing import CompileCounter
+from passk.benchmarks.start import slider_namespace
 from passk import cache
 
 TOY = ["toy", "--p-hard", "0.3", "--separation", "1.0", "--k", "1", "2", "4", "8", "--n-prompts", "64"]

@@ -129,7 +129,7 @@ sim_train = importlib.import_module("sim.train")  # the module (`sim.train` is a
 def test_record_every_keeps_the_trajectory(toy):
     """Diagnostics every N steps: the same trajectory, the same records at the recorded steps,
     NaN (k_star -1) in between, J_1 / J_k / update records at every step; one compile each."""
-    from benchmarks._timing import CompileCounter
+    from passk.benchmarks._timing import CompileCounter
 
     b, theta0, k_star = toy
     bb = jax.tree_util.tree_map(lambda x: x[None], b)
@@ -185,7 +185,7 @@ def test_batched_sweep_equals_one_vmap(monkeypatch):
     monkeypatch.setattr(S, "_BATCH_BYTES", 1)
     monkeypatch.setattr(S, "_BATCH_MIN_CONFIGS", 1)
     assert S.sweep_batch_size(3, 6, config_bytes) == 1
-    from benchmarks._timing import CompileCounter
+    from passk.benchmarks._timing import CompileCounter
 
     with CompileCounter() as first:
         got = train_sweep(bandits, theta0s, **kw)
@@ -223,7 +223,7 @@ def test_regimes_and_configs_keep_their_places():
 def test_config_is_the_compile_cache_key(toy):
     """Equal configs are equal and hash alike (one compile for both); a changed setting recompiles;
     the settings are validated when the config is built."""
-    from benchmarks._timing import CompileCounter
+    from passk.benchmarks._timing import CompileCounter
 
     b, theta0, _ = toy
     a = TrainConfig(steps=3, rules="passk", learning_rate=np.float32(0.5), k_max=np.int64(64))

@@ -127,7 +127,7 @@ def _answer_sums(r, s) -> AnswerSums:
         # In the order j = 0, 1, ..., n - 1, the order in which a file read line by line adds the
         # same terms. Under `jit` the n multiply-adds over (..., D) are one pass over the scores:
         # XLA's CPU backend runs the einsum below as a batched matrix-vector product at about
-        # half the memory bandwidth (`benchmarks/sampled.py`).
+        # half the memory bandwidth (`passk/benchmarks/sampled.py`).
         big_g = functools.reduce(operator.add, [r[..., j, None] * s[..., j, :] for j in range(n)])
         q = functools.reduce(operator.add, [r[..., j] * sq[..., j] for j in range(n)])
     else:
@@ -187,7 +187,7 @@ def _from_sums(c, big_g, q, n: int) -> AnswerStatistics:
 
 
 # The public entry points run their few operations as one compiled program, not one per operation
-# (each costs a trace and a lowering at every start, `benchmarks/start.py`).
+# (each costs a trace and a lowering at every start, `passk/benchmarks/start.py`).
 _from_sums_jit = jax.jit(lambda c, big_g, q, *, n: stats_tree(_from_sums(c, big_g, q, n)), static_argnames="n")
 
 

@@ -12,7 +12,7 @@
 
 Both paths compute the same numbers by the same operations (the count tables are the sorted
 path's values on the sorted binary group). The formulas are in :func:`theory.estimators.pkpo_weights`;
-why the kernels are shaped as they are is measured in `benchmarks/README.md`. Nothing here
+why the kernels are shaped as they are is measured in `passk/benchmarks/README.md`. Nothing here
 validates: inputs are a float rewards array with the group last, an integer `k` array and a
 baseline in `(None, "loo", "loo-1")`.
 """
@@ -195,7 +195,7 @@ def sort_rewards(rewards):
     Groups of up to `_NETWORK_MAX_N` go through a sorting network with the group axis moved to
     the front (padded to a power of two with `+inf`, which sorts last and is cut off): on CPU
     faster than XLA's sorts although it makes `O(n log^2 n)` comparisons (measured in
-    `benchmarks/README.md`). Larger groups are sorted by XLA through their bit patterns:
+    `passk/benchmarks/README.md`). Larger groups are sorted by XLA through their bit patterns:
     non-negative floats order as their bit patterns read as integers, and a single integer
     operand sorts faster than floats (whose comparator orders NaN and -0.0); the sign bit is
     cleared, so -0.0 sorts as +0.0.
@@ -216,7 +216,7 @@ def _take_rows(values, idx):
     """`out[..., j] = values[..., idx[..., j]]` for in-range `idx`: a gather batched over groups.
 
     Written as a batched row lookup rather than `take_along_axis`, whose gather carries a full
-    index array (and bounds clamping) and runs slower on CPU (`benchmarks/README.md`).
+    index array (and bounds clamping) and runs slower on CPU (`passk/benchmarks/README.md`).
     """
     lookup = lambda row, i: row.at[i].get(mode="promise_in_bounds")  # noqa: E731
     for _ in range(values.ndim - 1):
@@ -278,7 +278,7 @@ def pkpo_sorted(rewards, k, baseline):
 
     Three compiled stages rather than one: compiled together, XLA on CPU fuses the sort's
     transposed output and the final gather into their consumers and the whole runs slower
-    (`benchmarks/README.md`).
+    (`passk/benchmarks/README.md`).
     Under an outer `jit` the stages are inlined (same numbers).
     """
     r = _sort_rewards_jit(rewards)

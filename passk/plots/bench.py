@@ -13,7 +13,7 @@ __all__ = ["draw"]
 
 
 def draw(results: list[dict], outdir) -> list[Path]:
-    """Draw `bench_scaling.png/.pdf` from the rows of `benchmarks.run` (needs the `scaling` rows).
+    """Draw `bench_scaling.png/.pdf` from the rows of `passk.benchmarks.run` (needs the `scaling` rows).
 
     Each panel shows the measured seconds on log-log axes, the power law fitted to all sizes and,
     when the row names `fit_points`, the one fitted to the largest sizes (exponents in the legend),

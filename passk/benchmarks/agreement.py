@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks._timing import interleaved, row
+from passk.benchmarks._timing import interleaved, row
 from sim.transformer import exact, model, task
 
 __all__ = ["setup", "bench", "temp_bytes"]

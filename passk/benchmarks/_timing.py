@@ -38,7 +38,7 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int, *, reduce=st
     keep spinning for a while after it returns (numpy's OpenBLAS for about 0.1 s after a matrix
     product) and would otherwise take cores from the next candidate. On 2 cores,
     `theory.sampled_critical_k` measured 48 ms right after the numpy baseline of
-    `benchmarks/sampled.py`, 32 ms after a 0.1 s pause or with `OPENBLAS_NUM_THREADS=1`.
+    `passk/benchmarks/sampled.py`, 32 ms after a 0.1 s pause or with `OPENBLAS_NUM_THREADS=1`.
 
     After the pause the cores are idle, and a short call pays for waking them: on 2 cores
     `theory.pkpo_weights` (4096 groups of 64 continuous rewards) measured a median of 6.3-8.7 ms

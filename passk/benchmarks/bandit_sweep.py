@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import theory
-from benchmarks._timing import interleaved
+from passk.benchmarks._timing import interleaved
 from sim.bandit import SoftmaxBandit, prompts_last, pullback, success_parts
 
 __all__ = ["make_bandits", "numpy_train", "numpy_sweep", "run_sweep", "step_floor", "RECORDS", "bench"]
@@ -316,9 +316,9 @@ def bench(*, quick: bool, key, repeats: int | None = None) -> list[dict]:
     `bandit-sweep[record_every=N]` (diagnostics every `N` steps, `J_1`, `J_k` and the update
     records at every step), each against the numpy baseline doing the same records. The targets
     are on `ours_s / hardware_s` (:data:`FLOOR_TARGETS`); `ratio` against numpy is reported. The full
-    run adds `profile`: the kernels' time per step by source line (:mod:`benchmarks.profile`).
+    run adds `profile`: the kernels' time per step by source line (:mod:`passk.benchmarks.profile`).
     """
-    from benchmarks._timing import CompileCounter, row
+    from passk.benchmarks._timing import CompileCounter, row
 
     cfg = dict(QUICK if quick else FULL)
     repeats = repeats or cfg["repeats"]
@@ -382,7 +382,7 @@ def bench(*, quick: bool, key, repeats: int | None = None) -> list[dict]:
 
 
 def _profile_sources(every: int) -> list[dict]:
-    """The largest source lines of :func:`benchmarks.profile.bandit_sweep_profile` (ms per step)."""
-    from benchmarks.profile import bandit_sweep_profile
+    """The largest source lines of :func:`passk.benchmarks.profile.bandit_sweep_profile` (ms per step)."""
+    from passk.benchmarks.profile import bandit_sweep_profile
 
     return bandit_sweep_profile(quick=False, record_every=every)["sources"]

@@ -5,12 +5,12 @@ to the line of this project that emitted it.
 trace (a kernel inside a `lax.scan` runs once per step), and names, for each kernel, the innermost
 frame under `sim/` or `theory/` of the operation it computes, read from the optimised HLO text that
 XLA dumps (`--xla_dump_to`; the flag must be set before JAX starts, so :func:`bandit_sweep_profile`
-runs the sweep in a child process, as `benchmarks/multi_device.py` does).
+runs the sweep in a child process, as `passk/benchmarks/multi_device.py` does).
 
 On a CPU with several cores XLA runs independent kernels side by side, so the summed kernel time
 can exceed the wall time; shares are of the summed time.
 
-    python -m benchmarks.profile [--quick] [--record-every N]
+    python -m passk.benchmarks.profile [--quick] [--record-every N]
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def _child(quick: bool, record_every: int, dump_dir: str) -> dict:
     """Runs in the child process started with the dump flags: the bandit sweep, profiled."""
     import jax
 
-    from benchmarks.bandit_sweep import FULL, QUICK, make_bandits, run_sweep
+    from passk.benchmarks.bandit_sweep import FULL, QUICK, make_bandits, run_sweep
 
     cfg = QUICK if quick else FULL
     bandits, theta0s = make_bandits(jax.random.key(0), n_regimes=cfg["n_regimes"], n_prompts=cfg["n_prompts"],
@@ -161,7 +161,7 @@ def bandit_sweep_profile(*, quick: bool, record_every: int) -> dict:
         env = dict(os.environ)
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_dump_to={dump_dir} --xla_dump_hlo_as_text"
                             " --xla_dump_hlo_pass_re=NONE --xla_dump_hlo_module_re=entry").strip()
-        args = [sys.executable, "-m", "benchmarks.profile", "--child", dump_dir, "--record-every", str(record_every)]
+        args = [sys.executable, "-m", "passk.benchmarks.profile", "--child", dump_dir, "--record-every", str(record_every)]
         proc = subprocess.run(args + (["--quick"] if quick else []), env=env, capture_output=True, text=True,
                               check=False, cwd=Path(__file__).resolve().parents[1])
     if proc.returncode != 0:

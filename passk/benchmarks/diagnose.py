@@ -91,7 +91,7 @@ def _decode_floor(path: Path) -> float:
 
 
 def bench(*, quick: bool, key=None, repeats: int | None = None) -> list[dict]:
-    from benchmarks._timing import row
+    from passk.benchmarks._timing import row
 
     n_prompts = 1563 if quick else 15625
     repeats = repeats or (1 if quick else 3)

@@ -25,8 +25,8 @@ def child(quick: bool) -> dict:
     import jax
     import numpy as np
 
-    from benchmarks._timing import interleaved
-    from benchmarks.bandit_sweep import make_bandits, run_sweep
+    from passk.benchmarks._timing import interleaved
+    from passk.benchmarks.bandit_sweep import make_bandits, run_sweep
 
     devices = jax.devices()
     n_prompts, n_regimes, ks, steps = (1024, 2, (1, 2, 4, 8), 20) if quick else (4096, 8, (1, 2, 3, 4, 6, 8, 12, 16), 50)
@@ -50,13 +50,13 @@ def child(quick: bool) -> dict:
 
 def bench(*, quick: bool, key=None, repeats: int | None = None) -> list[dict]:
     """Start the 4-device child, read its JSON line, return one row (ratio = 1-device / 4-device)."""
-    from benchmarks._timing import row
+    from passk.benchmarks._timing import row
 
     env = dict(os.environ)
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={N_DEVICES}").strip()
     env["JAX_PLATFORMS"] = "cpu"
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.multi_device", "--quick" if quick else "--full"],
+        [sys.executable, "-m", "passk.benchmarks.multi_device", "--quick" if quick else "--full"],
         env=env, capture_output=True, text=True, check=False,
     )
     if proc.returncode != 0:
@@ -82,7 +82,7 @@ def multihost(*, coordinator: str, num_processes: int, process_id: int, quick: b
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
     import numpy as np
 
-    from benchmarks.bandit_sweep import make_bandits, run_sweep
+    from passk.benchmarks.bandit_sweep import make_bandits, run_sweep
 
     n_prompts, n_regimes, ks, steps = (
         (1024, 2, (1, 2, 4, 8), 20) if quick else (4096, 8, (1, 2, 3, 4, 6, 8, 12, 16), 50)
@@ -103,7 +103,7 @@ def multihost(*, coordinator: str, num_processes: int, process_id: int, quick: b
 def _main(argv=None) -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(description="bandit sweep on several devices (see benchmarks/README.md)")
+    parser = argparse.ArgumentParser(description="bandit sweep on several devices (see passk/benchmarks/README.md)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--full", action="store_true", help="full sizes (the default)")
     parser.add_argument("--multihost", action="store_true", help="run across processes with jax.distributed")

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._timing import CompileCounter, row
+from passk.benchmarks._timing import CompileCounter, row
 
 __all__ = ["COMMANDS", "run_command", "bench", "slider_namespace", "slider_child"]
 
@@ -151,7 +151,7 @@ def _slider_row() -> list[dict]:
     import json
 
     # A child process: the notebook's drawing code (matplotlib) stays out of the benchmarks.
-    proc = subprocess.run([sys.executable, "-c", "from benchmarks.start import slider_child; slider_child()"],
+    proc = subprocess.run([sys.executable, "-c", "from passk.benchmarks.start import slider_child; slider_child()"],
                           env=_child_env(None), capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(f"slider child failed: {proc.stderr[-2000:]}")

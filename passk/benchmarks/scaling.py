@@ -21,8 +21,8 @@ import time
 import jax
 import numpy as np
 
-from benchmarks._timing import interleaved, row
-from benchmarks.bandit_sweep import make_bandits, run_sweep
+from passk.benchmarks._timing import interleaved, row
+from passk.benchmarks.bandit_sweep import make_bandits, run_sweep
 
 __all__ = ["bench", "fit_exponent"]
 

@@ -30,7 +30,7 @@ import numpy as np
 from scipy.special import comb
 
 import theory
-from benchmarks._timing import interleaved, row
+from passk.benchmarks._timing import interleaved, row
 
 __all__ = ["READS_TARGET", "numpy_sampled_critical_k", "make_run", "bench"]
 

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import theory
-from benchmarks._timing import interleaved, row
+from passk.benchmarks._timing import interleaved, row
 
 __all__ = ["numpy_pkpo_weights", "numpy_pkpo_loop", "make_rewards", "bench", "BASELINES"]
 

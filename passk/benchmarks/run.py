@@ -19,14 +19,14 @@ __all__ = ["BENCHMARKS", "PER_RUN_KEYS", "run", "median_of_runs", "format_table"
 
 #: Benchmark names, in run order, and their modules (each has `bench(quick=, key=) -> list[dict]`).
 BENCHMARKS = {
-    "bandit-sweep": "benchmarks.bandit_sweep",
-    "agreement": "benchmarks.agreement",
-    "estimators": "benchmarks.estimators",
-    "sampled": "benchmarks.sampled",
-    "diagnose": "benchmarks.diagnose",
-    "scaling": "benchmarks.scaling",
-    "multi-device": "benchmarks.multi_device",
-    "start": "benchmarks.start",
+    "bandit-sweep": "passk.benchmarks.bandit_sweep",
+    "agreement": "passk.benchmarks.agreement",
+    "estimators": "passk.benchmarks.estimators",
+    "sampled": "passk.benchmarks.sampled",
+    "diagnose": "passk.benchmarks.diagnose",
+    "scaling": "passk.benchmarks.scaling",
+    "multi-device": "passk.benchmarks.multi_device",
+    "start": "passk.benchmarks.start",
 }
 
 
