@@ -196,7 +196,7 @@ def test_padding_changes_nothing(tiny):
     padded = exact.conflict_summary(np.asarray(p, np.float64), np.asarray(a, np.float64), ks, mu)
     plain = exact.conflict_summary(np.asarray(p0, np.float64), np.asarray(a0, np.float64), ks)
     assert padded["k_star"] == plain["k_star"]
-    np.testing.assert_allclose(padded["I_k"], plain["I_k"], rtol=1e-4)
+    np.testing.assert_allclose(padded["inner"], plain["inner"], rtol=1e-4)
     keys = jax.random.split(jax.random.key(0), 3)
     ks = np.array([1, 4, 4])
     runs = np.array([True, True, False])
@@ -221,11 +221,11 @@ def test_explanations_read_the_records():
     """One run per class: `I_k` turned (k* moved), the update pointed the other way (sampling),
     both kept the predicted sign (step too large)."""
     base = {"k_star": [5, 3, 3, 3]}
-    moved = {**base, "j1": np.array([0.5, 0.51, 0.49, 0.40]), "A_k": np.array([0.1, -0.2, -0.2, -0.2]),
+    moved = {**base, "j1": np.array([0.5, 0.51, 0.49, 0.40]), "mean_agreement": np.array([0.1, -0.2, -0.2, -0.2]),
              "update_inner": np.array([0.01, -0.02, -0.03])}
-    sampled = {**base, "j1": np.array([0.5, 0.40, 0.41, 0.42]), "A_k": np.array([0.1, 0.1, 0.1, 0.1]),
+    sampled = {**base, "j1": np.array([0.5, 0.40, 0.41, 0.42]), "mean_agreement": np.array([0.1, 0.1, 0.1, 0.1]),
                "update_inner": np.array([-0.05, 0.01, 0.01])}
-    large = {**base, "j1": np.array([0.5, 0.40, 0.41, 0.42]), "A_k": np.array([0.1, 0.1, 0.1, 0.1]),
+    large = {**base, "j1": np.array([0.5, 0.40, 0.41, 0.42]), "mean_agreement": np.array([0.1, 0.1, 0.1, 0.1]),
              "update_inner": np.array([0.05, 0.01, 0.01])}
     assert "k* moved" in ksweep._explain(1, -1, 4, -0.1, [moved])
     assert "at step 2" in ksweep._explain(1, -1, 4, -0.1, [moved])
@@ -319,7 +319,7 @@ def test_quick_warm_starts_match_their_rows(quick):
     for warm in quick["warm_starts"]:
         rows = [r for r in quick["k_sweep"] if r["task"] == warm["task"] and r["warm_start"] == warm["warm_start"]]
         assert {r["k_star"] for r in rows} == {warm["k_star"]}
-        a_k = np.asarray(warm["A_k"])
+        a_k = np.asarray(warm["mean_agreement"])
         assert a_k[0] > 0
         if warm["k_star"] is not None and warm["k_star"] <= len(a_k):
             assert np.all(a_k[: warm["k_star"] - 1] > 0) and a_k[warm["k_star"] - 1] < 0

@@ -79,6 +79,8 @@ import numpy as np
 
 import theory
 from sim.intervals import mean_interval, wilson_interval
+from sim.records import RECORD_NAMES as R
+from sim.records import floats as _floats
 from sim.transformer import exact as _exact
 from sim.transformer import model as _model
 from sim.transformer import task_families as _families
@@ -318,7 +320,7 @@ def sweep_runs(params, prompts, answers, config, ks, keys, exact, *, learning_ra
                          layout(keys), layout(jnp.asarray(exact)), jnp.float32(learning_rate), config=config,
                          n_samples=int(n_samples), steps=int(steps))
     unlayout = lambda x: np.asarray(x, np.float64).reshape((n_batches * size,) + x.shape[2:])[:runs]
-    return {"p": unlayout(p), "agreement": unlayout(a), "update_inner": unlayout(inner)}
+    return {"p": unlayout(p), "agreement": unlayout(a), R.update_inner: unlayout(inner)}
 
 
 def run_records(p, agreement, k, mu=None) -> dict:
@@ -335,23 +337,20 @@ def run_records(p, agreement, k, mu=None) -> dict:
       mu: `(P,)` prompt weights, uniform when None.
 
     Returns:
-      `{"j1", "jk", "A_k"}` as `(T + 1,)` float arrays and `"k_star"` as a list of int or None.
+      `{"j1", "jk", "mean_agreement"}` (:data:`sim.records.RECORD_NAMES`) as `(T + 1,)` float
+      arrays and `"k_star"` as a list of int or None.
     """
     p, agreement = np.asarray(p, np.float64), np.asarray(agreement, np.float64)
     weights = np.full(p.shape[-1], 1.0 / p.shape[-1]) if mu is None else np.asarray(mu, np.float64)
     return {
-        "j1": p @ weights,
-        "jk": np.asarray(theory.pass_at_k(p, k)) @ weights,
-        "A_k": np.asarray(theory.weighted_mean_agreement(p, agreement, k, weights)),
-        "k_star": [theory.critical_k(pt, at, weights) for pt, at in zip(p, agreement)],
+        R.j1: p @ weights,
+        R.jk: np.asarray(theory.pass_at_k(p, k)) @ weights,
+        R.mean_agreement: np.asarray(theory.weighted_mean_agreement(p, agreement, k, weights)),
+        R.k_star: [theory.critical_k(pt, at, weights) for pt, at in zip(p, agreement)],
     }
 
 
 _agreement_jvp = jax.jit(_exact.agreement_jvp, static_argnums=3, static_argnames=("subset", "chunk_size"))
-
-
-def _floats(x):
-    return [float(v) for v in np.asarray(x, dtype=np.float64).ravel()]
 
 
 def _check_key(key):
@@ -403,11 +402,11 @@ def _explain(predicted, observed, k, change, runs, exact_agrees=None):
     """
     classes, where = [], []
     for r in runs:
-        deltas = np.diff(r["j1"])  # (T,)
+        deltas = np.diff(r[R.j1])  # (T,)
         t = int(np.argmax(observed * deltas))  # the step that moved pass@1 furthest the observed way
-        if np.sign(r["A_k"][t]) == observed:
+        if np.sign(r[R.mean_agreement][t]) == observed:
             classes.append("k* moved" if t > 0 else "several crossings")
-        elif np.sign(r["update_inner"][t]) == observed:
+        elif np.sign(r[R.update_inner][t]) == observed:
             classes.append("sampled update")
         else:
             classes.append("step too large")
@@ -426,7 +425,7 @@ def _explain(predicted, observed, k, change, runs, exact_agrees=None):
     for name in dict.fromkeys(classes):
         i = classes.index(name)
         share = classes.count(name) / len(classes)
-        path = ", ".join(str(v) for v in runs[i]["k_star"])
+        path = ", ".join(str(v) for v in runs[i][R.k_star])
         parts.append(words[name].format(k=k, obs=observed, t=where[i], path=path) + f" [{share:.0%} of runs]")
     if exact_agrees:
         parts.append("the exact-gradient run at this k moved pass@1 as predicted")
@@ -441,17 +440,17 @@ def _rows_for(family, ws_name, k_star, ks, seeds, out, n_samples, summary, mu):
     """The table rows of one warm start from its runs (per `k`: `seeds` sampled runs, then the exact one)."""
     rows = []
     n_runs_k = seeds + 1
-    a_start = dict(zip(summary["ks"], summary["A_k"]))
+    a_start = dict(zip(summary["ks"], summary[R.mean_agreement]))
     for index, k in enumerate(ks):
         runs = []
         for r in range(index * n_runs_k, (index + 1) * n_runs_k):
             record = run_records(out["p"][r], out["agreement"][r], int(k), mu)
-            record["update_inner"] = out["update_inner"][r]
+            record[R.update_inner] = out[R.update_inner][r]
             runs.append(record)
         sampled, exact = runs[:seeds], runs[seeds]
-        change = np.asarray([r["j1"][-1] - r["j1"][0] for r in sampled])
+        change = np.asarray([r[R.j1][-1] - r[R.j1][0] for r in sampled])
         interval = mean_interval(change)
-        exact_change = float(exact["j1"][-1] - exact["j1"][0])
+        exact_change = float(exact[R.j1][-1] - exact[R.j1][0])
         pred = predicted_sign(int(k), k_star)
         obs, exact_obs = observed_sign(interval), int(np.sign(exact_change))
         row = {
@@ -466,28 +465,28 @@ def _rows_for(family, ws_name, k_star, ks, seeds, out, n_samples, summary, mu):
             "verdict": _verdict(pred, obs),
             "explanation": None,
             "n_samples": int(n_samples),
-            "A_k_start": float(a_start[int(k)]),
+            "mean_agreement_start": float(a_start[int(k)]),
             "pass1_change_per_seed": _floats(change),
-            "pass1_mean": _floats(np.mean([r["j1"] for r in sampled], axis=0)),
-            "passk_mean": _floats(np.mean([r["jk"] for r in sampled], axis=0)),
-            "first_order_change": float(np.mean([np.sum(r["update_inner"]) for r in sampled])),
-            "k_star_after": [r["k_star"][-1] for r in sampled],
-            "k_star_path": [r["k_star"] for r in sampled],
+            "pass1_mean": _floats(np.mean([r[R.j1] for r in sampled], axis=0)),
+            "passk_mean": _floats(np.mean([r[R.jk] for r in sampled], axis=0)),
+            "first_order_change": float(np.mean([np.sum(r[R.update_inner]) for r in sampled])),
+            "k_star_after": [r[R.k_star][-1] for r in sampled],
+            "k_star_path": [r[R.k_star] for r in sampled],
             "exact_pass1_change": exact_change,
             "exact_observed_sign": exact_obs,
             "exact_verdict": _verdict(pred, exact_obs),
             "exact_explanation": None,
-            "exact_pass1": _floats(exact["j1"]),
-            "exact_passk": _floats(exact["jk"]),
-            "exact_first_order_change": float(np.sum(exact["update_inner"])),
-            "exact_k_star_path": exact["k_star"],
-            "exact_k_star_after": exact["k_star"][-1],
+            "exact_pass1": _floats(exact[R.j1]),
+            "exact_passk": _floats(exact[R.jk]),
+            "exact_first_order_change": float(np.sum(exact[R.update_inner])),
+            "exact_k_star_path": exact[R.k_star],
+            "exact_k_star_after": exact[R.k_star][-1],
         }
         if row["verdict"] == "inconclusive":
             row["explanation"] = (
                 f"within noise: the 95% interval over {seeds} seeds, "
                 f"[{interval['lower']:.2e}, {interval['upper']:.2e}], "
-                f"contains 0 (A_k at the start {row['A_k_start']:.2e})"
+                f"contains 0 (A_k at the start {row['mean_agreement_start']:.2e})"
             )
         elif row["verdict"] == "disagree":
             row["explanation"] = _explain(pred, obs, int(k), interval["value"], sampled,
@@ -669,7 +668,8 @@ def ksweep_study(*, quick: bool, key, families=_families.FAMILIES,
             "k_covers_2k_star": k_star is None or 2 * k_star <= k_top,
             "last_layer_k_star": summary["last_layer_k_star"],
             "last_layer_sign_right": summary["last_layer_sign_right"],
-            "pass1": float(p_real.mean()), "I_k": summary["I_k"][:k_top], "A_k": summary["A_k"][:k_top],
+            "pass1": float(p_real.mean()), R.inner: summary[R.inner][:k_top],
+            R.mean_agreement: summary[R.mean_agreement][:k_top],
             "p_histogram": _histogram(p_real, hard),
             "hard_mean_p": float(p_real[hard].mean()), "easy_mean_p": float(p_real[~hard].mean()),
             "hard_negative_agreement_share": float(np.mean(a_real[hard] < 0)),
