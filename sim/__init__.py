@@ -6,8 +6,12 @@
   regime.
 - :func:`train`, :func:`train_sweep`: gradient ascent on pass@1, pass@k or conflict-safe updates,
   exact or with the sampled estimators trainers use, in `lax.scan`: one unbatched core
-  (:mod:`sim.train`: :class:`TrainConfig`, :class:`Records`, the rule table) under `jit`, or
-  vmapped over rules, `k` and seeds and laid out over regimes and devices (:mod:`sim.sweep`).
+  (:mod:`sim.train`; :class:`TrainConfig` in :mod:`sim.train_config`) under `jit`, or vmapped
+  over rules, `k` and seeds and laid out over regimes and devices (:mod:`sim.sweep`).
+- :data:`RULE_TABLE` (:mod:`sim.rules`): every update rule, on the direction before the optimiser
+  or on the step after it, read by both trainers and :func:`conflict_guard`;
+  :class:`Records`, :data:`RECORD_NAMES` (:mod:`sim.records`): one vocabulary of records for the
+  bandits, the transformer, the JSON and the plots.
 - :func:`draw_answers`, :func:`sampled_update`, :func:`sampled_updates`: answers drawn from the
   policy and the score-function updates of each estimator on them (:mod:`sim.answers`).
 - :mod:`sim.experiments`: the numbers of the five confirmations (:func:`~sim.experiments.run_all`);
@@ -25,13 +29,13 @@ Figures are drawn by :mod:`passk.plots.bandit`; `sim` only returns numbers.
 from sim.answers import draw_answers, sampled_update, sampled_updates
 from sim.bandit import DEFAULT_K_MAX, BanditDiagnostics, SoftmaxBandit
 from sim.guards import GUARD_RULES, GuardState, conflict_guard, sampled_surrogate
+from sim.records import RECORD_NAMES, Records
+from sim.rules import RULE_TABLE, UpdateRule
 from sim.sweep import sweep_map
 from sim.toy import TOY_DEFAULTS, hard_mask, toy_bandit, toy_diagnostics, toy_start
 from sim.train import (
     ESTIMATORS,
-    RECORD_NAMES,
     RULES,
-    Records,
     TrainConfig,
     train,
     train_sweep,
@@ -48,10 +52,12 @@ __all__ = [
     "ESTIMATORS",
     "RECORD_NAMES",
     "RULES",
+    "RULE_TABLE",
     "Records",
     "SoftmaxBandit",
     "TOY_DEFAULTS",
     "TrainConfig",
+    "UpdateRule",
     "diagnose_model",
     "diagnosis_report",
     "draw_answers",

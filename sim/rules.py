@@ -14,13 +14,13 @@ rule                  acts on    reads   `v'` from `v` (`v = g_1` for "pass1", e
 ====================  =========  ======  =====================================================
 `"pass1"`             direction  1       `g_1`
 `"passk"`             direction  k       `g_k`
-`"safe-k"`            direction  k*->k'  `g_k'`, `k' = min(k, k* - 1)` (at least 1), `k*` at the
-                                         current parameters
 `"project"`           direction  k, 1    `theory.project_conflict(g_k, g_1)`
 `"project-safe"`      direction  k, 1    `theory.project_step_safe(g_k, g_1, step_size=eta,
                                          smoothness=L_1)`: exact for SGD of step `eta`
 `"mixture"`           direction  k, 1    `g_k + lambda g_1`, `lambda` fixed (the objective
                                          `J_k + lambda J_1`) or `theory.mixture_coefficient`
+`"safe-k"`            direction  k*->k'  `g_k'`, `k' = min(k, k* - 1)` (at least 1), `k*` at the
+                                         current parameters
 `"project-step"`      step       k, 1    `theory.project_conflict(u, g_1)`: `<g_1, u'> >= 0`
                                          for the update taken, whatever the optimiser
 `"project-safe-step"` step       k, 1    `theory.project_step_safe(u, g_1, step_size=1,
@@ -153,11 +153,11 @@ def _entries(*rules):
 RULE_TABLE: dict[str, UpdateRule] = _entries(
     UpdateRule("pass1", "g_1", _ascent, order="1"),
     UpdateRule("passk", "g_k", _ascent),
-    UpdateRule("safe-k", "g_k', k' = min(k, k* - 1)", _ascent, order="k'"),
     UpdateRule("project", "project_conflict(g_k, g_1)", _project, reads_g1=True),
     UpdateRule("project-safe", "project_step_safe(g_k, g_1, step_size=eta, smoothness=L_1)", _project_safe,
                reads_g1=True, uses_smoothness=True),
     UpdateRule("mixture", "g_k + lambda g_1", _mixture, reads_g1=True, uses_mixture_weight=True),
+    UpdateRule("safe-k", "g_k', k' = min(k, k* - 1)", _ascent, order="k'"),
     UpdateRule("project-step", "project_conflict(u, g_1)", _project, acts_on="step", reads_g1=True),
     UpdateRule("project-safe-step", "project_step_safe(u, g_1, step_size=1, smoothness=L_1)", _project_safe,
                acts_on="step", reads_g1=True, uses_smoothness=True),

@@ -25,6 +25,7 @@ from hypothesis import strategies as st  # noqa: E402
 import theory  # noqa: E402
 from sim import rules, toy_bandit, train  # noqa: E402
 from sim.records import RECORD_NAMES as R  # noqa: E402
+from sim.transformer import pg_step  # noqa: E402
 from sim.transformer import train as transformer_train  # noqa: E402
 
 NAMES = list(rules.RULE_TABLE)
@@ -154,7 +155,7 @@ def test_transformer_config_accepts_every_entry():
         pg = transformer_train.PGConfig(estimator="pkpo-loo-1", k=4, rule=name,
                                         smoothness=1.0 if rule.uses_smoothness else None)
         assert pg.rule == name
-        args = transformer_train._rule_args(pg)
+        args = pg_step.rule_args(pg)
         assert (int(args.guard) > 0) == rule.reads_g1 and bool(args.moves_k) == rule.reads_k_star
         if not rule.uses_smoothness:
             with pytest.raises(ValueError, match="smoothness"):

@@ -15,7 +15,7 @@ import optax
 import pytest
 
 from sim.records import RECORD_NAMES as R
-from sim.transformer import checkpoint, exact, safe, task, train
+from sim.transformer import checkpoint, exact, pg_step, safe, task, train
 from tiny_transformer import make_tiny
 
 STEPS = 10
@@ -50,7 +50,7 @@ def _old_chunk(carry, start, key, prompts, answers, mu, verifier_args, *, config
         g1 = exact.grad_pass_at_1(theta, prompts, answers, config, mu)
         neg = jax.tree_util.tree_map(jnp.negative, grads)
         updates, opt_state = opt.update(neg, opt_state, theta)
-        j1, jk = train._evaluate(theta, prompts, answers, mu, track, config)
+        j1, jk = pg_step.evaluate(theta, prompts, answers, mu, track, config)
         metrics = {R.j1: j1, R.jk: jk, R.update_inner: exact.tree_dot(g1, updates), "mean_reward": mean_reward}
         return (optax.apply_updates(theta, updates), opt_state), metrics
 

@@ -1,13 +1,15 @@
 """A small JAX transformer that confirms the pass@k / pass@1 conflict end to end.
 
 Modules: :mod:`task` (the verifiable task), :mod:`model` (the transformer), :mod:`exact` (exact
-success, objectives and agreements by JVP), :mod:`train` (warm start, policy-gradient fine-tuning,
-sampling, training rules), :mod:`checkpoint` (chunked loops that checkpoint and resume),
-:mod:`experiment` (:func:`run_experiment`), :mod:`safe`
-(:func:`safe_update_study`: the conflict-safe rules measured), :mod:`task_families` (the
-exception task and the rare-rule task in one form), :mod:`ksweep` (:func:`ksweep_study`: plain
-SGD through the crossing at every `k`, two task families, three warm starts each), :mod:`proxy`
-(the last-layer proxy: its errors, from samples, and :func:`hidden_conflict_case`).
+success, objectives and agreements by JVP), :mod:`sampling` (answers from the policy),
+:mod:`warm_start` (supervised warm start), :mod:`train` (policy-gradient fine-tuning with every
+rule of :data:`sim.rules.RULE_TABLE`), :mod:`pg_step` (its compiled step, and many runs of it at
+once), :mod:`smoothness` (a measured `L_1`), :mod:`checkpoint` (chunked loops that checkpoint and
+resume), :mod:`experiment` (:func:`run_experiment`), :mod:`safe` (:func:`safe_update_study`: the
+conflict-safe rules measured), :mod:`task_families` (the exception task and the rare-rule task in
+one form), :mod:`ksweep` (:func:`ksweep_study`: plain SGD through the crossing at every `k`, two
+task families, three warm starts each; its table in :mod:`ksweep_rows`), :mod:`proxy` (the
+last-layer proxy: its errors, from samples, and :func:`hidden_conflict_case`).
 """
 
 from sim.transformer.exact import (

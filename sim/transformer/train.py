@@ -61,14 +61,12 @@ bonus and no length normalisation (answers have a fixed length of two tokens).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 import theory
 from sim import guards as _guards
@@ -76,6 +74,7 @@ from sim import rules as _rules
 from sim.records import RECORD_NAMES as R
 from sim.transformer import checkpoint as _checkpoint
 from sim.transformer import exact as _exact
+from sim.transformer import pg_step as _pg_step
 from sim.transformer.sampling import answer_log_probs, sample_answer, sample_answers
 from sim.transformer.smoothness import estimate_smoothness
 from sim.transformer.warm_start import SFTConfig, supervised_warm_start
@@ -216,167 +215,7 @@ def pg_surrogate(params, prompts, answers, config, pg: PGConfig, key, verifier, 
 
 
 # ---------------------------------------------------------------------------------------------
-# Policy-gradient fine-tuning
-#
-# One compiled chunk serves every rule: what differs between rules (which update, which guard,
-# `k`, `lambda`, `L_1`, the learning rate, `m`, the tracked orders) enters as traced values of
-# `_RuleArgs` and is selected by arithmetic (`jnp.where`) or `lax.switch`/`lax.cond`, so a program
-# is compiled once per `_StepShape` (and model config, verifier and array shapes), not once per
-# `PGConfig`.
-
-
-class _StepShape(NamedTuple):
-    """The static part of a fine-tuning chunk: one compiled program per value."""
-
-    estimator: str
-    optimizer: str
-    n_samples: int  # 0 for "exact" (unused there), so exact runs share a program
-    chunk: int
-
-
-# `_RuleArgs.direction`: the update a rule starts from (the pass@k update also for "safe-k", at its
-# moving order), and whether its guard needs the pass@1 gradient of the same answers.
-_PASSK_UPDATE, _PASS1_UPDATE, _GUARDED_UPDATE = range(3)
-
-
-def _guard_variants():
-    """`(rule, adaptive)` of every guard a chunk builds: each rule of the table that reads `g_1`,
-    the mixtures twice (fixed `lambda`, and adaptive). `_RuleArgs.guard` is 1 + an index here
-    (0: no guard)."""
-    return [(name, adaptive) for name, rule in _rules.RULE_TABLE.items() if rule.reads_g1
-            for adaptive in ((False, True) if rule.uses_mixture_weight else (False,))]
-
-
-class _RuleArgs(NamedTuple):
-    """The traced part of a fine-tuning chunk (see `_rule_args`)."""
-
-    direction: jax.Array
-    guard: jax.Array
-    moves_k: jax.Array
-    k: jax.Array
-    mixture_weight: jax.Array
-    smoothness: jax.Array
-    learning_rate: jax.Array
-    safe_k_every: jax.Array
-    track_ks: jax.Array
-
-
-def _step_shape(pg: PGConfig) -> _StepShape:
-    return _StepShape(pg.estimator, pg.optimizer, 0 if pg.estimator == "exact" else pg.n_samples, pg.checkpoint_every)
-
-
-def _rule_args(pg: PGConfig) -> _RuleArgs:
-    rule = _rules.RULE_TABLE[pg.rule]
-    direction = _PASS1_UPDATE if rule.order == "1" else _GUARDED_UPDATE if rule.reads_g1 else _PASSK_UPDATE
-    adaptive = rule.uses_mixture_weight and pg.mixture_weight is None
-    guard = 1 + _guard_variants().index((pg.rule, adaptive)) if rule.reads_g1 else 0
-    i32 = lambda x: jnp.asarray(x, jnp.int32)
-    f32 = lambda x: jnp.asarray(x, jnp.float32)  # the model's dtype: a Python float rounds to it too
-    return _RuleArgs(
-        direction=i32(direction), guard=i32(guard), moves_k=jnp.asarray(rule.reads_k_star), k=i32(pg.k),
-        mixture_weight=f32(0.0 if pg.mixture_weight is None else pg.mixture_weight),
-        smoothness=f32(1.0 if pg.smoothness is None else pg.smoothness),
-        learning_rate=f32(pg.learning_rate), safe_k_every=i32(pg.safe_k_every), track_ks=i32(pg.track_ks),
-    )
-
-
-def _select(condition, on_true, on_false):
-    """`on_true` where the traced scalar `condition` holds, else `on_false` (pytrees alike)."""
-    return jax.tree_util.tree_map(lambda a, b: jnp.where(condition, a, b), on_true, on_false)
-
-
-def _base_optimizer(optimizer: str, learning_rate):
-    # optax minimises: the chunk descends the negated ascent direction.
-    return optax.sgd(learning_rate) if optimizer == "sgd" else optax.adam(learning_rate)
-
-
-def _safe_k(theta, prompts, answers, config, mu, k_max):
-    """`k' = min(k_max, k* - 1)` from the exact `p` and agreements at `theta` (at least 1)."""
-    a, p, _ = _exact.agreement_jvp(theta, prompts, answers, config, mu)
-    k_star = theory.critical_k_jax(p, a, mu, k_max=k_max)  # k_max + 1: no conflict up to k_max
-    return _rules.order_below_k_star(jnp.asarray(k_max, jnp.int32), k_star)
-
-
-@functools.partial(jax.jit, static_argnums=5)
-def _evaluate(theta, prompts, answers, mu, track, config):
-    p = _exact.success(theta, prompts, answers, config)
-    return jnp.sum(mu * p), jnp.sum(mu * theory.pass_at_k(p, track[:, None]), axis=-1)
-
-
-@functools.partial(jax.jit, static_argnames=("config", "shape", "verifier"))
-def _pg_chunk(carry, start, key, prompts, answers, mu, verifier_args, args: _RuleArgs, *, config, shape: _StepShape,
-              verifier):
-    """`shape.chunk` steps of any rule; carry `(theta, optimiser state, guard state, k')`."""
-    base = _base_optimizer(shape.optimizer, args.learning_rate)
-    verify = lambda x, y: verifier(x, y, *verifier_args)
-    # Every rule of the table that reads g_1, as a conflict_guard: a direction rule's guard sits
-    # before the optimiser (it sees the loss gradient), a step rule's after it (it sees the step
-    # the optimiser will apply, SPEC section 5).
-    guards = {}
-    for index, (name, adaptive) in enumerate(_guard_variants(), start=1):
-        rule = _rules.RULE_TABLE[name]
-        safe, direction = rule.uses_smoothness, rule.acts_on == "direction"
-        guards[index] = (rule.acts_on, _guards.conflict_guard(
-            name, smoothness=args.smoothness if safe else None,
-            step_size=args.learning_rate if safe and direction else None,
-            mixture_weight=args.mixture_weight if rule.uses_mixture_weight and not adaptive else None,
-        ))
-
-    def guard(position, updates, state, g1):
-        # Every guard of this position runs and `args.guard`'s result is selected by arithmetic:
-        # guards are cheap next to a model pass, and a `lax.switch` here changes how XLA fuses the
-        # step's arithmetic (so "passk" with SGD would no longer match a program of its own bit
-        # for bit).
-        out = (updates, state)
-        for index, (acts_on, transform) in guards.items():
-            if acts_on == position:
-                out = _select(args.guard == index, transform.update(updates, state, pass1_grad=g1), out)
-        return out
-
-    def directions(theta, k, step_key):
-        """`(ascent, g_1 the guard sees, exact g_1 for the records, mean sampled reward)`."""
-        g1 = _exact.grad_pass_at_1(theta, prompts, answers, config, mu)
-        if shape.estimator == "exact":
-            # Both gradients, selected by arithmetic (a `lax.cond` changes the fusion, as above).
-            gk = jax.grad(_exact.pass_at_k_objective)(theta, prompts, answers, config, k, mu)
-            ascent = _select(args.direction == _PASS1_UPDATE, g1, gk)
-            return ascent, g1, g1, jnp.nan
-        samples = sample_answers(theta, prompts, step_key, config, answers.shape[1], shape.n_samples)  # (P, n, La)
-        rewards = jax.vmap(lambda x, ys: jax.vmap(lambda y: verify(x, y))(ys))(prompts, samples)  # (P, n)
-        _, vjp = jax.vjp(lambda th: answer_log_probs(th, prompts, samples, config), theta)
-        # The estimator's update, and the RLOO estimate of grad J_1 from the same answers
-        # (sim.guards.sampled_surrogate's update): unbiased for grad J_1.
-        passk = lambda: vjp(mu[:, None] * theory.gradient_estimator(shape.estimator).coefficients(rewards, k))[0]
-        pass1 = lambda: vjp(mu[:, None] * theory.gradient_estimator("rloo").coefficients(rewards, None))[0]
-        unused = lambda: jax.tree_util.tree_map(jnp.zeros_like, theta)
-        ascent, g1_guard = jax.lax.switch(args.direction, [
-            lambda: (passk(), unused()),
-            lambda: (lambda g: (g, g))(pass1()),
-            lambda: (passk(), pass1()),
-        ])
-        return ascent, g1_guard, g1, jnp.mean(rewards)
-
-    def step(carry, inputs):
-        theta, base_state, guard_state, k_cur = carry
-        t, step_key = inputs
-        # "safe-k" recomputes k' every m steps; other rules keep k' = k.
-        k_cur = jax.lax.cond(
-            args.moves_k & (t % args.safe_k_every == 0),
-            lambda th: _safe_k(th, prompts, answers, config, mu, args.k),
-            lambda th: k_cur,
-            theta,
-        )
-        ascent, g1_guard, g1, mean_reward = directions(theta, k_cur, step_key)
-        neg = jax.tree_util.tree_map(jnp.negative, ascent)
-        neg, guard_state = guard("direction", neg, guard_state, g1_guard)
-        updates, base_state = base.update(neg, base_state, theta)
-        updates, guard_state = guard("step", updates, guard_state, g1_guard)
-        j1, jk = _evaluate(theta, prompts, answers, mu, args.track_ks, config)
-        metrics = {R.j1: j1, R.jk: jk, R.update_inner: _exact.tree_dot(g1, updates), "mean_reward": mean_reward,
-                   R.k_used: k_cur}
-        return (optax.apply_updates(theta, updates), base_state, guard_state, k_cur), metrics
-
-    return jax.lax.scan(step, carry, _checkpoint.step_keys(key, start, shape.chunk))
+# Policy-gradient fine-tuning (the compiled step: :mod:`sim.transformer.pg_step`)
 
 
 def finetune(
@@ -424,14 +263,14 @@ def finetune(
         "pg", _checkpoint.pg_identity(pg), config, *digests, _checkpoint.key_list(key),
         getattr(verifier, "__qualname__", repr(verifier)),
     )
-    args, shape = _rule_args(pg), _step_shape(pg)
+    args, shape = _pg_step.rule_args(pg), _pg_step.step_shape(pg)
     fresh_guard_state = _guards.conflict_guard().init(params)
     to_shared, to_saved = _checkpoint.carry_layout(pg, fresh_guard_state)
-    base_state = _base_optimizer(pg.optimizer, pg.learning_rate).init(params)
+    base_state = _pg_step.base_optimizer(pg.optimizer, pg.learning_rate).init(params)
     init, _ = to_saved((params, base_state, fresh_guard_state, jnp.asarray(pg.k, jnp.int32)), {})
 
     def run_chunk(saved, start):
-        carry, metrics = _pg_chunk(to_shared(saved), start, key, prompts, answers, mu, verifier_args, args,
+        carry, metrics = _pg_step.pg_chunk(to_shared(saved), start, key, prompts, answers, mu, verifier_args, args,
                                    config=config, shape=shape, verifier=verifier)
         return to_saved(carry, metrics)
 
@@ -447,7 +286,7 @@ def finetune(
         label=label,
     )
     params = carry[0]
-    j1_end, jk_end = jax.device_get(_evaluate(params, prompts, answers, mu, args.track_ks, config))
+    j1_end, jk_end = jax.device_get(_pg_step.evaluate(params, prompts, answers, mu, args.track_ks, config))
     trajectory = {
         R.j1: np.append(np.asarray(metrics[R.j1]), j1_end),
         R.jk: np.concatenate([np.asarray(metrics[R.jk]), np.asarray(jk_end)[None]], axis=0),
