@@ -28,7 +28,7 @@ second rule) and each of its warm starts (points along one supervised run, so wi
 Each run records, at every `theta_t`, the exact `p` and agreements, hence `J_1`, `J_k`, `k*_t`
 and `A_k(theta_t)` at its own `k` (:func:`run_records`), and the first-order change
 `<g_1, u_t>` of every step taken. A disagreement is explained from these records
-(:func:`_explain`): `I_k` had already turned at the step that moved pass@1 the wrong way (`k*`
+(:func:`sim.transformer.ksweep_rows.explain`): `I_k` had already turned at the step that moved pass@1 the wrong way (`k*`
 moved past `k` along the trajectory); the update taken pointed the other way although `I_k` did
 not (the sampled estimate decided); or both had the predicted sign and pass@1 still moved the
 other way (the step was too large for the first-order prediction).
