@@ -3,31 +3,27 @@
 A pass@k run past `k*` takes steps that lower pass@1. :func:`conflict_guard` is an optax
 transformation that any JAX training loop can chain: given the pass@1 gradient `g_1` (exact, or
 estimated from the same batch by :func:`sampled_surrogate` with `estimator="rloo"`), it changes
-the update so that pass@1 does not fall. Rules (closed forms in :mod:`theory.steps`):
+the update so that pass@1 does not fall. It is built from an entry of :data:`sim.rules.RULE_TABLE`
+that reads `g_1` (:data:`GUARD_RULES`), and the entry says where it sits (SPEC section 5: the test
+applies to the update actually taken):
 
-=================  ===========================================================================
-rule               guarded ascent step `v'` from the step `v` (`theta+ = theta + v`)
-=================  ===========================================================================
-`"project"`        `theory.project_conflict(v, g_1)`: `<g_1, v'> >= 0`, no first-order loss of
-                   pass@1; `v' = v` when `<g_1, v> >= 0`
-`"project-safe"`   `theory.project_step_safe(v, g_1, step_size=eta, smoothness=L_1)`:
-                   `<g_1, v'> >= (L_1 eta / 2) ||v'||^2`, so by the descent lemma pass@1 cannot
-                   fall at all (`eta = 1` when the guard sees the step itself)
-`"mixture"`        `v + lambda g_1` with a fixed `lambda >= 0` (the objective `J_k + lambda J_1`),
-                   or with `lambda = theory.mixture_coefficient(v, g_1)` (None): the projection
-=================  ===========================================================================
-
-Where the guard sits decides what it guards (SPEC section 5: the test applies to the update
-actually taken):
-
-- `optax.chain(optimizer, conflict_guard(rule, sees="step"))`: the guard sees the update the
+- a *step* rule (`"project-step"`, `"project-safe-step"`, `"mixture-step"`):
+  `optax.chain(optimizer, conflict_guard("project-step"))`. The guard sees the update the
   optimiser will apply (`theta+ = theta + u`), so the guarantee holds for the step taken, with
-  Adam, momentum or any other optimiser. This is the default and the safe choice.
-- `optax.chain(conflict_guard(rule, sees="loss_gradient", ...), optimizer)`: the guard sees the
-  gradient of the loss the optimiser minimises (`-grad J_k`) and guards the *direction* before
-  the optimiser rescales it. With plain SGD of learning rate `eta` the step is `-eta u` and the
-  guarantee carries over (pass `step_size=eta` for `"project-safe"`); with Adam the applied step
-  is `D u` and pass@1 can still fall (the guard then only shapes the gradient Adam sees).
+  Adam, momentum or any other optimiser. The safe choice.
+- a *direction* rule (`"project"`, `"project-safe"`, `"mixture"`):
+  `optax.chain(conflict_guard("project"), optimizer)`. The guard sees the gradient of the loss
+  the optimiser minimises (`-grad J_k`) and changes the *direction* before the optimiser rescales
+  it. With plain SGD of learning rate `eta` the step is `-eta u` and the guarantee carries over
+  (pass `step_size=eta` for `"project-safe"`); with Adam the applied step is `D u` and pass@1 can
+  still fall (the guard then only shapes the gradient Adam sees).
+
+The formulas (closed forms in :mod:`theory.steps`): projection `theory.project_conflict(v, g_1)`
+(`<g_1, v'> >= 0`, `v' = v` when `<g_1, v> >= 0`); step-safe projection
+`theory.project_step_safe(v, g_1, step_size=eta, smoothness=L_1)` (`<g_1, v'> >= (L_1 eta / 2)
+||v'||^2`, so by the descent lemma pass@1 cannot fall at all; `eta = 1` for a step); mixture
+`v + lambda g_1` with a fixed `lambda >= 0` or `lambda = theory.mixture_coefficient(v, g_1)`
+(None: the projection).
 
 In both positions `pass1_grad` is the ascent gradient `grad J_1` (not the loss gradient), passed
 to `update` as a keyword (optax's chain forwards it): `opt.update(grads, state, params,
@@ -57,11 +53,12 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 import theory
+from sim.rules import GUARD_RULES, RULE_TABLE
 
 __all__ = ["GUARD_RULES", "GuardState", "conflict_guard", "sampled_surrogate"]
 
-GUARD_RULES = ("project", "project-safe", "mixture")
-_SEES = ("step", "loss_gradient")
+#: What a guard sees, by where its rule acts (:attr:`sim.rules.UpdateRule.acts_on`).
+_SEES = {"step": "step", "direction": "loss_gradient"}
 
 
 class GuardState(NamedTuple):
@@ -102,9 +99,9 @@ def _positive_real(name, value, *, allow_zero=False):
 
 
 def conflict_guard(
-    rule: str = "project",
+    rule: str = "project-step",
     *,
-    sees: str = "step",
+    sees: str | None = None,
     smoothness: float | None = None,
     step_size: float | None = None,
     mixture_weight: float | None = None,
@@ -112,16 +109,18 @@ def conflict_guard(
     """An optax transformation that keeps pass@1 from falling under a pass@k update.
 
     Args:
-      rule: `"project"`, `"project-safe"` or `"mixture"` (module docstring).
-      sees: `"step"` (chained after the optimiser; the updates are the steps added to the
-        parameters) or `"loss_gradient"` (chained before it; the updates are the gradient of the
-        loss `-J_k` the optimiser minimises).
+      rule: a rule of :data:`GUARD_RULES` (module docstring): a step rule (chained after the
+        optimiser) or a direction rule (chained before it).
+      sees: what the updates are, implied by the rule: `"step"` for a step rule (the steps added
+        to the parameters), `"loss_gradient"` for a direction rule (the gradient of the loss
+        `-J_k` the optimiser minimises). None (default) takes the rule's; another value is an
+        error naming the rule that sits there.
       smoothness: `L_1 > 0`, a bound on the smoothness of `J_1` along the step (for the
-        bandits `theory.softmax_smoothness_bound(B)`); required by `"project-safe"` only.
+        bandits `theory.softmax_smoothness_bound(B)`); required by the step-safe projections only.
       step_size: the SGD learning rate `eta > 0` that turns a guarded loss gradient into a step;
-        required by `"project-safe"` with `sees="loss_gradient"` only (a step is its own size).
-      mixture_weight: fixed `lambda >= 0` for `"mixture"`, or None to recompute the smallest
-        `lambda` each update (the projection).
+        required by `"project-safe"` only (a step is its own size).
+      mixture_weight: fixed `lambda >= 0` for `"mixture"` and `"mixture-step"`, or None to
+        recompute the smallest `lambda` each update (the projection).
 
       `smoothness`, `step_size` and `mixture_weight` may be traced scalars (the guard built
       inside a jitted function that takes them as arguments, so one compiled program serves every
@@ -134,7 +133,8 @@ def conflict_guard(
       is `grad J_1` with the structure of `updates`.
 
     Raises:
-      ValueError: an unknown `rule` or `sees`, a missing or needless `smoothness`, `step_size`
+      ValueError: an unknown `rule` or `sees`, a `sees` other than the rule's, a missing or
+        needless `smoothness`, `step_size`
         or `mixture_weight`, or a value that is not a positive (for `mixture_weight`,
         non-negative) finite number (a traced value: one that is not a real scalar). At update
         time: TypeError without `pass1_grad`, ValueError when its structure or size differs from
@@ -142,7 +142,7 @@ def conflict_guard(
 
     Example:
       >>> import jax.numpy as jnp, optax
-      >>> opt = optax.chain(optax.adam(1e-2), conflict_guard("project"))
+      >>> opt = optax.chain(optax.adam(1e-2), conflict_guard("project-step"))
       >>> params = {"w": jnp.ones(3)}
       >>> state = opt.init(params)
       >>> grads = {"w": jnp.array([1.0, 0.0, 0.0])}  # gradient of the loss -J_k
@@ -153,46 +153,51 @@ def conflict_guard(
     """
     if rule not in GUARD_RULES:
         raise ValueError(f"rule must be one of {GUARD_RULES}; got {rule!r}")
-    if sees not in _SEES:
-        raise ValueError(f"sees must be one of {_SEES}; got {sees!r}")
-    if rule == "project-safe":
+    entry = RULE_TABLE[rule]
+    position = _SEES[entry.acts_on]
+    if sees is None:
+        sees = position
+    elif sees not in _SEES.values():
+        raise ValueError(f"sees must be one of {tuple(_SEES.values())}; got {sees!r}")
+    elif sees != position:
+        twin = [name for name, r in RULE_TABLE.items()
+                if r.acts_on != entry.acts_on and r.transform is entry.transform]
+        raise ValueError(
+            f"rule {rule!r} acts on the {entry.acts_on}, so its guard sees {position!r}; got sees={sees!r}"
+            + (f" (the rule that sees {sees!r} is {twin[0]!r})" if twin else "")
+        )
+    if entry.uses_smoothness:
         if smoothness is None:
-            raise ValueError("smoothness (L_1 > 0) is required for rule='project-safe'; got None")
+            raise ValueError(f"smoothness (L_1 > 0) is required for rule={rule!r}; got None")
         smoothness = _positive_real("smoothness", smoothness)
         if sees == "loss_gradient":
             if step_size is None:
-                raise ValueError(
-                    "step_size (the SGD learning rate) is required for rule='project-safe' with "
-                    "sees='loss_gradient'; got None"
-                )
+                raise ValueError(f"step_size (the SGD learning rate) is required for rule={rule!r}; got None")
             step_size = _positive_real("step_size", step_size)
         elif step_size is not None:
-            raise ValueError(f"step_size applies to sees='loss_gradient' only (a step is its own size); got {step_size!r}")
+            raise ValueError(f"step_size applies to direction rules only (a step is its own size); got {step_size!r}")
         else:
             step_size = 1.0
     else:
         for name, value in (("smoothness", smoothness), ("step_size", step_size)):
             if value is not None:
-                raise ValueError(f"{name} applies to rule='project-safe' only; got {name}={value!r}")
+                raise ValueError(f"{name} applies to the step-safe projections only; got {name}={value!r} for "
+                                 f"rule={rule!r}")
     if mixture_weight is not None:
-        if rule != "mixture":
-            raise ValueError(f"mixture_weight applies to rule='mixture' only; got {mixture_weight!r}")
+        if not entry.uses_mixture_weight:
+            raise ValueError(f"mixture_weight applies to the mixture rules only; got {mixture_weight!r} for "
+                             f"rule={rule!r}")
         mixture_weight = _positive_real("mixture_weight", mixture_weight, allow_zero=True)
-    sign = 1.0 if sees == "step" else -1.0  # ascent step v = sign * updates
+    sign = 1.0 if sees == "step" else -1.0  # ascent v = sign * updates
 
     def like(x, dtype):
         # A Python float is weakly typed and follows the updates' dtype; a traced one is cast
         # to it so that both give the same numbers.
-        return x if isinstance(x, float) else jnp.asarray(x, dtype)
+        return x if x is None or isinstance(x, float) else jnp.asarray(x, dtype)
 
     def guard(v, g1):
-        if rule == "project":
-            return theory.project_conflict(v, g1)
-        if rule == "project-safe":
-            return theory.project_step_safe(v, g1, step_size=like(step_size, v.dtype),
-                                            smoothness=like(smoothness, v.dtype))
-        lam = theory.mixture_coefficient(v, g1) if mixture_weight is None else like(mixture_weight, v.dtype)
-        return v + lam * g1
+        return entry.apply(v, g1, step_size=like(step_size, v.dtype), smoothness=like(smoothness, v.dtype),
+                           mixture_weight=like(mixture_weight, v.dtype))
 
     def init_fn(params):
         del params

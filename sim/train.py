@@ -1,38 +1,28 @@
 """Training softmax-policy bandits on pass@1, pass@k, or conflict-safe updates (SPEC sections 5, 6, 8).
 
-What is where in this module:
+What is where:
 
-- :class:`TrainConfig`: the static settings of a run (frozen, hashable: the `jit` cache key),
-  validated once when built;
-- :class:`Records`: the names and meaning of everything a run records (one vocabulary, shared
-  with the transformer's training); :data:`RECORD_NAMES` holds each name as a string;
-- :data:`RULE_TABLE`: each update rule, a small pure function of `(g_1, g_k)` chosen by name;
-- the sampled estimates of `g_1` and `g_k`, from answers drawn by :mod:`sim.answers`;
-- :func:`run`: one training run of one bandit with one configuration (unbatched, traceable);
-- :func:`train` (`run` under `jax.jit`) and :func:`train_sweep` (`run` vmapped over rules, `k`
+- :class:`TrainConfig` (:mod:`sim.train_config`): the static settings of a run (frozen,
+  hashable: the `jit` cache key), validated once when built;
+- :class:`Records` (:mod:`sim.records`): the names and meaning of everything a run records (one
+  vocabulary, shared with the transformer's training); :data:`RECORD_NAMES` holds each name;
+- :data:`RULE_TABLE` (:mod:`sim.rules`): each update rule by name, shared with the transformer
+  trainer and the optax guards;
+- in this module: the sampled estimates of `g_1` and `g_k` (answers drawn by :mod:`sim.answers`);
+  :func:`run`, one training run of one bandit with one configuration (unbatched, traceable);
+  :func:`train` (`run` under `jax.jit`) and :func:`train_sweep` (`run` vmapped over rules, `k`
   and seeds, laid out over regimes and devices by :func:`sim.sweep.sweep_grid`).
 
-Each step computes an ascent direction `g` by a *rule* from gradient estimates of `J_1` and `J_k`,
-hands `-g` to an optax optimizer (optax minimises) and applies its update `u`:
-
-=================  ==========================================================================
-rule               direction `g`
-=================  ==========================================================================
-`"pass1"`          `g_1`, the gradient of `J_1`
-`"passk"`          `g_k`, the gradient of `J_k`
-`"project"`        `theory.project_conflict(g_k, g_1)`: no first-order loss of pass@1
-`"project-safe"`   `theory.project_step_safe(g_k, g_1, step_size=lr, smoothness=L_1)` with
-                   `L_1 = theory.softmax_smoothness_bound(B)`: no loss of pass@1 for a plain step
-                   of size `lr` (exact for `optimizer="sgd"`; other optimizers rescale the step)
-`"mixture"`        `g_k + lambda g_1`, `lambda = theory.mixture_coefficient(g_k, g_1)` recomputed
-                   each step, or a fixed `mixture_weight` (then the objective `J_k + lambda J_1`)
-`"safe-k"`         `g_{k'}` with `k' = min(k, k* - 1)` (at least 1), `k*` recomputed exactly at
-                   every step (`theory.critical_k_jax`): the largest non-conflicting order
-=================  ==========================================================================
-
-A new rule is one function `(g1, gk, config, smoothness) -> g` on flat vectors and one
-:data:`RULE_TABLE` entry (:class:`Rule`: its direction, the order of `g_k` it reads, and whether
-it reads `g_1` or `k*`).
+Each step computes an ascent direction `g` from gradient estimates of `J_1` and `J_k`, changed by
+the rule when it acts on the direction, hands `-g` to an optax optimizer (optax minimises), changes
+the optimizer's update `u` when the rule acts on the step, and applies it. The rules
+(:mod:`sim.rules`): `"pass1"`, `"passk"`, `"safe-k"` (`k' = min(k, k* - 1)`, `k*` recomputed
+exactly at every step by `theory.critical_k_jax`), and the conflict-safe `"project"`,
+`"project-safe"`, `"mixture"` on the direction and `"project-step"`, `"project-safe-step"`,
+`"mixture-step"` on the step. `"project-safe"` and `"project-safe-step"` use
+`L_1 = theory.softmax_smoothness_bound(B)` (the direction rule with `step_size = learning_rate`,
+exact for `optimizer="sgd"`; the step rule whatever the optimizer). A new rule is one
+:data:`RULE_TABLE` entry.
 
 Gradient estimates (`estimator`):
 
@@ -74,10 +64,8 @@ values and new regimes of the same sizes and counts reuse the compiled function.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import numbers
-from typing import Any, Callable, NamedTuple
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -86,7 +74,7 @@ import optax
 
 import theory
 from sim import sweep as _sweep
-from sim.answers import SAMPLED_ESTIMATORS, draw_answers, sample_coefficients, score_update
+from sim.answers import draw_answers, sample_coefficients, score_update
 from sim.bandit import (
     DEFAULT_K_MAX,
     SoftmaxBandit,
@@ -97,11 +85,21 @@ from sim.bandit import (
     pushforward,
     success_parts,
 )
+from sim.records import (
+    DIAGNOSTIC_RECORDS,
+    NOT_RECORDED,
+    RECORD_NAMES,
+    STATE_RECORDS,
+    UPDATE_RECORDS,
+    Records,
+)
+from sim.rules import RULE_TABLE, RULES, UpdateRule
+from sim.train_config import ESTIMATORS, PASSK_ESTIMATORS, TrainConfig, make_optimizer
 
 __all__ = [
     "RULES",
     "RULE_TABLE",
-    "Rule",
+    "UpdateRule",
     "ESTIMATORS",
     "PASSK_ESTIMATORS",
     "Records",
@@ -116,295 +114,13 @@ __all__ = [
     "make_optimizer",
 ]
 
-ESTIMATORS = ("exact",) + SAMPLED_ESTIMATORS
-#: Estimators whose per-sample coefficients depend on `k`.
-PASSK_ESTIMATORS = tuple(name for name, entry in theory.ESTIMATOR_TABLE.items() if entry.needs_k)
-
-
-# --------------------------------------------------------------------------- records
-
-
-class Records(NamedTuple):
-    """What a training run records; the field names are the record names everywhere.
-
-    State records, at `theta_t` for `t = 0..steps` (length `steps + 1`):
-
-    Attributes:
-      j1: `J_1 = sum_i mu_i p_i`.
-      jk: `J_k = sum_i mu_i (1 - (1 - p_i)^k)`.
-      inner: `I_k = <grad J_k, grad J_1>` (diagnostic).
-      mean_agreement: `A_k = sum_i omega_i a_i`, the underflow-free sign of `I_k` (diagnostic).
-      cos: `cos_k = <g_k, g_1> / (|g_k| |g_1|)` (diagnostic).
-      k_star: `k* = min{k : I_k < 0}`, `k_max + 1` when none (diagnostic; -1 where not recorded).
-
-    Update records, for the update `u_t` of step `t < steps` (length `steps`):
-
-    Attributes:
-      update_inner: `<grad J_1, u_t>`, the first-order change of `J_1` the update takes.
-      update_norm: `||u_t||`.
-      k_used: the order of `g_k` the step used.
-
-    A field is None where it is not computed (inside a step, before the update).
-    """
-
-    j1: Any = None
-    jk: Any = None
-    inner: Any = None
-    mean_agreement: Any = None
-    cos: Any = None
-    k_star: Any = None
-    update_inner: Any = None
-    update_norm: Any = None
-    k_used: Any = None
-
-
-#: Every record name as a string, by field (`RECORD_NAMES.j1 == "j1"`): the keys of the dicts that
-#: :func:`train` and :func:`train_sweep` return and of the JSON built from them.
-RECORD_NAMES = Records(*Records._fields)
-STATE_RECORDS = RECORD_NAMES[:6]
-UPDATE_RECORDS = RECORD_NAMES[6:]
-#: State records written only at the steps that record diagnostics (`record_every`).
-DIAGNOSTIC_RECORDS = (RECORD_NAMES.inner, RECORD_NAMES.mean_agreement, RECORD_NAMES.cos, RECORD_NAMES.k_star)
-# `k_star` where no diagnostics were recorded (`k* >= 1`; `k_max + 1` means "none up to k_max").
-_NOT_RECORDED = -1
-
-
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}; got {value!r}")
-
-
-# --------------------------------------------------------------------------- estimators
-
-
-def _min_samples(estimator: str, k_max_used: int) -> int:
-    """Smallest `n` an estimator accepts for orders up to `k_max_used` (its table entry's rule)."""
-    return theory.gradient_estimator(estimator).min_samples(k_max_used)
-
-
-# --------------------------------------------------------------------------- optimisers
-
-
-def make_optimizer(optimizer, learning_rate: float) -> optax.GradientTransformation:
-    """`"sgd"` (plain steps), `"adam"`, `"momentum"` (heavy ball 0.9), or an optax transformation."""
-    if isinstance(optimizer, optax.GradientTransformation):
-        return optimizer
-    if optimizer == "sgd":
-        return optax.sgd(learning_rate)
-    if optimizer == "adam":
-        return optax.adam(learning_rate)
-    if optimizer == "momentum":
-        return optax.sgd(learning_rate, momentum=0.9)
-    raise ValueError(
-        f"optimizer must be 'sgd', 'adam', 'momentum' or an optax.GradientTransformation; got {optimizer!r}"
-    )
-
-
-# --------------------------------------------------------------------------- rules
-# A rule's direction is a pure function of the flat estimates `g1`, `gk` (ascent directions of
-# `J_1` and `J_k`), the run's config and `smoothness = L_1`; its order maps `(k, k*)` to the
-# order of `g_k` it reads.
-
-
-def _pass1(g1, gk, config, smoothness):
-    """`g = g_1`."""
-    return g1
-
-
-def _passk(g1, gk, config, smoothness):
-    """`g = g_k`."""
-    return gk
-
-
-def _project(g1, gk, config, smoothness):
-    """`g = g_k - min(0, <g_k, g_1>) g_1 / ||g_1||^2` (:func:`theory.project_conflict`)."""
-    return theory.project_conflict(gk, g1)
-
-
-def _project_safe(g1, gk, config, smoothness):
-    """`g_k` projected so that a plain step of size `lr` cannot lower `J_1` with smoothness `L_1`
-    (:func:`theory.project_step_safe`)."""
-    return theory.project_step_safe(gk, g1, step_size=config.learning_rate, smoothness=smoothness)
-
-
-def _mixture(g1, gk, config, smoothness):
-    """`g = g_k + lambda g_1`, `lambda` fixed (`mixture_weight`) or :func:`theory.mixture_coefficient`."""
-    lam = theory.mixture_coefficient(gk, g1) if config.mixture_weight is None else config.mixture_weight
-    return gk + lam * g1
-
-
-def _order_k(k, k_star):
-    """The run's order `k`."""
-    return k
-
-
-def _order_one(k, k_star):
-    """Order 1 (pass@1)."""
-    return jnp.ones_like(k)
-
-
-def _order_below_k_star(k, k_star):
-    """`k' = min(k, k* - 1)`, at least 1: the largest order without conflict."""
-    return jnp.clip(k_star - 1, 1, k)
-
-
-class Rule(NamedTuple):
-    """One update rule.
-
-    Attributes:
-      direction: `(g1, gk, config, smoothness) -> g`, the ascent direction from flat estimates.
-      order: `(k, k_star) -> k'`, the order of the `g_k` it reads.
-      reads_g1: whether `direction` reads `g_1` (sampled estimators then estimate it too).
-      reads_k_star: whether `order` reads `k*` (then searched at every step).
-    """
-
-    direction: Callable
-    order: Callable = _order_k
-    reads_g1: bool = False
-    reads_k_star: bool = False
-
-
-#: The update rules by name (see the module docstring).
-RULE_TABLE: dict[str, Rule] = {
-    "pass1": Rule(_pass1, order=_order_one),
-    "passk": Rule(_passk),
-    "project": Rule(_project, reads_g1=True),
-    "project-safe": Rule(_project_safe, reads_g1=True),
-    "mixture": Rule(_mixture, reads_g1=True),
-    "safe-k": Rule(_passk, order=_order_below_k_star, reads_k_star=True),
-}
-RULES = tuple(RULE_TABLE)
-
-
-# --------------------------------------------------------------------------- configuration
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    return int(value)
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """The static settings of a training run: frozen and hashable, the `jit` cache key.
-
-    Attributes:
-      steps: number of updates.
-      rules: rule names (:data:`RULES`); a string is one rule. Several rules are one more vmap
-        axis of :func:`train_sweep` (selected inside the step by `lax.switch`).
-      estimator: `"exact"` or a sampled estimator (:data:`ESTIMATORS`).
-      n_samples: answers per prompt for sampled estimators (None for `"exact"`).
-      optimizer: `"sgd"`, `"adam"`, `"momentum"` or a (hashable) optax transformation.
-      learning_rate: step size (`eta`).
-      mixture_weight: fixed `lambda` of `"mixture"` (None: recomputed each step).
-      k_max: largest `k` searched for `k*`.
-      record_every: diagnostics at steps `0, N, 2N, ...` and the last (`N = record_every`).
-
-    Built once per call and validated here (`ValueError`/`TypeError` naming the argument); the
-    orders `k` are checked against `n_samples` by :meth:`check_orders`.
-    """
-
-    steps: int
-    rules: tuple = ("passk",)
-    estimator: str = "exact"
-    n_samples: int | None = None
-    optimizer: Any = "sgd"
-    learning_rate: float = 1.0
-    mixture_weight: float | None = None
-    k_max: int = DEFAULT_K_MAX
-    record_every: int = 1
-
-    def __post_init__(self):
-        set_ = functools.partial(object.__setattr__, self)
-        set_("steps", _positive_int("steps", self.steps))
-        rules = (self.rules,) if isinstance(self.rules, str) else tuple(self.rules)
-        if not rules:
-            raise ValueError("rule must name at least one rule; got an empty sequence")
-        for rule in rules:
-            _check_choice("rule", rule, tuple(RULE_TABLE))
-        if len(set(rules)) != len(rules):
-            raise ValueError(f"rule must not repeat a rule; got {rules!r}")
-        set_("rules", rules)
-        _check_choice("estimator", self.estimator, ESTIMATORS)
-        lr = self.learning_rate
-        if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (np.isfinite(lr) and lr > 0):
-            raise ValueError(f"learning_rate must be a positive finite number; got {lr!r}")
-        set_("learning_rate", float(lr))
-        make_optimizer(self.optimizer, self.learning_rate)
-        if isinstance(self.optimizer, optax.GradientTransformation):
-            try:
-                hash(self.optimizer)
-            except TypeError as err:
-                raise TypeError("optimizer must be hashable (it is part of the compile cache key)") from err
-        w = self.mixture_weight
-        if w is not None:
-            if "mixture" not in rules:
-                raise ValueError(f"mixture_weight applies to rule='mixture' only; got rule={rules!r}")
-            if isinstance(w, bool) or not isinstance(w, numbers.Real) or not (np.isfinite(w) and w >= 0):
-                raise ValueError(f"mixture_weight must be a finite number >= 0 or None; got {w!r}")
-            set_("mixture_weight", float(w))
-        set_("k_max", _positive_int("k_max", self.k_max))
-        n = self.n_samples
-        if self.estimator == "exact":
-            if n is not None:
-                raise ValueError(
-                    f"n_samples applies to sampled estimators only; got n_samples={n!r} with estimator='exact'"
-                )
-        else:
-            if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-                raise ValueError(f"n_samples must be a positive integer for estimator={self.estimator!r}; got {n!r}")
-            set_("n_samples", int(n))
-        set_("record_every", _positive_int("record_every", self.record_every))
-
-    @property
-    def exact(self) -> bool:
-        """Exact gradients (no sampling)."""
-        return self.estimator == "exact"
-
-    @property
-    def samples_g1(self) -> bool:
-        """A sampled run whose rules read `g_1`: it estimates `g_1` too (RLOO on the same answers)."""
-        return not self.exact and any(RULE_TABLE[r].reads_g1 for r in self.rules)
-
-    @property
-    def k_star_every_step(self) -> bool:
-        """A rule's order reads `k*`, so it is searched at every step."""
-        return any(RULE_TABLE[r].reads_k_star for r in self.rules)
-
-    @property
-    def early_gk(self) -> bool:
-        """Exact `grad J_k` joins the first reverse pass (its order is known before `k*`)."""
-        return self.exact and not self.k_star_every_step
-
-    def make_optimizer(self) -> optax.GradientTransformation:
-        """The optax transformation of `optimizer` and `learning_rate`."""
-        return make_optimizer(self.optimizer, self.learning_rate)
-
-    def check_orders(self, k) -> np.ndarray:
-        """`k` as an int32 array, checked: integers `>= 1`, within what `n_samples` allows."""
-        ks = np.asarray(k)
-        if ks.dtype == np.bool_ or not np.issubdtype(ks.dtype, np.integer):
-            raise TypeError(f"k must be an integer or integer array; got {ks!r}")
-        if ks.size == 0 or ks.min() < 1:
-            raise ValueError(f"k must be >= 1; got {ks.tolist()!r}")
-        if not self.exact:
-            order = 1 if set(self.rules) == {"pass1"} else int(ks.max())
-            need = _min_samples(self.estimator, order)
-            if self.n_samples < need:
-                raise ValueError(
-                    f"estimator={self.estimator!r} with k={order} needs n_samples >= {need}; "
-                    f"got n_samples={self.n_samples}"
-                )
-        return ks.astype(np.int32)
-
 
 # --------------------------------------------------------------------------- the training core
 
 
 def _order(config: TrainConfig, rule_index, k, k_star):
     """The order of `g_k` that the selected rule reads."""
-    orders = [RULE_TABLE[r].order(k, k_star) for r in config.rules]
+    orders = [config.rule(r).order_of(k, k_star) for r in config.rules]
     return orders[0] if len(orders) == 1 else jnp.stack(orders)[rule_index]
 
 
@@ -444,7 +160,7 @@ def _state(config: TrainConfig, lay, k, rule_index, theta, *, full: bool):
         nan = jnp.full((), jnp.nan, p.dtype)
         rec = Records(j1=prompt_mean(p, mu), jk=prompt_mean(theory.pass_at_k(p, k), mu),
                       **dict.fromkeys(DIAGNOSTIC_RECORDS, nan))
-        rec = rec._replace(k_star=jnp.full((), _NOT_RECORDED, jnp.int32))
+        rec = rec._replace(k_star=jnp.full((), NOT_RECORDED, jnp.int32))
     if config.early_gk:
         gk = grads[-1]
     else:
@@ -465,6 +181,24 @@ def _estimates(config: TrainConfig, bandit, theta, key, exact_g1, exact_gk, k_us
     return score_update(bandit, theta, answers, sample_coefficients(base, rewards, 1)), gk
 
 
+def _direction(rule: UpdateRule, config: TrainConfig, smoothness, g1, gk):
+    """The ascent direction of `rule` from flat `g_1` and `g_k` (before the optimizer): a direction
+    rule's transform with `step_size = learning_rate`; a step rule's direction is `g_k`."""
+    v = g1 if rule.order == "1" else gk
+    if rule.acts_on != "direction":
+        return v
+    return rule.apply(v, g1, step_size=config.learning_rate, smoothness=smoothness,
+                      mixture_weight=config.mixture_weight)
+
+
+def _step(rule: UpdateRule, config: TrainConfig, smoothness, u, g1):
+    """The update of `rule` from the optimizer's flat ascent step `u`: a step rule's transform with
+    `step_size = 1` (a step is its own size); `u` for a direction rule."""
+    if rule.acts_on != "step":
+        return u
+    return rule.apply(u, g1, step_size=1.0, smoothness=smoothness, mixture_weight=config.mixture_weight)
+
+
 def run(config: TrainConfig, bandit: SoftmaxBandit, theta0, k, key, rule_index=0) -> tuple[Records, jax.Array]:
     """One training run of one bandit (unbatched; traceable in every argument but `config`).
 
@@ -474,8 +208,8 @@ def run(config: TrainConfig, bandit: SoftmaxBandit, theta0, k, key, rule_index=0
       theta0: `(A, d)` start.
       k: the pass@k order (integer scalar).
       key: `jax.random` key; step `t` uses the `t`-th of `jax.random.split(key, steps)`.
-      rule_index: which of `config.rules` (under vmap every rule's direction is evaluated and one
-        selected by `lax.switch`: each is a few vector operations).
+      rule_index: which of `config.rules` (under vmap every rule's direction, and step change, is
+        evaluated and one selected by `lax.switch`: each is a few vector operations).
 
     Returns:
       `(records, theta)`: :class:`Records` with state records `(steps + 1,)` and update records
@@ -483,16 +217,15 @@ def run(config: TrainConfig, bandit: SoftmaxBandit, theta0, k, key, rule_index=0
 
     Per step, :func:`_state` at `theta_t` (with the diagnostics at the steps that record them; the
     others skip them through `lax.cond`, unless a rule reads `k*`), the estimates, the rule's
-    direction `g`, and the optimizer's update `u` of `-g`.
+    direction `g`, the optimizer's update `u` of `-g`, and the rule's change of `u` (step rules).
     """
     opt = config.make_optimizer()
     k = jnp.asarray(k, jnp.int32)
     lay = prompts_last(bandit)  # transposed once, outside the step loop
     smoothness = theory.softmax_smoothness_bound(bandit.feature_norm)
     state = functools.partial(_state, config, lay, k, rule_index)
-    directions = [
-        functools.partial(RULE_TABLE[r].direction, config=config, smoothness=smoothness) for r in config.rules
-    ]
+    directions = [functools.partial(_direction, config.rule(r), config, smoothness) for r in config.rules]
+    steps = [functools.partial(_step, config.rule(r), config, smoothness) for r in config.rules]
 
     def step(carry, xs):
         t, step_key = xs
@@ -515,6 +248,10 @@ def run(config: TrainConfig, bandit: SoftmaxBandit, theta0, k, key, rule_index=0
         else:
             g = jax.lax.switch(rule_index, directions, flat1, flatk)
         updates, opt_state = opt.update(-g.reshape(theta.shape), opt_state, theta)  # optax minimises
+        if config.has_step_rules:
+            u = updates.reshape(-1)
+            u = steps[0](u, flat1) if len(steps) == 1 else jax.lax.switch(rule_index, steps, u, flat1)
+            updates = u.reshape(theta.shape)
         theta = optax.apply_updates(theta, updates)
         rec = rec._replace(
             update_inner=jnp.vdot(exact_g1, updates, precision=jax.lax.Precision.HIGHEST),
@@ -572,13 +309,14 @@ def train(
       k: the pass@k order (`>= 1`); for `rule="pass1"` it is the order reported in `jk`.
       steps: number of updates (static).
       key: `jax.random` key (keyword-only; drives the sampled estimators).
-      rule: one of :data:`RULES`.
+      rule: one of :data:`RULES` (:mod:`sim.rules`: direction and step rules).
       estimator: `"exact"` or a sampled estimator (:data:`ESTIMATORS`).
       n_samples: answers per prompt for sampled estimators (`>= k` for the pass@k ones,
         `>= k + 1` for `"pkpo-loo"`, `>= 2` for `"rloo"`).
       optimizer: `"sgd"`, `"adam"`, `"momentum"` or an (hashable) optax transformation.
       learning_rate: step size (`eta`).
-      mixture_weight: fixed `lambda` for `rule="mixture"` (None: recomputed each step).
+      mixture_weight: fixed `lambda` for `rule="mixture"` or `"mixture-step"` (None: recomputed
+        each step).
       k_max: largest `k` searched for `k*` in the records.
       record_every: record the diagnostics (`inner`, `mean_agreement`, `cos`, `k_star`) at steps
         `t = 0, N, 2N, ...` and at `t = steps` only (`N = record_every`; NaN and `k_star = -1`

@@ -52,7 +52,7 @@ def apply(guard, updates, g1):
 def test_project_meets_its_constraint_and_is_the_closest_such_step(seed, conflict):
     rng = np.random.default_rng(seed)
     v, g1 = conflicting_pair(rng) if conflict else (tree(rng), tree(rng))
-    out, state = apply(conflict_guard("project"), v, g1)
+    out, state = apply(conflict_guard("project-step"), v, g1)
     o, a, b = flat(out), flat(v), flat(g1)
     assert o @ b >= -1e-12 * np.linalg.norm(a) * np.linalg.norm(b)
     if a @ b >= 0:
@@ -75,12 +75,12 @@ def test_project_safe_meets_the_descent_lemma_constraint(seed, smoothness, step)
     rng = np.random.default_rng(seed)
     v, g1 = conflicting_pair(rng)
     # as a step: <g1, v'> >= (L/2) ||v'||^2
-    out, _ = apply(conflict_guard("project-safe", smoothness=smoothness), v, g1)
+    out, _ = apply(conflict_guard("project-safe-step", smoothness=smoothness), v, g1)
     o, b = flat(out), flat(g1)
     assert o @ b >= smoothness / 2 * (o @ o) - 1e-10 * (1 + o @ o)
     # as a loss gradient u = -g_k with an SGD step eta: the step -eta u' meets it at eta
     loss_grad = {name: -x for name, x in v.items()}
-    out, _ = apply(conflict_guard("project-safe", sees="loss_gradient", smoothness=smoothness, step_size=step),
+    out, _ = apply(conflict_guard("project-safe", smoothness=smoothness, step_size=step),
                    loss_grad, g1)
     s = -step * flat(out)
     assert s @ b >= smoothness / 2 * (s @ s) - 1e-10 * (1 + s @ s)
@@ -91,25 +91,25 @@ def test_project_safe_meets_the_descent_lemma_constraint(seed, smoothness, step)
 def test_mixture_is_v_plus_lambda_g1_and_its_adaptive_lambda_is_the_projection(seed, lam):
     rng = np.random.default_rng(seed)
     v, g1 = conflicting_pair(rng)
-    out, _ = apply(conflict_guard("mixture", mixture_weight=lam), v, g1)
+    out, _ = apply(conflict_guard("mixture-step", mixture_weight=lam), v, g1)
     np.testing.assert_allclose(flat(out), flat(v) + lam * flat(g1), rtol=1e-13, atol=1e-13)
-    adaptive, _ = apply(conflict_guard("mixture"), v, g1)
-    projected, _ = apply(conflict_guard("project"), v, g1)
+    adaptive, _ = apply(conflict_guard("mixture-step"), v, g1)
+    projected, _ = apply(conflict_guard("project-step"), v, g1)
     np.testing.assert_allclose(flat(adaptive), flat(projected), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("rule", ["project", "mixture"])
-def test_loss_gradient_position_is_the_step_position_with_the_sign_flipped(rule):
+def test_direction_rule_is_its_step_twin_with_the_sign_flipped(rule):
     rng = np.random.default_rng(3)
     v, g1 = conflicting_pair(rng)
-    as_step, _ = apply(conflict_guard(rule), v, g1)
-    as_grad, _ = apply(conflict_guard(rule, sees="loss_gradient"), {n: -x for n, x in v.items()}, g1)
+    as_step, _ = apply(conflict_guard(f"{rule}-step"), v, g1)
+    as_grad, _ = apply(conflict_guard(rule), {n: -x for n, x in v.items()}, g1)
     np.testing.assert_allclose(flat(as_grad), -flat(as_step), rtol=1e-14)
 
 
 def test_state_counts_under_jit_and_inside_a_chain():
     rng = np.random.default_rng(0)
-    opt = optax.chain(optax.sgd(0.1), conflict_guard("project"))
+    opt = optax.chain(optax.sgd(0.1), conflict_guard("project-step"))
     params = tree(rng)
     state = opt.init(params)
     update = jax.jit(opt.update)
@@ -134,15 +134,15 @@ def test_traced_constants_compile_once_and_give_the_static_guards_numbers():
     @jax.jit
     def guarded(v, g1, smoothness, weight):
         traces.append(smoothness)  # a trace-time side effect: one entry per compilation
-        safe, state = apply(conflict_guard("project-safe", smoothness=smoothness), v, g1)
-        mixed, _ = apply(conflict_guard("mixture", mixture_weight=weight), v, g1)
+        safe, state = apply(conflict_guard("project-safe-step", smoothness=smoothness), v, g1)
+        mixed, _ = apply(conflict_guard("mixture-step", mixture_weight=weight), v, g1)
         return safe, mixed, state
 
     outputs = []
     for smoothness, weight in ((0.5, 0.2), (4.0, 1.5)):
         safe, mixed, state = guarded(v, g1, jnp.asarray(smoothness), jnp.asarray(weight))
-        want_safe, want_state = apply(conflict_guard("project-safe", smoothness=smoothness), v, g1)
-        want_mixed, _ = apply(conflict_guard("mixture", mixture_weight=weight), v, g1)
+        want_safe, want_state = apply(conflict_guard("project-safe-step", smoothness=smoothness), v, g1)
+        want_mixed, _ = apply(conflict_guard("mixture-step", mixture_weight=weight), v, g1)
         np.testing.assert_allclose(flat(safe), flat(want_safe), rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(flat(mixed), flat(want_mixed), rtol=1e-12, atol=1e-14)
         assert int(state.guarded) == int(want_state.guarded) == 1
@@ -162,17 +162,17 @@ def toy_losses(bandit, k):
     return (lambda th: -j(th, k)), jax.grad(lambda th: j(th, 1))
 
 
-@pytest.mark.parametrize("rule", ["project", "project-safe"])
+@pytest.mark.parametrize("rule", ["project-step", "project-safe-step"])
 def test_guard_after_adam_keeps_pass1_on_the_toy_while_plain_adam_lowers_it(rule):
     # The toy at its start, past k* (k = 16): plain Adam on -J_k lowers J_1 within 20 steps. The
-    # guard after Adam sees the applied step: "project-safe" (with the softmax smoothness bound)
-    # keeps J_1 from falling at every step while J_k still rises; "project" only removes the
+    # guard after Adam sees the applied step: "project-safe-step" (with the softmax smoothness bound)
+    # keeps J_1 from falling at every step while J_k still rises; "project-step" only removes the
     # first-order loss (SPEC section 8: second-order terms can still lower J_1), so it is held
     # to <g_1, u> >= 0 at every step and to a smaller loss of J_1 than plain Adam.
     bandit, theta0 = toy_bandit(jax.random.key(0), n_prompts=64, dtype=jnp.float64)
     k, lr, steps = 16, 0.05, 20
     loss, grad1 = toy_losses(bandit, k)
-    kwargs = dict(smoothness=float(theory.softmax_smoothness_bound(bandit.feature_norm))) if rule == "project-safe" else {}
+    kwargs = dict(smoothness=float(theory.softmax_smoothness_bound(bandit.feature_norm))) if rule == "project-safe-step" else {}
 
     def run(opt):
         theta, state = theta0, opt.init(theta0)
@@ -189,7 +189,7 @@ def test_guard_after_adam_keeps_pass1_on_the_toy_while_plain_adam_lowers_it(rule
     guarded, guarded_first, jk_guarded = run(optax.chain(optax.adam(lr), conflict_guard(rule, **kwargs)))
     assert plain[-1] < plain[0] - 1e-3 and plain_first.min() < 0  # the control: Adam lowers pass@1 here
     assert guarded_first.min() >= -1e-15
-    if rule == "project-safe":
+    if rule == "project-safe-step":
         assert np.all(np.diff(guarded) >= -1e-12), np.diff(guarded).min()
     else:
         assert guarded[-1] > plain[-1]
@@ -212,20 +212,24 @@ def test_sampled_surrogate_gradient_is_the_estimators_update():
     "make,exc,match",
     [
         (lambda: conflict_guard("pcgrad"), ValueError, r"rule must be one of .*'pcgrad'"),
+        (lambda: conflict_guard("passk"), ValueError, r"rule must be one of .*'passk'"),
         (lambda: conflict_guard(sees="params"), ValueError, r"sees must be one of .*'params'"),
-        (lambda: conflict_guard("project-safe"), ValueError, r"smoothness .* required"),
-        (lambda: conflict_guard("project-safe", smoothness=-1.0), ValueError, r"smoothness must be .*-1.0"),
-        (lambda: conflict_guard("project-safe", sees="loss_gradient", smoothness=1.0), ValueError, r"step_size .* required"),
-        (lambda: conflict_guard("project-safe", smoothness=1.0, step_size=0.1), ValueError, r"step_size applies to sees='loss_gradient'"),
-        (lambda: conflict_guard("project", smoothness=1.0), ValueError, r"smoothness applies to rule='project-safe'"),
-        (lambda: conflict_guard("project", mixture_weight=0.5), ValueError, r"mixture_weight applies to rule='mixture'"),
-        (lambda: conflict_guard("mixture", mixture_weight=float("nan")), ValueError, r"mixture_weight must be .*nan"),
+        (lambda: conflict_guard("project", sees="step"), ValueError,
+         r"'project' acts on the direction.*'project-step'"),
+        (lambda: conflict_guard("project-safe-step"), ValueError, r"smoothness .* required"),
+        (lambda: conflict_guard("project-safe-step", smoothness=-1.0), ValueError, r"smoothness must be .*-1.0"),
+        (lambda: conflict_guard("project-safe", smoothness=1.0), ValueError, r"step_size .* required"),
+        (lambda: conflict_guard("project-safe-step", smoothness=1.0, step_size=0.1), ValueError,
+         r"step_size applies to direction rules"),
+        (lambda: conflict_guard("project-step", smoothness=1.0), ValueError, r"smoothness applies to the step-safe"),
+        (lambda: conflict_guard("project-step", mixture_weight=0.5), ValueError, r"mixture_weight applies to the mixture"),
+        (lambda: conflict_guard("mixture-step", mixture_weight=float("nan")), ValueError, r"mixture_weight must be .*nan"),
         # concrete arrays are checked like numbers; traced ones by shape only
-        (lambda: conflict_guard("project-safe", smoothness=jnp.asarray(-1.0)), ValueError,
+        (lambda: conflict_guard("project-safe-step", smoothness=jnp.asarray(-1.0)), ValueError,
          r"smoothness must be .*-1.0"),
-        (lambda: conflict_guard("mixture", mixture_weight=np.array([0.5])), ValueError,
+        (lambda: conflict_guard("mixture-step", mixture_weight=np.array([0.5])), ValueError,
          r"mixture_weight must be .*0.5"),
-        (lambda: jax.jit(lambda w: conflict_guard("mixture", mixture_weight=w).init(w))(jnp.ones(2)), ValueError,
+        (lambda: jax.jit(lambda w: conflict_guard("mixture-step", mixture_weight=w).init(w))(jnp.ones(2)), ValueError,
          r"mixture_weight must be a real scalar; got a traced array of shape \(2,\)"),
         (lambda: sampled_surrogate(jnp.zeros((2, 3)), np.zeros((2, 3)), estimator="pkpo"), ValueError, r"k is required"),
         (lambda: sampled_surrogate(jnp.zeros((2, 3)), np.zeros((2, 4))), ValueError, r"shape \(P, n\)"),

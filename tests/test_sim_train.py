@@ -14,7 +14,7 @@ from sim import ESTIMATORS, toy_bandit, train, train_sweep
 from sim import sweep as S
 from sim.train import RECORD_NAMES as R
 from sim.answers import sampled_updates
-from sim.train import RULE_TABLE, RULES, Records, Rule, TrainConfig
+from sim.train import RULE_TABLE, RULES, Records, TrainConfig, UpdateRule
 
 
 @pytest.fixture(scope="module")
@@ -266,33 +266,42 @@ def test_records_are_the_vocabulary(toy):
         Records(pass1=1.0)
 
 
-def test_a_new_rule_is_one_function_and_one_entry(toy, monkeypatch):
+def test_a_new_rule_is_one_entry(toy, monkeypatch):
     """A rule added to the table trains through the same core: half the pass@k direction with
-    plain steps of size 1 is pass@k ascent with steps of size 1/2."""
+    plain steps of size 1 is pass@k ascent with steps of size 1/2, and so is half the step."""
     b, theta0, _ = toy
     assert RULES == tuple(RULE_TABLE)
-    monkeypatch.setitem(RULE_TABLE, "half-passk", Rule(lambda g1, gk, config, smoothness: 0.5 * gk))
+    half = lambda v, g1, **_: 0.5 * v
+    monkeypatch.setitem(RULE_TABLE, "half-passk", UpdateRule("half-passk", "g_k / 2", half))
+    monkeypatch.setitem(RULE_TABLE, "half-step", UpdateRule("half-step", "u / 2", half, acts_on="step"))
     kw = dict(k=8, steps=4, key=jax.random.PRNGKey(0))
-    half = train(b, theta0, rule="half-passk", learning_rate=1.0, **kw)
     plain = train(b, theta0, rule="passk", learning_rate=0.5, **kw)
-    for name in half:
-        np.testing.assert_allclose(half[name], plain[name], rtol=1e-6, atol=1e-9, err_msg=name)
+    for rule in ("half-passk", "half-step"):
+        halved = train(b, theta0, rule=rule, learning_rate=1.0, **kw)
+        for name in halved:
+            np.testing.assert_allclose(halved[name], plain[name], rtol=1e-6, atol=1e-9, err_msg=f"{rule} {name}")
 
 
 def test_rule_directions_on_aligned_and_conflicting_gradients():
-    """Each table entry on two flat estimates: without conflict the projections keep g_k; with a
-    conflict the projection is orthogonal to g_1; the mixture adds lambda g_1."""
+    """The core's direction of each table entry on two flat estimates: without conflict the
+    projections keep g_k; with a conflict the projection is orthogonal to g_1; the mixture adds
+    lambda g_1; a step rule's direction is g_k (it acts after the optimizer)."""
     config = TrainConfig(steps=1, rules=RULES, learning_rate=0.1)
     mixed = TrainConfig(steps=1, rules=RULES, learning_rate=0.1, mixture_weight=2.0)
     g1 = jnp.array([1.0, 0.0])
     aligned, conflicting = jnp.array([1.0, 1.0]), jnp.array([-1.0, 1.0])
-    d = {name: functools.partial(rule.direction, config=config, smoothness=1.0) for name, rule in RULE_TABLE.items()}
+    d = {name: functools.partial(sim_train._direction, rule, config, 1.0) for name, rule in RULE_TABLE.items()}
     np.testing.assert_array_equal(d["pass1"](g1, aligned), g1)
     np.testing.assert_array_equal(d["passk"](g1, aligned), aligned)
     np.testing.assert_array_equal(d["safe-k"](g1, conflicting), conflicting)  # its order moves, not g
     np.testing.assert_allclose(d["project"](g1, aligned), aligned)
     np.testing.assert_allclose(jnp.vdot(d["project"](g1, conflicting), g1), 0.0, atol=1e-7)
     assert float(jnp.vdot(d["project-safe"](g1, conflicting), g1)) >= 0
-    np.testing.assert_allclose(RULE_TABLE["mixture"].direction(g1, conflicting, mixed, 1.0), conflicting + 2.0 * g1)
+    for name in ("project-step", "project-safe-step", "mixture-step"):
+        np.testing.assert_array_equal(d[name](g1, conflicting), conflicting)
+    np.testing.assert_allclose(sim_train._direction(RULE_TABLE["mixture"], mixed, 1.0, g1, conflicting),
+                               conflicting + 2.0 * g1)
+    np.testing.assert_allclose(sim_train._step(RULE_TABLE["mixture-step"], mixed, 1.0, conflicting, g1),
+                               conflicting + 2.0 * g1)
     k, k_star = jnp.int32(8), jnp.int32(5)
-    assert [int(RULE_TABLE[r].order(k, k_star)) for r in RULES] == [1, 8, 8, 8, 8, 4]
+    assert [int(RULE_TABLE[r].order_of(k, k_star)) for r in RULES] == [1, 8, 8, 8, 8, 4, 8, 8, 8]

@@ -194,12 +194,12 @@ def test_small_plain_step_changes_pass1_with_the_sign_of_I_k(tiny):
         a, p, _ = jax.jit(exact.agreement_jvp, static_argnums=3)(params64, prompts, answers, cfg)
         ks = np.array([1, 2, 3, 4, 6, 8, 12, 16, 32, 64, 128])
         summary = exact.conflict_summary(np.asarray(p), np.asarray(a), ks)
-        signs = np.sign(summary["A_k"])
+        signs = np.sign(summary["mean_agreement"])
         assert (signs < 0).any() and (signs > 0).any(), summary  # the instance has a conflict regime
         pass1 = jax.jit(exact.pass_at_1, static_argnums=3)
         grad_k = jax.jit(jax.grad(exact.pass_at_k_objective), static_argnums=3)
         j1 = pass1(params64, prompts, answers, cfg)
-        for k, i_k, a_k in zip(ks, summary["I_k"], summary["A_k"]):
+        for k, i_k, a_k in zip(ks, summary["inner"], summary["mean_agreement"]):
             g = grad_k(params64, prompts, answers, cfg, jnp.asarray(k))
             eta = 1e-4 / np.sqrt(float(exact.tree_dot(g, g)))
             moved = jax.tree_util.tree_map(lambda x, d: x + eta * d, params64, g)
@@ -329,7 +329,7 @@ def test_run_experiment_interface_resume_and_figures(tmp_path):
     ref = experiment.run_experiment(config=config, key=jax.random.key(0))
     json.dumps(ref, allow_nan=False)
     for name in ("k_star_predicted", "agreement_jvp_vs_pergrad_max_abs_err", "last_layer_sign_agreement",
-                 "I_k", "cos_k", "sign_test", "scope"):
+                 "inner", "cos", "sign_test", "scope"):
         assert name in ref
     assert ref["agreement_jvp_vs_pergrad_max_abs_err"] < 1e-4
     warm = ref["warm_start"]

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import theory
-from sim.transformer import exact, ksweep, model, task_families, train
+from sim.transformer import exact, ksweep, ksweep_rows, model, pg_step, task_families, train
 
 ROW_KEYS = {"task", "warm_start", "k_star", "k", "seeds", "pass1_change", "predicted_sign", "observed_sign"}
 INTERVAL_KEYS = {"value", "lower", "upper", "n", "sd"}
@@ -118,8 +118,10 @@ def test_family_tasks_share_the_model_shapes():
 
 
 def test_count_route_equals_sampled_answers(tiny):
-    """Given the rewards of sampled answers, the sweep's update `sum_i mu_i c_i grad log p_i` equals
-    PKPO's update over the answers themselves, `sum_ij mu_i s_ij grad log pi(y_ij | x_i)`."""
+    """Given the rewards of sampled answers, the trainer's unique-answer update
+    `sum_i mu_i (sum_j s_ij r_ij) grad log p_i` (`pg_step.unique_state`'s pullback, the table's
+    "pkpo-loo-1" coefficients) equals PKPO's update over the answers themselves,
+    `sum_ij mu_i s_ij grad log pi(y_ij | x_i)`."""
     t, cfg, params = tiny
     prompts, answers = jnp.asarray(t.prompts), jnp.asarray(t.answers)
     mu = jnp.full((t.n_prompts,), 1.0 / t.n_prompts, jnp.float32)
@@ -127,15 +129,24 @@ def test_count_route_equals_sampled_answers(tiny):
     samples = train.sample_answers(params, prompts, jax.random.key(7), cfg, 2, n)  # (P, n, 2)
     rewards = jax.vmap(jax.vmap(t.verify, in_axes=(None, 0)))(prompts, samples)  # (P, n)
     assert 0 < float(rewards.mean()) < 1
-    weights = theory.pkpo_weights(rewards, k, baseline="loo-1")
+    weights = theory.gradient_estimator(ksweep.ESTIMATOR).coefficients(rewards, k)
     surrogate = lambda th: jnp.sum(mu[:, None] * weights * train.answer_log_probs(th, prompts, samples, cfg))
     reference = jax.grad(surrogate)(params)
-    p = exact.success(params, prompts, answers, cfg)
-    coef = ksweep.update_coefficients(p, rewards, k, False)
-    log_p = lambda th: jax.vmap(exact.log_success, in_axes=(None, 0, 0, None))(th, prompts, answers, cfg)
-    ours = jax.grad(lambda th: jnp.sum(mu * coef * log_p(th)))(params)
+    _, pullback, _, _ = pg_step.unique_state(params, prompts, answers, cfg, mu)
+    ours = pullback(mu * jnp.sum(weights * rewards, axis=-1))
     for a, b in zip(jax.tree_util.tree_leaves(reference), jax.tree_util.tree_leaves(ours)):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-7)
+
+
+def test_unique_answer_runs_refuse_what_they_cannot_draw(tiny):
+    t, cfg, params = tiny
+    keys = jax.random.split(jax.random.key(0), 2)
+    for fields, match in ((dict(estimator="rloo", k=1), "wrong answers"),
+                          (dict(estimator="pkpo-loo-1", k=2, rule="project-step"), "rule 'project-step'"),
+                          (dict(estimator="pkpo-loo-1", k=2, checkpoint_every=1), "checkpoint_every")):
+        pg = train.PGConfig(**{"steps": 2, "checkpoint_every": 2, **fields})
+        with pytest.raises(ValueError, match=match):
+            pg_step.policy_gradient_runs(params, t.prompts, t.answers, cfg, pg, ks=[1, 1], keys=keys)
 
 
 def test_exact_runs_step_along_grad_j_k(tiny):
@@ -196,7 +207,7 @@ def test_padding_changes_nothing(tiny):
     padded = exact.conflict_summary(np.asarray(p, np.float64), np.asarray(a, np.float64), ks, mu)
     plain = exact.conflict_summary(np.asarray(p0, np.float64), np.asarray(a0, np.float64), ks)
     assert padded["k_star"] == plain["k_star"]
-    np.testing.assert_allclose(padded["I_k"], plain["I_k"], rtol=1e-4)
+    np.testing.assert_allclose(padded["inner"], plain["inner"], rtol=1e-4)
     keys = jax.random.split(jax.random.key(0), 3)
     ks = np.array([1, 4, 4])
     runs = np.array([True, True, False])
@@ -221,17 +232,17 @@ def test_explanations_read_the_records():
     """One run per class: `I_k` turned (k* moved), the update pointed the other way (sampling),
     both kept the predicted sign (step too large)."""
     base = {"k_star": [5, 3, 3, 3]}
-    moved = {**base, "j1": np.array([0.5, 0.51, 0.49, 0.40]), "A_k": np.array([0.1, -0.2, -0.2, -0.2]),
+    moved = {**base, "j1": np.array([0.5, 0.51, 0.49, 0.40]), "mean_agreement": np.array([0.1, -0.2, -0.2, -0.2]),
              "update_inner": np.array([0.01, -0.02, -0.03])}
-    sampled = {**base, "j1": np.array([0.5, 0.40, 0.41, 0.42]), "A_k": np.array([0.1, 0.1, 0.1, 0.1]),
+    sampled = {**base, "j1": np.array([0.5, 0.40, 0.41, 0.42]), "mean_agreement": np.array([0.1, 0.1, 0.1, 0.1]),
                "update_inner": np.array([-0.05, 0.01, 0.01])}
-    large = {**base, "j1": np.array([0.5, 0.40, 0.41, 0.42]), "A_k": np.array([0.1, 0.1, 0.1, 0.1]),
+    large = {**base, "j1": np.array([0.5, 0.40, 0.41, 0.42]), "mean_agreement": np.array([0.1, 0.1, 0.1, 0.1]),
              "update_inner": np.array([0.05, 0.01, 0.01])}
-    assert "k* moved" in ksweep._explain(1, -1, 4, -0.1, [moved])
-    assert "at step 2" in ksweep._explain(1, -1, 4, -0.1, [moved])
-    assert "sampled update" in ksweep._explain(1, -1, 4, -0.1, [sampled])
-    assert "too large" in ksweep._explain(1, -1, 4, -0.1, [large])
-    mixed = ksweep._explain(1, -1, 4, -0.1, [moved, large, large], exact_agrees=True)
+    assert "k* moved" in ksweep_rows.explain(1, -1, 4, -0.1, [moved])
+    assert "at step 2" in ksweep_rows.explain(1, -1, 4, -0.1, [moved])
+    assert "sampled update" in ksweep_rows.explain(1, -1, 4, -0.1, [sampled])
+    assert "too large" in ksweep_rows.explain(1, -1, 4, -0.1, [large])
+    mixed = ksweep_rows.explain(1, -1, 4, -0.1, [moved, large, large], exact_agrees=True)
     assert "[33% of runs]" in mixed and "[67% of runs]" in mixed and "exact-gradient run" in mixed
 
 
@@ -319,7 +330,7 @@ def test_quick_warm_starts_match_their_rows(quick):
     for warm in quick["warm_starts"]:
         rows = [r for r in quick["k_sweep"] if r["task"] == warm["task"] and r["warm_start"] == warm["warm_start"]]
         assert {r["k_star"] for r in rows} == {warm["k_star"]}
-        a_k = np.asarray(warm["A_k"])
+        a_k = np.asarray(warm["mean_agreement"])
         assert a_k[0] > 0
         if warm["k_star"] is not None and warm["k_star"] <= len(a_k):
             assert np.all(a_k[: warm["k_star"] - 1] > 0) and a_k[warm["k_star"] - 1] < 0

@@ -1,7 +1,7 @@
 """Training rules of the transformer's fine-tuning (`PGConfig.rule`) and the `safe` study.
 
 `"passk"` is the fine-tuning of before the rules, bit for bit (against a frozen copy of that step);
-a guarded exact run's `<g_1, u>` is never negative; `"project-safe"` with the measured smoothness
+a guarded exact run's `<g_1, u>` is never negative; `"project-safe-step"` with the measured smoothness
 keeps exact pass@1 from falling where plain pass@k ascent lowers it; the study's JSON keys; and
 bad rules or combinations raise ValueError naming the argument.
 """
@@ -14,8 +14,8 @@ import numpy as np
 import optax
 import pytest
 
-from sim.train import RECORD_NAMES as R
-from sim.transformer import checkpoint, exact, safe, task, train
+from sim.records import RECORD_NAMES as R
+from sim.transformer import checkpoint, exact, pg_step, safe, task, train
 from tiny_transformer import make_tiny
 
 STEPS = 10
@@ -50,7 +50,7 @@ def _old_chunk(carry, start, key, prompts, answers, mu, verifier_args, *, config
         g1 = exact.grad_pass_at_1(theta, prompts, answers, config, mu)
         neg = jax.tree_util.tree_map(jnp.negative, grads)
         updates, opt_state = opt.update(neg, opt_state, theta)
-        j1, jk = train._evaluate(theta, prompts, answers, mu, track, config)
+        j1, jk = pg_step.evaluate(theta, prompts, answers, mu, track, config)
         metrics = {R.j1: j1, R.jk: jk, R.update_inner: exact.tree_dot(g1, updates), "mean_reward": mean_reward}
         return (optax.apply_updates(theta, updates), opt_state), metrics
 
@@ -85,7 +85,7 @@ def test_project_safe_keeps_exact_pass1_from_falling_where_passk_ascent_lowers_i
     assert sm["smoothness"] == pytest.approx(2.0 * max(sm["curvatures"] + [sm["power_iteration"]]))
     _, plain = _finetune(tiny)
     ckpt = tmp_path / "project_safe.pkl"
-    _, guarded = _finetune(tiny, ckpt, rule="project-safe", smoothness=sm["smoothness"])
+    _, guarded = _finetune(tiny, ckpt, rule="project-safe-step", smoothness=sm["smoothness"])
     assert np.any(np.diff(plain[R.j1]) < -1e-4)  # plain pass@8 ascent lowers pass@1 here
     assert np.any(plain[R.update_inner] < 0)
     assert np.all(guarded[R.update_inner] >= 0), guarded[R.update_inner]
@@ -93,11 +93,14 @@ def test_project_safe_keeps_exact_pass1_from_falling_where_passk_ascent_lowers_i
     assert guarded[R.jk][-1, 0] > guarded[R.jk][0, 0]  # pass@8 still rises
     # The rule is part of the run's fingerprint: the checkpoint resumes its own run (here at its
     # end, with the same records) and is refused by the plain pass@k run.
-    _, again = _finetune(tiny, ckpt, rule="project-safe", smoothness=sm["smoothness"])
-    for name in (R.j1, R.update_inner, "k_used"):
+    _, again = _finetune(tiny, ckpt, rule="project-safe-step", smoothness=sm["smoothness"])
+    for name in (R.j1, R.update_inner, R.k_used):
         np.testing.assert_array_equal(again[name], guarded[name])
     with pytest.raises(ValueError, match="different run"):
         _finetune(tiny, ckpt)
+    # The direction rule of the same formula is another run: its fingerprint differs.
+    with pytest.raises(ValueError, match="different run"):
+        _finetune(tiny, ckpt, rule="project-safe", smoothness=sm["smoothness"])
 
 
 @pytest.mark.slow
@@ -109,7 +112,7 @@ def test_study_returns_the_documented_keys(tiny, monkeypatch):
         j1 = 0.5 + 0.01 * np.arange(pg.steps + 1) + 1e-3 * seed
         jk = np.stack([j1 + 0.1, j1 + 0.2], axis=1)
         return params, {R.j1: j1, R.jk: jk, R.update_inner: np.ones(pg.steps), "mean_reward": np.zeros(pg.steps),
-                        "k_used": np.full(pg.steps, pg.k)}
+                        R.k_used: np.full(pg.steps, pg.k)}
 
     monkeypatch.setattr(safe._experiment, "warm_start", lambda *a, **k: (t, cfg, params, np.zeros(1)))
     monkeypatch.setattr(safe._train, "finetune", fake_finetune)
@@ -119,7 +122,7 @@ def test_study_returns_the_documented_keys(tiny, monkeypatch):
                  "settings", "groups", "runtime_s"):
         assert name in out
     labels = {g["label"] for g in out["groups"]}
-    assert labels == set(out["rules"]) >= {"passk", "project", "project-safe", "safe-k", "pass1"}
+    assert labels == set(out["rules"]) >= {"passk", "project-step", "project-safe-step", "safe-k", "pass1"}
     for g in out["groups"]:
         for name in ("final_pass1", "final_passk", "final_pass_at_k_high", "auc_pass1", "auc_passk"):
             assert set(g[name]) == {"value", "lower", "upper", "n", "sd"}
@@ -131,6 +134,9 @@ def test_study_returns_the_documented_keys(tiny, monkeypatch):
 @pytest.mark.parametrize("fields, name", [
     (dict(rule="bogus"), "rule"),
     (dict(rule="project", estimator="rloo", k=1), "rule"),
+    (dict(rule="project-step", estimator="rloo", k=1), "rule"),
+    (dict(rule="mixture-step", mixture_weight=-1.0), "mixture_weight"),
+    (dict(rule="project-safe-step"), "smoothness"),
     (dict(rule="passk", mixture_weight=1.0), "mixture_weight"),
     (dict(rule="mixture", mixture_weight=-1.0), "mixture_weight"),
     (dict(rule="project-safe"), "smoothness"),

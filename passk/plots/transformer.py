@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from passk.plots._style import save  # noqa: E402
+from sim.records import RECORD_NAMES as R  # noqa: E402
 
 __all__ = ["draw"]
 
@@ -135,8 +136,8 @@ def _proxy(results, outdir):
 def _sign(results, outdir):
     st = results["sign_test"]
     ks = np.asarray(st["ks"])
-    a_k = np.asarray(results["A_k"])
-    cos = np.asarray(results["cos_k"])
+    a_k = np.asarray(results[R.mean_agreement])
+    cos = np.asarray(results[R.cos])
     d1 = np.asarray(st["delta_pass1"])
     k_star = results.get("k_star_predicted")
     match = np.asarray(st["predicted_sign"]) == np.asarray(st["observed_sign"])
@@ -174,7 +175,7 @@ def draw(results: dict, outdir: pathlib.Path) -> list[pathlib.Path]:
     """Write the transformer figures (PNG and PDF) into `outdir`; returns the paths written."""
     if not isinstance(results, dict):
         raise TypeError(f"results must be the dict returned by run_experiment; got {type(results).__name__}")
-    for name in ("runs", "warm_start", "sign_test", "A_k", "cos_k", "last_layer_sign_agreement"):
+    for name in ("runs", "warm_start", "sign_test", R.mean_agreement, R.cos, "last_layer_sign_agreement"):
         if name not in results:
             raise ValueError(f"results is missing {name!r}: pass the dict returned by run_experiment")
     outdir = pathlib.Path(outdir)

@@ -2,15 +2,17 @@
 
 Modules: :mod:`task` (the verifiable task), :mod:`task_families` (the exception task and the
 rare-rule task in one form), :mod:`model` (the transformer), :mod:`exact` (exact success,
-objectives and agreements by JVP), :mod:`train` (warm start, policy-gradient fine-tuning,
-sampling, training rules), :mod:`checkpoint` (chunked loops that checkpoint and resume).
+objectives and agreements by JVP), :mod:`sampling` (answers from the policy), :mod:`warm_start`
+(supervised warm start), :mod:`train` (policy-gradient fine-tuning with every rule of
+:data:`sim.rules.RULE_TABLE`), :mod:`pg_step` (its compiled step, and many runs of it at once),
+:mod:`smoothness` (a measured `L_1`), :mod:`checkpoint` (chunked loops that checkpoint and resume).
 
 The studies that run it are in :mod:`sim.studies`: the end-to-end confirmation
-(:mod:`sim.studies.transformer_experiment`, :func:`~sim.studies.transformer_experiment.run_experiment`),
-the recovery of `k*` from sampled answers (:mod:`sim.studies.transformer_recovery`) and the
-last-layer proxy (:mod:`sim.studies.transformer_proxy`). Two more live here as modules, off this
-face: :mod:`safe` (the conflict-safe rules measured) and :mod:`ksweep` (plain SGD through the
-crossing at every `k`, two task families, three warm starts each).
+(:mod:`sim.studies.transformer_experiment`), the recovery of `k*` from sampled answers
+(:mod:`sim.studies.transformer_recovery`), the last-layer proxy
+(:mod:`sim.studies.transformer_proxy`), the conflict-safe rules measured
+(:mod:`sim.studies.transformer_safe`) and plain SGD through the crossing at every `k`
+(:mod:`sim.studies.transformer_ksweep`, its table in :mod:`sim.studies.transformer_ksweep_rows`).
 """
 
 from sim.transformer.exact import (

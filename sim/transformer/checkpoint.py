@@ -5,10 +5,16 @@ the carry, the step and the metrics so far are written atomically to one file, n
 fingerprint of everything the run starts from (settings, data, initial parameters, key), so that
 only the same run resumes from it. Step `t` draws `fold_in(key, t)` (:func:`step_keys`), so a
 resumed run gives the numbers of an uninterrupted one.
+
+A fine-tuning run's fingerprint names its `PGConfig` (:func:`pg_identity`) and its checkpoint
+keeps a carry layout per kind of rule (:func:`carry_layout`): checkpoints of the runs these
+spellings and layouts were fixed for resume; any other checkpoint file at the path is refused by
+:func:`load_checkpoint`, which says that it belongs to a different run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import pickle
 from pathlib import Path
@@ -18,8 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from sim.files import atomic_write
+from sim.records import RECORD_NAMES
+from sim.rules import RULE_TABLE
 
-__all__ = ["check_chunking", "data_digests", "fingerprint", "is_typed_key", "key_list", "load_checkpoint",
+__all__ = ["carry_layout", "check_chunking", "check_positive_int", "data_digests", "pg_identity", "fingerprint", "is_typed_key", "key_list", "load_checkpoint",
            "run_chunks", "save_checkpoint", "step_keys"]
 
 
@@ -101,3 +109,73 @@ def is_typed_key(key) -> bool:
 
 def key_list(key):
     return (jax.random.key_data(key) if is_typed_key(key) else jnp.asarray(key)).tolist()
+
+
+def check_positive_int(owner, name, value):
+    """ValueError naming `owner.name` unless `value` is an integer `>= 1`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{owner}.{name} must be a positive integer; got {value!r}")
+
+
+def carry_layout(pg, fresh_guard_state):
+    """Converters between the fine-tuning chunk's carry `(params, optimiser state, guard state,
+    k')` and the carry a checkpoint of the `PGConfig` `pg` holds.
+
+    Checkpoints keep one layout per kind of rule (`"passk"`: `(params, optimiser state)`;
+    `"pass1"`, `"safe-k"`: `(params, optimiser state, k')`; rules that read `g_1`:
+    `(params, (optimiser state, guard state), k')`), the layouts of the programs compiled for one
+    rule each, whose checkpoints resume here; `"passk"` records carry no `k_used` (it is `pg.k`)."""
+    guarded = RULE_TABLE[pg.rule].reads_g1
+    k0 = jnp.asarray(pg.k, jnp.int32)
+
+    def to_shared(saved):
+        if pg.rule == "passk":
+            return saved[0], saved[1], fresh_guard_state, k0
+        if guarded:
+            return saved[0], saved[1][0], saved[1][1], saved[2]
+        return saved[0], saved[1], fresh_guard_state, saved[2]
+
+    def to_saved(carry, metrics):
+        theta, base_state, guard_state, k = carry
+        if pg.rule == "passk":
+            return (theta, base_state), {name: v for name, v in metrics.items() if name != RECORD_NAMES.k_used}
+        if guarded:
+            return (theta, (base_state, guard_state), k), metrics
+        return (theta, base_state, k), metrics
+
+    return to_shared, to_saved
+
+
+class _Text:
+    def __init__(self, text):
+        self.text = text
+
+    def __repr__(self):
+        return self.text
+
+
+_RULE_FIELDS = ("rule", "mixture_weight", "smoothness", "safe_k_every")
+#: How the step rules are spelled in fingerprints: the names under which the trainer that had only
+#: guards after the optimiser wrote its checkpoints, so that those checkpoints resume.
+_FINGERPRINT_NAMES = {"project-step": "project", "project-safe-step": "project-safe", "mixture-step": "mixture"}
+
+
+def pg_identity(pg):
+    """What names a fine-tuning run (`PGConfig` `pg`) in its fingerprint: the repr of the config.
+
+    A plain `"passk"` run with the rule fields at their defaults leaves them out, so that
+    checkpoints of the trainer without rules resume; a step rule is spelled as in
+    `_FINGERPRINT_NAMES`; a direction rule that reads `g_1` ("project", "project-safe", "mixture")
+    adds `acts_on='direction'`, so that no checkpoint of a step rule spelled alike resumes it (it
+    is refused: the fingerprints differ)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(pg) if f.name in _RULE_FIELDS}
+    plain = all(getattr(pg, name) == value for name, value in defaults.items())
+    fields = [f.name for f in dataclasses.fields(pg) if not (plain and f.name in _RULE_FIELDS)]
+    spelled = {name: getattr(pg, name) for name in fields}
+    if not plain:
+        spelled["rule"] = _FINGERPRINT_NAMES.get(pg.rule, pg.rule)
+    text = f"PGConfig({', '.join(f'{name}={value!r}' for name, value in spelled.items())})"
+    rule = RULE_TABLE[pg.rule]
+    if rule.reads_g1 and rule.acts_on == "direction":
+        text += " acts_on='direction'"
+    return _Text(text)

@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import theory
+from sim.records import RECORD_NAMES as R
+from sim.records import floats
 from sim.transformer import model as _model
 
 __all__ = [
@@ -208,7 +210,8 @@ def conflict_summary(p, agreement, ks, mu=None, *, k_max: int = 10**6) -> dict:
     """`I_k`, `A_k` for each `k` in `ks`, and `k* = min{k : I_k < 0}` (None if none up to `k_max`).
 
     All three come from `theory` (`conflict_inner_product`, `weighted_mean_agreement`,
-    `critical_k`). Returns plain Python floats/ints.
+    `critical_k`). Returns plain Python floats/ints keyed by :data:`sim.records.RECORD_NAMES`:
+    `{"ks", "inner": [I_k], "mean_agreement": [A_k], "k_star"}`.
     """
     p = np.asarray(p, dtype=np.float64)
     agreement = np.asarray(agreement, dtype=np.float64)
@@ -218,7 +221,7 @@ def conflict_summary(p, agreement, ks, mu=None, *, k_max: int = 10**6) -> dict:
     k_star = theory.critical_k(p, agreement, mu, k_max=k_max)
     return {
         "ks": [int(k) for k in ks_arr],
-        "I_k": [float(x) for x in np.asarray(i_k)],
-        "A_k": [float(x) for x in np.asarray(a_k)],
-        "k_star": None if k_star is None else int(k_star),
+        R.inner: floats(i_k),
+        R.mean_agreement: floats(a_k),
+        R.k_star: None if k_star is None else int(k_star),
     }

@@ -28,30 +28,27 @@ second rule) and each of its warm starts (points along one supervised run, so wi
 Each run records, at every `theta_t`, the exact `p` and agreements, hence `J_1`, `J_k`, `k*_t`
 and `A_k(theta_t)` at its own `k` (:func:`run_records`), and the first-order change
 `<g_1, u_t>` of every step taken. A disagreement is explained from these records
-(:func:`_explain`): `I_k` had already turned at the step that moved pass@1 the wrong way (`k*`
+(:func:`sim.transformer.ksweep_rows.explain`): `I_k` had already turned at the step that moved pass@1 the wrong way (`k*`
 moved past `k` along the trajectory); the update taken pointed the other way although `I_k` did
 not (the sampled estimate decided); or both had the predicted sign and pass@1 still moved the
 other way (the step was too large for the first-order prediction).
 
-Sampling without sampling strings. Every prompt has exactly one correct answer `y*_i`, so a
-sampled answer is correct with probability `p_i`, independently of the others, and every correct
-answer has the score `grad log pi(y*_i | x_i)`. PKPO's `k-1` baseline gives wrong answers a
-weight of exactly 0, so the update of `n` sampled answers,
-`u = sum_i mu_i sum_j s_ij grad log pi(y_ij | x_i)`, equals
-`sum_i mu_i (sum_j s_ij r_ij) grad log p_i` with `r_ij ~ Bernoulli(p_i)` (as
-:mod:`sim.transformer.sampled` uses for its estimators). The study draws `r_ij` from the exact
-`p_i`: the same distribution of updates as sampling the answers with
-:func:`sim.transformer.train.sample_answers` and scoring them with the family's verifier (the
-tests check the identity on sampled answers), for one forward and two reverse passes over the
-`P` prompts per step instead of passes over `n P` sampled sequences. That is why `n` can be
-`4K + 1` at no cost.
+Runs through the trainer. Every run is the transformer trainer's fine-tuning step
+(:func:`sim.transformer.pg_step.policy_gradient_runs`: rule `"passk"`, plain SGD) with the exact
+gradient or with `theory.ESTIMATOR_TABLE`'s `"pkpo-loo-1"` entry. Every prompt has exactly one
+correct answer and PKPO's `k-1` baseline gives wrong answers a weight of exactly 0, so the step
+draws the rewards `r_ij ~ Bernoulli(p_i)` from the exact `p_i` instead of sampling answer strings
+(the same distribution of updates; :mod:`sim.transformer.pg_step` explains it and the tests check
+the identity on sampled answers), for one linearisation of `log p` over the `P` prompts per step.
+That is why `n` can be `4K + 1` at no cost. The rows and verdicts are read from the runs by
+:mod:`sim.transformer.ksweep_rows`.
 
-Compilation. Every run of the study (all `k`, seeds, exact runs, warm starts and both families)
-goes through one compiled program: `k` is a traced integer (PKPO's weights and `w_k` accept
-one), the families' populations are padded to one size with weight-0 prompts (they share the
-vocabulary and so the model), the runs are `vmap`ped in equal batches (`lax.map`), the steps are
-a `lax.scan`. A family's warm starts are consecutive calls of the supervised warm start, which
-compile once per family.
+Compilation. The sampled runs of the study (all `k`, seeds, warm starts and both families) go
+through one compiled program and the exact runs through another: `k` is a traced integer, the
+families' populations are padded to one size with weight-0 prompts (they share the vocabulary and
+so the model), the runs are `vmap`ped in equal batches (`lax.map`), the steps are a `lax.scan`. A
+family's warm starts are consecutive calls of the supervised warm start, which compile once per
+family.
 
 Sizes (:func:`ksweep_config`). The full preset keeps the confirmation's model (68,736
 parameters, `M = 11`) and warm-start recipe, cuts the steps to `T = 4` (the sign of the first
@@ -69,7 +66,6 @@ KL, entropy bonus or length normalisation.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from typing import Callable
 
@@ -77,12 +73,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import theory
-from sim.intervals import mean_interval, wilson_interval
+from sim.intervals import wilson_interval
+from sim.records import RECORD_NAMES as R
+from sim.records import floats as _floats
 from sim.transformer import exact as _exact
 from sim.transformer import model as _model
+from sim.transformer import pg_step as _pg_step
 from sim.transformer import task_families as _families
 from sim.transformer import train as _train
+from sim.transformer.ksweep_rows import (
+    histogram,
+    observed_sign,
+    predicted_sign,
+    run_records,
+    summarise,
+    warm_start_rows,
+)
 
 __all__ = [
     "ESTIMATOR",
@@ -94,12 +100,10 @@ __all__ = [
     "observed_sign",
     "run_records",
     "sweep_runs",
-    "update_coefficients",
 ]
 
 #: The sampled estimator of the sweep: PKPO with the `k-1`-subset baseline (wrong answers weigh 0).
 ESTIMATOR = "pkpo-loo-1"
-_HIST_BINS = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,86 +198,16 @@ def ksweep_config(quick: bool) -> KSweepConfig:
                         sft_batch_size=64, sft_learning_rate=3e-3, learning_rate=1.0, steps=4, seeds=5)
 
 
-def predicted_sign(k: int, k_star) -> int:
-    """The sign of `I_k` at the start that `k*` predicts: `-1` if `k >= k*`, else `+1` (`k*` None: `+1`)."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be an integer >= 1; got {k!r}")
-    if k_star is not None and (isinstance(k_star, bool) or not isinstance(k_star, (int, np.integer)) or k_star < 1):
-        raise ValueError(f"k_star must be None or an integer >= 1; got {k_star!r}")
-    return -1 if k_star is not None and k >= k_star else 1
-
-
-def observed_sign(interval: dict) -> int:
-    """The sign of a mean with an interval: 0 when the interval contains 0, else the mean's sign."""
-    lower, upper = float(interval["lower"]), float(interval["upper"])
-    if lower <= 0.0 <= upper:
-        return 0
-    return 1 if lower > 0 else -1
-
-
-def update_coefficients(p, rewards, k, exact):
-    """The coefficient `c_i` of `grad log p_i` in the update `u = sum_i mu_i c_i grad log p_i`.
-
-    Exact: `grad J_k = sum_i mu_i w_k(p_i) grad p_i = sum_i mu_i w_k(p_i) p_i grad log p_i`, so
-    `c_i = w_k(p_i) p_i`. Sampled PKPO (`"pkpo-loo-1"`): a wrong answer weighs exactly 0 and every
-    correct one has the score `grad log p_i`, so `c_i = sum_j s_ij r_ij` with
-    `s = pkpo_weights(r, k, baseline="loo-1")`.
-
-    Args:
-      p: `(P,)` exact success.
-      rewards: `(P, n)` binary rewards of `n` answers per prompt (unused where `exact`).
-      k: the order (an integer, may be traced; `k <= n`).
-      exact: a boolean (may be traced): the exact gradient instead of the sampled one.
-
-    Returns:
-      `(P,)` coefficients.
-    """
-    weights = theory.pkpo_weights(rewards, k, baseline="loo-1", binary=True)  # (P, n)
-    sampled = jnp.sum(weights * rewards, axis=-1)  # (P,)
-    return jnp.where(exact, theory.pass_at_k_weight(p, k) * p, sampled)
-
-
-@functools.partial(jax.jit, static_argnames=("config", "n_samples", "steps"))
-def _sweep(params, prompts, answers, mu, ks, keys, exact, learning_rate, *, config, n_samples, steps):
-    """Runs laid out as `(batches, batch)`: `lax.map` over batches of `vmap`ped runs."""
-    p_count = prompts.shape[0]
-    log_p = lambda theta: jax.vmap(_exact.log_success, in_axes=(None, 0, 0, None))(theta, prompts, answers, config)
-
-    def state(theta):
-        """`p`, the reverse pass of `log p`, `g_1 = grad J_1` and the agreements at `theta`."""
-        # One linearisation serves the reverse passes (its transpose) and the forward one: the
-        # model is traced once per step, which keeps compilation short.
-        logp, forward = jax.linearize(log_p, theta)  # (P,)
-        vjp = jax.linear_transpose(forward, theta)
-        p = jnp.exp(logp)
-        (g1,) = vjp(mu * p)  # grad J_1 = sum_i mu_i p_i grad log p_i
-        return p, vjp, g1, p * forward(g1)  # a_i = <grad p_i, grad J_1> = p_i <grad log p_i, g_1>
-
-    def one_run(k, key, is_exact):
-        def step(theta, t):
-            p, vjp, g1, a = state(theta)
-            rewards = (jax.random.uniform(jax.random.fold_in(key, t), (p_count, n_samples), p.dtype)
-                       < p[:, None]).astype(p.dtype)  # r_ij ~ Bernoulli(p_i)
-            (direction,) = vjp(mu * update_coefficients(p, rewards, k, is_exact))
-            update = jax.tree_util.tree_map(lambda d: learning_rate * d, direction)
-            # <g_1, u>: the first-order change of J_1 by this step
-            return jax.tree_util.tree_map(jnp.add, theta, update), (p, a, _exact.tree_dot(g1, update))
-
-        theta, (p, a, inner) = jax.lax.scan(step, params, jnp.arange(steps))
-        p_end, _, _, a_end = state(theta)
-        return jnp.concatenate([p, p_end[None]]), jnp.concatenate([a, a_end[None]]), inner
-
-    return jax.lax.map(lambda batch: jax.vmap(one_run)(*batch), (ks, keys, exact))
-
-
 def sweep_runs(params, prompts, answers, config, ks, keys, exact, *, learning_rate, n_samples, steps, mu=None,
                batch=64):
-    """Plain-SGD fine-tuning runs from one starting point, all in one compiled program.
+    """Plain-SGD fine-tuning runs from one starting point, through the transformer trainer's step
+    (:func:`sim.transformer.pg_step.policy_gradient_runs`, rule `"passk"`).
 
-    Run `r` takes `steps` steps `theta <- theta + eta u` with
-    `u = sum_i mu_i c_i grad log p_i` (:func:`update_coefficients`): the exact `grad J_k` where
-    `exact[r]`, else sampled PKPO (`"pkpo-loo-1"`) from `n_samples` answers per prompt, drawn as
-    `r_ij ~ Bernoulli(p_i)` with the key `fold_in(keys[r], t)` at step `t`.
+    Run `r` takes `steps` steps `theta <- theta + eta u`: `u` the exact `grad J_k` where
+    `exact[r]`, else sampled PKPO (:data:`ESTIMATOR`, `theory.ESTIMATOR_TABLE`'s entry) from
+    `n_samples` answers per prompt, drawn as `r_ij ~ Bernoulli(p_i)` with the key
+    `fold_in(keys[r], t)` at step `t` (every prompt has one correct answer). The sampled runs are
+    one compiled program, the exact runs another.
 
     Args:
       params: the starting parameters (every run starts there).
@@ -305,53 +239,23 @@ def sweep_runs(params, prompts, answers, config, ks, keys, exact, *, learning_ra
     if exact.shape != ks.shape or len(keys) != ks.shape[0]:
         raise ValueError(f"ks, keys and exact must have one entry per run; got shapes {ks.shape}, "
                          f"{np.shape(keys)}, {exact.shape}")
-    p_count = np.shape(prompts)[0]
-    mu = jnp.full((p_count,), 1.0 / p_count, jnp.float32) if mu is None else jnp.asarray(mu, jnp.float32)
-    # Equal batches (a last, smaller batch would compile the step a second time): pad with copies of
-    # the last run, whose results are dropped.
-    runs = ks.shape[0]
-    n_batches = -(-runs // batch)
-    size = -(-runs // n_batches)
-    pad = n_batches * size - runs
-    layout = lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]).reshape((n_batches, size) + x.shape[1:])
-    p, a, inner = _sweep(params, jnp.asarray(prompts), jnp.asarray(answers), mu, layout(jnp.asarray(ks, jnp.int32)),
-                         layout(keys), layout(jnp.asarray(exact)), jnp.float32(learning_rate), config=config,
-                         n_samples=int(n_samples), steps=int(steps))
-    unlayout = lambda x: np.asarray(x, np.float64).reshape((n_batches * size,) + x.shape[2:])[:runs]
-    return {"p": unlayout(p), "agreement": unlayout(a), "update_inner": unlayout(inner)}
-
-
-def run_records(p, agreement, k, mu=None) -> dict:
-    """What the study reads from one run at every step, from its exact `p` and agreements.
-
-    `J_1 = sum_i mu_i p_i`, `J_k = sum_i mu_i (1 - (1 - p_i)^k)`, `A_k` (the sign of `I_k` at the
-    run's own `k`, :func:`theory.weighted_mean_agreement`) and `k*` (:func:`theory.critical_k`,
-    None for no conflict), in float64 as :func:`sim.transformer.exact.conflict_summary` at the
-    warm start.
-
-    Args:
-      p, agreement: `(T + 1, P)` per step.
-      k: the run's order.
-      mu: `(P,)` prompt weights, uniform when None.
-
-    Returns:
-      `{"j1", "jk", "A_k"}` as `(T + 1,)` float arrays and `"k_star"` as a list of int or None.
-    """
-    p, agreement = np.asarray(p, np.float64), np.asarray(agreement, np.float64)
-    weights = np.full(p.shape[-1], 1.0 / p.shape[-1]) if mu is None else np.asarray(mu, np.float64)
-    return {
-        "j1": p @ weights,
-        "jk": np.asarray(theory.pass_at_k(p, k)) @ weights,
-        "A_k": np.asarray(theory.weighted_mean_agreement(p, agreement, k, weights)),
-        "k_star": [theory.critical_k(pt, at, weights) for pt, at in zip(p, agreement)],
-    }
+    keys = jnp.asarray(keys)
+    out = {}
+    for estimator, chosen in (("exact", exact), (ESTIMATOR, ~exact)):
+        if not chosen.any():
+            continue
+        pg = _train.PGConfig(estimator=estimator, k=int(ks[chosen].max()), n_samples=max(2, int(n_samples)),
+                             optimizer="sgd", learning_rate=float(learning_rate), steps=int(steps),
+                             checkpoint_every=int(steps))
+        runs = _pg_step.policy_gradient_runs(params, prompts, answers, config, pg, ks=ks[chosen],
+                                             keys=keys[np.flatnonzero(chosen)], mu=mu, batch=batch)
+        for name in ("p", "agreement", R.update_inner):
+            value = runs[name]
+            out.setdefault(name, np.zeros((ks.shape[0],) + value.shape[1:], np.float64))[chosen] = value
+    return out
 
 
 _agreement_jvp = jax.jit(_exact.agreement_jvp, static_argnums=3, static_argnames=("subset", "chunk_size"))
-
-
-def _floats(x):
-    return [float(v) for v in np.asarray(x, dtype=np.float64).ravel()]
 
 
 def _check_key(key):
@@ -371,160 +275,6 @@ def _check_families(families):
     if len(set(families)) != len(families):
         raise ValueError(f"families must not repeat a name; got {families!r}")
     return tuple(families)
-
-
-def _histogram(p, is_hard):
-    edges = np.linspace(0.0, 1.0, _HIST_BINS + 1)
-    return {
-        "edges": _floats(edges),
-        "hard": [int(c) for c in np.histogram(p[is_hard], edges)[0]],
-        "easy": [int(c) for c in np.histogram(p[~is_hard], edges)[0]],
-    }
-
-
-def _explain(predicted, observed, k, change, runs, exact_agrees=None):
-    """Why the observed sign of a pass@1 change departs from the prediction, from the records.
-
-    `runs`: the records (:func:`run_records` plus `update_inner`) of the runs behind the change.
-    In each run the step `t` that moved pass@1 furthest the observed way is classified by what the
-    records say at `theta_t`:
-
-    - `"k* moved"`: `I_k` at this `k` already had the observed sign at `theta_t`, `t >= 1`: `k*`
-      moved past `k` along the trajectory;
-    - `"several crossings"`: the same at `t = 0`: the prediction from `k*` and the sign of `I_k`
-      at the start differ, which happens only when `I_k` changes sign more than once in `k`;
-    - `"sampled update"`: `I_k` had the predicted sign but the update taken did not
-      (`<g_1, u_t>` has the observed sign): the sampled estimate, not the expected update, decided;
-    - `"step too large"`: both had the predicted sign, yet pass@1 moved the other way: the step was
-      too large for the first-order prediction (second-order terms won).
-
-    Returns one sentence naming the classes with their shares of runs, plus, for sampled runs
-    whose exact-gradient twin moved as predicted, that fact.
-    """
-    classes, where = [], []
-    for r in runs:
-        deltas = np.diff(r["j1"])  # (T,)
-        t = int(np.argmax(observed * deltas))  # the step that moved pass@1 furthest the observed way
-        if np.sign(r["A_k"][t]) == observed:
-            classes.append("k* moved" if t > 0 else "several crossings")
-        elif np.sign(r["update_inner"][t]) == observed:
-            classes.append("sampled update")
-        else:
-            classes.append("step too large")
-        where.append(t)
-    words = {
-        "k* moved": "k* moved past k along the trajectory (I_k at k = {k} had the sign {obs:+d} at step {t}; "
-                    "k*_t = {path})",
-        "several crossings": "I_k changes sign more than once in k: at the start it already had the sign {obs:+d} "
-                             "at k = {k}",
-        "sampled update": "the sampled update pointed against the prediction (<g_1, u_t> had the sign {obs:+d} at "
-                          "step {t} while I_k had the predicted sign)",
-        "step too large": "the step was too large for the first-order prediction (at step {t} both I_k and "
-                          "<g_1, u_t> had the predicted sign, pass@1 moved the other way)",
-    }
-    parts = []
-    for name in dict.fromkeys(classes):
-        i = classes.index(name)
-        share = classes.count(name) / len(classes)
-        path = ", ".join(str(v) for v in runs[i]["k_star"])
-        parts.append(words[name].format(k=k, obs=observed, t=where[i], path=path) + f" [{share:.0%} of runs]")
-    if exact_agrees:
-        parts.append("the exact-gradient run at this k moved pass@1 as predicted")
-    return f"pass@1 changed by {change:+.2e}: " + "; ".join(parts)
-
-
-def _verdict(predicted, observed):
-    return "inconclusive" if observed == 0 else ("agree" if observed == predicted else "disagree")
-
-
-def _rows_for(family, ws_name, k_star, ks, seeds, out, n_samples, summary, mu):
-    """The table rows of one warm start from its runs (per `k`: `seeds` sampled runs, then the exact one)."""
-    rows = []
-    n_runs_k = seeds + 1
-    a_start = dict(zip(summary["ks"], summary["A_k"]))
-    for index, k in enumerate(ks):
-        runs = []
-        for r in range(index * n_runs_k, (index + 1) * n_runs_k):
-            record = run_records(out["p"][r], out["agreement"][r], int(k), mu)
-            record["update_inner"] = out["update_inner"][r]
-            runs.append(record)
-        sampled, exact = runs[:seeds], runs[seeds]
-        change = np.asarray([r["j1"][-1] - r["j1"][0] for r in sampled])
-        interval = mean_interval(change)
-        exact_change = float(exact["j1"][-1] - exact["j1"][0])
-        pred = predicted_sign(int(k), k_star)
-        obs, exact_obs = observed_sign(interval), int(np.sign(exact_change))
-        row = {
-            "task": family,
-            "warm_start": ws_name,
-            "k_star": k_star,
-            "k": int(k),
-            "seeds": list(range(seeds)),
-            "pass1_change": interval,
-            "predicted_sign": pred,
-            "observed_sign": obs,
-            "verdict": _verdict(pred, obs),
-            "explanation": None,
-            "n_samples": int(n_samples),
-            "A_k_start": float(a_start[int(k)]),
-            "pass1_change_per_seed": _floats(change),
-            "pass1_mean": _floats(np.mean([r["j1"] for r in sampled], axis=0)),
-            "passk_mean": _floats(np.mean([r["jk"] for r in sampled], axis=0)),
-            "first_order_change": float(np.mean([np.sum(r["update_inner"]) for r in sampled])),
-            "k_star_after": [r["k_star"][-1] for r in sampled],
-            "k_star_path": [r["k_star"] for r in sampled],
-            "exact_pass1_change": exact_change,
-            "exact_observed_sign": exact_obs,
-            "exact_verdict": _verdict(pred, exact_obs),
-            "exact_explanation": None,
-            "exact_pass1": _floats(exact["j1"]),
-            "exact_passk": _floats(exact["jk"]),
-            "exact_first_order_change": float(np.sum(exact["update_inner"])),
-            "exact_k_star_path": exact["k_star"],
-            "exact_k_star_after": exact["k_star"][-1],
-        }
-        if row["verdict"] == "inconclusive":
-            row["explanation"] = (
-                f"within noise: the 95% interval over {seeds} seeds, "
-                f"[{interval['lower']:.2e}, {interval['upper']:.2e}], "
-                f"contains 0 (A_k at the start {row['A_k_start']:.2e})"
-            )
-        elif row["verdict"] == "disagree":
-            row["explanation"] = _explain(pred, obs, int(k), interval["value"], sampled,
-                                          exact_agrees=row["exact_verdict"] == "agree")
-        if row["exact_verdict"] == "inconclusive":
-            row["exact_explanation"] = "pass@1 did not change in float32 (the exact gradient vanishes)"
-        elif row["exact_verdict"] == "disagree":
-            row["exact_explanation"] = _explain(pred, exact_obs, int(k), exact_change, [exact])
-        rows.append(row)
-    return rows
-
-
-def _summary(rows):
-    def counts(selected, field="verdict"):
-        out = {"agree": 0, "disagree": 0, "inconclusive": 0}
-        for row in selected:
-            out[row[field]] += 1
-        out["rows"] = len(selected)
-        return out
-
-    tasks = list(dict.fromkeys(r["task"] for r in rows))
-    return {
-        "counts": counts(rows),
-        "by_task": {task: counts([r for r in rows if r["task"] == task]) for task in tasks},
-        "exact_counts": counts(rows, "exact_verdict"),
-        "exact_by_task": {task: counts([r for r in rows if r["task"] == task], "exact_verdict") for task in tasks},
-        "disagreements": [
-            {name: row[name] for name in ("task", "warm_start", "k_star", "k", "pass1_change", "exact_pass1_change",
-                                          "k_star_after", "explanation")}
-            for row in rows if row["verdict"] == "disagree"
-        ],
-        "exact_disagreements": [
-            {name: row[name] for name in ("task", "warm_start", "k_star", "k", "exact_pass1_change",
-                                          "exact_k_star_after", "exact_explanation")}
-            for row in rows if row["exact_verdict"] == "disagree"
-        ],
-    }
 
 
 def _pad(task, size):
@@ -659,7 +409,7 @@ def ksweep_study(*, quick: bool, key, families=_families.FAMILIES,
                          n_samples=n_samples, steps=cfg.steps, mu=mu, batch=cfg.run_batch)
         name = f"{steps} steps"
         with jax.enable_x64(True):
-            ws_rows = _rows_for(family, name, k_star, ks, cfg.seeds, out, n_samples, summary, mu)
+            ws_rows = warm_start_rows(family, name, k_star, ks, cfg.seeds, out, n_samples, summary, mu)
         rows.extend(ws_rows)
         real = mu > 0
         hard = np.asarray(task.is_hard, bool)
@@ -669,8 +419,9 @@ def ksweep_study(*, quick: bool, key, families=_families.FAMILIES,
             "k_covers_2k_star": k_star is None or 2 * k_star <= k_top,
             "last_layer_k_star": summary["last_layer_k_star"],
             "last_layer_sign_right": summary["last_layer_sign_right"],
-            "pass1": float(p_real.mean()), "I_k": summary["I_k"][:k_top], "A_k": summary["A_k"][:k_top],
-            "p_histogram": _histogram(p_real, hard),
+            "pass1": float(p_real.mean()), R.inner: summary[R.inner][:k_top],
+            R.mean_agreement: summary[R.mean_agreement][:k_top],
+            "p_histogram": histogram(p_real, hard),
             "hard_mean_p": float(p_real[hard].mean()), "easy_mean_p": float(p_real[~hard].mean()),
             "hard_negative_agreement_share": float(np.mean(a_real[hard] < 0)),
             "easy_negative_agreement_share": float(np.mean(a_real[~hard] < 0)),
@@ -687,7 +438,7 @@ def ksweep_study(*, quick: bool, key, families=_families.FAMILIES,
     return {
         "quick": quick,
         "k_sweep": rows,
-        "summary": _summary(rows),
+        "summary": summarise(rows),
         "warm_starts": warm_out,
         "families": family_out,
         "ks": list(ks),

@@ -3,14 +3,16 @@
 :func:`safe_update_study` starts from the warm start of the `transformer` part (same task, model,
 supervised warm start and run keys: :func:`sim.transformer.experiment.warm_start` with the full
 preset, `fold_in(split(key, 4)[3], seed)`), finds `k*` there, and fine-tunes with every training
-rule of :data:`RULE_VARIANTS` (plain pass@k ascent, `"project"`, `"project-safe"`, `"safe-k"`, a
-fixed mixture `J_k + lambda J_1` for each `lambda` of :data:`MIXTURE_WEIGHTS`, and pass@1 ascent)
+rule of :data:`RULE_VARIANTS` (plain pass@k ascent, the guards after the optimiser
+`"project-step"` and `"project-safe-step"`, `"safe-k"`, `"mixture-step"` with a fixed
+`lambda` of :data:`MIXTURE_WEIGHTS` added to the step, and pass@1 ascent; names of
+:data:`sim.rules.RULE_TABLE`)
 at one `k` below `k*` and one above (:func:`sim.transformer.experiment.choose_ks`), with the exact
 gradient and with sampled PKPO (`"pkpo-loo-1"`, `n` answers per prompt; the guards' `g_1` is the
 RLOO estimate from the same answers), plain steps (SGD) and Adam (see :mod:`sim.transformer.train`
 for each rule). Exact runs are deterministic (one seed); sampled runs use several seeds.
 
-`"project-safe"` uses `L_1` from :func:`sim.transformer.train.estimate_smoothness` at the warm start
+`"project-safe-step"` uses `L_1` from :func:`sim.transformer.train.estimate_smoothness` at the warm start
 (power iteration and curvatures along `grad J_1`, `grad J_k` and random directions, times a safety
 factor 2): a measured local estimate, so its guarantee holds only as far as that estimate holds
 along the path. Pass@1 "fell" at a step when `J_1` dropped by more than :data:`FALL_TOL` (float32
@@ -41,7 +43,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from sim.intervals import mean_interval
-from sim.train import RECORD_NAMES as R
+from sim.records import RECORD_NAMES as R
+from sim.records import floats as _floats
+from sim.rules import RULE_TABLE
 from sim.transformer import exact as _exact
 from sim.transformer import experiment as _experiment
 from sim.transformer import task as _task
@@ -50,15 +54,16 @@ from sim.transformer import train as _train
 __all__ = ["FALL_TOL", "MIXTURE_WEIGHTS", "RULE_VARIANTS", "SafeStudyConfig", "safe_study_config",
            "safe_update_study"]
 
-#: Fixed mixture weights `lambda` (the objective `J_k + lambda J_1`).
+#: Fixed mixture weights `lambda` of `"mixture-step"` (`u + lambda g_1`; with SGD at step 1, the
+#: objective `J_k + lambda J_1`).
 MIXTURE_WEIGHTS = (0.2, 1.0)
-#: `(label, rule, mixture_weight)` of every rule measured.
+#: `(label, rule, mixture_weight)` of every rule measured (rules of :data:`sim.rules.RULE_TABLE`).
 RULE_VARIANTS = (
     ("passk", "passk", None),
-    ("project", "project", None),
-    ("project-safe", "project-safe", None),
+    ("project-step", "project-step", None),
+    ("project-safe-step", "project-safe-step", None),
     ("safe-k", "safe-k", None),
-    *((f"mixture-{w:g}", "mixture", w) for w in MIXTURE_WEIGHTS),
+    *((f"mixture-step-{w:g}", "mixture-step", w) for w in MIXTURE_WEIGHTS),
     ("pass1", "pass1", None),
 )
 #: A drop of `J_1` larger than this counts as pass@1 falling (float32 rounding is ~1e-7).
@@ -91,10 +96,6 @@ def safe_study_config(quick: bool) -> SafeStudyConfig:
                                seeds=(0, 1, 2), exact_steps=3, sampled_steps=3)
     return SafeStudyConfig(k_roles=("low", "high"), optimizers=("sgd", "adam"), estimators=("exact", "pkpo-loo-1"),
                            seeds=(0, 1, 2), exact_steps=20, sampled_steps=8)
-
-
-def _floats(x):
-    return [float(v) for v in np.asarray(x, dtype=np.float64).ravel()]
 
 
 def _auc(curve):
@@ -147,10 +148,11 @@ def safe_update_study(quick: bool, key, *, checkpoint_dir=None, progress: Callab
         sgd = optimizer == "sgd"
         steps = cfg.exact_steps if estimator == "exact" else cfg.sampled_steps
         pg = _train.PGConfig(
-            estimator=estimator, k=1 if rule == "pass1" else k, n_samples=n_samples, optimizer=optimizer,
+            estimator=estimator, k=1 if RULE_TABLE[rule].order == "1" else k, n_samples=n_samples, optimizer=optimizer,
             learning_rate=cfg.sgd_learning_rate if sgd else cfg.adam_learning_rate, steps=steps,
             checkpoint_every=steps, track_ks=(k_low, k_high), rule=rule, mixture_weight=weight,
-            smoothness=smooth["smoothness"] if rule == "project-safe" else None, safe_k_every=cfg.safe_k_every,
+            smoothness=smooth["smoothness"] if RULE_TABLE[rule].uses_smoothness else None,
+            safe_k_every=cfg.safe_k_every,
         )
         if pg not in cache or seed not in cache[pg]:
             _, traj = _train.finetune(params, prompts, answers, mcfg, pg, key=jax.random.fold_in(k_pg, seed),
@@ -184,7 +186,7 @@ def safe_update_study(quick: bool, key, *, checkpoint_dir=None, progress: Callab
                         "auc_passk": mean_interval([_auc(c) for c in passk]),
                         "pass1_fall_steps": falls, "pass1_fell": bool(any(falls)),
                         "min_update_inner": float(min(np.min(t[R.update_inner]) for t in trajs)),
-                        "k_used_min": int(min(np.min(t["k_used"]) for t in trajs)),
+                        "k_used_min": int(min(np.min(t[R.k_used]) for t in trajs)),
                         "pass1_curve": _floats(pass1.mean(axis=0)), "passk_curve": _floats(passk.mean(axis=0)),
                     })
                     g = groups[-1]
