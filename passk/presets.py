@@ -2,8 +2,8 @@
 
 The library takes sizes and configurations; which ones a run uses is the command's choice, made
 here and read by `passk reproduce` and `passk transformer`. One :class:`Preset` per choice:
-:data:`QUICK` and :data:`FULL`, picked by :func:`preset`. (The `safe` and `ksweep` parts still
-pick their own sizes from `quick`; the benchmarks keep theirs in :mod:`passk.benchmarks`.)
+:data:`QUICK` and :data:`FULL`, picked by :func:`preset`. (The benchmarks keep their sizes in
+:mod:`passk.benchmarks`.)
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import dataclasses
 
 from sim.studies.recovery import SAMPLE_SIZES
 from sim.studies.transformer_experiment import ExperimentConfig, RunSpec
+from sim.studies.transformer_ksweep import FamilySetting, KSweepConfig
+from sim.studies.transformer_safe import SafeStudyConfig
 
 __all__ = ["Preset", "QUICK", "FULL", "preset"]
 
@@ -29,6 +31,9 @@ class Preset:
       transformer: the transformer confirmation
         (:class:`~sim.studies.transformer_experiment.ExperimentConfig`); the `sampled` part
         studies its warm start.
+      safe: the conflict-safe rules on the transformer
+        (:class:`~sim.studies.transformer_safe.SafeStudyConfig`).
+      ksweep: the k sweep (:class:`~sim.studies.transformer_ksweep.KSweepConfig`).
     """
 
     name: str
@@ -37,6 +42,8 @@ class Preset:
     sampled_ns: tuple
     sampled_repeats: int
     transformer: ExperimentConfig
+    safe: SafeStudyConfig
+    ksweep: KSweepConfig
 
 
 #: Small sizes (about two minutes for every part on 2 CPU cores; what the tests run).
@@ -61,6 +68,18 @@ QUICK = Preset(
             RunSpec("pkpo-loo-1", "high", "sgd"),
         ),
         sgd_learning_rate=1.0, sgd_steps=10, adam_learning_rate=1e-3, adam_steps=10, checkpoint_every=5,
+    ),
+    # every rule and seed, only k above k*, SGD, three steps
+    safe=SafeStudyConfig(k_roles=("high",), optimizers=("sgd",), estimators=("exact", "pkpo-loo-1"),
+                         seeds=(0, 1, 2), exact_steps=3, sampled_steps=3),
+    # M = 7, one layer of width 32, T = 3 steps at eta = 0.3, 3 seeds. Exceptions: half of the hard
+    # prompts seen, warm starts of 40, 80, 100 steps; rare rule: q = 0.2, 30% seen, warm starts of
+    # 30, 50, 70 steps (in calls of 10).
+    ksweep=KSweepConfig(
+        families=(FamilySetting("exceptions", 0.25, 0.5, 20, (40, 80, 100)),
+                  FamilySetting("rare-rule", 0.2, 0.3, 10, (30, 50, 70))),
+        modulus=7, d_model=32, n_heads=2, n_layers=1, d_mlp=64, sft_batch_size=64, sft_learning_rate=3e-3,
+        learning_rate=0.3, steps=3, seeds=3, max_k=16,
     ),
 )
 
@@ -101,6 +120,21 @@ FULL = Preset(
             RunSpec("pkpo-loo-1", "high", "adam"),
         ),
         sgd_learning_rate=1.0, sgd_steps=40, adam_learning_rate=1e-3, adam_steps=100, checkpoint_every=20,
+    ),
+    # k below and above k*, SGD and Adam, exact (20 steps) and PKPO (8 steps, seeds 0-2)
+    safe=SafeStudyConfig(k_roles=("low", "high"), optimizers=("sgd", "adam"), estimators=("exact", "pkpo-loo-1"),
+                         seeds=(0, 1, 2), exact_steps=20, sampled_steps=8),
+    # The confirmation's model and task size (M = 11, width 64, two layers) and warm-start recipe
+    # (Adam, batch 64, step 3e-3), T = 4 steps of SGD at eta = 1, 5 seeds. Exceptions: a quarter of
+    # the pairs hard, 20% of them seen, warm starts of 20, 40, 60 steps. Rare rule: q = 0.1, 30% of
+    # the KEEP prompts seen, warm starts of 20, 30, 70 steps (in calls of 10). The warm starts'
+    # lengths were chosen, for the key jax.random.key(0), so that k* differs between them and their
+    # gradients have not vanished.
+    ksweep=KSweepConfig(
+        families=(FamilySetting("exceptions", 0.25, 0.2, 20, (20, 40, 60)),
+                  FamilySetting("rare-rule", 0.1, 0.3, 10, (20, 30, 70))),
+        modulus=11, d_model=64, n_heads=4, n_layers=2, d_mlp=128, sft_batch_size=64, sft_learning_rate=3e-3,
+        learning_rate=1.0, steps=4, seeds=5,
     ),
 )
 

@@ -262,11 +262,13 @@ def safe_headline(results: dict) -> dict:
 
 def _run_safe(*, quick, key, outdir, progress, resume):
     from passk.plots import safe as plots
-    from sim.transformer import safe
+    from passk import presets
+    from sim.studies import transformer_safe
 
     # The transformer part's checkpoint folder: its warm start (same key and settings) is reused.
     checkpoints = outdir / ".checkpoints" / ("quick" if quick else "full")
-    results = safe.safe_update_study(quick, key, checkpoint_dir=checkpoints, progress=progress)
+    results = {"quick": quick, **transformer_safe.safe_update_study(
+        config=presets.preset(quick).safe, key=key, checkpoint_dir=checkpoints, progress=progress)}
     results["headline"] = safe_headline(results)
     return results, plots.draw(results, outdir)
 
@@ -289,9 +291,11 @@ def ksweep_headline(results: dict) -> dict:
 
 def _run_ksweep(*, quick, key, outdir, progress, resume):
     from passk.plots import ksweep as plots
-    from sim.transformer import ksweep
+    from passk import presets
+    from sim.studies import transformer_ksweep
 
-    results = ksweep.ksweep_study(quick=quick, key=key, progress=progress)
+    results = {"quick": quick, **transformer_ksweep.ksweep_study(config=presets.preset(quick).ksweep, key=key,
+                                                                   progress=progress)}
     results["headline"] = ksweep_headline(results)
     return results, plots.draw(results, outdir)
 

@@ -9,27 +9,27 @@ learning rate `eta` the two positions agree (`u = eta g`, and every formula belo
 homogeneous given the step size); with Adam or momentum they differ (SPEC section 5: the test
 applies to the update actually taken), so they have different names:
 
-====================  =========  ======  =====================================================
-rule                  acts on    reads   `v'` from `v` (`v = g_1` for "pass1", else `g_k'`)
-====================  =========  ======  =====================================================
-`"pass1"`             direction  1       `g_1`
-`"passk"`             direction  k       `g_k`
-`"project"`           direction  k, 1    `theory.project_conflict(g_k, g_1)`
-`"project-safe"`      direction  k, 1    `theory.project_step_safe(g_k, g_1, step_size=eta,
-                                         smoothness=L_1)`: exact for SGD of step `eta`
-`"mixture"`           direction  k, 1    `g_k + lambda g_1`, `lambda` fixed (the objective
-                                         `J_k + lambda J_1`) or `theory.mixture_coefficient`
-`"safe-k"`            direction  k*->k'  `g_k'`, `k' = min(k, k* - 1)` (at least 1), `k*` at the
-                                         current parameters
-`"project-step"`      step       k, 1    `theory.project_conflict(u, g_1)`: `<g_1, u'> >= 0`
-                                         for the update taken, whatever the optimiser
-`"project-safe-step"` step       k, 1    `theory.project_step_safe(u, g_1, step_size=1,
-                                         smoothness=L_1)`: by the descent lemma pass@1 cannot
-                                         fall along the step taken
-`"mixture-step"`      step       k, 1    `u + lambda g_1` (a fixed `lambda` is in units of the
-                                         step: `lambda_step = eta lambda` gives "mixture" under
-                                         SGD), or `theory.mixture_coefficient(u, g_1)`
-====================  =========  ======  =====================================================
+=====================  =========  ======  =====================================================
+rule                   acts on    reads   `v'` from `v` (`v = g_1` for "pass1", else `g_k'`)
+=====================  =========  ======  =====================================================
+`"pass1"`              direction  1       `g_1`
+`"passk"`              direction  k       `g_k`
+`"project"`            direction  k, 1    `theory.project_conflict(g_k, g_1)`
+`"project-safe"`       direction  k, 1    `theory.project_step_safe(g_k, g_1, step_size=eta,
+                                          smoothness=L_1)`: exact for SGD of step `eta`
+`"mixture"`            direction  k, 1    `g_k + lambda g_1`, `lambda` fixed (the objective
+                                          `J_k + lambda J_1`) or `theory.mixture_coefficient`
+`"safe-k"`             direction  k*->k'  `g_k'`, `k' = min(k, k* - 1)` (at least 1), `k*` at the
+                                          current parameters
+`"project-step"`       step       k, 1    `theory.project_conflict(u, g_1)`: `<g_1, u'> >= 0`
+                                          for the update taken, whatever the optimiser
+`"project-safe-step"`  step       k, 1    `theory.project_step_safe(u, g_1, step_size=1,
+                                          smoothness=L_1)`: by the descent lemma pass@1 cannot
+                                          fall along the step taken
+`"mixture-step"`       step       k, 1    `u + lambda g_1` (a fixed `lambda` is in units of the
+                                          step: `lambda_step = eta lambda` gives "mixture" under
+                                          SGD), or `theory.mixture_coefficient(u, g_1)`
+=====================  =========  ======  =====================================================
 
 "reads" names the orders of the gradients a rule reads: `k` (`g_k`), `1` (`g_1`), or `k*->k'`
 (the order of `g_k` moves with `k*`, searched at every step where the rule runs).

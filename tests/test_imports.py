@@ -64,11 +64,6 @@ def test_no_package_imports_another_packages_private_modules(package):
     assert {f: mods for f, mods in bad.items() if mods} == {}
 
 
-# The studies of `sim.transformer` that have not moved to `sim.studies` yet read the confirmation's
-# set-up through this module (and choose their sizes from `quick`).
-NOT_YET_STUDIES = {"sim/transformer/experiment.py", "sim/transformer/safe.py", "sim/transformer/ksweep.py"}
-
-
 def imported_modules(path: pathlib.Path) -> set[str]:
     tree = ast.parse(path.read_text(), filename=str(path))
     found = set()
@@ -88,7 +83,7 @@ def test_the_worlds_of_sim_do_not_import_the_studies():
     for f in worlds:
         name = str(f.relative_to(ROOT))
         reached = sorted(m for m in imported_modules(f) if m == "sim.studies" or m.startswith("sim.studies."))
-        if reached and name not in NOT_YET_STUDIES:
+        if reached:
             bad[name] = reached
     assert bad == {}
 
@@ -99,8 +94,6 @@ def test_no_library_function_takes_a_quick_preset():
     bad = {}
     for f in sorted((ROOT / "theory").rglob("*.py")) + sorted((ROOT / "sim").rglob("*.py")):
         name = str(f.relative_to(ROOT))
-        if name in NOT_YET_STUDIES:
-            continue
         for node in ast.walk(ast.parse(f.read_text(), filename=name)):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 args = node.args.posonlyargs + node.args.args + node.args.kwonlyargs

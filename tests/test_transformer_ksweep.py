@@ -1,4 +1,4 @@
-"""The transformer's k sweep (`sim.transformer.ksweep`) and the rare-rule task family.
+"""The transformer's k sweep (`sim.studies.transformer_ksweep`) and the rare-rule task family.
 
 The rare-rule verifier and exact success are checked by enumerating every answer; the sweep's
 sampling shortcut (rewards drawn from the exact `p`) against sampled answers scored by the
@@ -17,7 +17,10 @@ import numpy as np
 import pytest
 
 import theory
-from sim.transformer import exact, ksweep, ksweep_rows, model, pg_step, task_families, train
+from passk.presets import QUICK
+from sim.studies import transformer_ksweep as ksweep
+from sim.studies import transformer_ksweep_rows as ksweep_rows
+from sim.transformer import exact, model, pg_step, task_families, train
 
 ROW_KEYS = {"task", "warm_start", "k_star", "k", "seeds", "pass1_change", "predicted_sign", "observed_sign"}
 INTERVAL_KEYS = {"value", "lower", "upper", "n", "sd"}
@@ -43,7 +46,7 @@ def tiny():
 
 @pytest.fixture(scope="module")
 def quick():
-    return ksweep.ksweep_study(quick=True, key=jax.random.key(0))
+    return ksweep.ksweep_study(config=QUICK.ksweep, key=jax.random.key(0))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -247,20 +250,18 @@ def test_explanations_read_the_records():
 
 
 def test_bad_input_raises_named_errors(tiny):
-    with pytest.raises(TypeError, match="quick"):
-        ksweep.ksweep_study(quick="yes", key=jax.random.key(0))
-    with pytest.raises(TypeError, match="quick"):
-        ksweep.ksweep_config(1)
+    with pytest.raises(TypeError, match="config must be a KSweepConfig"):
+        ksweep.ksweep_study(config="quick", key=jax.random.key(0))
     with pytest.raises(ValueError, match="families.*'reverse'"):
-        ksweep.ksweep_study(quick=True, key=jax.random.key(0), families=("exceptions", "reverse"))
+        ksweep.ksweep_study(config=QUICK.ksweep, key=jax.random.key(0), families=("exceptions", "reverse"))
     with pytest.raises(TypeError, match="families"):
-        ksweep.ksweep_study(quick=True, key=jax.random.key(0), families="exceptions")
+        ksweep.ksweep_study(config=QUICK.ksweep, key=jax.random.key(0), families="exceptions")
     with pytest.raises(ValueError, match="families"):
-        ksweep.ksweep_study(quick=True, key=jax.random.key(0), families=("rare-rule", "rare-rule"))
+        ksweep.ksweep_study(config=QUICK.ksweep, key=jax.random.key(0), families=("rare-rule", "rare-rule"))
     with pytest.raises(TypeError, match="key"):
-        ksweep.ksweep_study(quick=True, key=0)
+        ksweep.ksweep_study(config=QUICK.ksweep, key=0)
     with pytest.raises(TypeError, match="progress"):
-        ksweep.ksweep_study(quick=True, key=jax.random.key(0), progress="print")
+        ksweep.ksweep_study(config=QUICK.ksweep, key=jax.random.key(0), progress="print")
     with pytest.raises(ValueError, match="family.*'twist'"):
         task_families.make_family_task("twist", modulus=5, hard_fraction=0.2, sft_hard_fraction=0.5,
                                        key=jax.random.key(0))
@@ -290,7 +291,7 @@ def test_bad_input_raises_named_errors(tiny):
 @pytest.mark.slow
 def test_quick_table_keys_types_and_sign_rules(quick):
     rows = quick["k_sweep"]
-    cfg = ksweep.ksweep_config(True)
+    cfg = QUICK.ksweep
     assert json.loads(json.dumps(quick, allow_nan=False)) == quick  # JSON numbers only, no NaN
     assert {r["task"] for r in rows} == set(task_families.FAMILIES)
     assert len(quick["warm_starts"]) == sum(len(s.warm_start_steps) for s in cfg.families)
@@ -342,7 +343,7 @@ def test_quick_warm_starts_match_their_rows(quick):
 
 @pytest.mark.slow
 def test_quick_same_key_same_numbers(quick):
-    again = ksweep.ksweep_study(quick=True, key=jax.random.key(0))
+    again = ksweep.ksweep_study(config=QUICK.ksweep, key=jax.random.key(0))
     strip = lambda r: {k: v for k, v in r.items() if k != "runtime_s"}
     assert strip(again) == strip(quick)
 

@@ -21,9 +21,9 @@ def test_hidden_conflict_case_is_invisible_to_the_last_layer():
     assert min(case["agreement_proxy"]) > 0 and case["agreement"][0] < 0
     assert case["k_star_proxy"] is None and case["k_star"] is not None
     # the k* read off the agreements is the first k at which autodiff's <grad J_k, grad J_1> < 0
-    first = next(k for k, v in zip(case["ks"], case["I_k"]) if v < 0)
+    first = next(k for k, v in zip(case["ks"], case["inner"]) if v < 0)
     assert first == case["k_star"]
-    assert all(v > 0 for k, v in zip(case["ks"], case["I_k"]) if k < first)
+    assert all(v > 0 for k, v in zip(case["ks"], case["inner"]) if k < first)
 
 
 def test_hidden_conflict_case_head_kernel_closed_form():

@@ -15,7 +15,9 @@ import optax
 import pytest
 
 from sim.records import RECORD_NAMES as R
-from sim.transformer import checkpoint, exact, pg_step, safe, task, train
+from passk.presets import QUICK
+from sim.studies import transformer_safe as safe
+from sim.transformer import checkpoint, exact, pg_step, task, train
 from tiny_transformer import make_tiny
 
 STEPS = 10
@@ -117,8 +119,8 @@ def test_study_returns_the_documented_keys(tiny, monkeypatch):
     monkeypatch.setattr(safe._experiment, "warm_start", lambda *a, **k: (t, cfg, params, np.zeros(1)))
     monkeypatch.setattr(safe._train, "finetune", fake_finetune)
     monkeypatch.setattr(safe._train, "estimate_smoothness", lambda *a, **k: {"smoothness": 1.0})
-    out = safe.safe_update_study(True, jax.random.key(0))
-    for name in ("quick", "k_star", "k_roles", "n_samples", "pass1_warm_start", "smoothness", "fall_tol", "rules",
+    out = safe.safe_update_study(config=QUICK.safe, key=jax.random.key(0))
+    for name in ("k_star", "k_roles", "n_samples", "pass1_warm_start", "smoothness", "fall_tol", "rules",
                  "settings", "groups", "runtime_s"):
         assert name in out
     labels = {g["label"] for g in out["groups"]}
@@ -149,6 +151,6 @@ def test_bad_rules_and_combinations_raise_naming_the_argument(fields, name):
         train.PGConfig(**{"estimator": "exact", "k": 4, **fields})
 
 
-def test_study_rejects_a_non_bool_quick():
-    with pytest.raises(TypeError, match="quick"):
-        safe.safe_study_config(1)
+def test_study_rejects_a_config_of_another_type():
+    with pytest.raises(TypeError, match="config must be a SafeStudyConfig"):
+        safe.safe_update_study(config="quick", key=jax.random.key(0))

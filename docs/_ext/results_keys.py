@@ -26,9 +26,9 @@ SECTIONS = {
     "tf_warm_start": "transformer.results.warm_start",
     "tf_proxy": "transformer.results.last_layer_proxy",
     "tf_runs": "transformer.results.runs",
-    "tf_inner": "transformer.results.I_k",
-    "tf_mean_agreement": "transformer.results.A_k",
-    "tf_cos": "transformer.results.cos_k",
+    "tf_inner": "transformer.results.inner",
+    "tf_mean_agreement": "transformer.results.mean_agreement",
+    "tf_cos": "transformer.results.cos",
     # k sweep part
     "ksweep": "ksweep.results",
     # sampled part

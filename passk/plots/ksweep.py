@@ -1,4 +1,4 @@
-"""Figure of the transformer's k sweep (from `sim.transformer.ksweep.ksweep_study`).
+"""Figure of the transformer's k sweep (from `sim.studies.transformer_ksweep.ksweep_study`).
 
 `transformer_k_sweep` (PNG and PDF, atomically): one panel per task family (rows) and warm start
 (columns). In each, the change of pass@1 after `T` plain SGD steps of pass@k ascent against `k`:

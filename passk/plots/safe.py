@@ -1,4 +1,4 @@
-"""Figure of the conflict-safe updates on the transformer (from `sim.transformer.safe.safe_update_study`).
+"""Figure of the conflict-safe updates on the transformer (from `sim.studies.transformer_safe.safe_update_study`).
 
 `safe_updates` (PNG and PDF, atomically): one column per (optimiser, exact/sampled) panel.
 Top row: the pass@1 / pass@k trade-off, final pass@k against final pass@1 for every rule (one

@@ -17,6 +17,7 @@ import numpy as np
 
 import theory
 from sim.intervals import mean_half_width
+from sim.rules import RULE_TABLE
 from sim.toy import TOY_DEFAULTS, toy_bandit
 from sim.train import ESTIMATORS, RECORD_NAMES, Records, train_sweep
 
@@ -152,7 +153,8 @@ def dynamics(
         bandits = jax.tree_util.tree_map(lambda x: x[None], bandit)
         thetas = theta0[None]
         seed_keys = jax.random.split(jax.random.fold_in(key, 1), n_seeds)
-        safe_rules = ("passk", "project", "project-safe", "mixture", "safe-k")
+        # the rules on the direction that read an order k (not plain pass@1), in the table's order
+        safe_rules = tuple(name for name, rule in RULE_TABLE.items() if rule.acts_on == "direction" and rule.order != "1")
         plan = [
             ("exact/sgd", dict(rule=safe_rules, keys=seed_keys[:1], mixture_weight=mixture_weight)),
             ("exact/adam", dict(rule=("passk",), keys=seed_keys[:1], optimizer="adam")),

@@ -43,7 +43,8 @@ import numpy as np
 import theory
 from sim.intervals import wilson_interval
 from sim.studies import transformer_proxy as _proxy
-from sim.train import RECORD_NAMES as R
+from sim.records import RECORD_NAMES as R
+from sim.records import floats as _floats
 from sim.transformer import exact as _exact
 from sim.transformer import model as _model
 from sim.transformer import task as _task
@@ -135,10 +136,6 @@ def choose_ks(k_star) -> dict:
     return {"one": 1, "low": max(1, k_star // 2), "high": 2 * k_star}
 
 
-def _floats(x):
-    return [float(v) for v in np.asarray(x, dtype=np.float64).ravel()]
-
-
 def _sign(x: float) -> int:
     return int(np.sign(x))
 
@@ -206,7 +203,7 @@ def run_experiment(
       progress: optional callable receiving one status line at a time.
 
     Returns:
-      A dict with, among others, `k_star_predicted`, `ks`, `I_k`, `A_k`, `cos_k`,
+      A dict with, among others, `k_star_predicted`, `ks`, `inner` (`I_k`), `mean_agreement` (`A_k`), `cos` (`cos_k`),
       `agreement_jvp_vs_pergrad_max_abs_err`, `last_layer_sign_agreement` (a Wilson interval over
       prompts), `last_layer_proxy` (:mod:`sim.studies.transformer_proxy`: the proxy's sign errors by `p`
       and by pass@k weight, the Monte Carlo proxy, the constructed case it misses), `warm_start`
@@ -255,7 +252,7 @@ def run_experiment(
         "hidden_conflict_case": _proxy.hidden_conflict_case(),
     }
 
-    predicted = [_sign(a) for a in summary["A_k"]]
+    predicted = [_sign(a) for a in summary[R.mean_agreement]]
     observed = [_sign(d) for d in d_pass1]
     sign_test = {
         "ks": list(ks), "step": cfg.sign_step, "delta_pass1": d_pass1, "delta_passk": d_passk,
@@ -263,7 +260,7 @@ def run_experiment(
         "agreement_fraction": wilson_interval(int(np.sum(np.asarray(predicted) == np.asarray(observed))), len(ks)),
     }
 
-    a_of_k = dict(zip(ks, summary["A_k"]))
+    a_of_k = dict(zip(ks, summary[R.mean_agreement]))
     n_samples = max(cfg.min_samples, role_k["high"])  # PKPO needs k <= n
     specs = [(spec, seed) for spec in cfg.runs for seed in spec.seeds]
     runs = []
@@ -330,8 +327,8 @@ def run_experiment(
         "last_layer_sign_agreement": ll_sign,
         "last_layer_proxy": proxy_study,
         "last_layer_k_star": summary_ll["k_star"],
-        "ks": list(ks), "I_k": summary["I_k"], "A_k": summary["A_k"], "cos_k": cos_k,
-        "A_k_last_layer": summary_ll["A_k"],
+        "ks": list(ks), R.inner: summary[R.inner], R.mean_agreement: summary[R.mean_agreement], R.cos: cos_k,
+        "mean_agreement_last_layer": summary_ll[R.mean_agreement],
         "k_star_predicted": k_star,
         "k_roles": role_k,
         "n_samples": n_samples,

@@ -29,6 +29,7 @@ import numpy as np
 
 import theory
 from sim.intervals import wilson_interval
+from sim.records import RECORD_NAMES as R
 from sim.transformer import exact as _exact
 from sim.transformer import model as _model
 from sim.transformer import train as _train
@@ -152,7 +153,7 @@ def hidden_conflict_case(*, mu_hard: float = 0.2, ks=tuple(range(1, 65))) -> dic
 
     Returns:
       `p`, `agreement`, `agreement_proxy`, `k_star`, `k_star_proxy`, `kernel` and
-      `kernel_proxy` (`2 x 2`), `ks` and `I_k` (autodiff).
+      `kernel_proxy` (`2 x 2`), `ks` and `inner` (`I_k`, autodiff).
     """
     if not 0.0 < float(mu_hard) < 1.0:
         raise ValueError(f"mu_hard must lie in (0, 1); got {mu_hard!r}")
@@ -189,7 +190,7 @@ def hidden_conflict_case(*, mu_hard: float = 0.2, ks=tuple(range(1, 65))) -> dic
             "k_star": _critical_or_none(p, a, mu),
             "k_star_proxy": _critical_or_none(p, a_proxy, mu),
             "ks": list(ks),
-            "I_k": inner,
+            R.inner: inner,
         }
 
 

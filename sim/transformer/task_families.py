@@ -33,7 +33,7 @@ enough of it, the `KEEP` prompts pull one another up and there is no conflict at
 note in :mod:`sim.transformer.task` records the same for a shared exception rule). Unlike the
 exceptions task, the difficulty is visible in the prompt (its operator) and is a matter of
 frequency, not of memorising unrelated facts. Measured at `M = 11`, `q = 0.1` with 30% of the `KEEP`
-prompts in the warm start (the full preset of :mod:`sim.transformer.ksweep`): after 20 supervised
+prompts in the warm start (the full preset of the k sweep, `passk.presets`): after 20 supervised
 steps every `KEEP` prompt has negative agreement and `k* = 4`; after 30 steps 7 of 12 and `k* = 9`;
 after 70 steps 5 of 12 and no conflict. At `q = 0.15` (same sizes, one key, 40 supervised steps
 seeing 20%, 30% or 50% of the `KEEP` prompts) none of the three warm starts conflicted.

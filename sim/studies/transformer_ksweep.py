@@ -1,7 +1,7 @@
 """Training through the crossing: pass@1 after a few pass@k steps at every `k`, for two task
 families and three warm starts each.
 
-The transformer confirmation (:mod:`sim.transformer.experiment`) predicts `k*` at one warm start
+The transformer confirmation (:mod:`sim.studies.transformer_experiment`) predicts `k*` at one warm start
 of one task and trains at three orders. This study puts the first-order prediction of SPEC
 section 5 to the test at every order around the crossing, where it is hardest to get right:
 
@@ -28,7 +28,7 @@ second rule) and each of its warm starts (points along one supervised run, so wi
 Each run records, at every `theta_t`, the exact `p` and agreements, hence `J_1`, `J_k`, `k*_t`
 and `A_k(theta_t)` at its own `k` (:func:`run_records`), and the first-order change
 `<g_1, u_t>` of every step taken. A disagreement is explained from these records
-(:func:`sim.transformer.ksweep_rows.explain`): `I_k` had already turned at the step that moved pass@1 the wrong way (`k*`
+(:func:`sim.studies.transformer_ksweep_rows.explain`): `I_k` had already turned at the step that moved pass@1 the wrong way (`k*`
 moved past `k` along the trajectory); the update taken pointed the other way although `I_k` did
 not (the sampled estimate decided); or both had the predicted sign and pass@1 still moved the
 other way (the step was too large for the first-order prediction).
@@ -41,7 +41,7 @@ draws the rewards `r_ij ~ Bernoulli(p_i)` from the exact `p_i` instead of sampli
 (the same distribution of updates; :mod:`sim.transformer.pg_step` explains it and the tests check
 the identity on sampled answers), for one linearisation of `log p` over the `P` prompts per step.
 That is why `n` can be `4K + 1` at no cost. The rows and verdicts are read from the runs by
-:mod:`sim.transformer.ksweep_rows`.
+:mod:`sim.studies.transformer_ksweep_rows`.
 
 Compilation. The sampled runs of the study (all `k`, seeds, warm starts and both families) go
 through one compiled program and the exact runs through another: `k` is a traced integer, the
@@ -81,7 +81,7 @@ from sim.transformer import model as _model
 from sim.transformer import pg_step as _pg_step
 from sim.transformer import task_families as _families
 from sim.transformer import train as _train
-from sim.transformer.ksweep_rows import (
+from sim.studies.transformer_ksweep_rows import (
     histogram,
     observed_sign,
     predicted_sign,
@@ -94,7 +94,6 @@ __all__ = [
     "ESTIMATOR",
     "FamilySetting",
     "KSweepConfig",
-    "ksweep_config",
     "ksweep_study",
     "predicted_sign",
     "observed_sign",
@@ -130,7 +129,7 @@ class FamilySetting:
 
 @dataclasses.dataclass(frozen=True)
 class KSweepConfig:
-    """All sizes of the study (see :func:`ksweep_config` for the two presets).
+    """All sizes of the study; `passk.presets` holds the command's quick and full ones.
 
     Attributes:
       families: the :class:`FamilySetting` of each family.
@@ -162,40 +161,6 @@ class KSweepConfig:
     min_k_top: int = 8
     max_k: int = 24
     run_batch: int = 64
-
-
-def ksweep_config(quick: bool) -> KSweepConfig:
-    """The full preset or the quick one (the one the tests run).
-
-    Full: the confirmation's model and task size (`M = 11`, width 64, two layers; 242 exceptions
-    prompts, 133 rare-rule prompts) and warm-start recipe (Adam, batch 64, step `3e-3`), `T = 4`
-    steps of SGD at `eta = 1`, 5 seeds. Exceptions: a quarter of the pairs hard, 20% of them
-    seen, warm starts of 20, 40, 60 steps. Rare rule: `q = 0.1`, 30% of the `KEEP` prompts seen,
-    warm starts of 20, 30, 70 steps (in calls of 10).
-
-    Quick: `M = 7`, one layer of width 32, `T = 3` steps at `eta = 0.3`, 3 seeds. Exceptions: half
-    of the hard prompts seen, warm starts of 40, 80, 100 steps; rare rule: `q = 0.2`, 30% seen,
-    warm starts of 30, 50, 70 steps (in calls of 10).
-
-    The warm starts' lengths were chosen, for the key `jax.random.key(0)`, so that `k*` differs
-    between them and their gradients have not vanished. `k*` moves erratically along supervised
-    training (a few hard prompts at the smallest `p` decide it), so another key gives other values.
-    """
-    if not isinstance(quick, bool):
-        raise TypeError(f"quick must be a bool; got {quick!r}")
-    if quick:
-        families = (
-            FamilySetting("exceptions", 0.25, 0.5, 20, (40, 80, 100)),
-            FamilySetting("rare-rule", 0.2, 0.3, 10, (30, 50, 70)),
-        )
-        return KSweepConfig(families=families, modulus=7, d_model=32, n_heads=2, n_layers=1, d_mlp=64,
-                            sft_batch_size=64, sft_learning_rate=3e-3, learning_rate=0.3, steps=3, seeds=3, max_k=16)
-    families = (
-        FamilySetting("exceptions", 0.25, 0.2, 20, (20, 40, 60)),
-        FamilySetting("rare-rule", 0.1, 0.3, 10, (20, 30, 70)),
-    )
-    return KSweepConfig(families=families, modulus=11, d_model=64, n_heads=4, n_layers=2, d_mlp=128,
-                        sft_batch_size=64, sft_learning_rate=3e-3, learning_rate=1.0, steps=4, seeds=5)
 
 
 def sweep_runs(params, prompts, answers, config, ks, keys, exact, *, learning_rate, n_samples, steps, mu=None,
@@ -315,12 +280,12 @@ def _check_config(cfg: KSweepConfig):
                              f"sft_stage = {setting.sft_stage}; got {steps!r}")
 
 
-def ksweep_study(*, quick: bool, key, families=_families.FAMILIES,
+def ksweep_study(*, config: KSweepConfig, key, families=_families.FAMILIES,
                  progress: Callable[[str], None] | None = None) -> dict:
     """Fine-tune through the crossing at every `k` for each task family and warm start.
 
     Args:
-      quick: the quick preset (what the tests run) instead of the full one (:func:`ksweep_config`).
+      config: the study's sizes (:class:`KSweepConfig`).
       key: a `jax.random` key; the same key gives the same numbers. Family `f` (its index in
         :data:`sim.transformer.task_families.FAMILIES`) uses `fold_in(key, f)`, split into the
         population's key, the model's initial parameters, the warm starts' key and the runs' key:
@@ -340,7 +305,9 @@ def ksweep_study(*, quick: bool, key, families=_families.FAMILIES,
       a histogram of `p` for hard and easy prompts, the share of hard prompts with negative
       agreement), `families` (population sizes), `ks`, `n_samples`, `settings` and `runtime_s`.
     """
-    cfg = ksweep_config(quick)
+    if not isinstance(config, KSweepConfig):
+        raise TypeError(f"config must be a KSweepConfig; got {type(config).__name__}")
+    cfg = config
     _check_key(key)
     families = _check_families(families)
     if progress is not None and not callable(progress):
@@ -436,7 +403,6 @@ def ksweep_study(*, quick: bool, key, families=_families.FAMILIES,
         for family, (task, *_rest) in built.items()
     }
     return {
-        "quick": quick,
         "k_sweep": rows,
         "summary": summarise(rows),
         "warm_starts": warm_out,

@@ -1,4 +1,4 @@
-"""The k-sweep's table (:mod:`sim.transformer.ksweep`): from its runs' records to rows, verdicts
+"""The k-sweep's table (:mod:`sim.studies.transformer_ksweep`): from its runs' records to rows, verdicts
 and explanations.
 
 Per `(family, warm start, k)`: `pass1_change = J_1(T) - J_1(0)` per seed, its mean with a 95%

@@ -1,13 +1,13 @@
 """Conflict-safe updates measured on the transformer (issue 13, item 2; SPEC sections 5 and 8).
 
 :func:`safe_update_study` starts from the warm start of the `transformer` part (same task, model,
-supervised warm start and run keys: :func:`sim.transformer.experiment.warm_start` with the full
+supervised warm start and run keys: :func:`sim.studies.transformer_experiment.warm_start` with the full
 preset, `fold_in(split(key, 4)[3], seed)`), finds `k*` there, and fine-tunes with every training
 rule of :data:`RULE_VARIANTS` (plain pass@k ascent, the guards after the optimiser
 `"project-step"` and `"project-safe-step"`, `"safe-k"`, `"mixture-step"` with a fixed
 `lambda` of :data:`MIXTURE_WEIGHTS` added to the step, and pass@1 ascent; names of
 :data:`sim.rules.RULE_TABLE`)
-at one `k` below `k*` and one above (:func:`sim.transformer.experiment.choose_ks`), with the exact
+at one `k` below `k*` and one above (:func:`sim.studies.transformer_experiment.choose_ks`), with the exact
 gradient and with sampled PKPO (`"pkpo-loo-1"`, `n` answers per prompt; the guards' `g_1` is the
 RLOO estimate from the same answers), plain steps (SGD) and Adam (see :mod:`sim.transformer.train`
 for each rule). Exact runs are deterministic (one seed); sampled runs use several seeds.
@@ -45,14 +45,13 @@ import numpy as np
 from sim.intervals import mean_interval
 from sim.records import RECORD_NAMES as R
 from sim.records import floats as _floats
+from sim.studies import transformer_experiment as _experiment
 from sim.rules import RULE_TABLE
 from sim.transformer import exact as _exact
-from sim.transformer import experiment as _experiment
 from sim.transformer import task as _task
 from sim.transformer import train as _train
 
-__all__ = ["FALL_TOL", "MIXTURE_WEIGHTS", "RULE_VARIANTS", "SafeStudyConfig", "safe_study_config",
-           "safe_update_study"]
+__all__ = ["FALL_TOL", "MIXTURE_WEIGHTS", "RULE_VARIANTS", "SafeStudyConfig", "safe_update_study"]
 
 #: Fixed mixture weights `lambda` of `"mixture-step"` (`u + lambda g_1`; with SGD at step 1, the
 #: objective `J_k + lambda J_1`).
@@ -72,7 +71,15 @@ FALL_TOL = 1e-6
 
 @dataclasses.dataclass(frozen=True)
 class SafeStudyConfig:
-    """Sizes of the study (see :func:`safe_study_config`)."""
+    """Sizes of the study; `passk.presets` holds the command's quick and full ones.
+
+    Attributes:
+      k_roles: which roles of :func:`~sim.studies.transformer_experiment.choose_ks` to run (`"low"`, `"high"`).
+      optimizers: `"sgd"` and/or `"adam"`.
+      estimators: `"exact"` and/or sampled estimators of the table.
+      seeds: fine-tuning seeds.
+      exact_steps, sampled_steps: steps of the exact and sampled runs.
+    """
 
     k_roles: tuple
     optimizers: tuple
@@ -86,36 +93,25 @@ class SafeStudyConfig:
     smoothness_safety: float = 2.0
 
 
-def safe_study_config(quick: bool) -> SafeStudyConfig:
-    """Full: `k` below and above `k*`, SGD and Adam, exact (20 steps) and PKPO (8 steps, seeds 0-2).
-    Quick: the same rules and seeds, only `k` above `k*`, SGD, three steps."""
-    if not isinstance(quick, bool):
-        raise TypeError(f"quick must be a bool; got {quick!r}")
-    if quick:
-        return SafeStudyConfig(k_roles=("high",), optimizers=("sgd",), estimators=("exact", "pkpo-loo-1"),
-                               seeds=(0, 1, 2), exact_steps=3, sampled_steps=3)
-    return SafeStudyConfig(k_roles=("low", "high"), optimizers=("sgd", "adam"), estimators=("exact", "pkpo-loo-1"),
-                           seeds=(0, 1, 2), exact_steps=20, sampled_steps=8)
-
-
 def _auc(curve):
     """Area under a curve over the normalised step axis [0, 1] (trapezoid): its average level."""
     c = np.asarray(curve, np.float64)
     return float(np.sum((c[1:] + c[:-1]) / 2) / (c.size - 1))
 
 
-def safe_update_study(quick: bool, key, *, checkpoint_dir=None, progress: Callable[[str], None] | None = None) -> dict:
+def safe_update_study(*, config: SafeStudyConfig, key, checkpoint_dir=None,
+                      progress: Callable[[str], None] | None = None) -> dict:
     """Measure every training rule on the transformer; return JSON-ready numbers (draws nothing).
 
     Args:
-      quick: the quick preset (:func:`safe_study_config`).
+      config: the study's sizes (:class:`SafeStudyConfig`).
       key: the `transformer` part's key (same warm start and run keys).
       checkpoint_dir: where the warm start's checkpoint lives (the `transformer` part's folder
         reuses its warm start); fine-tuning runs are not checkpointed.
       progress: optional callable receiving status lines.
 
     Returns:
-      `{"quick", "k_star", "k_roles", "n_samples", "smoothness", "fall_tol", "rules", "settings",
+      `{"k_star", "k_roles", "n_samples", "smoothness", "fall_tol", "rules", "settings",
       "groups", "runtime_s"}`. Each entry of `groups` is one (rule, k, estimator, optimiser):
       `label`, `rule`, `mixture_weight`, `k`, `k_role`, `estimator`, `optimizer`, `steps`, `seeds`,
       `final_pass1`, `final_passk`, `final_pass_at_k_high`, `auc_pass1`, `auc_passk` (each
@@ -123,10 +119,12 @@ def safe_update_study(quick: bool, key, *, checkpoint_dir=None, progress: Callab
       `pass1_fall_steps` (per seed), `pass1_fell` (any step of any seed), `min_update_inner`,
       `k_used_min`, and the mean curves `pass1_curve`, `passk_curve`.
     """
-    cfg = safe_study_config(quick)
+    if not isinstance(config, SafeStudyConfig):
+        raise TypeError(f"config must be a SafeStudyConfig; got {type(config).__name__}")
+    cfg = config
     say = progress if progress is not None else (lambda line: None)
     start = time.perf_counter()
-    ecfg = _experiment.experiment_config(False)  # the full preset's task and warm start (quick's too)
+    ecfg = _experiment.ExperimentConfig()  # the confirmation's task and warm start
     k_pg = jax.random.split(key, 4)[3]
     task, mcfg, params, _ = _experiment.warm_start(ecfg, key=key, checkpoint_dir=checkpoint_dir, progress=say)
     prompts, answers = jnp.asarray(task.prompts), jnp.asarray(task.answers)
@@ -193,7 +191,6 @@ def safe_update_study(quick: bool, key, *, checkpoint_dir=None, progress: Callab
                     say(f"safe: {optimizer} {estimator} k={k} {label}: pass@1 {g['final_pass1']['value']:.4f}, "
                         f"pass@{k} {g['final_passk']['value']:.4f}, falls {falls} ({time.perf_counter() - t0:.1f}s)")
     return {
-        "quick": quick,
         "k_star": k_star,
         "k_roles": {"low": k_low, "high": k_high},
         "n_samples": n_samples,
