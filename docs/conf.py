@@ -80,6 +80,7 @@ def setup(app):
     # Runs before napoleon's handler (priority 500).
     app.connect("autodoc-process-docstring", _literal_returns, priority=400)
 
+
 html_theme = "sphinx_book_theme"
 html_title = "passk-interference"
 html_theme_options = {"show_toc_level": 2}

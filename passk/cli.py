@@ -35,19 +35,38 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--quick", action="store_true", help="small sizes (about a minute; what the tests run)")
     rep.add_argument("--out", type=Path, default=Path("figures"), help="output folder (default: figures)")
     rep.add_argument("--seed", type=int, default=0, help="PRNG seed (default: 0)")
-    rep.add_argument("--parts", nargs="+", default=None, choices=["theory", "bandit", "transformer", "ksweep", "sampled", "trainers", "safe"],
-                     help="run only these parts (default: all but safe, which takes about 6 minutes on 2 CPU cores)")
-    rep.add_argument("--resume", action="store_true", help="skip parts already in results.json with the same settings and all their figure files")
+    rep.add_argument(
+        "--parts",
+        nargs="+",
+        default=None,
+        choices=["theory", "bandit", "transformer", "ksweep", "sampled", "trainers", "safe"],
+        help="run only these parts (default: all but safe, which takes about 6 minutes on 2 CPU cores)",
+    )
+    rep.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip parts already in results.json with the same settings and all their figure files",
+    )
 
     # Defaults None: the toy's own (`sim.TOY_DEFAULTS`, printed in the report's first line), read when
     # the command runs (importing sim here would import JAX for every command).
     toy = sub.add_parser("toy", help="diagnostics of one easy/hard toy regime (default: the toy figure's)")
-    toy.add_argument("--p-hard", type=float, default=None,
-                     help="probability that a prompt is hard, in [0, 1] (default: the toy's)")
-    toy.add_argument("--separation", type=float, default=None,
-                     help="distance between the easy and hard feature means (default: the toy's)")
-    toy.add_argument("--k", type=_positive_int, nargs="+", default=None,
-                     help=f"pass@k orders to report (default: {' '.join(map(str, TOY_REPORT_KS))})")
+    toy.add_argument(
+        "--p-hard", type=float, default=None, help="probability that a prompt is hard, in [0, 1] (default: the toy's)"
+    )
+    toy.add_argument(
+        "--separation",
+        type=float,
+        default=None,
+        help="distance between the easy and hard feature means (default: the toy's)",
+    )
+    toy.add_argument(
+        "--k",
+        type=_positive_int,
+        nargs="+",
+        default=None,
+        help=f"pass@k orders to report (default: {' '.join(map(str, TOY_REPORT_KS))})",
+    )
     toy.add_argument("--n-prompts", type=_positive_int, default=None, help="number of prompts (default: the toy's)")
     toy.add_argument("--n-actions", type=_positive_int, default=None, help="number of answers (default: the toy's)")
     toy.add_argument("--seed", type=int, default=0, help="the seed of `passk reproduce --seed` (default: 0)")
@@ -57,28 +76,56 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--quick", action="store_true", help="small sizes (under a minute)")
     tr.add_argument("--json", type=Path, default=None, help="write the results to this JSON file")
     tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--checkpoint-dir", type=Path, default=None,
-                    help="checkpoint folder; a run restarted with the same folder resumes")
+    tr.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        default=None,
+        help="checkpoint folder; a run restarted with the same folder resumes",
+    )
 
     diag = sub.add_parser("diagnose", help="is a run in the conflict regime, at which k, how sure (from its answers)")
-    diag.add_argument("file", nargs="?", type=Path, default=None,
-                      help="the run: .npz (rewards, scores, mu, prompt_ids), .jsonl (one answer a line), .csv (counts), "
-                           "a framework's step dump (verl .jsonl, TRL .parquet, NeMo-RL .jsonl), or a directory of "
-                           "per-step dumps (a table with a row per step)")
-    diag.add_argument("--format", choices=["verl", "trl", "nemo-rl", "npz", "jsonl", "csv"], default=None,
-                      help="the dump's format (default: detected from the file names and keys)")
-    diag.add_argument("--reward-field", default=None,
-                      help="the reward key or column (default: verl score, NeMo-RL rewards, jsonl reward, TRL the one "
-                           "reward column)")
-    diag.add_argument("--group-size", type=_positive_int, default=None,
-                      help="answers per prompt; required for TRL and NeMo-RL (blocks of consecutive answers), checked "
-                           "for every group when given")
-    diag.add_argument("--success-threshold", type=float, default=None,
-                      help="an answer succeeds when its reward is above T (needed when rewards are not 0/1)")
-    diag.add_argument("--trained-k", type=_positive_int, default=None,
-                      help="the k the run trains at: report the first step whose k* interval lies at or below it")
-    diag.add_argument("--k", type=_positive_int, nargs="+", default=None,
-                      help="orders k to report (default: 1, 2, 4, ... up to n)")
+    diag.add_argument(
+        "file",
+        nargs="?",
+        type=Path,
+        default=None,
+        help="the run: .npz (rewards, scores, mu, prompt_ids), .jsonl (one answer a line), .csv (counts), "
+        "a framework's step dump (verl .jsonl, TRL .parquet, NeMo-RL .jsonl), or a directory of "
+        "per-step dumps (a table with a row per step)",
+    )
+    diag.add_argument(
+        "--format",
+        choices=["verl", "trl", "nemo-rl", "npz", "jsonl", "csv"],
+        default=None,
+        help="the dump's format (default: detected from the file names and keys)",
+    )
+    diag.add_argument(
+        "--reward-field",
+        default=None,
+        help="the reward key or column (default: verl score, NeMo-RL rewards, jsonl reward, TRL the one reward column)",
+    )
+    diag.add_argument(
+        "--group-size",
+        type=_positive_int,
+        default=None,
+        help="answers per prompt; required for TRL and NeMo-RL (blocks of consecutive answers), checked "
+        "for every group when given",
+    )
+    diag.add_argument(
+        "--success-threshold",
+        type=float,
+        default=None,
+        help="an answer succeeds when its reward is above T (needed when rewards are not 0/1)",
+    )
+    diag.add_argument(
+        "--trained-k",
+        type=_positive_int,
+        default=None,
+        help="the k the run trains at: report the first step whose k* interval lies at or below it",
+    )
+    diag.add_argument(
+        "--k", type=_positive_int, nargs="+", default=None, help="orders k to report (default: 1, 2, 4, ... up to n)"
+    )
     diag.add_argument("--level", type=float, default=0.95, help="level of the intervals (default: 0.95)")
     diag.add_argument("--json", type=Path, default=None, help="write the report to this JSON file (atomically)")
     diag.add_argument("--plot", type=Path, default=None, help="draw I_k and the trainers' weights (.png, .pdf, .svg)")
@@ -88,8 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="small sizes")
     bench.add_argument("--json", type=Path, default=None, help="write the table to this JSON file")
     bench.add_argument("--only", nargs="+", default=None, help="run only these benchmarks")
-    bench.add_argument("--runs", type=_positive_int, default=1,
-                       help="full runs; each row is the run with the median ratio, with the spread (default 1)")
+    bench.add_argument(
+        "--runs",
+        type=_positive_int,
+        default=1,
+        help="full runs; each row is the run with the median ratio, with the spread (default 1)",
+    )
     return parser
 
 
@@ -137,8 +188,12 @@ def _cmd_toy(args) -> int:
     from sim.files import atomic_write_json
     from sim.toy import TOY_FIGURE_K, toy_diagnostics, toy_figure_key
 
-    given = {"p_hard": args.p_hard, "separation": args.separation, "n_prompts": args.n_prompts,
-             "n_actions": args.n_actions}
+    given = {
+        "p_hard": args.p_hard,
+        "separation": args.separation,
+        "n_prompts": args.n_prompts,
+        "n_actions": args.n_actions,
+    }
     regime = {name: value for name, value in given.items() if value is not None}
     ks = sorted(set(args.k)) if args.k else list(TOY_REPORT_KS)
     k = ks[-1] if args.k else TOY_FIGURE_K
@@ -158,9 +213,15 @@ def _cmd_transformer(args) -> int:
     from sim.files import atomic_write_json
     from sim.studies import transformer_experiment
 
-    results = {"quick": args.quick, **transformer_experiment.run_experiment(
-        config=presets.preset(args.quick).transformer, key=jax.random.key(args.seed),
-        checkpoint_dir=args.checkpoint_dir, progress=Progress())}
+    results = {
+        "quick": args.quick,
+        **transformer_experiment.run_experiment(
+            config=presets.preset(args.quick).transformer,
+            key=jax.random.key(args.seed),
+            checkpoint_dir=args.checkpoint_dir,
+            progress=Progress(),
+        ),
+    }
     results["headline"] = transformer_headline(results)
     for name, value in results["headline"].items():
         print(f"{name}: {value}")
@@ -229,8 +290,13 @@ def main(argv=None) -> int:
         from passk.cache import enable_compile_cache
 
         enable_compile_cache()  # before anything compiles; PASSK_NO_COMPILE_CACHE=1 turns it off
-    handlers = {"reproduce": _cmd_reproduce, "toy": _cmd_toy, "transformer": _cmd_transformer, "bench": _cmd_bench,
-                "diagnose": _cmd_diagnose}
+    handlers = {
+        "reproduce": _cmd_reproduce,
+        "toy": _cmd_toy,
+        "transformer": _cmd_transformer,
+        "bench": _cmd_bench,
+        "diagnose": _cmd_diagnose,
+    }
     try:
         return handlers[args.command](args)
     except ValueError as err:

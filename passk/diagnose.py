@@ -12,13 +12,20 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.files import check_writable
-from passk.readers import InputError, RunData, _fail, read_run
 # `passk/benchmarks/diagnose.py` times the line-by-line reader through these names.
-from passk.readers import _JSONL_BLOCK, _JsonlReader  # noqa: F401
+from passk.readers import _JSONL_BLOCK, InputError, RunData, _fail, _JsonlReader, read_run  # noqa: F401
+from sim.files import check_writable
 
-__all__ = ["InputError", "RunData", "read_run", "diagnose_file", "format_report", "plot_report", "example_path",
-           "PLOT_SUFFIXES"]
+__all__ = [
+    "InputError",
+    "RunData",
+    "read_run",
+    "diagnose_file",
+    "format_report",
+    "plot_report",
+    "example_path",
+    "PLOT_SUFFIXES",
+]
 
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 
@@ -77,12 +84,21 @@ def diagnose_file(path, *, ks=None, level: float = 0.95) -> dict:
     level = float(level)
     run = read_run(path)
     if ks is not None and max(ks) > run.n:
-        _fail(path, f"--k {max(ks)} exceeds the n = {run.n} answers per prompt (pass@k and the trainers' weights need "
-              f"k <= n)")
+        _fail(
+            path,
+            f"--k {max(ks)} exceeds the n = {run.n} answers per prompt (pass@k and the trainers' weights need k <= n)",
+        )
     try:
         report = diagnosis_report(
-            run.correct, run.n, score_sum=run.score_sum, score_sq_sum=run.score_sq_sum, mu=run.mu,
-            prompt_ids=run.prompt_ids, ks=ks, level=level, scores="file" if run.score_sum is not None else None,
+            run.correct,
+            run.n,
+            score_sum=run.score_sum,
+            score_sq_sum=run.score_sq_sum,
+            mu=run.mu,
+            prompt_ids=run.prompt_ids,
+            ks=ks,
+            level=level,
+            scores="file" if run.score_sum is not None else None,
         )
     except (ValueError, TypeError) as err:
         _fail(path, err)
@@ -106,13 +122,17 @@ def _verdict(report: dict) -> str:
     ks, k_max = report["k_star"], report["k_max"]
     level = f"{ks['level']:.0%}"
     if ks.get("signal") is False:
-        verdict = ("no signal: the estimate of I_1 = ||grad J_1||^2 is not clearly positive, so these answers "
-                   "carry no information about k* (more prompts or answers, or score vectors with less noise)")
+        verdict = (
+            "no signal: the estimate of I_1 = ||grad J_1||^2 is not clearly positive, so these answers "
+            "carry no information about k* (more prompts or answers, or score vectors with less noise)"
+        )
     elif ks["lower"] is None:
         verdict = f"no conflict: I_k > 0 with {level} confidence at every k <= {k_max}"
     elif ks["upper"] is None:
-        verdict = (f"conflict possible from k = {ks['lower']} on, not established up to k = {k_max} "
-                   f"(more answers per prompt or more prompts narrow it)")
+        verdict = (
+            f"conflict possible from k = {ks['lower']} on, not established up to k = {k_max} "
+            f"(more answers per prompt or more prompts narrow it)"
+        )
     else:
         verdict = f"conflict established: pass@k ascent lowers pass@1 from k = {ks['upper']} at the latest"
     return verdict
@@ -127,8 +147,11 @@ def format_report(report: dict) -> str:
     unsolved = float(np.sum(weight[p_hat == 0]))
     lines = [
         f"run: {report.get('file', 'model')}: {report['n_prompts']} prompts, n = {n} answers each, "
-        + (f"score vectors of dimension {report['score_dim']} ({report['scores']})" if report["score_dim"]
-           else "counts only (no score vectors)"),
+        + (
+            f"score vectors of dimension {report['score_dim']} ({report['scores']})"
+            if report["score_dim"]
+            else "counts only (no score vectors)"
+        ),
         f"pass@1 (weighted mean of c/n) = {float(weight @ p_hat):.4f}; prompts never solved (c = 0): "
         f"{int(np.sum(p_hat == 0))} ({unsolved:.1%} of the weight)",
     ]
@@ -152,8 +175,10 @@ def format_report(report: dict) -> str:
             hi = e["scaled_estimate"] + z * e["scaled_stderr"]
             sign = "negative" if hi < 0 else ("positive" if lo > 0 else "unclear")
             lines.append(f"{e['k']:>6}  {e['estimate']:11.3e}  {e['stderr']:10.2e}  {sign}")
-    lines.append("trainers (weight on prompts, finite-n, unbiased from counts): effective prompts / share on c = 0 "
-                 "/ share on top 10%")
+    lines.append(
+        "trainers (weight on prompts, finite-n, unbiased from counts): effective prompts / share on c = 0 "
+        "/ share on top 10%"
+    )
     for method, entries in report["trainers"].items():
         cells = []
         for e in entries:
@@ -161,7 +186,9 @@ def format_report(report: dict) -> str:
             if e["effective_prompts"] is None:
                 cells.append(f"{label}no weight")
             else:
-                cells.append(f"{label}{e['effective_prompts']:.1f} / {e['share_unsolved']:.2f} / {e['top_decile_share']:.2f}")
+                cells.append(
+                    f"{label}{e['effective_prompts']:.1f} / {e['share_unsolved']:.2f} / {e['top_decile_share']:.2f}"
+                )
         lines.append(f"  {method:>13}  " + ";  ".join(cells))
     for note in report["notes"]:
         lines.append(f"note: {note}")
@@ -188,16 +215,24 @@ def plot_report(report: dict):
             if ks["upper"] is not None:
                 ax1.axvspan(ks["lower"], ks["upper"], color="C3", alpha=0.15, label="k* interval")
             else:
-                ax1.axvspan(ks["lower"], k[-1], facecolor="none", edgecolor="C3", hatch="//", lw=0,
-                            label="k* interval, upper end not established")
+                ax1.axvspan(
+                    ks["lower"],
+                    k[-1],
+                    facecolor="none",
+                    edgecolor="C3",
+                    hatch="//",
+                    lw=0,
+                    label="k* interval, upper end not established",
+                )
         if ks.get("signal") is not False and ks["estimate"] is not None:
             ax1.axvline(ks["estimate"], color="C3", ls="--", lw=1.2, label=f"k* estimate = {ks['estimate']}")
         ax1.set_xlabel("k")
         ax1.set_ylabel("I_k = <grad J_k, grad J_1>")
         ax1.legend(fontsize=8)
     else:
-        ax1.text(0.5, 0.5, "no score vectors:\nthe sign of I_k needs them", ha="center", va="center",
-                 transform=ax1.transAxes)
+        ax1.text(
+            0.5, 0.5, "no score vectors:\nthe sign of I_k needs them", ha="center", va="center", transform=ax1.transAxes
+        )
         ax1.set_axis_off()
     # Trainers often coincide (REINFORCE and RLOO; the PKPO variants): open markers of growing size and
     # distinct dashes keep every curve visible under the others.
@@ -211,14 +246,23 @@ def plot_report(report: dict):
         if pts[0][0] is None:
             ax2.axhline(pts[0][1], **style)
         else:
-            ax2.plot([p[0] for p in pts], [p[1] for p in pts], marker=markers[index % 7], ms=3 + 1.5 * index,
-                     mfc="none", **style)
+            ax2.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                marker=markers[index % 7],
+                ms=3 + 1.5 * index,
+                mfc="none",
+                **style,
+            )
     ax2.set_xscale("log", base=2)
     ax2.set_xlabel("k")
     ax2.set_ylabel("effective prompts 1 / sum omega^2")
     ax2.legend(fontsize=7)
-    fig.suptitle(f"{report.get('file', 'model')}: "
-                 + (_verdict(report) if report["inner"] else "counts only: k* needs score vectors"), fontsize=9)
+    fig.suptitle(
+        f"{report.get('file', 'model')}: "
+        + (_verdict(report) if report["inner"] else "counts only: k* needs score vectors"),
+        fontsize=9,
+    )
     fig.tight_layout()
     return fig
 

@@ -40,8 +40,17 @@ import numpy as np
 
 from passk.readers import InputError
 
-__all__ = ["FORMATS", "RUN_FORMATS", "Options", "StepData", "detect_format", "step_number", "list_steps",
-           "read_step", "PYARROW_MISSING"]
+__all__ = [
+    "FORMATS",
+    "RUN_FORMATS",
+    "Options",
+    "StepData",
+    "detect_format",
+    "step_number",
+    "list_steps",
+    "read_step",
+    "PYARROW_MISSING",
+]
 
 FORMATS = ("verl", "trl", "nemo-rl", "npz", "jsonl", "csv")
 #: Formats only the step reader of this module reads (the others also have :func:`passk.readers.read_run`).
@@ -131,8 +140,11 @@ def detect_format(path, declared: str | None = None, step=None) -> str:
         _fail(path, f"unknown file type {suffix or '(no suffix)'!r} (expected .jsonl, .parquet, .npz or .csv)")
     if declared is not None:
         if declared not in _SUFFIXES[suffix]:
-            _fail(path, f"--format {declared} does not read {suffix} files (it reads "
-                  f"{', '.join(s for s, f in _SUFFIXES.items() if declared in f)})")
+            _fail(
+                path,
+                f"--format {declared} does not read {suffix} files (it reads "
+                f"{', '.join(s for s, f in _SUFFIXES.items() if declared in f)})",
+            )
         return declared
     if len(_SUFFIXES[suffix]) == 1:
         return _SUFFIXES[suffix][0]
@@ -148,12 +160,20 @@ def detect_format(path, declared: str | None = None, step=None) -> str:
         return "verl"
     if "content" in keys:
         return "nemo-rl"
-    _fail(path, f"cannot tell the format from the keys {sorted(keys)[:8]} (verl has input/output/score, "
-          "NeMo-RL content/rewards, jsonl prompt_id/reward): name it with --format", where="line 1", step=step)
+    _fail(
+        path,
+        f"cannot tell the format from the keys {sorted(keys)[:8]} (verl has input/output/score, "
+        "NeMo-RL content/rewards, jsonl prompt_id/reward): name it with --format",
+        where="line 1",
+        step=step,
+    )
 
 
 def step_number(path) -> int | None:
-    """The step a file's name gives (`12.jsonl`, `train_data_step12.jsonl`, `completions_00012.parquet`, `run_12.npz`)."""
+    """The step a file's name gives.
+
+    `12.jsonl`, `train_data_step12.jsonl`, `completions_00012.parquet`, `run_12.npz`.
+    """
     name = Path(path).name
     for pattern in (_VERL_NAME, _NEMO_NAME, _NEMO_VAL_NAME, _TRL_NAME):
         match = pattern.match(name)
@@ -213,8 +233,12 @@ def _json_records(path: Path, step):
                     hint = "" if line.endswith("\n") else " (the last line has no newline: the file may be cut off)"
                     _fail(path, f"not valid JSON: {err.msg}{hint}", where=f"line {lineno}", step=step)
                 if not isinstance(obj, dict):
-                    _fail(path, f"expected a JSON object per line; got {type(obj).__name__}", where=f"line {lineno}",
-                          step=step)
+                    _fail(
+                        path,
+                        f"expected a JSON object per line; got {type(obj).__name__}",
+                        where=f"line {lineno}",
+                        step=step,
+                    )
                 yield f"line {lineno}", obj
         except UnicodeDecodeError as err:
             _fail(path, f"not UTF-8 text: {err.reason}", where=f"line {lineno + 1}", step=step)
@@ -253,16 +277,24 @@ class _Groups:
     def add(self, key, name, where, obj):
         reward = obj.get(self.reward_field, None) if isinstance(obj, dict) else None
         if self.reward_field not in obj:
-            self.fail(f"missing reward field {self.reward_field!r} (the record has: {', '.join(sorted(obj)[:10])}; "
-                      "choose one with --reward-field)", where, name)
+            self.fail(
+                f"missing reward field {self.reward_field!r} (the record has: {', '.join(sorted(obj)[:10])}; "
+                "choose one with --reward-field)",
+                where,
+                name,
+            )
         if isinstance(reward, bool):
             reward = float(reward)
         if not isinstance(reward, (int, float)) or not math.isfinite(reward):
             self.fail(f"reward {self.reward_field!r} must be a finite number; got {reward!r}", where, name)
         if self.threshold is None:
             if reward not in (0, 1):
-                self.fail(f"reward {self.reward_field!r} is {reward!r}, not 0 or 1: give --success-threshold T "
-                          "(an answer succeeds when its reward is above T)", where, name)
+                self.fail(
+                    f"reward {self.reward_field!r} is {reward!r}, not 0 or 1: give --success-threshold T "
+                    "(an answer succeeds when its reward is above T)",
+                    where,
+                    name,
+                )
             ok = int(reward == 1)
         else:
             ok = int(reward > self.threshold)
@@ -291,8 +323,9 @@ class _Groups:
         if isinstance(fold, bool) or not isinstance(fold, int) or fold < 0:
             self.fail(f"fold must be an integer >= 0; got {fold!r}", where, name)
         if not isinstance(t, list) or any(isinstance(x, (bool, str, list, dict)) for x in t):
-            self.fail(f"alignment must be a list of numbers with null at the answer's own fold; got {t!r}"[:200],
-                      where, name)
+            self.fail(
+                f"alignment must be a list of numbers with null at the answer's own fold; got {t!r}"[:200], where, name
+            )
         if self.n_folds is None:
             if len(t) < 2:
                 self.fail(f"alignment must have F >= 2 entries, one per fold; got {len(t)}", where, name)
@@ -302,8 +335,11 @@ class _Groups:
         if fold >= self.n_folds:
             self.fail(f"fold {fold} is not below F = {self.n_folds} (the alignment's length)", where, name)
         if t[fold] is not None:
-            self.fail(f"alignment has a value at the answer's own fold {fold} ({t[fold]!r}); it must be null there",
-                      where, name)
+            self.fail(
+                f"alignment has a value at the answer's own fold {fold} ({t[fold]!r}); it must be null there",
+                where,
+                name,
+            )
         row = np.array([np.nan if x is None else x for x in t], dtype=np.float64)
         off = np.arange(self.n_folds) != fold
         if not np.all(np.isfinite(row[off])):
@@ -312,8 +348,11 @@ class _Groups:
         if self.folds[i] is None:
             self.folds[i] = (fold, where)
         elif self.folds[i][0] != fold:
-            self.fail(f"the prompt is in two folds: fold {self.folds[i][0]} at {self.folds[i][1]}, fold {fold} here",
-                      where, name)
+            self.fail(
+                f"the prompt is in two folds: fold {self.folds[i][0]} at {self.folds[i][1]}, fold {fold} here",
+                where,
+                name,
+            )
         self.align[i].append(row)
 
     def _score(self, i, name, where, obj):
@@ -346,15 +385,18 @@ class _Groups:
         sizes = np.array([len(s) for s in self.success])
         if group_size is not None and np.any(sizes != group_size):
             i = int(np.flatnonzero(sizes != group_size)[0])
-            self.fail(f"the group has {int(sizes[i])} answers but --group-size is {group_size}", self.where[i],
-                      self.names[i])
+            self.fail(
+                f"the group has {int(sizes[i])} answers but --group-size is {group_size}", self.where[i], self.names[i]
+            )
         notes = []
         keep = np.flatnonzero(sizes >= 2)
         small = np.flatnonzero(sizes < 2)
         if small.size:
             listed = ", ".join(repr(str(self.names[i])[:40]) for i in small[:5])
-            notes.append(f"{small.size} group(s) with fewer than 2 answers left out: {listed}"
-                         + (" ..." if small.size > 5 else ""))
+            notes.append(
+                f"{small.size} group(s) with fewer than 2 answers left out: {listed}"
+                + (" ..." if small.size > 5 else "")
+            )
         if keep.size == 0:
             _fail(path, "no group has 2 or more answers", step=step)
         n_max = int(sizes[keep].max())
@@ -368,8 +410,11 @@ class _Groups:
             folds = np.array([self.folds[i][0] for i in keep], np.int64)
             empty = np.flatnonzero(np.bincount(folds, minlength=self.n_folds) == 0)
             if empty.size:
-                _fail(path, f"fold {int(empty[0])} of F = {self.n_folds} has no prompt (fold ids must leave no fold "
-                      "empty)", step=step)
+                _fail(
+                    path,
+                    f"fold {int(empty[0])} of F = {self.n_folds} has no prompt (fold ids must leave no fold empty)",
+                    step=step,
+                )
             align = np.full((keep.size, n_max, self.n_folds), np.nan)
             for row, i in enumerate(keep):
                 align[row, : sizes[i]] = np.stack(self.align[i])
@@ -394,10 +439,15 @@ def _trl_reward_field(path, step, first: dict, declared):
     if len(numeric) == 1:
         return numeric[0]
     if not numeric:
-        _fail(path, f"no reward column (the columns are {', '.join(first)}); name it with --reward-field",
-              where="row 1", step=step)
-    _fail(path, f"several reward columns ({', '.join(numeric)}): choose one with --reward-field", where="row 1",
-          step=step)
+        _fail(
+            path,
+            f"no reward column (the columns are {', '.join(first)}); name it with --reward-field",
+            where="row 1",
+            step=step,
+        )
+    _fail(
+        path, f"several reward columns ({', '.join(numeric)}): choose one with --reward-field", where="row 1", step=step
+    )
 
 
 def read_step(path, fmt: str, step, options: Options) -> StepData:
@@ -406,8 +456,12 @@ def read_step(path, fmt: str, step, options: Options) -> StepData:
     threshold = options.success_threshold
     size = options.group_size
     if fmt in ("trl", "nemo-rl") and size is None:
-        _fail(path, f"{fmt} groups are blocks of consecutive answers: give their size with --group-size "
-              "(the trainer's num_generations)", step=step)
+        _fail(
+            path,
+            f"{fmt} groups are blocks of consecutive answers: give their size with --group-size "
+            "(the trainer's num_generations)",
+            step=step,
+        )
     if fmt == "trl":
         records = _parquet_records(path, step)
     else:
@@ -426,7 +480,9 @@ def read_step(path, fmt: str, step, options: Options) -> StepData:
             else:
                 key_field, reward = None, _trl_reward_field(path, step, obj, options.reward_field)
             # verl's `score` is its reward; score vectors are lists
-            score_field = "score" if reward != "score" and (fmt == "jsonl" or isinstance(obj.get("score"), list)) else None
+            score_field = (
+                "score" if reward != "score" and (fmt == "jsonl" or isinstance(obj.get("score"), list)) else None
+            )
             groups = _Groups(path, step, reward, threshold, score_field)
         if key_field is not None:
             if key_field not in obj:
@@ -444,8 +500,14 @@ def read_step(path, fmt: str, step, options: Options) -> StepData:
                 if count % size == 0:
                     block_prompt = prompt_text
                 elif prompt_text != block_prompt:
-                    _fail(path, f"the rows of group {block} (rows {block * size + 1} to {block * size + size}) name "
-                          f"different prompts: check --group-size {size}", where=where, step=step, prompt=block_prompt)
+                    _fail(
+                        path,
+                        f"the rows of group {block} (rows {block * size + 1} to {block * size + size}) name "
+                        f"different prompts: check --group-size {size}",
+                        where=where,
+                        step=step,
+                        prompt=block_prompt,
+                    )
                 name = block_prompt
             else:
                 name = f"group {block} (lines of answers {block * size + 1} to {block * size + size})"

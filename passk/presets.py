@@ -50,8 +50,9 @@ class Preset:
 QUICK = Preset(
     name="quick",
     bandit={
-        "critical_k": dict(p_hards=(0.1, 0.3), separations=(0.5, 2.0), start_logits=(2.5,), n_seeds=2, n_prompts=32,
-                           k_grid=64),
+        "critical_k": dict(
+            p_hards=(0.1, 0.3), separations=(0.5, 2.0), start_logits=(2.5,), n_seeds=2, n_prompts=32, k_grid=64
+        ),
         "phase": dict(n_p_hard=12, n_separation=12, n_seeds=2, n_prompts=64),
         "one_step": dict(n_instances=256),
         "dynamics": dict(steps=40, n_seeds=2, n_samples=40, sampled=("pkpo-loo/sgd",)),
@@ -67,19 +68,40 @@ QUICK = Preset(
             RunSpec("exact", "high", "sgd"),
             RunSpec("pkpo-loo-1", "high", "sgd"),
         ),
-        sgd_learning_rate=1.0, sgd_steps=10, adam_learning_rate=1e-3, adam_steps=10, checkpoint_every=5,
+        sgd_learning_rate=1.0,
+        sgd_steps=10,
+        adam_learning_rate=1e-3,
+        adam_steps=10,
+        checkpoint_every=5,
     ),
     # every rule and seed, only k above k*, SGD, three steps
-    safe=SafeStudyConfig(k_roles=("high",), optimizers=("sgd",), estimators=("exact", "pkpo-loo-1"),
-                         seeds=(0, 1, 2), exact_steps=3, sampled_steps=3),
+    safe=SafeStudyConfig(
+        k_roles=("high",),
+        optimizers=("sgd",),
+        estimators=("exact", "pkpo-loo-1"),
+        seeds=(0, 1, 2),
+        exact_steps=3,
+        sampled_steps=3,
+    ),
     # M = 7, one layer of width 32, T = 3 steps at eta = 0.3, 3 seeds. Exceptions: half of the hard
     # prompts seen, warm starts of 40, 80, 100 steps; rare rule: q = 0.2, 30% seen, warm starts of
     # 30, 50, 70 steps (in calls of 10).
     ksweep=KSweepConfig(
-        families=(FamilySetting("exceptions", 0.25, 0.5, 20, (40, 80, 100)),
-                  FamilySetting("rare-rule", 0.2, 0.3, 10, (30, 50, 70))),
-        modulus=7, d_model=32, n_heads=2, n_layers=1, d_mlp=64, sft_batch_size=64, sft_learning_rate=3e-3,
-        learning_rate=0.3, steps=3, seeds=3, max_k=16,
+        families=(
+            FamilySetting("exceptions", 0.25, 0.5, 20, (40, 80, 100)),
+            FamilySetting("rare-rule", 0.2, 0.3, 10, (30, 50, 70)),
+        ),
+        modulus=7,
+        d_model=32,
+        n_heads=2,
+        n_layers=1,
+        d_mlp=64,
+        sft_batch_size=64,
+        sft_learning_rate=3e-3,
+        learning_rate=0.3,
+        steps=3,
+        seeds=3,
+        max_k=16,
     ),
 )
 
@@ -119,11 +141,21 @@ FULL = Preset(
             RunSpec("exact", "high", "adam"),
             RunSpec("pkpo-loo-1", "high", "adam"),
         ),
-        sgd_learning_rate=1.0, sgd_steps=40, adam_learning_rate=1e-3, adam_steps=100, checkpoint_every=20,
+        sgd_learning_rate=1.0,
+        sgd_steps=40,
+        adam_learning_rate=1e-3,
+        adam_steps=100,
+        checkpoint_every=20,
     ),
     # k below and above k*, SGD and Adam, exact (20 steps) and PKPO (8 steps, seeds 0-2)
-    safe=SafeStudyConfig(k_roles=("low", "high"), optimizers=("sgd", "adam"), estimators=("exact", "pkpo-loo-1"),
-                         seeds=(0, 1, 2), exact_steps=20, sampled_steps=8),
+    safe=SafeStudyConfig(
+        k_roles=("low", "high"),
+        optimizers=("sgd", "adam"),
+        estimators=("exact", "pkpo-loo-1"),
+        seeds=(0, 1, 2),
+        exact_steps=20,
+        sampled_steps=8,
+    ),
     # The confirmation's model and task size (M = 11, width 64, two layers) and warm-start recipe
     # (Adam, batch 64, step 3e-3), T = 4 steps of SGD at eta = 1, 5 seeds. Exceptions: a quarter of
     # the pairs hard, 20% of them seen, warm starts of 20, 40, 60 steps. Rare rule: q = 0.1, 30% of
@@ -131,10 +163,20 @@ FULL = Preset(
     # lengths were chosen, for the key jax.random.key(0), so that k* differs between them and their
     # gradients have not vanished.
     ksweep=KSweepConfig(
-        families=(FamilySetting("exceptions", 0.25, 0.2, 20, (20, 40, 60)),
-                  FamilySetting("rare-rule", 0.1, 0.3, 10, (20, 30, 70))),
-        modulus=11, d_model=64, n_heads=4, n_layers=2, d_mlp=128, sft_batch_size=64, sft_learning_rate=3e-3,
-        learning_rate=1.0, steps=4, seeds=5,
+        families=(
+            FamilySetting("exceptions", 0.25, 0.2, 20, (20, 40, 60)),
+            FamilySetting("rare-rule", 0.1, 0.3, 10, (20, 30, 70)),
+        ),
+        modulus=11,
+        d_model=64,
+        n_heads=4,
+        n_layers=2,
+        d_mlp=128,
+        sft_batch_size=64,
+        sft_learning_rate=3e-3,
+        learning_rate=1.0,
+        steps=4,
+        seeds=5,
     ),
 )
 

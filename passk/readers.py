@@ -91,8 +91,9 @@ def _read_npz(path: Path) -> RunData:
             try:
                 return archive[name]
             except ValueError as err:
-                _fail(path, f"cannot read (object arrays are not accepted; store strings and numbers): {err}",
-                      array=name)
+                _fail(
+                    path, f"cannot read (object arrays are not accepted; store strings and numbers): {err}", array=name
+                )
 
         rewards = load("rewards")
         ids = None
@@ -124,8 +125,13 @@ def _read_npz(path: Path) -> RunData:
         bad = ~((r == 0) | (r == 1))
         if bad.any():
             i, j = (int(x) for x in np.argwhere(bad)[0])
-            _fail(path, f"reward must be 0 or 1; got {rewards[i, j].item()!r} (answer {j})", array="rewards",
-                  index=i, prompt=ids[i])
+            _fail(
+                path,
+                f"reward must be 0 or 1; got {rewards[i, j].item()!r} (answer {j})",
+                array="rewards",
+                index=i,
+                prompt=ids[i],
+            )
         mu = None
         if "mu" in names:
             mu = load("mu")
@@ -144,16 +150,24 @@ def _read_npz(path: Path) -> RunData:
         if "scores" in names:
             scores = load("scores")
             if scores.ndim < 3 or scores.shape[:2] != (n_prompts, n) or scores.size == 0:
-                _fail(path, f"must have shape (P, n, D) = ({n_prompts}, {n}, D) matching 'rewards'; got shape "
-                      f"{scores.shape}", array="scores")
+                _fail(
+                    path,
+                    f"must have shape (P, n, D) = ({n_prompts}, {n}, D) matching 'rewards'; got shape {scores.shape}",
+                    array="scores",
+                )
             if not np.issubdtype(scores.dtype, np.number):
                 _fail(path, f"must be numeric; got dtype {scores.dtype}", array="scores")
             scores = scores.reshape(n_prompts, n, -1).astype(np.float64)
             bad = ~np.isfinite(scores)
             if bad.any():
                 i, j, d = (int(x) for x in np.argwhere(bad)[0])
-                _fail(path, f"score must be finite; got {float(scores[i, j, d])} (answer {j}, coordinate {d})",
-                      array="scores", index=i, prompt=ids[i])
+                _fail(
+                    path,
+                    f"score must be finite; got {float(scores[i, j, d])} (answer {j}, coordinate {d})",
+                    array="scores",
+                    index=i,
+                    prompt=ids[i],
+                )
             from theory import answer_sums
 
             _, score_sum, score_sq_sum = answer_sums(r, scores)
@@ -230,8 +244,12 @@ class _JsonlReader:
         parsed = [p for p in parsed if p is not None]
         if parsed:
             pids, linenos, rewards, scores = zip(*parsed)
-            self._add(pids, np.array(linenos, np.int64), np.array(rewards, np.int64),
-                      np.stack(scores) if self.has_score else None)
+            self._add(
+                pids,
+                np.array(linenos, np.int64),
+                np.array(rewards, np.int64),
+                np.stack(scores) if self.has_score else None,
+            )
 
     def _add(self, pids, linenos: np.ndarray, rewards: np.ndarray, scores: np.ndarray | None) -> None:
         """Add valid answers (`rewards` 0/1 `(m,)`, `scores` `(m, D)` float64 or None) to their prompts."""
@@ -320,9 +338,13 @@ class _JsonlReader:
         if self.has_score is None:
             self.has_score, self.first_line = score is not None, lineno
         elif (score is not None) != self.has_score:
-            _fail(path, f"'score' must be on every line or on none; line {self.first_line} "
-                  f"{'has' if self.has_score else 'has none'}, this line {'has' if score is not None else 'has none'}",
-                  line=lineno, prompt=pid)
+            _fail(
+                path,
+                f"'score' must be on every line or on none; line {self.first_line} "
+                f"{'has' if self.has_score else 'has none'}, this line {'has' if score is not None else 'has none'}",
+                line=lineno,
+                prompt=pid,
+            )
         s = None
         if self.has_score:
             if not isinstance(score, list) or any(isinstance(x, (bool, list, dict, str)) or x is None for x in score):
@@ -333,8 +355,12 @@ class _JsonlReader:
                     _fail(path, "score must have at least one coordinate", line=lineno, prompt=pid)
                 self.dim = s.size
             elif s.size != self.dim:
-                _fail(path, f"score has {s.size} coordinates, line {self.first_line} has {self.dim}",
-                      line=lineno, prompt=pid)
+                _fail(
+                    path,
+                    f"score has {s.size} coordinates, line {self.first_line} has {self.dim}",
+                    line=lineno,
+                    prompt=pid,
+                )
             if not np.isfinite(s).all():
                 d = int(np.argwhere(~np.isfinite(s))[0][0])
                 _fail(path, f"score must be finite; got {float(s[d])} at coordinate {d}", line=lineno, prompt=pid)
@@ -376,9 +402,14 @@ def _read_jsonl(path: Path) -> RunData:
     if ragged.size:
         i = int(ragged[0])
         ref = int(np.flatnonzero(cols.counts[:size] == n)[0])
-        _fail(path, f"prompt has {int(cols.counts[i])} answers but prompt {ids[ref]!r} has {n}"
-              + (f", as do {int(freq.max()) - 1} others" if freq.max() > 2 else "")
-              + " (every prompt needs the same n)", line=int(cols.last_line[i]), prompt=ids[i])
+        _fail(
+            path,
+            f"prompt has {int(cols.counts[i])} answers but prompt {ids[ref]!r} has {n}"
+            + (f", as do {int(freq.max()) - 1} others" if freq.max() > 2 else "")
+            + " (every prompt needs the same n)",
+            line=int(cols.last_line[i]),
+            prompt=ids[i],
+        )
     if n < 2:
         _fail(path, f"needs n >= 2 answers per prompt; got {n}", line=int(cols.last_line[0]), prompt=ids[0])
     score_sum = cols.sums[:size].copy() if has_score else None
@@ -423,11 +454,19 @@ def _read_csv(path: Path) -> RunData:
             for row in reader:
                 lineno = reader.line_num
                 if None in row:
-                    _fail(path, f"more fields than the {len(header)} of the header", line=lineno,
-                          prompt=row.get("prompt_id"))
+                    _fail(
+                        path,
+                        f"more fields than the {len(header)} of the header",
+                        line=lineno,
+                        prompt=row.get("prompt_id"),
+                    )
                 if any(row.get(col) is None for col in ("prompt_id", "n", "c")):
-                    _fail(path, f"fewer fields than the {len(header)} of the header", line=lineno,
-                          prompt=row.get("prompt_id"))
+                    _fail(
+                        path,
+                        f"fewer fields than the {len(header)} of the header",
+                        line=lineno,
+                        prompt=row.get("prompt_id"),
+                    )
                 pid = row["prompt_id"].strip()
                 if not pid:
                     _fail(path, "empty prompt_id", line=lineno)
@@ -443,8 +482,12 @@ def _read_csv(path: Path) -> RunData:
                         _fail(path, f"n must be >= 2; got {n_row}", line=lineno, prompt=pid)
                     n = n_row
                 elif n_row != n:
-                    _fail(path, f"n = {n_row} but the first prompt has n = {n} (every prompt needs the same n)",
-                          line=lineno, prompt=pid)
+                    _fail(
+                        path,
+                        f"n = {n_row} but the first prompt has n = {n} (every prompt needs the same n)",
+                        line=lineno,
+                        prompt=pid,
+                    )
                 if has_weight:
                     try:
                         w = float(row["weight"])

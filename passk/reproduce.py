@@ -1,11 +1,11 @@
 """`passk reproduce`: compute every headline result, draw its figure, record the numbers.
 
-Parts run in order (theory, bandit, transformer, sampled, trainers; `safe` only when named). After each part, `figures/results.json` is
-rewritten atomically with the numbers of every finished part, so an interrupted run loses at most
-the part in progress; `--resume` skips parts already recorded with the same settings whose figure
-files all exist, and lets the
-transformer part continue from its checkpoints (`figures/.checkpoints/`). Without `--resume` every
-part is recomputed from scratch.
+Parts run in the order given (by default theory, bandit, transformer, ksweep, sampled, trainers;
+`safe` only when named). After each part, `figures/results.json` is rewritten atomically with the
+numbers of every finished part, so an interrupted run loses at most the part in progress;
+`--resume` skips parts already recorded with the same settings whose figure files all exist, and
+lets the transformer part continue from its checkpoints (`figures/.checkpoints/`). Without
+`--resume` every part is recomputed from scratch.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import jax
 import numpy as np
@@ -97,7 +97,10 @@ def _share_text(iv, digits=3) -> str:
 
 
 def bandit_headline(results: dict) -> dict:
-    """The bandit numbers worth a line in the summary table, read from the JSON of `sim.studies.confirmations.run_all`."""
+    """The bandit numbers worth a line in the summary table.
+
+    Read from the JSON of `sim.studies.confirmations.run_all`.
+    """
     toy, crit, one = results["toy"], results["critical_k"], results["one_step"]
     dyn = results["dynamics"]
     plain = dyn["runs"]["exact/sgd"]["passk"]
@@ -108,9 +111,11 @@ def bandit_headline(results: dict) -> dict:
         "toy k* at the start": toy["k_star"],
         f"toy cos_k at k={toy['k']}": toy["cos"],
         "k* predicted = first autodiff conflict": (
-            f"{crit['n_match']}/{crit['n_regimes']} regimes (mismatch rate <= {crit['mismatch_rate']['upper']:.3f})"),
-        f"phase diagram: area in conflict (mean over {results['phase_diagram']['n_seeds']} seeds)":
-            _share_text(results["phase_diagram"]["area_in_conflict"]),
+            f"{crit['n_match']}/{crit['n_regimes']} regimes (mismatch rate <= {crit['mismatch_rate']['upper']:.3f})"
+        ),
+        f"phase diagram: area in conflict (mean over {results['phase_diagram']['n_seeds']} seeds)": _share_text(
+            results["phase_diagram"]["area_in_conflict"]
+        ),
         "one plain step in the window: J_1 down and J_k up": _share_text(one["sgd"]["share_both"]),
         "one Adam step: J_1 down": _share_text(one["adam"]["share_pass1_down"]),
     }
@@ -118,13 +123,16 @@ def bandit_headline(results: dict) -> dict:
     if "both" in loose:
         med = loose["both"]["median"]
         head["window looseness: median largest working step / window's step"] = (
-            f"{med['value']:.0f} [{med['lower']:.0f}, {med['upper']:.0f}] of {med['n']}")
+            f"{med['value']:.0f} [{med['lower']:.0f}, {med['upper']:.0f}] of {med['n']}"
+        )
     adam = one.get("adam_predictors", {})
     if "rules" in adam:
         head["Adam raises J_1 iff |g_1|-weighted sign agreement > 1/2: accuracy"] = _share_text(
-            adam["rules"]["weighted_sign_agreement"])
+            adam["rules"]["weighted_sign_agreement"]
+        )
     head[f"pass@{dyn['k_high']} ascent (k > k*={dyn['k_star0']}), exact: J_1 start -> end"] = (
-        f"{j1_hi[0]:.3f} -> {j1_hi[-1]:.3f}")
+        f"{j1_hi[0]:.3f} -> {j1_hi[-1]:.3f}"
+    )
     head[f"pass@{dyn['k_low']} ascent (k < k*), exact: J_1 start -> end"] = f"{j1_lo[0]:.3f} -> {j1_lo[-1]:.3f}"
     for name, run in dyn["runs"].items():
         if name.startswith("exact/"):
@@ -132,7 +140,8 @@ def bandit_headline(results: dict) -> dict:
         r = run["passk"]
         i = index[dyn["k_high"]]
         head[f"pass@{dyn['k_high']} ascent, {name}, {r['n_seeds']} seeds: J_1 end (95% t interval)"] = (
-            f"{r[R.j1]['mean'][i][-1]:.3f} [{r[R.j1]['lower'][i][-1]:.3f}, {r[R.j1]['upper'][i][-1]:.3f}]")
+            f"{r[R.j1]['mean'][i][-1]:.3f} [{r[R.j1]['lower'][i][-1]:.3f}, {r[R.j1]['upper'][i][-1]:.3f}]"
+        )
     return head
 
 
@@ -174,8 +183,12 @@ def _run_transformer(*, quick, key, outdir, progress, resume):
     checkpoints = outdir / ".checkpoints" / chosen.name
     if not resume and checkpoints.exists():
         shutil.rmtree(checkpoints)  # a fresh run recomputes; only --resume continues a killed one
-    results = {"quick": quick, **transformer_experiment.run_experiment(
-        config=chosen.transformer, key=key, checkpoint_dir=checkpoints, progress=progress)}
+    results = {
+        "quick": quick,
+        **transformer_experiment.run_experiment(
+            config=chosen.transformer, key=key, checkpoint_dir=checkpoints, progress=progress
+        ),
+    }
     results["headline"] = transformer_headline(results)
     return results, plots.draw(results, outdir)
 
@@ -183,18 +196,23 @@ def _run_transformer(*, quick, key, outdir, progress, resume):
 def sampled_headline(results: dict) -> dict:
     """The `sampled` part's headline: `k*` recovered from answers, unbiased against plug-in."""
     head = {}
-    for name, study in (("toy", results["toy"]), ("transformer", results["transformer"]["all_parameters"]),
-                        ("transformer, last layer", results["transformer"]["last_layer"]),
-                        ("transformer, sketch", results["transformer"]["sketch"])):
+    for name, study in (
+        ("toy", results["toy"]),
+        ("transformer", results["transformer"]["all_parameters"]),
+        ("transformer, last layer", results["transformer"]["last_layer"]),
+        ("transformer, sketch", results["transformer"]["sketch"]),
+    ):
         for e in study["by_n"]:
             if e["n"] in (8, 32):
                 head[f"{name} n={e['n']}: median k* unbiased / plug-in (exact {study['k_star_exact']})"] = (
-                    f"{e['unbiased']['median']} / {e['plugin']['median']}")
+                    f"{e['unbiased']['median']} / {e['plugin']['median']}"
+                )
                 for kind in ("prompts", "answers"):
                     cov, up = e["unbiased"][kind]["coverage"], e["unbiased"][kind]["upper_established"]
                     head[f"{name} n={e['n']}, stderr over {kind}: interval covers k*, upper end established"] = (
                         f"{cov['value']:.3f} [{cov['lower']:.3f}, {cov['upper']:.3f}], "
-                        f"{up['value']:.3f} [{up['lower']:.3f}, {up['upper']:.3f}] of {cov['n']}")
+                        f"{up['value']:.3f} [{up['lower']:.3f}, {up['upper']:.3f}] of {cov['n']}"
+                    )
     return head
 
 
@@ -209,7 +227,8 @@ def _run_sampled(*, quick, key, outdir, progress, resume):
         "toy": recovery.toy_recovery(key=jax.random.fold_in(key, 100), ns=ns, repeats=repeats),
         # the transformer experiment's key: the same warm start as the `transformer` part
         "transformer": transformer_recovery.transformer_recovery(
-            config=chosen.transformer, key=key, ns=ns, repeats=repeats, progress=progress),
+            config=chosen.transformer, key=key, ns=ns, repeats=repeats, progress=progress
+        ),
     }
     results["headline"] = sampled_headline(results)
     return results, plots.draw(results, outdir)
@@ -228,7 +247,10 @@ def trainers_headline(results: dict) -> dict:
         for method, rows in warm.items():
             row = next(r for r in rows if r["n"] == results["grid"]["shown_n"])
             value = row["conflict"] if "conflict" in row else row["critical_k"]
-            head[f"{method}, n={row['n']}, transformer warm start: " + ("conflict" if "conflict" in row else "critical k")] = value
+            head[
+                f"{method}, n={row['n']}, transformer warm start: "
+                + ("conflict" if "conflict" in row else "critical k")
+            ] = value
     return head
 
 
@@ -242,7 +264,8 @@ def _run_trainers(*, quick, key, outdir, progress, resume, record=None):
     warm = (record or {}).get("transformer", {}).get("results", {}).get("warm_start")
     # The transformer part's warm start (uniform prompt weights), when that part has run.
     results["transformer_warm_start"] = (
-        trainer_map.trainer_conflicts(warm["p"], warm["agreement"], group_sizes=result.group_sizes) if warm else None)
+        trainer_map.trainer_conflicts(warm["p"], warm["agreement"], group_sizes=result.group_sizes) if warm else None
+    )
     results["headline"] = trainers_headline(results)
     return results, plots.draw(results, outdir)
 
@@ -256,19 +279,24 @@ def safe_headline(results: dict) -> dict:
         a, b = g["final_pass1"], g["final_passk"]
         head[f"safe: {g['optimizer']} {g['estimator']} k={g['k']} {g['label']}: final pass@1, pass@k; pass@1 falls"] = (
             f"{a['value']:.3f} [{a['lower']:.3f}, {a['upper']:.3f}], {b['value']:.3f} [{b['lower']:.3f}, "
-            f"{b['upper']:.3f}]; {sum(g['pass1_fall_steps'])}")
+            f"{b['upper']:.3f}]; {sum(g['pass1_fall_steps'])}"
+        )
     return head
 
 
 def _run_safe(*, quick, key, outdir, progress, resume):
-    from passk.plots import safe as plots
     from passk import presets
+    from passk.plots import safe as plots
     from sim.studies import transformer_safe
 
     # The transformer part's checkpoint folder: its warm start (same key and settings) is reused.
     checkpoints = outdir / ".checkpoints" / ("quick" if quick else "full")
-    results = {"quick": quick, **transformer_safe.safe_update_study(
-        config=presets.preset(quick).safe, key=key, checkpoint_dir=checkpoints, progress=progress)}
+    results = {
+        "quick": quick,
+        **transformer_safe.safe_update_study(
+            config=presets.preset(quick).safe, key=key, checkpoint_dir=checkpoints, progress=progress
+        ),
+    }
     results["headline"] = safe_headline(results)
     return results, plots.draw(results, outdir)
 
@@ -278,32 +306,41 @@ def ksweep_headline(results: dict) -> dict:
     summary = results["summary"]
     head = {}
     scopes = [("all", summary["counts"], summary["exact_counts"])] + [
-        (task, counts, summary["exact_by_task"][task]) for task, counts in summary["by_task"].items()]
+        (task, counts, summary["exact_by_task"][task]) for task, counts in summary["by_task"].items()
+    ]
     for scope, sampled, exact in scopes:
         head[f"k sweep ({scope}): agree / disagree / inconclusive, sampled; exact"] = (
             f"{sampled['agree']} / {sampled['disagree']} / {sampled['inconclusive']}; "
-            f"{exact['agree']} / {exact['disagree']} / {exact['inconclusive']} of {sampled['rows']}")
+            f"{exact['agree']} / {exact['disagree']} / {exact['inconclusive']} of {sampled['rows']}"
+        )
     for ws in results["warm_starts"]:
         head[f"k sweep {ws['task']}, warm start {ws['warm_start']}: k*, last-layer proxy k*"] = (
-            f"{ws['k_star']}, {ws['last_layer_k_star']}")
+            f"{ws['k_star']}, {ws['last_layer_k_star']}"
+        )
     return head
 
 
 def _run_ksweep(*, quick, key, outdir, progress, resume):
-    from passk.plots import ksweep as plots
     from passk import presets
+    from passk.plots import ksweep as plots
     from sim.studies import transformer_ksweep
 
-    results = {"quick": quick, **transformer_ksweep.ksweep_study(config=presets.preset(quick).ksweep, key=key,
-                                                                   progress=progress)}
+    results = {
+        "quick": quick,
+        **transformer_ksweep.ksweep_study(config=presets.preset(quick).ksweep, key=key, progress=progress),
+    }
     results["headline"] = ksweep_headline(results)
     return results, plots.draw(results, outdir)
 
 
 RUNNERS: dict[str, Callable] = {
-    "theory": _run_theory, "bandit": _run_bandit, "transformer": _run_transformer, "ksweep": _run_ksweep,
+    "theory": _run_theory,
+    "bandit": _run_bandit,
+    "transformer": _run_transformer,
+    "ksweep": _run_ksweep,
     "sampled": _run_sampled,
-    "trainers": _run_trainers, "safe": _run_safe,
+    "trainers": _run_trainers,
+    "safe": _run_safe,
 }
 
 
@@ -327,15 +364,21 @@ def load_results(path: Path) -> dict:
     for part in ALL_PARTS:
         entry = record.get(part)
         if entry is not None and not _is_part_entry(entry):
-            raise ValueError(f"{path}: the entry of part {part!r} ({json.dumps(entry)[:60]}) is not a part's record "
-                             f"(an object with settings, figures and results); {what_to_do}")
+            raise ValueError(
+                f"{path}: the entry of part {part!r} ({json.dumps(entry)[:60]}) is not a part's record "
+                f"(an object with settings, figures and results); {what_to_do}"
+            )
     return record
 
 
 def _is_part_entry(entry) -> bool:
-    return (isinstance(entry, dict) and isinstance(entry.get("settings"), dict)
-            and isinstance(entry.get("results"), dict) and isinstance(entry.get("figures"), list)
-            and all(isinstance(name, str) for name in entry["figures"]))
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("settings"), dict)
+        and isinstance(entry.get("results"), dict)
+        and isinstance(entry.get("figures"), list)
+        and all(isinstance(name, str) for name in entry["figures"])
+    )
 
 
 def _rerun_reason(entry: dict | None, settings: dict, outdir: Path) -> str | None:
@@ -358,8 +401,7 @@ def _make_outdir(outdir: Path) -> None:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ValueError(
-            f"cannot create the output folder {outdir} ({err.strerror or err}); pass --out a folder "
-            "that can be created"
+            f"cannot create the output folder {outdir} ({err.strerror or err}); pass --out a folder that can be created"
         ) from err
 
 

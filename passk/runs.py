@@ -68,8 +68,9 @@ def _trainers(c: np.ndarray, sizes: np.ndarray, ks) -> dict:
         entries = []
         for k in ks if estimator.needs_k else [None]:
             if k is not None and any(k > estimator.max_k(int(n)) for n in np.unique(sizes)):
-                entries.append({"k": k, "effective_prompts": None,
-                                "why": f"needs k <= {estimator.k_bound} for every group"})
+                entries.append(
+                    {"k": k, "effective_prompts": None, "why": f"needs k <= {estimator.k_bound} for every group"}
+                )
                 continue
             weight = np.zeros(c.size)
             for n in np.unique(sizes):
@@ -89,8 +90,9 @@ def _k_star(kind, scaled, scaled_se, level, dof, k_max) -> dict:
     from theory import bands
 
     q = bands.simultaneous_quantile(np.eye(k_max), level=level, dof=dof, key=None)
-    crit = bands.read_critical_k(scaled, scaled_se, quantile=q, level=level, band="bonferroni",
-                                 signal_quantile=bands.t_quantile(level, dof))
+    crit = bands.read_critical_k(
+        scaled, scaled_se, quantile=q, level=level, band="bonferroni", signal_quantile=bands.t_quantile(level, dof)
+    )
     out = {"kind": kind, **crit._asdict()}
     if not crit.signal:
         out.update(estimate=None, lower=None, upper=None)
@@ -108,20 +110,32 @@ def _interference(data: StepData, ks, level: float, notes: list):
         n_folds = data.alignments.shape[2]
         k_max = int(sizes.min())
         with jax.enable_x64(True):
-            inner = theory.population_inner_product(data.success, data.alignments, data.folds,
-                                                    np.arange(1, k_max + 1), mask=data.mask)
+            inner = theory.population_inner_product(
+                data.success, data.alignments, data.folds, np.arange(1, k_max + 1), mask=data.mask
+            )
         fields = [np.asarray(x, np.float64) for x in inner[:4]]
-        rows = [{"k": k, "estimate": float(fields[0][k - 1]), "stderr": float(fields[1][k - 1])} for k in ks
-                if k <= k_max]
+        rows = [
+            {"k": k, "estimate": float(fields[0][k - 1]), "stderr": float(fields[1][k - 1])} for k in ks if k <= k_max
+        ]
         if n_folds < 3:
             notes.append(f"F = {n_folds} folds: the population I_k has no standard error (the jackknife needs F >= 3)")
-            return rows, {"kind": "population", "estimate": None, "lower": None, "upper": None, "k_max": k_max,
-                          "level": level, "band": None, "signal": None}
+            return rows, {
+                "kind": "population",
+                "estimate": None,
+                "lower": None,
+                "upper": None,
+                "k_max": k_max,
+                "level": level,
+                "band": None,
+                "signal": None,
+            }
         return rows, _k_star("population", fields[2], fields[3], level, n_folds - 1, k_max)
     if data.score_sum is not None:
         if sizes.min() != sizes.max():
-            notes.append("score vectors with groups of different sizes: the batch I_k (SPEC section 10) is "
-                         "computed for equal groups only")
+            notes.append(
+                "score vectors with groups of different sizes: the batch I_k (SPEC section 10) is "
+                "computed for equal groups only"
+            )
             return [], None
         n = int(sizes[0])
         if n < 3:
@@ -131,8 +145,9 @@ def _interference(data: StepData, ks, level: float, notes: list):
             stats = theory.statistics_from_sums(data.correct, data.score_sum, data.score_sq_sum, n=n)
             inner = theory.inner_product_from_statistics(stats, np.arange(1, n))
         fields = [np.asarray(x, np.float64) for x in inner[:4]]
-        rows = [{"k": k, "estimate": float(fields[0][k - 1]), "stderr": float(fields[1][k - 1])} for k in ks
-                if k <= n - 1]
+        rows = [
+            {"k": k, "estimate": float(fields[0][k - 1]), "stderr": float(fields[1][k - 1])} for k in ks if k <= n - 1
+        ]
         return rows, _k_star("batch", fields[2], fields[3], level, None, n - 1)
     return [], None
 
@@ -145,26 +160,37 @@ def step_row(data: StepData, ks, level: float) -> dict:
 
     sizes, c = data.counts.astype(np.int64), data.correct.astype(np.int64)
     notes = list(data.notes)
-    row = {"step": data.step, "file": data.file, "n_prompts": int(sizes.size), "n_answers": int(sizes.sum()),
-           "group_sizes": {"min": int(sizes.min()), "max": int(sizes.max())}}
+    row = {
+        "step": data.step,
+        "file": data.file,
+        "n_prompts": int(sizes.size),
+        "n_answers": int(sizes.sum()),
+        "group_sizes": {"min": int(sizes.min()), "max": int(sizes.max())},
+    }
     with jax.enable_x64(True):
         row["pass_at_1"] = _mean_interval(c / sizes, level)
         row["pass_at_k"] = {}
         for k in ks:
             if k > sizes.min():
                 i = int(np.argmin(sizes))
-                row["pass_at_k"][str(k)] = {"value": None, "lower": None, "upper": None, "n": 0,
-                                            "why": f"k = {k} exceeds the {int(sizes[i])} answers of prompt "
-                                                   f"{data.prompt_ids[i]!r}"[:160]}
+                row["pass_at_k"][str(k)] = {
+                    "value": None,
+                    "lower": None,
+                    "upper": None,
+                    "n": 0,
+                    "why": f"k = {k} exceeds the {int(sizes[i])} answers of prompt {data.prompt_ids[i]!r}"[:160],
+                }
                 continue
             rho = np.asarray(theory.pass_at_k_unbiased(sizes, c, k), np.float64)
             row["pass_at_k"][str(k)] = _mean_interval(rho, level)
     row["share_unsolved"] = float(np.mean(c == 0))
     row["trainers"] = _trainers(c, sizes, ks)
     if not np.any(c == 0) and not np.any(c == sizes):
-        notes.append("no prompt with c = 0 and none with c = n: the trainer may have dropped the groups whose "
-                     "answers all pass or all fail (dynamic sampling); the hard prompts that drive k* down are then "
-                     "missing from this dump (SPEC section 11)")
+        notes.append(
+            "no prompt with c = 0 and none with c = n: the trainer may have dropped the groups whose "
+            "answers all pass or all fail (dynamic sampling); the hard prompts that drive k* down are then "
+            "missing from this dump (SPEC section 11)"
+        )
     row["inner"], row["k_star"] = _interference(data, ks, level, notes)
     row["notes"] = notes
     return row
@@ -261,9 +287,15 @@ def diagnose_run(path, *, options: Options, ks=None, level: float = 0.95, traine
             rows.append(step_row(data, ks, level))
         except (ValueError, TypeError) as err:
             raise InputError(f"{file} (step {step}): {' '.join(str(err).split())}") from None
-    return {"run": str(path), "format": entries[0][2], "level": level, "ks": list(ks), "steps": rows,
-            "reading": run_reading(rows, ks, level, trained_k),
-            "notes": sorted({n for r in rows for n in r["notes"]})}
+    return {
+        "run": str(path),
+        "format": entries[0][2],
+        "level": level,
+        "ks": list(ks),
+        "steps": rows,
+        "reading": run_reading(rows, ks, level, trained_k),
+        "notes": sorted({n for r in rows for n in r["notes"]}),
+    }
 
 
 def _plain_jsonl(path, options: Options) -> bool:
@@ -271,8 +303,13 @@ def _plain_jsonl(path, options: Options) -> bool:
     from passk.frameworks import _first_record
 
     first = _first_record(path) or {}
-    return (options.success_threshold is None and options.reward_field is None and options.group_size is None
-            and "alignment" not in first and "fold" not in first)
+    return (
+        options.success_threshold is None
+        and options.reward_field is None
+        and options.group_size is None
+        and "alignment" not in first
+        and "fold" not in first
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,32 +342,45 @@ def verdict(report: dict) -> str:
     if not any(r["k_star"] for r in rows):
         return "no alignments or score vectors logged: the sign of I_k, and so k*, cannot be read"
     if all(r["k_star"] is None or r["k_star"].get("signal") is False for r in rows):
-        return "no signal: I_1 = ||grad J_1||^2 is not established positive at any step, so the dumps say nothing about k*"
+        return (
+            "no signal: I_1 = ||grad J_1||^2 is not established positive at any step, so the dumps say nothing about k*"
+        )
     tk = reading["trained_k"]
     if tk is None:
         return "k* read at each step (give --trained-k to ask when the run crossed into conflict)"
     if reading["conflict_from_step"] is not None:
-        return f"in conflict at the trained k = {tk} from step {reading['conflict_from_step']} (k* interval at or below it)"
+        return (
+            f"in conflict at the trained k = {tk} from step {reading['conflict_from_step']} "
+            "(k* interval at or below it)"
+        )
     return f"conflict at the trained k = {tk} not established at any step"
 
 
 def format_run(report: dict) -> str:
     """The per-step table and the run-level reading as text."""
     ks = [k for k in report["ks"] if k > 1]
-    head = f"{'step':>6}  {'prompts':>7}  {'answers':>7}  {'pass@1':>22}" + "".join(f"  {'pass@' + str(k):>22}" for k in ks)
+    head = f"{'step':>6}  {'prompts':>7}  {'answers':>7}  {'pass@1':>22}" + "".join(
+        f"  {'pass@' + str(k):>22}" for k in ks
+    )
     head += f"  {'unsolved':>8}  k* [interval]"
-    lines = [f"run: {report['run']} ({report['format']}, {len(report['steps'])} steps, intervals at "
-             f"{report['level']:.0%})", head]
+    lines = [
+        f"run: {report['run']} ({report['format']}, {len(report['steps'])} steps, intervals at {report['level']:.0%})",
+        head,
+    ]
     for r in report["steps"]:
-        line = (f"{r['step'] if r['step'] is not None else '-':>6}  {r['n_prompts']:>7}  {r['n_answers']:>7}  "
-                f"{_cell(r['pass_at_1']):>22}")
+        line = (
+            f"{r['step'] if r['step'] is not None else '-':>6}  {r['n_prompts']:>7}  {r['n_answers']:>7}  "
+            f"{_cell(r['pass_at_1']):>22}"
+        )
         line += "".join(f"  {_cell(r['pass_at_k'][str(k)]):>22}" for k in ks)
         line += f"  {r['share_unsolved']:>8.2f}  {_k_star_text(r['k_star'])}"
         lines.append(line)
     reading = report["reading"]
     for key, s in reading["slopes"].items():
-        lines.append(f"{key.replace('_at_', '@')} slope per step: {s['slope']:+.2e} [{s['lower']:+.2e}, "
-                     f"{s['upper']:+.2e}] over {s['steps']} steps")
+        lines.append(
+            f"{key.replace('_at_', '@')} slope per step: {s['slope']:+.2e} [{s['lower']:+.2e}, "
+            f"{s['upper']:+.2e}] over {s['steps']} steps"
+        )
     for key, start in reading["fell_rose_from"].items():
         if start is not None:
             lines.append(f"pass@1 fell while pass@{key} rose from step {start}")
@@ -373,9 +423,19 @@ def plot_run(report: dict):
             ax2.plot(r["step"], ks_["estimate"], "D", color="C3", ms=4, label=None if shown else "k* estimate")
             shown = True
     if not any(r["k_star"] and r["k_star"].get("signal") is True for r in rows):
-        ax2.text(0.5, 0.5, "no k* interval at any step:\n" + ("no signal (I_1 not established positive)"
-                 if any(r["k_star"] for r in rows) else "no alignments or score vectors logged"),
-                 ha="center", va="center", transform=ax2.transAxes)
+        ax2.text(
+            0.5,
+            0.5,
+            "no k* interval at any step:\n"
+            + (
+                "no signal (I_1 not established positive)"
+                if any(r["k_star"] for r in rows)
+                else "no alignments or score vectors logged"
+            ),
+            ha="center",
+            va="center",
+            transform=ax2.transAxes,
+        )
     ax2.set_xlim(ax1.get_xlim())
     ax2.plot([], [], "-", color="C3", lw=2, label="k* interval")
     ax2.plot([], [], ":", color="C3", lw=2, label="upper end not established")

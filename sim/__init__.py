@@ -51,7 +51,6 @@ __all__ = [
     "GuardState",
     "conflict_guard",
     "sampled_surrogate",
-
     "DEFAULT_K_MAX",
     "FoldProbe",
     "fold_probe",

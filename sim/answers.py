@@ -99,9 +99,7 @@ def sampled_updates(bandit: SoftmaxBandit, theta, *, estimators, k, n_samples: i
     for est in estimators:
         _check_estimator(est)
     answers, rewards = draw_answers(bandit, theta, n_samples, key=key)
-    return {
-        est: score_update(bandit, theta, answers, sample_coefficients(est, rewards, k)) for est in estimators
-    }
+    return {est: score_update(bandit, theta, answers, sample_coefficients(est, rewards, k)) for est in estimators}
 
 
 class ScoredAnswers(NamedTuple):

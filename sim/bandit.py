@@ -269,7 +269,7 @@ class SoftmaxBandit:
 
     # ----------------------------------------------------------------- diagnostics
 
-    def diagnostics(self, theta, ks, *, k_max: int = DEFAULT_K_MAX) -> "BanditDiagnostics":
+    def diagnostics(self, theta, ks, *, k_max: int = DEFAULT_K_MAX) -> BanditDiagnostics:
         """Everything the conflict analysis reads, for every `k` in `ks`, in one compiled call.
 
         Args:
@@ -434,7 +434,10 @@ def diagnostics_fn(bandit: SoftmaxBandit, theta, ks, *, k_max: int) -> BanditDia
     out = assemble_diagnostics(p, a, g1, grads[1:], omega, ks_vec, mu, k_max=k_max)
     if jnp.ndim(ks) == 0:
         out = out._replace(
-            jk=out.jk[0], inner=out.inner[0], mean_agreement=out.mean_agreement[0], cos=out.cos[0],
+            jk=out.jk[0],
+            inner=out.inner[0],
+            mean_agreement=out.mean_agreement[0],
+            cos=out.cos[0],
             weights=omega[0],
         )
     return out

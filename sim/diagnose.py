@@ -103,9 +103,7 @@ def _trainers(c: np.ndarray, n: int, mu: np.ndarray, ks, notes: list) -> dict:
         entries = []
         for k in ks if estimator.needs_k else [None]:
             if k is not None and k > limit:
-                notes.append(
-                    f"trainer {method} skipped at k={k}: it needs k <= {estimator.k_bound} = {limit}"
-                )
+                notes.append(f"trainer {method} skipped at k={k}: it needs k <= {estimator.k_bound} = {limit}")
                 continue
             t = np.asarray(theory.implied_weight_unbiased(n, table, method, k), dtype=np.float64)[counts]
             raw = mu * t
@@ -244,8 +242,14 @@ def diagnosis_report(
             notes.insert(0, NO_SCORES_NOTE)
         report["trainers"] = _trainers(c, n, w, ks, notes)
     report["prompts"] = [
-        {"prompt_id": ids[i], "n": n, "c": int(c[i]), "p_hat": float(c[i] / n), "weight": float(w[i]),
-         "agreement": agreement[i]}
+        {
+            "prompt_id": ids[i],
+            "n": n,
+            "c": int(c[i]),
+            "p_hat": float(c[i] / n),
+            "weight": float(w[i]),
+            "agreement": agreement[i],
+        }
         for i in range(n_prompts)
     ]
     report["notes"] = notes
@@ -279,8 +283,16 @@ def _exact_sums(logp, params, batch, r, chunk_size):
     where = np.concatenate([where, np.zeros((pad, 2), where.dtype)])
     for start in range(0, where.shape[0], chunk_size):
         idx = where[start : start + chunk_size]
-        big_g, q = _exact_chunk(logp, params, batch, big_g, q, jnp.asarray(idx[:, 0]), jnp.asarray(idx[:, 1]),
-                                jnp.asarray(live[start : start + chunk_size], flat.dtype))
+        big_g, q = _exact_chunk(
+            logp,
+            params,
+            batch,
+            big_g,
+            q,
+            jnp.asarray(idx[:, 0]),
+            jnp.asarray(idx[:, 1]),
+            jnp.asarray(live[start : start + chunk_size], flat.dtype),
+        )
     return big_g, q
 
 
@@ -403,6 +415,13 @@ def diagnose_model(
     else:
         raise ValueError(f"scores must be 'exact' or 'sketch'; got {scores!r}")
     return diagnosis_report(
-        c, r.shape[1], score_sum=big_g, score_sq_sum=q, mu=mu, prompt_ids=prompt_ids, ks=ks, level=level,
+        c,
+        r.shape[1],
+        score_sum=big_g,
+        score_sq_sum=q,
+        mu=mu,
+        prompt_ids=prompt_ids,
+        ks=ks,
+        level=level,
         scores=scores,
     )

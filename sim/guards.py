@@ -160,8 +160,7 @@ def conflict_guard(
     elif sees not in _SEES.values():
         raise ValueError(f"sees must be one of {tuple(_SEES.values())}; got {sees!r}")
     elif sees != position:
-        twin = [name for name, r in RULE_TABLE.items()
-                if r.acts_on != entry.acts_on and r.transform is entry.transform]
+        twin = [name for name, r in RULE_TABLE.items() if r.acts_on != entry.acts_on and r.transform is entry.transform]
         raise ValueError(
             f"rule {rule!r} acts on the {entry.acts_on}, so its guard sees {position!r}; got sees={sees!r}"
             + (f" (the rule that sees {sees!r} is {twin[0]!r})" if twin else "")
@@ -181,12 +180,14 @@ def conflict_guard(
     else:
         for name, value in (("smoothness", smoothness), ("step_size", step_size)):
             if value is not None:
-                raise ValueError(f"{name} applies to the step-safe projections only; got {name}={value!r} for "
-                                 f"rule={rule!r}")
+                raise ValueError(
+                    f"{name} applies to the step-safe projections only; got {name}={value!r} for rule={rule!r}"
+                )
     if mixture_weight is not None:
         if not entry.uses_mixture_weight:
-            raise ValueError(f"mixture_weight applies to the mixture rules only; got {mixture_weight!r} for "
-                             f"rule={rule!r}")
+            raise ValueError(
+                f"mixture_weight applies to the mixture rules only; got {mixture_weight!r} for rule={rule!r}"
+            )
         mixture_weight = _positive_real("mixture_weight", mixture_weight, allow_zero=True)
     sign = 1.0 if sees == "step" else -1.0  # ascent v = sign * updates
 
@@ -196,8 +197,13 @@ def conflict_guard(
         return x if x is None or isinstance(x, float) else jnp.asarray(x, dtype)
 
     def guard(v, g1):
-        return entry.apply(v, g1, step_size=like(step_size, v.dtype), smoothness=like(smoothness, v.dtype),
-                           mixture_weight=like(mixture_weight, v.dtype))
+        return entry.apply(
+            v,
+            g1,
+            step_size=like(step_size, v.dtype),
+            smoothness=like(smoothness, v.dtype),
+            mixture_weight=like(mixture_weight, v.dtype),
+        )
 
     def init_fn(params):
         del params

@@ -22,7 +22,8 @@ batch pytree whose leaves carry the prompts on their leading axis (`P'` prompts 
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -50,7 +51,9 @@ class FoldProbe(NamedTuple):
 def _check_folds(folds, n_prompts: int):
     host = np.asarray(folds)
     if host.shape != (n_prompts,) or not np.issubdtype(host.dtype, np.integer):
-        raise ValueError(f"folds must be an integer array of shape (P,) = ({n_prompts},); got {host.dtype} {host.shape}")
+        raise ValueError(
+            f"folds must be an integer array of shape (P,) = ({n_prompts},); got {host.dtype} {host.shape}"
+        )
     if host.size and host.min() < 0:
         raise ValueError(f"folds must be >= 0; got {int(host.min())}")
     n_folds = int(host.max()) + 1
@@ -92,7 +95,9 @@ def fold_probe(log_prob: Callable, params, batch, rewards, folds, *, mask=None) 
         raise ValueError(f"mask must keep at least one answer per prompt; prompt {int(np.argmin(counts))} has none")
     for leaf in jax.tree_util.tree_leaves(batch):
         if jnp.shape(leaf)[:1] != (n_prompts,):
-            raise ValueError(f"batch leaves must have the prompts on their leading axis ({n_prompts}); got shape {jnp.shape(leaf)}")
+            raise ValueError(
+                f"batch leaves must have the prompts on their leading axis ({n_prompts}); got shape {jnp.shape(leaf)}"
+            )
     order = np.argsort(host, kind="stable")  # prompts grouped by fold
     size = n_prompts // n_folds
     by_fold = lambda x: jnp.asarray(x)[order].reshape((n_folds, size) + jnp.shape(x)[1:])

@@ -18,8 +18,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["DIAGNOSTIC_RECORDS", "NOT_RECORDED", "RECORD_NAMES", "Records", "STATE_RECORDS", "UPDATE_RECORDS",
-           "floats"]
+__all__ = ["DIAGNOSTIC_RECORDS", "NOT_RECORDED", "RECORD_NAMES", "Records", "STATE_RECORDS", "UPDATE_RECORDS", "floats"]
 
 
 class Records(NamedTuple):

@@ -42,14 +42,13 @@ one entry (its `transform` a pure function of flat vectors). :func:`sim.train.tr
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import jax.numpy as jnp
 
 import theory
 
-__all__ = ["ACTS_ON", "ORDERS", "RULES", "RULE_TABLE", "UpdateRule", "GUARD_RULES", "order_below_k_star",
-           "update_rule"]
+__all__ = ["ACTS_ON", "ORDERS", "RULES", "RULE_TABLE", "UpdateRule", "GUARD_RULES", "order_below_k_star", "update_rule"]
 
 #: Where a rule acts: on the ascent direction before the optimiser, or on the step after it.
 ACTS_ON = ("direction", "step")
@@ -154,13 +153,24 @@ RULE_TABLE: dict[str, UpdateRule] = _entries(
     UpdateRule("pass1", "g_1", _ascent, order="1"),
     UpdateRule("passk", "g_k", _ascent),
     UpdateRule("project", "project_conflict(g_k, g_1)", _project, reads_g1=True),
-    UpdateRule("project-safe", "project_step_safe(g_k, g_1, step_size=eta, smoothness=L_1)", _project_safe,
-               reads_g1=True, uses_smoothness=True),
+    UpdateRule(
+        "project-safe",
+        "project_step_safe(g_k, g_1, step_size=eta, smoothness=L_1)",
+        _project_safe,
+        reads_g1=True,
+        uses_smoothness=True,
+    ),
     UpdateRule("mixture", "g_k + lambda g_1", _mixture, reads_g1=True, uses_mixture_weight=True),
     UpdateRule("safe-k", "g_k', k' = min(k, k* - 1)", _ascent, order="k'"),
     UpdateRule("project-step", "project_conflict(u, g_1)", _project, acts_on="step", reads_g1=True),
-    UpdateRule("project-safe-step", "project_step_safe(u, g_1, step_size=1, smoothness=L_1)", _project_safe,
-               acts_on="step", reads_g1=True, uses_smoothness=True),
+    UpdateRule(
+        "project-safe-step",
+        "project_step_safe(u, g_1, step_size=1, smoothness=L_1)",
+        _project_safe,
+        acts_on="step",
+        reads_g1=True,
+        uses_smoothness=True,
+    ),
     UpdateRule("mixture-step", "u + lambda g_1", _mixture, acts_on="step", reads_g1=True, uses_mixture_weight=True),
 )
 RULES = tuple(RULE_TABLE)

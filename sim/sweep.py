@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -105,8 +105,7 @@ def _compiled(fn: Callable, mesh: Mesh, batch_size: int | None):
             return jax.lax.map(fn, a, batch_size=batch_size)
 
         # Named after `fn`, like the vmapped program, for compile logs and profiles.
-        body = functools.wraps(fn)(jax.shard_map(batched, mesh=mesh, in_specs=(spec,), out_specs=spec,
-                                                 check_vma=False))
+        body = functools.wraps(fn)(jax.shard_map(batched, mesh=mesh, in_specs=(spec,), out_specs=spec, check_vma=False))
     return jax.jit(body, in_shardings=(sharding,), out_shardings=sharding)
 
 
@@ -124,8 +123,14 @@ def _place_global(x, sharding):
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
-def sweep_map(fn: Callable, args, *, devices: Sequence[jax.Device] | None = None, multiprocess: bool | None = None,
-              batch_size: int | None = None):
+def sweep_map(
+    fn: Callable,
+    args,
+    *,
+    devices: Sequence[jax.Device] | None = None,
+    multiprocess: bool | None = None,
+    batch_size: int | None = None,
+):
     """`jax.vmap(fn)(args)`, jitted and sharded over `devices` along the leading axis of `args`.
 
     Args:
@@ -205,8 +210,9 @@ def _grid_entry(fn: Callable) -> Callable:
     return entry
 
 
-def sweep_grid(fn: Callable, shared, configs, *, devices: Sequence[jax.Device] | None = None,
-               config_bytes: int | None = None):
+def sweep_grid(
+    fn: Callable, shared, configs, *, devices: Sequence[jax.Device] | None = None, config_bytes: int | None = None
+):
     """`fn(shared_r, config_c)` for every regime `r` and configuration `c`, one compiled call.
 
     Args:

@@ -49,7 +49,6 @@ import jax.numpy as jnp
 import numpy as np
 
 import theory
-
 from sim.bandit import DEFAULT_K_MAX, SoftmaxBandit
 from sim.sweep import sweep_map
 
@@ -296,8 +295,9 @@ def toy_diagnostics(
     }
 
 
-def toy_grid_sweep(entry, *, key, n_p_hard: int, n_separation: int, n_seeds: int, p_hard_range,
-                   separation_range, devices=None):
+def toy_grid_sweep(
+    entry, *, key, n_p_hard: int, n_separation: int, n_seeds: int, p_hard_range, separation_range, devices=None
+):
     """`entry((p_hard, separation, key))` over a `p_hard x separation` grid and seeds, one compiled call.
 
     All `n_seeds * n_p_hard * n_separation` regimes form one sweep axis (:func:`sim.sweep.sweep_map`,

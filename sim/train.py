@@ -65,7 +65,7 @@ values and new regimes of the same sizes and counts reuse the compiled function.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -154,12 +154,14 @@ def _state(config: TrainConfig, lay, k, rule_index, theta, *, full: bool):
         k_star = theory.critical_k_jax(p, a, mu, k_max=config.k_max)
     if full:
         d = assemble_diagnostics(p, a, g1, grads[1:2], omega, k[None], mu, k_max=config.k_max, k_star=k_star)
-        rec = Records(j1=d.j1, jk=d.jk[0], inner=d.inner[0], mean_agreement=d.mean_agreement[0], cos=d.cos[0],
-                      k_star=d.k_star)
+        rec = Records(
+            j1=d.j1, jk=d.jk[0], inner=d.inner[0], mean_agreement=d.mean_agreement[0], cos=d.cos[0], k_star=d.k_star
+        )
     else:
         nan = jnp.full((), jnp.nan, p.dtype)
-        rec = Records(j1=prompt_mean(p, mu), jk=prompt_mean(theory.pass_at_k(p, k), mu),
-                      **dict.fromkeys(DIAGNOSTIC_RECORDS, nan))
+        rec = Records(
+            j1=prompt_mean(p, mu), jk=prompt_mean(theory.pass_at_k(p, k), mu), **dict.fromkeys(DIAGNOSTIC_RECORDS, nan)
+        )
         rec = rec._replace(k_star=jnp.full((), NOT_RECORDED, jnp.int32))
     if config.early_gk:
         gk = grads[-1]
@@ -187,8 +189,9 @@ def _direction(rule: UpdateRule, config: TrainConfig, smoothness, g1, gk):
     v = g1 if rule.order == "1" else gk
     if rule.acts_on != "direction":
         return v
-    return rule.apply(v, g1, step_size=config.learning_rate, smoothness=smoothness,
-                      mixture_weight=config.mixture_weight)
+    return rule.apply(
+        v, g1, step_size=config.learning_rate, smoothness=smoothness, mixture_weight=config.mixture_weight
+    )
 
 
 def _step(rule: UpdateRule, config: TrainConfig, smoothness, u, g1):
@@ -264,9 +267,9 @@ def run(config: TrainConfig, bandit: SoftmaxBandit, theta0, k, key, rule_index=0
     xs = (jnp.arange(config.steps, dtype=jnp.int32), keys)
     (theta, _), recs = jax.lax.scan(step, (theta0, opt.init(theta0)), xs)
     final = state(theta, full=True)[0]
-    recs = recs._replace(**{
-        name: jnp.concatenate([getattr(recs, name), getattr(final, name)[None]], axis=0) for name in STATE_RECORDS
-    })
+    recs = recs._replace(
+        **{name: jnp.concatenate([getattr(recs, name), getattr(final, name)[None]], axis=0) for name in STATE_RECORDS}
+    )
     return recs, theta
 
 
@@ -280,8 +283,15 @@ def _as_dict(records: Records, theta) -> dict:
 
 def _config(steps, rule, estimator, n_samples, optimizer, learning_rate, mixture_weight, k_max, record_every):
     return TrainConfig(
-        steps=steps, rules=rule, estimator=estimator, n_samples=n_samples, optimizer=optimizer,
-        learning_rate=learning_rate, mixture_weight=mixture_weight, k_max=k_max, record_every=record_every,
+        steps=steps,
+        rules=rule,
+        estimator=estimator,
+        n_samples=n_samples,
+        optimizer=optimizer,
+        learning_rate=learning_rate,
+        mixture_weight=mixture_weight,
+        k_max=k_max,
+        record_every=record_every,
     )
 
 
@@ -402,8 +412,17 @@ def train_sweep(
     if not isinstance(bandits, SoftmaxBandit):
         raise TypeError(f"bandits must be a SoftmaxBandit with a leading regime axis; got {type(bandits).__name__}")
     several = not isinstance(rule, str)
-    config = _config(steps, tuple(rule) if several else rule, estimator, n_samples, optimizer, learning_rate,
-                     mixture_weight, k_max, record_every)
+    config = _config(
+        steps,
+        tuple(rule) if several else rule,
+        estimator,
+        n_samples,
+        optimizer,
+        learning_rate,
+        mixture_weight,
+        k_max,
+        record_every,
+    )
     ks = config.check_orders(ks).reshape(-1)
     feats = jnp.asarray(bandits.features)
     if feats.ndim != 3:
@@ -426,8 +445,9 @@ def train_sweep(
     configurations = (jnp.asarray(ks[k_idx]), keys[s_idx], jnp.asarray(u_idx, jnp.int32))
     # A step's largest per-configuration arrays are (A, P).
     config_bytes = n_actions * n_prompts * jnp.dtype(feats.dtype).itemsize
-    records, theta = _sweep.sweep_grid(_grid_fn(config), (bandits, theta0s), configurations, devices=devices,
-                                       config_bytes=config_bytes)
+    records, theta = _sweep.sweep_grid(
+        _grid_fn(config), (bandits, theta0s), configurations, devices=devices, config_bytes=config_bytes
+    )
 
     def unblock(v):
         v = v.reshape((n_regimes, n_rules, n_k, n_seeds) + v.shape[2:])

@@ -184,4 +184,3 @@ class TrainConfig:
                     f"got n_samples={self.n_samples}"
                 )
         return ks.astype(np.int32)
-

@@ -32,8 +32,17 @@ class Step:
     alignments: list | None = None  # per prompt, per answer, a list of F (own fold None)
 
 
-def bandit_step(step: int, *, key_seed: int, n_prompts: int = 12, n: int = 8, n_folds: int = 3, n_actions: int = 4,
-                dim: int = 3, theta=None):
+def bandit_step(
+    step: int,
+    *,
+    key_seed: int,
+    n_prompts: int = 12,
+    n: int = 8,
+    n_folds: int = 3,
+    n_actions: int = 4,
+    dim: int = 3,
+    theta=None,
+):
     """A step of a linear softmax bandit with exact alignments `t_ijf = <s_ij, v_f>` (SPEC section 11).
 
     Returns `(Step, arrays)` with `arrays = (rewards (P, n), alignments (P, n, F), folds (P,))`.
@@ -54,8 +63,10 @@ def bandit_step(step: int, *, key_seed: int, n_prompts: int = 12, n: int = 8, n_
     t = scores @ v.T  # (P, n, F)
     t_logged = t.copy()
     t_logged[np.arange(n_prompts), :, folds] = np.nan
-    align = [[[None if f == folds[i] else float(t[i, j, f]) for f in range(n_folds)] for j in range(n)]
-             for i in range(n_prompts)]
+    align = [
+        [[None if f == folds[i] else float(t[i, j, f]) for f in range(n_folds)] for j in range(n)]
+        for i in range(n_prompts)
+    ]
     return Step(step, rewards.tolist(), folds.tolist(), align), (rewards, t_logged, folds)
 
 
@@ -74,8 +85,14 @@ def write_verl(directory, step: Step, *, uid: bool = True, shuffle_seed: int | N
     lines = []
     for i, group in enumerate(step.rewards):
         for j, r in enumerate(group):
-            entry = {"input": f"prompt {i}: what is {i} + {i}?", "output": f"answer {j}", "gts": str(2 * i),
-                     "score": float(r), "step": step.step, "acc": bool(r == 1) if reward_key == "score" else r}
+            entry = {
+                "input": f"prompt {i}: what is {i} + {i}?",
+                "output": f"answer {j}",
+                "gts": str(2 * i),
+                "score": float(r),
+                "step": step.step,
+                "acc": bool(r == 1) if reward_key == "score" else r,
+            }
             if reward_key != "score":
                 entry[reward_key] = r
             if uid:
@@ -97,8 +114,13 @@ def write_nemo(directory, step: Step):
     lines = []
     for i, group in enumerate(step.rewards):
         for j, r in enumerate(group):
-            entry = {"content": [f"prompt {i}", f"answer {j}"], "rewards": float(r),
-                     "generation_logprobs": [0.0, -0.5], "prev_logprobs": [0.0, -0.5], "input_lengths": 12}
+            entry = {
+                "content": [f"prompt {i}", f"answer {j}"],
+                "rewards": float(r),
+                "generation_logprobs": [0.0, -0.5],
+                "prev_logprobs": [0.0, -0.5],
+                "input_lengths": 12,
+            }
             entry.update(_extras(step, i, j))
             lines.append(json.dumps(entry))
     path = directory / f"train_data_step{step.step}.jsonl"

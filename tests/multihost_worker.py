@@ -22,8 +22,15 @@ def sweep():
     keys = jax.random.split(jax.random.key(0), 3)
     make = jax.vmap(lambda key, p_hard: toy_bandit(key, n_prompts=32, n_actions=4, p_hard=p_hard))
     bandits, theta0s = make(keys, jnp.array([0.1, 0.2, 0.3]))
-    out = train_sweep(bandits, theta0s, ks=[1, 4, 16], keys=jax.random.split(jax.random.key(1), 2),
-                      steps=6, learning_rate=0.5, k_max=64)
+    out = train_sweep(
+        bandits,
+        theta0s,
+        ks=[1, 4, 16],
+        keys=jax.random.split(jax.random.key(1), 2),
+        steps=6,
+        learning_rate=0.5,
+        k_max=64,
+    )
     return {name: np.asarray(value) for name, value in out.items()}
 
 
@@ -37,8 +44,9 @@ def main(argv) -> None:
         import jax
 
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(coordinator_address=coordinator, num_processes=int(num_processes),
-                                   process_id=int(process_id))
+        jax.distributed.initialize(
+            coordinator_address=coordinator, num_processes=int(num_processes), process_id=int(process_id)
+        )
         assert jax.process_count() == int(num_processes) and jax.device_count() == 2 * int(num_processes)
     import jax
 

@@ -26,7 +26,8 @@ def assert_stored_with_outputs(path, *, min_images: int) -> nbformat.NotebookNod
     nbformat.validate(nb)
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
     assert [cell.execution_count for cell in code] == list(range(1, len(code) + 1)), (
-        f"{path} is not stored as one top-to-bottom run; store it with `python tests/notebook_runner.py {path}`")
+        f"{path} is not stored as one top-to-bottom run; store it with `python tests/notebook_runner.py {path}`"
+    )
     for cell in code:
         assert all(out.get("output_type") != "error" for out in cell.outputs), cell.source[:80]
     assert len(images(nb)) >= min_images
@@ -57,8 +58,13 @@ def _kernel_here(folder: pathlib.Path) -> str:
 
 
 def _run(nb, path, *, timeout: int) -> None:
-    client = NotebookClient(nb, kernel_name="python3", timeout=timeout, startup_timeout=120,
-                            resources={"metadata": {"path": str(pathlib.Path(path).parent)}})
+    client = NotebookClient(
+        nb,
+        kernel_name="python3",
+        timeout=timeout,
+        startup_timeout=120,
+        resources={"metadata": {"path": str(pathlib.Path(path).parent)}},
+    )
     client.execute()
 
 
@@ -83,8 +89,13 @@ def stream_text(nb) -> str:
 
 def images(nb) -> list:
     """The PNG outputs of an executed notebook."""
-    return [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs
-            if "image/png" in out.get("data", {})]
+    return [
+        out
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.outputs
+        if "image/png" in out.get("data", {})
+    ]
 
 
 def store_outputs(path, *, timeout: int = 1200) -> None:

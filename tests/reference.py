@@ -9,7 +9,6 @@ Policy: `logits_i = Theta psi_i` (`Theta` of shape `(A, d)`), `p_i = sum_y softm
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,8 +34,9 @@ def per_prompt_grads(theta, features, rewards):
     return jax.jacrev(success)(theta, features, rewards)
 
 
-def random_policy(rng: np.random.Generator, n_prompts: int, n_actions: int, dim: int, *, scale=1.5,
-                  binary=True, feature_norm=None):
+def random_policy(
+    rng: np.random.Generator, n_prompts: int, n_actions: int, dim: int, *, scale=1.5, binary=True, feature_norm=None
+):
     """A random instance `(theta, features, rewards, mu)` in float64.
 
     Features are scaled to norm `feature_norm` when given (else Gaussian); rewards are binary or
@@ -111,8 +111,9 @@ def mixed_policy(rng: np.random.Generator, n_prompts: int, n_actions: int, dim: 
     return theta, features, jnp.asarray(rewards), mu
 
 
-def interfering_policy(rng: np.random.Generator, n_prompts: int, n_actions: int, dim: int, *, scale=1.5,
-                       feature_norm=None):
+def interfering_policy(
+    rng: np.random.Generator, n_prompts: int, n_actions: int, dim: int, *, scale=1.5, feature_norm=None
+):
     """A random policy in which prompt 0 interferes negatively with the rest: `a_0 < 0`.
 
     Prompt 1 is prompt 0's mirror (features `-psi_0`, the same binary reward row, holding a
@@ -127,8 +128,7 @@ def interfering_policy(rng: np.random.Generator, n_prompts: int, n_actions: int,
       `(theta, features, rewards, mu)` in float64, like :func:`random_policy`.
     """
     assert n_prompts >= 2 and n_actions >= 2
-    theta, features, rewards, _ = random_policy(rng, n_prompts, n_actions, dim, scale=scale,
-                                                feature_norm=feature_norm)
+    theta, features, rewards, _ = random_policy(rng, n_prompts, n_actions, dim, scale=scale, feature_norm=feature_norm)
     theta, features, rewards = np.asarray(theta), np.array(features), np.array(rewards)
     row = rewards[0]
     row[rng.permutation(n_actions)[:2]] = (1.0, 0.0)  # one correct and one wrong answer at least

@@ -8,10 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import reference as ref
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import reference as ref
 import theory
 from sim import SoftmaxBandit
 
@@ -49,8 +49,16 @@ def test_fields_and_defaults():
         (dict(features=np.ones((3, 2)), rewards=np.full((3, 2), np.nan)), ValueError, "rewards"),
         (dict(features=np.array([[1.0, np.inf]] * 3), rewards=np.ones((3, 2))), ValueError, "features must be finite"),
         (dict(features=np.ones((3, 2)), rewards=np.ones((3, 2)), prompt_weights=np.ones(3)), ValueError, "sum to 1"),
-        (dict(features=np.ones((3, 2)), rewards=np.ones((3, 2)), prompt_weights=np.array([1.2, -0.2, 0.0])), ValueError, "non-negative"),
-        (dict(features=np.ones((3, 2)), rewards=np.ones((3, 2)), prompt_weights=np.ones(2) / 2), ValueError, "prompt_weights"),
+        (
+            dict(features=np.ones((3, 2)), rewards=np.ones((3, 2)), prompt_weights=np.array([1.2, -0.2, 0.0])),
+            ValueError,
+            "non-negative",
+        ),
+        (
+            dict(features=np.ones((3, 2)), rewards=np.ones((3, 2)), prompt_weights=np.ones(2) / 2),
+            ValueError,
+            "prompt_weights",
+        ),
         (dict(features="abc", rewards=np.ones((3, 2))), TypeError, "features"),
         (dict(features=np.ones((3, 2), bool), rewards=np.ones((3, 2))), TypeError, "features"),
     ],

@@ -56,9 +56,25 @@ def test_numpy_pkpo_reference_matches_theory(baseline, k):
 
 def test_markdown_table_rows():
     rows = [
-        {"name": "estimators[none]", "ours_s": 0.001, "baseline_s": 0.1, "ratio": 100.0, "target": ">= 30x", "met": True},
-        {"name": "scaling[configs]", "ours_s": 0.4, "baseline_s": 1.2, "ratio": 3.0, "target": "t", "met": False,
-         "exponent": 0.76, "exponent_upper": 1.0, "fit_points": 3},
+        {
+            "name": "estimators[none]",
+            "ours_s": 0.001,
+            "baseline_s": 0.1,
+            "ratio": 100.0,
+            "target": ">= 30x",
+            "met": True,
+        },
+        {
+            "name": "scaling[configs]",
+            "ours_s": 0.4,
+            "baseline_s": 1.2,
+            "ratio": 3.0,
+            "target": "t",
+            "met": False,
+            "exponent": 0.76,
+            "exponent_upper": 1.0,
+            "fit_points": 3,
+        },
         {"name": "multi-device", "ours_s": 0.2, "baseline_s": 0.28, "ratio": 1.4, "target": "report", "met": None},
     ]
     lines = run.markdown_table(rows).splitlines()
@@ -72,12 +88,20 @@ def test_median_of_runs_keeps_the_median_run_and_the_spread():
     def row(ratio, met, ours):
         return {"name": "b", "ours_s": ours, "baseline_s": ours * ratio, "ratio": ratio, "target": ">= 10x", "met": met}
 
-    runs = [[row(12.0, True, 1.0), {"name": "c", "ours_s": 1, "baseline_s": 1, "ratio": 1.0, "target": "report",
-                                     "met": None}],
-            [row(8.0, False, 2.0), {"name": "c", "ours_s": 1, "baseline_s": 2, "ratio": 2.0, "target": "report",
-                                    "met": None}],
-            [row(11.0, True, 3.0), {"name": "c", "ours_s": 1, "baseline_s": 3, "ratio": 3.0, "target": "report",
-                                    "met": None}]]
+    runs = [
+        [
+            row(12.0, True, 1.0),
+            {"name": "c", "ours_s": 1, "baseline_s": 1, "ratio": 1.0, "target": "report", "met": None},
+        ],
+        [
+            row(8.0, False, 2.0),
+            {"name": "c", "ours_s": 1, "baseline_s": 2, "ratio": 2.0, "target": "report", "met": None},
+        ],
+        [
+            row(11.0, True, 3.0),
+            {"name": "c", "ours_s": 1, "baseline_s": 3, "ratio": 3.0, "target": "report", "met": None},
+        ],
+    ]
     b, c = run.median_of_runs(runs)
     assert b["ratio"] == 11.0 and b["ours_s"] == 3.0 and b["met"] is True  # the whole median run's row
     assert (b["ratio_min"], b["ratio_max"], b["met_runs"], b["runs"]) == (8.0, 12.0, 2, 3)
@@ -85,8 +109,10 @@ def test_median_of_runs_keeps_the_median_run_and_the_spread():
     line = run.markdown_table([b]).splitlines()[2]
     assert "| 11 [8, 12] |" in line and line.endswith("| yes (2 of 3) |")
     # a time target: the row picked by its ratio met it in one run of three, so it is not met
-    timed = [[{"name": "t", "ours_s": s, "baseline_s": 3.0, "ratio": 3.0 / s, "target": "< 2 s", "met": s < 2}]
-             for s in (1.9, 2.2, 2.1)]
+    timed = [
+        [{"name": "t", "ours_s": s, "baseline_s": 3.0, "ratio": 3.0 / s, "target": "< 2 s", "met": s < 2}]
+        for s in (1.9, 2.2, 2.1)
+    ]
     (t_row,) = run.median_of_runs(timed)
     assert t_row["ours_s"] == 2.1 and t_row["met"] is False and t_row["met_runs"] == 1
     with pytest.raises(ValueError, match="lacks 'c'"):
@@ -96,9 +122,22 @@ def test_median_of_runs_keeps_the_median_run_and_the_spread():
 def test_median_of_runs_shows_the_median_exponent_not_the_picked_runs():
     # the row is picked by its ratio (run 0 here), but the target is on the exponent over the largest
     # sizes: the table shows the median of the three exponents and their range
-    runs = [[{"name": "scaling[configs]", "ours_s": 1.0, "baseline_s": 2.0, "ratio": r, "target": "band",
-              "met": 0.85 <= up <= 1.15, "exponent": e, "exponent_upper": up, "fit_points": 3}]
-            for r, up, e in ((2.0, 0.79, 0.82), (2.4, 0.95, 0.84), (1.8, 0.90, 0.80))]
+    runs = [
+        [
+            {
+                "name": "scaling[configs]",
+                "ours_s": 1.0,
+                "baseline_s": 2.0,
+                "ratio": r,
+                "target": "band",
+                "met": 0.85 <= up <= 1.15,
+                "exponent": e,
+                "exponent_upper": up,
+                "fit_points": 3,
+            }
+        ]
+        for r, up, e in ((2.0, 0.79, 0.82), (2.4, 0.95, 0.84), (1.8, 0.90, 0.80))
+    ]
     (row,) = run.median_of_runs(runs)
     assert row["ratio"] == 2.0 and row["exponent_upper"] == 0.79
     assert row["exponent_upper_runs"] == [0.79, 0.95, 0.90] and row["met_runs"] == 2 and row["met"] is True
@@ -138,16 +177,24 @@ def test_compile_counter_sees_one_compile_per_shape():
 def test_runner_writes_json_with_documented_keys(tmp_path, monkeypatch, capsys):
     # The smallest sizes: shrink the quick estimator benchmark further.
     real = estimators.make_rewards
-    monkeypatch.setattr(estimators, "make_rewards",
-                        lambda key, g, n, dtype=jnp.float32, kind="binary": real(key, 8, n, dtype, kind=kind))
+    monkeypatch.setattr(
+        estimators,
+        "make_rewards",
+        lambda key, g, n, dtype=jnp.float32, kind="binary": real(key, 8, n, dtype, kind=kind),
+    )
     path = tmp_path / "bench.json"
     from passk import cli
 
     assert cli.main(["bench", "--quick", "--json", str(path), "--only", "estimators"]) == 0
     rows = json.loads(path.read_text())
-    assert [r["name"] for r in rows] == ["estimators[none]", "estimators[loo]", "estimators[loo-1]",
-                                         "estimators[none, continuous]", "estimators[loo, continuous]",
-                                         "estimators[loo-1, continuous]"]
+    assert [r["name"] for r in rows] == [
+        "estimators[none]",
+        "estimators[loo]",
+        "estimators[loo-1]",
+        "estimators[none, continuous]",
+        "estimators[loo, continuous]",
+        "estimators[loo-1, continuous]",
+    ]
     for r in rows:
         assert {"name", "ours_s", "baseline_s", "ratio", "target"} <= set(r)
         assert r["ours_s"] > 0 and r["baseline_s"] > 0
@@ -198,7 +245,11 @@ def test_numpy_sampled_reference_matches_theory():
     for seed in range(3):
         rewards, scores = sampled.make_run(jax.random.key(seed), 128, 16, 8)
         got = theory.sampled_critical_k(rewards, np.asarray(scores, np.float64))
-        assert sampled.numpy_sampled_critical_k(rewards, np.asarray(scores, np.float64)) == (got.estimate, got.lower, got.upper)
+        assert sampled.numpy_sampled_critical_k(rewards, np.asarray(scores, np.float64)) == (
+            got.estimate,
+            got.lower,
+            got.upper,
+        )
     assert got.estimate is not None  # the run is built to cross
 
 
@@ -216,8 +267,8 @@ def test_sampled_row_is_met_by_reads_of_the_scores_alone():
 
 
 def test_diagnose_benchmark_writes_a_run_the_reader_accepts(tmp_path):
-    from passk.benchmarks.diagnose import write_run
     from passk import diagnose as dg
+    from passk.benchmarks.diagnose import write_run
 
     path = tmp_path / "run.jsonl"
     write_run(path, 5, n_answers=6, dim=3)

@@ -118,8 +118,9 @@ def test_toy_command_without_arguments_prints_the_toy_figures_numbers():
     assert figure["regime"] == {name: TOY_DEFAULTS[name] for name in figure["regime"]}
     assert figure["k"] == TOY_FIGURE_K
     env = {name: value for name, value in os.environ.items() if name != "JAX_ENABLE_X64"}
-    out = subprocess.run([sys.executable, "-m", "passk.cli", "toy"], cwd=ROOT, env=env, capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "passk.cli", "toy"], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    ).stdout
     assert f"critical k* = {figure['k_star']}   safe k = {figure['safe_k']}" in out
     assert f"pass@1 J_1 = {figure['j1']:.4f}" in out
     (row,) = [line.split() for line in out.splitlines() if line.split()[:1] == [str(TOY_FIGURE_K)]]
@@ -156,8 +157,14 @@ def test_reproduce_out_naming_a_file_is_a_one_line_error(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "text",
-    ['{"theory": ', "[1, 2]", "\xff\xfe", '{"theory": 5}', '{"theory": {"settings": {"quick": true, "seed": 0}}}',
-     '{"bandit": {"settings": {}, "figures": [3], "results": {}}}'],
+    [
+        '{"theory": ',
+        "[1, 2]",
+        "\xff\xfe",
+        '{"theory": 5}',
+        '{"theory": {"settings": {"quick": true, "seed": 0}}}',
+        '{"bandit": {"settings": {}, "figures": [3], "results": {}}}',
+    ],
     ids=["truncated", "not-an-object", "not-utf8", "part-a-number", "part-without-results", "figure-not-a-name"],
 )
 def test_reproduce_resume_over_corrupt_results_is_a_one_line_error(tmp_path, capsys, text):
@@ -176,7 +183,9 @@ def test_reproduce_quick_all_parts(tmp_path):
     """`passk reproduce --quick` end to end (about two minutes on 2 cores)."""
     out = subprocess.run(
         [sys.executable, "-m", "passk.cli", "reproduce", "--quick", "--out", str(tmp_path)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     data = json.loads((tmp_path / "results.json").read_text())
     from passk.reproduce import PARTS
@@ -189,8 +198,16 @@ def test_reproduce_quick_all_parts(tmp_path):
     assert "pkpo, n=8, some k <= 8: toy regimes in conflict" in out.stdout
     assert "k sweep (all): agree / disagree / inconclusive, sampled; exact" in out.stdout
     rows = data["ksweep"]["results"]["k_sweep"]
-    assert rows and {"task", "warm_start", "k_star", "k", "seeds", "pass1_change", "predicted_sign",
-                     "observed_sign"} <= set(rows[0])
+    assert rows and {
+        "task",
+        "warm_start",
+        "k_star",
+        "k",
+        "seeds",
+        "pass1_change",
+        "predicted_sign",
+        "observed_sign",
+    } <= set(rows[0])
     assert set(data["trainers"]["results"]["trainer_map"]) == set(data["trainers"]["results"]["transformer_warm_start"])
 
 

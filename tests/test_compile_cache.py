@@ -18,19 +18,23 @@ import numpy as np
 import pytest
 
 import sim
+from passk import cache
 from passk.benchmarks._timing import CompileCounter
 from passk.benchmarks.start import slider_namespace
-from passk import cache
 
 TOY = ["toy", "--p-hard", "0.3", "--separation", "1.0", "--k", "1", "2", "4", "8", "--n-prompts", "64"]
 
 
 def _run(args, env_extra):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PASSK_CACHE_DIR", "PASSK_NO_COMPILE_CACHE", "JAX_COMPILATION_CACHE_DIR")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PASSK_CACHE_DIR", "PASSK_NO_COMPILE_CACHE", "JAX_COMPILATION_CACHE_DIR")
+    }
     env.update(env_extra)
-    proc = subprocess.run([sys.executable, "-m", "passk.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "passk.cli", *args], env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     return proc
 
@@ -90,8 +94,15 @@ def test_sliders_redraw_without_recompiling():
     # answers beyond n_actions switched off give the numbers of the smaller bandit (one size:
     # every other n_actions would compile sim.toy_diagnostics anew)
     for p_hard, separation, n_actions in [(0.3, 1.0, 4), (0.1, 0.5, 4)]:
-        want = sim.toy_diagnostics(p_hard, separation, 8, n_actions=n_actions, n_prompts=ns["N_PROMPTS"],
-                                   start_logit=ns["START_LOGIT"], key=jax.random.PRNGKey(ns["SEED"]))
+        want = sim.toy_diagnostics(
+            p_hard,
+            separation,
+            8,
+            n_actions=n_actions,
+            n_prompts=ns["N_PROMPTS"],
+            start_logit=ns["START_LOGIT"],
+            key=jax.random.PRNGKey(ns["SEED"]),
+        )
         p, a, w, cos, j1, k_star, hard = jax.device_get(diag(p_hard, separation, n_actions))
         assert int(k_star) == want["k_star"]
         np.testing.assert_allclose(float(j1), want["j1"], rtol=1e-6)

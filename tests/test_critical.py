@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from reference import random_agreements, realizable_gradients
 
 import theory
-from reference import random_agreements, realizable_gradients
 
 seeds = st.integers(0, 2**32 - 1)
 K_SCAN = 3000

@@ -1,4 +1,4 @@
-"""`passk diagnose` and `sim.diagnose_model` (issue 10; SPEC sections 6 and 10)."""
+"""`passk diagnose` and `sim.diagnose_model` (SPEC sections 6 and 10)."""
 
 from __future__ import annotations
 
@@ -18,11 +18,9 @@ import pytest  # noqa: E402
 
 import sim  # noqa: E402
 import theory  # noqa: E402
-from passk import cli  # noqa: E402
+from passk import cli, readers  # noqa: E402
 from passk import diagnose as dg  # noqa: E402
-from passk import readers  # noqa: E402
 from passk.examples import make as example_make  # noqa: E402
-
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
@@ -73,8 +71,12 @@ def test_report_matches_theory_and_counts_only_report(small_run):
     np.testing.assert_allclose([e["stderr"] for e in rep["inner"]], inner.stderr, rtol=1e-12)
     crit = theory.sampled_critical_k(rewards, scores)
     assert rep["k_star"] == {"estimate": crit.estimate, "lower": crit.lower, "upper": crit.upper, "level": 0.95}
-    np.testing.assert_allclose([p["agreement"] for p in rep["prompts"]],
-                               theory.sampled_agreement_scores(rewards, scores), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        [p["agreement"] for p in rep["prompts"]],
+        theory.sampled_agreement_scores(rewards, scores),
+        rtol=1e-12,
+        atol=1e-15,
+    )
     assert [p["c"] for p in rep["prompts"]] == [int(x) for x in rewards.sum(1)]
     assert rep["k_max"] == 5 and rep["n_prompts"] == 24 and rep["samples_per_prompt"] == 6
     # k = 9 > n: a note; pkpo-loo also skips k = 6 = n
@@ -123,7 +125,10 @@ def test_k_star_rule_matches_theory_on_random_runs():
         rep = sim.diagnosis_report(c, 6, score_sum=big_g, score_sq_sum=q, level=0.8)
         crit = theory.sampled_critical_k(r, s, level=0.8)
         assert (rep["k_star"]["estimate"], rep["k_star"]["lower"], rep["k_star"]["upper"]) == (
-            crit.estimate, crit.lower, crit.upper)
+            crit.estimate,
+            crit.lower,
+            crit.upper,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,7 +144,10 @@ def test_diagnose_model_exact_equals_theory_on_explicit_scores(small_run):
     np.testing.assert_allclose([e["stderr"] for e in rep["inner"]], inner.stderr, rtol=1e-10)
     crit = theory.sampled_critical_k(rewards, scores)
     assert (rep["k_star"]["estimate"], rep["k_star"]["lower"], rep["k_star"]["upper"]) == (
-        crit.estimate, crit.lower, crit.upper)
+        crit.estimate,
+        crit.lower,
+        crit.upper,
+    )
     assert rep["scores"] == "exact" and rep["score_dim"] == theta.size
 
 
@@ -147,11 +155,24 @@ def test_diagnose_model_sketch_is_unbiased(small_run):
     bandit, theta, answers, rewards = small_run
     batch = bandit_batch(bandit, answers)
     exact = np.array([e["estimate"] for e in sim.diagnose_model(bandit_logp, theta, batch, rewards)["inner"]])
-    draws = np.array([
-        [e["estimate"] for e in sim.diagnose_model(bandit_logp, theta, batch, rewards, scores="sketch",
-                                                   sketch_dim=4, key=jax.random.key(100 + i), chunk_size=4)["inner"]]
-        for i in range(100)
-    ])
+    draws = np.array(
+        [
+            [
+                e["estimate"]
+                for e in sim.diagnose_model(
+                    bandit_logp,
+                    theta,
+                    batch,
+                    rewards,
+                    scores="sketch",
+                    sketch_dim=4,
+                    key=jax.random.key(100 + i),
+                    chunk_size=4,
+                )["inner"]
+            ]
+            for i in range(100)
+        ]
+    )
     spread = draws.std(0, ddof=1)
     varies = spread > 0  # k where some prompt contributes (elsewhere every estimate is exactly 0)
     assert varies[:3].all()
@@ -159,8 +180,9 @@ def test_diagnose_model_sketch_is_unbiased(small_run):
     z = (draws.mean(0)[varies] - exact[varies]) / (spread[varies] / math.sqrt(draws.shape[0]))
     assert np.all(np.abs(z) < 4.0), z
     # a large sketch is close to the exact inner products
-    big = sim.diagnose_model(bandit_logp, theta, batch, rewards, scores="sketch", sketch_dim=2048,
-                             key=jax.random.key(1), chunk_size=512)
+    big = sim.diagnose_model(
+        bandit_logp, theta, batch, rewards, scores="sketch", sketch_dim=2048, key=jax.random.key(1), chunk_size=512
+    )
     np.testing.assert_allclose([e["estimate"] for e in big["inner"]], exact, rtol=0.25, atol=0.1 * abs(exact[0]))
 
 
@@ -204,7 +226,9 @@ def test_example_npz_and_jsonl_give_the_same_numbers(tmp_path, capsys):
     assert {"prompt_id", "n", "c", "p_hat", "agreement"} <= set(a["prompts"][0])
     # the shipped example's interval covers its exact k*
     run = example_make.example_run()
-    assert a["k_star"]["lower"] <= run["k_star"] and (a["k_star"]["upper"] is None or run["k_star"] <= a["k_star"]["upper"])
+    assert a["k_star"]["lower"] <= run["k_star"] and (
+        a["k_star"]["upper"] is None or run["k_star"] <= a["k_star"]["upper"]
+    )
     # the counts file gives the same trainers and says what is missing
     out = tmp_path / "csv.json"
     code, text, _ = run_cli(["diagnose", dg.example_path("csv"), "--json", out], capsys)
@@ -216,8 +240,13 @@ def test_example_npz_and_jsonl_give_the_same_numbers(tmp_path, capsys):
 
 def test_example_command_prints_report(tmp_path):
     # Its start-up time is measured by `passk bench --only start`, not asserted here.
-    proc = subprocess.run([sys.executable, "-m", "passk.cli", "diagnose", "--example"],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "passk.cli", "diagnose", "--example"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "k* (first k" in proc.stdout and "trainers" in proc.stdout
 
@@ -286,32 +315,70 @@ GOOD_JL = [_jl("a", 1, [1.0, 2.0]), _jl("a", 0, [0.5, 0.5]), _jl("b", 0, [1.0, 0
 BAD_INPUTS = [
     # CSV (line numbers count the header)
     ("missing_column.csv", lambda p: _write_csv(p, "prompt_id,n\na,4\n"), ["line 1", "missing column 'c'"]),
-    ("c_above_n.csv", lambda p: _write_csv(p, "prompt_id,n,c\na,4,1\nb,4,5\n"), ["line 3", "prompt 'b'", "c must be <= n"]),
-    ("negative.csv", lambda p: _write_csv(p, "prompt_id,n,c\na,4,1\nb,4,0\nq7,4,-1\n"),
-     ["line 4", "prompt 'q7'", "c must be a non-negative integer; got -1"]),
-    ("noninteger.csv", lambda p: _write_csv(p, "prompt_id,n,c,extra\na,4,2.5,x\n"),
-     ["line 2", "prompt 'a'", "c must be a non-negative integer; got '2.5'"]),
+    (
+        "c_above_n.csv",
+        lambda p: _write_csv(p, "prompt_id,n,c\na,4,1\nb,4,5\n"),
+        ["line 3", "prompt 'b'", "c must be <= n"],
+    ),
+    (
+        "negative.csv",
+        lambda p: _write_csv(p, "prompt_id,n,c\na,4,1\nb,4,0\nq7,4,-1\n"),
+        ["line 4", "prompt 'q7'", "c must be a non-negative integer; got -1"],
+    ),
+    (
+        "noninteger.csv",
+        lambda p: _write_csv(p, "prompt_id,n,c,extra\na,4,2.5,x\n"),
+        ["line 2", "prompt 'a'", "c must be a non-negative integer; got '2.5'"],
+    ),
     ("ragged.csv", lambda p: _write_csv(p, "prompt_id,n,c\na,4,1\nb,5,1\n"), ["line 3", "prompt 'b'", "same n"]),
-    ("bad_weight.csv", lambda p: _write_csv(p, "prompt_id,n,c,weight\na,4,1,1\nb,4,1,-2\n"),
-     ["line 3", "prompt 'b'", "weight must be finite and >= 0"]),
+    (
+        "bad_weight.csv",
+        lambda p: _write_csv(p, "prompt_id,n,c,weight\na,4,1,1\nb,4,1,-2\n"),
+        ["line 3", "prompt 'b'", "weight must be finite and >= 0"],
+    ),
     # JSONL
-    ("reward.jsonl", lambda p: _write_jsonl(p, [_jl("a", 1), _jl("a", 2)]), ["line 2", "prompt 'a'", "reward must be 0 or 1; got 2"]),
-    ("nan.jsonl", lambda p: _write_jsonl(p, GOOD_JL[:2] + ['{"prompt_id": "b", "reward": 1, "score": [NaN, 1.0]}']),
-     ["line 3", "prompt 'b'", "score must be finite"]),
-    ("shape.jsonl", lambda p: _write_jsonl(p, GOOD_JL[:3] + [_jl("b", 1, [1.0, 2.0, 3.0])]),
-     ["line 4", "prompt 'b'", "score has 3 coordinates, line 1 has 2"]),
-    ("some_scores.jsonl", lambda p: _write_jsonl(p, GOOD_JL[:2] + [_jl("b", 1)]),
-     ["line 3", "prompt 'b'", "on every line or on none"]),
-    ("ragged.jsonl", lambda p: _write_jsonl(p, GOOD_JL + [_jl("b", 0, [0.0, 0.0])]),
-     ["line 5", "prompt 'b'", "prompt has 3 answers but prompt 'a' has 2"]),
-    ("missing_field.jsonl", lambda p: _write_jsonl(p, GOOD_JL[:1] + [{"prompt_id": "a", "score": [1.0, 1.0]}]),
-     ["line 2", "prompt 'a'", "missing field 'reward'"]),
+    (
+        "reward.jsonl",
+        lambda p: _write_jsonl(p, [_jl("a", 1), _jl("a", 2)]),
+        ["line 2", "prompt 'a'", "reward must be 0 or 1; got 2"],
+    ),
+    (
+        "nan.jsonl",
+        lambda p: _write_jsonl(p, GOOD_JL[:2] + ['{"prompt_id": "b", "reward": 1, "score": [NaN, 1.0]}']),
+        ["line 3", "prompt 'b'", "score must be finite"],
+    ),
+    (
+        "shape.jsonl",
+        lambda p: _write_jsonl(p, GOOD_JL[:3] + [_jl("b", 1, [1.0, 2.0, 3.0])]),
+        ["line 4", "prompt 'b'", "score has 3 coordinates, line 1 has 2"],
+    ),
+    (
+        "some_scores.jsonl",
+        lambda p: _write_jsonl(p, GOOD_JL[:2] + [_jl("b", 1)]),
+        ["line 3", "prompt 'b'", "on every line or on none"],
+    ),
+    (
+        "ragged.jsonl",
+        lambda p: _write_jsonl(p, GOOD_JL + [_jl("b", 0, [0.0, 0.0])]),
+        ["line 5", "prompt 'b'", "prompt has 3 answers but prompt 'a' has 2"],
+    ),
+    (
+        "missing_field.jsonl",
+        lambda p: _write_jsonl(p, GOOD_JL[:1] + [{"prompt_id": "a", "score": [1.0, 1.0]}]),
+        ["line 2", "prompt 'a'", "missing field 'reward'"],
+    ),
     ("garbage.jsonl", lambda p: _write_jsonl(p, GOOD_JL[:1] + ["{not json"]), ["line 2", "not valid JSON"]),
     # npz (array and prompt index)
-    ("reward.npz", lambda p: _npz(p, rewards=np.array([[1, 0], [0, 3], [1, 1]])),
-     ["array 'rewards', prompt index 1", "prompt 'b'", "reward must be 0 or 1; got 3"]),
-    ("nan.npz", lambda p: _npz(p, scores=np.where(np.arange(12).reshape(3, 2, 2) == 9, np.nan, 1.0)),
-     ["array 'scores', prompt index 2", "prompt 'c'", "score must be finite"]),
+    (
+        "reward.npz",
+        lambda p: _npz(p, rewards=np.array([[1, 0], [0, 3], [1, 1]])),
+        ["array 'rewards', prompt index 1", "prompt 'b'", "reward must be 0 or 1; got 3"],
+    ),
+    (
+        "nan.npz",
+        lambda p: _npz(p, scores=np.where(np.arange(12).reshape(3, 2, 2) == 9, np.nan, 1.0)),
+        ["array 'scores', prompt index 2", "prompt 'c'", "score must be finite"],
+    ),
     ("shape.npz", lambda p: _npz(p, scores=np.ones((3, 3, 2))), ["array 'scores'", "(3, 2, D)", "(3, 3, 2)"]),
     ("mu.npz", lambda p: _npz(p, mu=np.array([0.5, -0.1, 0.6])), ["array 'mu', prompt index 1", "prompt 'b'", ">= 0"]),
     ("mu_shape.npz", lambda p: _npz(p, mu=np.ones(4)), ["array 'mu'", "shape (P,) = (3,)"]),
@@ -344,8 +411,11 @@ def test_bad_input_exits_2_with_one_line_and_no_output(tmp_path, capsys, name, m
 
 def test_good_small_files_are_read(tmp_path):
     path = tmp_path / "ok.jsonl"
-    _write_jsonl(path, GOOD_JL + ["", '{"prompt_id": 7, "reward": 1.0, "score": [1, 2]}',
-                                 '{"prompt_id": 7, "reward": 0, "score": [0, 0]}'])
+    _write_jsonl(
+        path,
+        GOOD_JL
+        + ["", '{"prompt_id": 7, "reward": 1.0, "score": [1, 2]}', '{"prompt_id": 7, "reward": 0, "score": [0, 0]}'],
+    )
     run = dg.read_run(path)
     assert run.prompt_ids == ["a", "b", "7"] and run.correct.tolist() == [1.0, 1.0, 1.0] and run.n == 2
     np.testing.assert_array_equal(run.score_sum, [[1.0, 2.0], [0.0, 1.0], [1.0, 2.0]])
@@ -428,8 +498,13 @@ def test_jsonl_fast_path_equals_line_by_line_reading_bit_for_bit(tmp_path, monke
     path = tmp_path / "run.jsonl"
     _big_jsonl(path, 40 * 8, 8, 5)
     with open(path, "a") as f:  # integer scores and prompt ids, and a blank line, in the last block
-        f.write("\n" + "".join(json.dumps({"prompt_id": 7, "reward": r, "score": [1, 2, 3, 4, 5]}) + "\n"
-                               for r in (1, 0, 1, 1, 0, 0, 1, 0)))
+        f.write(
+            "\n"
+            + "".join(
+                json.dumps({"prompt_id": 7, "reward": r, "score": [1, 2, 3, 4, 5]}) + "\n"
+                for r in (1, 0, 1, 1, 0, 0, 1, 0)
+            )
+        )
     runs = {}
     for block in (5, 64, 100_000):
         monkeypatch.setattr(readers, "_JSONL_BLOCK", block)

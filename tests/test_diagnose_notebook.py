@@ -5,7 +5,6 @@ from __future__ import annotations
 import pathlib
 
 import pytest
-
 from notebook_runner import assert_stored_with_outputs, execute, images, stream_text
 
 NOTEBOOK = pathlib.Path(__file__).resolve().parents[1] / "notebooks" / "diagnose_a_run.ipynb"

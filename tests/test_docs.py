@@ -29,7 +29,7 @@ def test_every_result_role_in_the_docs_resolves(data):
 
 
 def test_every_section_of_the_key_table_exists(data):
-    for name, path in SECTIONS.items():
+    for name, _path in SECTIONS.items():
         assert passk_results.lookup(name, data) is not None, name
 
 
@@ -41,18 +41,24 @@ def test_values_and_formats_are_read_not_invented(data):
     assert passk_results.resolve("one_step.conflict|n", data) == str(conflict["n"])
     groups = data["safe"]["results"]["groups"]
     expected = groups[7]["final_passk"]["value"] - groups[9]["final_passk"]["value"]
-    assert passk_results.resolve("safe_sgd_passk.final_passk - safe_sgd_project_safe.final_passk|.4f", data) == f"{expected:.4f}"
+    assert (
+        passk_results.resolve("safe_sgd_passk.final_passk - safe_sgd_project_safe.final_passk|.4f", data)
+        == f"{expected:.4f}"
+    )
 
 
-@pytest.mark.parametrize("text", [
-    "toy.no_such_key",
-    "no_such_section.k_star",
-    "toy.curves.ks.9999",
-    "toy.k_star.deeper",
-    "toy.k_star +",
-    "toy.k_star ^ toy.k_star",
-    "toy[unclosed",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "toy.no_such_key",
+        "no_such_section.k_star",
+        "toy.curves.ks.9999",
+        "toy.k_star.deeper",
+        "toy.k_star +",
+        "toy.k_star ^ toy.k_star",
+        "toy[unclosed",
+    ],
+)
 def test_a_missing_or_malformed_key_raises(data, text):
     with pytest.raises(KeyError):
         passk_results.resolve(text, data)

@@ -23,11 +23,11 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from enumeration import binary_outcomes, count_groups, expected_binary_update  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import theory  # noqa: E402
-from enumeration import binary_outcomes, count_groups, expected_binary_update  # noqa: E402
 
 NAMES = list(theory.ESTIMATOR_TABLE)
 ENUM_N = 6  # group size of the 2^n enumerations (one compiled shape per entry)

@@ -17,10 +17,10 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from enumeration import binary_outcomes, binomial_expectation, count_groups, expected_binary_update  # noqa: E402
 from hypothesis import example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from enumeration import binary_outcomes, binomial_expectation, count_groups, expected_binary_update  # noqa: E402
 from theory.binomial import pass_at_k_from_counts  # noqa: E402
 from theory.estimators import (  # noqa: E402
     grouped_passk_advantages,
@@ -87,7 +87,7 @@ def brute_force_pkpo(r, k, baseline):
         return s
     out = np.zeros(n)
     for i in range(n):
-        others = r[:i] + r[i + 1:]
+        others = r[:i] + r[i + 1 :]
         if baseline == "loo":
             # mean of the weights recomputed on the group without sample i
             out[i] = s[i] - np.mean(subsets_max_weights(others, k))
@@ -249,8 +249,7 @@ def test_pkpo_spec_reference_values_n4_c2_k2(baseline):
     np.testing.assert_allclose(got, [float(v) for v in SPEC_REFERENCE[baseline]], rtol=1e-15, atol=1e-16)
     # the same values whatever the order of the group
     got = np.asarray(pkpo_weights(np.array([0.0, 1.0, 0.0, 1.0]), 2, baseline=baseline))
-    np.testing.assert_allclose(got, [float(SPEC_REFERENCE[baseline][i]) for i in (2, 0, 2, 0)],
-                               rtol=1e-15, atol=1e-16)
+    np.testing.assert_allclose(got, [float(SPEC_REFERENCE[baseline][i]) for i in (2, 0, 2, 0)], rtol=1e-15, atol=1e-16)
 
 
 def test_pkpo_no_baseline_binary_count_form():
@@ -280,8 +279,7 @@ def test_pkpo_k_minus_1_baseline_binary_count_form():
                 assert s[c, 0] == pytest.approx(want, rel=1e-13, abs=1e-300)
 
 
-rewards_6 = st.lists(st.sampled_from([0.0, 0.25, 0.3, 0.5, 0.9, 1.0]) | st.floats(0.0, 1.0),
-                     min_size=6, max_size=6)
+rewards_6 = st.lists(st.sampled_from([0.0, 0.25, 0.3, 0.5, 0.9, 1.0]) | st.floats(0.0, 1.0), min_size=6, max_size=6)
 
 
 @pytest.mark.parametrize("baseline", BASELINES, ids=BASELINE_IDS)
@@ -315,8 +313,8 @@ def test_pkpo_k_minus_1_baseline_is_positive_part_form():
     r = rng.uniform(size=6).round(2)
     for k in range(1, 7):
         want = [
-            sum(max(r[i] - max(T, default=0.0), 0.0)
-                for T in itertools.combinations(np.delete(r, i), k - 1)) / comb(6, k)
+            sum(max(r[i] - max(T, default=0.0), 0.0) for T in itertools.combinations(np.delete(r, i), k - 1))
+            / comb(6, k)
             for i in range(6)
         ]
         got = np.asarray(pkpo_weights(r, k, baseline="loo-1"))
@@ -331,7 +329,8 @@ def test_pkpo_unbiased_by_enumeration_of_binary_outcomes(baseline):
         s = pkpo_weights(outcomes, k, baseline=baseline)
         for p in (0.03, 0.3, 0.5, 0.8, 0.97):
             assert expected_binary_update(s, outcomes, p) == pytest.approx(
-                float(pass_at_k_weight(p, k)), rel=1e-12, abs=1e-14)
+                float(pass_at_k_weight(p, k)), rel=1e-12, abs=1e-14
+            )
 
 
 @pytest.mark.parametrize("baseline", BASELINES, ids=BASELINE_IDS)
@@ -358,8 +357,7 @@ def test_pkpo_continuous_unbiased_for_max_at_k_by_enumeration(baseline):
         s = np.asarray(pkpo_weights(rewards, k, baseline=baseline))
         score = eye[groups] - pi  # grad_theta log pi(y) for a softmax
         update = np.einsum("o,oi,oij->j", prob, s, score)
-        np.testing.assert_allclose(update, np.asarray(jax.grad(expected_max)(theta, k)),
-                                   rtol=1e-11, atol=1e-13)
+        np.testing.assert_allclose(update, np.asarray(jax.grad(expected_max)(theta, k)), rtol=1e-11, atol=1e-13)
 
 
 @pytest.mark.parametrize("baseline", [None, "loo-1"], ids=["no-baseline", "loo-1"])
@@ -454,7 +452,8 @@ def test_pkpo_binary_path_equals_sorting_path_bit_for_bit(baseline, n):
     for k in sorted({1, k_max}):
         np.testing.assert_array_equal(
             np.asarray(pkpo_weights(groups, k, baseline=baseline, binary=True)),
-            np.asarray(pkpo_weights(groups, k, baseline=baseline, binary=False)))
+            np.asarray(pkpo_weights(groups, k, baseline=baseline, binary=False)),
+        )
 
 
 @pytest.mark.parametrize("baseline", BASELINES, ids=BASELINE_IDS)
@@ -523,8 +522,7 @@ def test_pkpo_binary_flag_under_jit_and_detection():
         np.testing.assert_array_equal(np.asarray(f(groups)), eager)
     # A non-binary group takes the sorting path when detected; forcing binary=True refuses it.
     r = np.array([[1.0, 0.5, 0.0, 1.0]])
-    np.testing.assert_allclose(np.asarray(pkpo_weights(r, 2)), brute_force_pkpo(r[0], 2, None)[None],
-                               rtol=1e-14)
+    np.testing.assert_allclose(np.asarray(pkpo_weights(r, 2)), brute_force_pkpo(r[0], 2, None)[None], rtol=1e-14)
     with pytest.raises(ValueError, match=r"must be binary \(0 or 1\) with binary=True; got 0.5 at index \(0, 1\)"):
         pkpo_weights(r, 2, binary=True)
     with pytest.raises(TypeError, match="binary must be None, True or False; got 'yes'"):
@@ -680,8 +678,11 @@ def test_float32_inputs_stay_float32_with_documented_accuracy():
         (lambda: pass_at_k_unbiased(4, 2, 0), ValueError, r"k must be >= 1; got 0"),
         (lambda: pass_at_k_unbiased(4, 2, 2.0), TypeError, r"k must be an integer; got 2.0"),
         (lambda: pass_at_k_unbiased(4.0, 2, 2), TypeError, r"n must be an integer; got 4.0"),
-        (lambda: pass_at_k_unbiased(np.array([4, 4]), np.array([1, 5]), 2), ValueError,
-         r"c must be <= n .*got c=5 with n=4 at index \(1,\)"),
+        (
+            lambda: pass_at_k_unbiased(np.array([4, 4]), np.array([1, 5]), 2),
+            ValueError,
+            r"c must be <= n .*got c=5 with n=4 at index \(1,\)",
+        ),
         (lambda: pass_at_k_weight_unbiased(4, 2, 6), ValueError, r"k must be <= n \+ 1; got k=6"),
         (lambda: pass_at_k_unbiased(None, 2, 1), TypeError, r"n must be an integer; got None"),
         (lambda: pass_at_k_unbiased(5, None, 1), TypeError, r"c must be an integer; got None"),
@@ -701,8 +702,11 @@ def test_float32_inputs_stay_float32_with_documented_accuracy():
         (lambda: pkpo_weights(np.ones(4), 0), ValueError, r"k must be >= 1; got 0"),
         (lambda: pkpo_weights(0.5, 1), ValueError, r"rewards must have a group axis"),
         (lambda: pkpo_weights(np.ones((2, 4)), np.array([1, 2, 3])), ValueError, r"k must be a scalar or"),
-        (lambda: grouped_passk_advantages(np.array([1.0, 0.5]), 1), ValueError,
-         r"rewards must be binary .*0.5 at index \(1,\)"),
+        (
+            lambda: grouped_passk_advantages(np.array([1.0, 0.5]), 1),
+            ValueError,
+            r"rewards must be binary .*0.5 at index \(1,\)",
+        ),
         (lambda: grouped_passk_advantages(np.ones(3), 4), ValueError, r"k must be <= N = 3"),
         (lambda: grpo_advantages(np.array([-0.1, 0.5])), ValueError, r"rewards must lie in .*-0.1"),
         (lambda: rloo_advantages(np.ones(1)), ValueError, r"n >= 2"),

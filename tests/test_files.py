@@ -43,8 +43,7 @@ def _plain_open_mode(path) -> int:
 
 @posix_only
 @pytest.mark.parametrize("mask", [0o022, 0o077, 0o002], ids=oct)
-@pytest.mark.parametrize("writer", [atomic_write_json, atomic_write_text, atomic_write_bytes],
-                         ids=lambda w: w.__name__)
+@pytest.mark.parametrize("writer", [atomic_write_json, atomic_write_text, atomic_write_bytes], ids=lambda w: w.__name__)
 def test_new_file_gets_the_mode_of_a_plain_open(tmp_path, mask, writer):
     value = {atomic_write_json: {"a": 1}, atomic_write_text: "text", atomic_write_bytes: b"bytes"}[writer]
     with umask(mask):

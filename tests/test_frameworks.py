@@ -9,6 +9,7 @@ verl `verl/trainer/ppo/ray_trainer.py` (`RayPPOTrainer._dump_generations`), TRL
 import json
 import sys
 
+import dumps
 import numpy as np
 import pytest
 
@@ -16,7 +17,6 @@ import theory
 from passk import cli, frameworks
 from passk.frameworks import Options, detect_format, list_steps, read_step, step_number
 from passk.readers import InputError
-import dumps
 
 
 def _estimate(rewards, alignments, folds, mask=None, ks=None):
@@ -33,7 +33,9 @@ def test_verl_reader_groups_shuffled_rows_and_gives_the_estimate_of_the_arrays(t
     assert data.step == 3 and data.format == "verl" and len(data.prompt_ids) == 12
     assert data.mask.all() and data.success.shape == (12, 6)
     # the groups come in the order of their first line: compare as multisets of (fold, correct)
-    assert sorted(zip(data.folds.tolist(), data.correct.tolist())) == sorted(zip(folds.tolist(), rewards.sum(1).tolist()))
+    assert sorted(zip(data.folds.tolist(), data.correct.tolist())) == sorted(
+        zip(folds.tolist(), rewards.sum(1).tolist())
+    )
     got, want = _estimate(data.success, data.alignments, data.folds), _estimate(rewards, align, folds)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(got[1], want[1], rtol=1e-12, atol=1e-15)
@@ -100,7 +102,9 @@ def test_variable_group_sizes_and_groups_of_one_named(tmp_path):
     assert data.prompt_ids == ["q0", "q1", "q3"]
     assert data.counts.tolist() == [4, 3, 4] and data.correct.tolist() == [2, 2, 1]
     assert len(data.notes) == 1 and "'q2'" in data.notes[0] and "fewer than 2 answers" in data.notes[0]
-    with pytest.raises(InputError, match=r"line 5 \(step 1, prompt 'q1'\): the group has 3 answers but --group-size is 4"):
+    with pytest.raises(
+        InputError, match=r"line 5 \(step 1, prompt 'q1'\): the group has 3 answers but --group-size is 4"
+    ):
         read_step(path, "verl", 1, Options(group_size=4))
 
 
@@ -113,8 +117,7 @@ def test_rewards_not_zero_one_need_a_threshold(tmp_path):
     data = read_step(path, "verl", 2, Options(success_threshold=0.45))
     assert data.success.tolist() == [[1, 1, 0], [0, 1, 0]]  # above T succeeds; T itself does not
     # another reward key, with bools (verl's acc)
-    acc = _verl_lines(tmp_path / "3.jsonl", [[0.3, 0.1], [0.2, 0.9]], step=3,
-                      extra=lambda i: {"acc": i == 1})
+    acc = _verl_lines(tmp_path / "3.jsonl", [[0.3, 0.1], [0.2, 0.9]], step=3, extra=lambda i: {"acc": i == 1})
     assert read_step(acc, "verl", 3, Options(reward_field="acc")).success.tolist() == [[0, 0], [1, 1]]
 
 
@@ -146,42 +149,93 @@ def test_parquet_without_pyarrow_is_one_line_naming_the_extra(tmp_path, monkeypa
 
 def _aligned(groups, folds, rows, step=5):
     """verl lines with fold and alignment; `rows(i, j)` may override an answer's fields."""
+
     def write(path):
         lines = []
         for i, group in enumerate(groups):
             for j, r in enumerate(group):
-                entry = {"input": f"q{i}", "output": "o", "gts": "g", "score": r, "step": step, "fold": folds[i],
-                         "alignment": [None if f == folds[i] else 0.1 * (i + f) for f in range(3)]}
+                entry = {
+                    "input": f"q{i}",
+                    "output": "o",
+                    "gts": "g",
+                    "score": r,
+                    "step": step,
+                    "fold": folds[i],
+                    "alignment": [None if f == folds[i] else 0.1 * (i + f) for f in range(3)],
+                }
                 entry.update(rows(i, j))
                 lines.append(json.dumps(entry))
         path.write_text("\n".join(lines) + "\n")
+
     return write
 
 
 GROUPS, FOLDS = [[1, 0], [0, 1], [1, 1]], [0, 1, 2]
 BAD = [
-    ("missing_reward", _aligned(GROUPS, FOLDS, lambda i, j: {"score": None} if (i, j) == (1, 1) else {}),
-     [], ["line 4", "step 5", "prompt 'q1'", "finite number; got None"]),
-    ("no_reward_key", lambda p: _verl_lines(p, [[1, 0]], extra=None) and p.write_text(
-        p.read_text().replace('"score": 0', '"acc": 0')), [], ["line 2", "prompt 'q0'", "missing reward field 'score'"]),
-    ("text_reward", _aligned(GROUPS, FOLDS, lambda i, j: {"score": "yes"} if (i, j) == (2, 0) else {}),
-     [], ["line 5", "prompt 'q2'", "got 'yes'"]),
-    ("nan_reward", _aligned(GROUPS, FOLDS, lambda i, j: {"score": float("nan")} if (i, j) == (0, 1) else {}),
-     [], ["line 2", "prompt 'q0'", "got nan"]),
-    ("group_size", _aligned(GROUPS, FOLDS, lambda i, j: {}), ["--group-size", "3"],
-     ["line 1", "prompt 'q0'", "2 answers but --group-size is 3"]),
-    ("align_length", _aligned(GROUPS, FOLDS, lambda i, j: {"alignment": [None, 1.0]} if (i, j) == (1, 0) else {}),
-     [], ["line 3", "prompt 'q1'", "alignment has 2 entries but the first answer's has F = 3"]),
-    ("align_own", _aligned(GROUPS, FOLDS, lambda i, j: {"alignment": [0.1, 0.2, 0.3]} if (i, j) == (2, 1) else {}),
-     [], ["line 6", "prompt 'q2'", "value at the answer's own fold 2"]),
-    ("align_nan", _aligned(GROUPS, FOLDS, lambda i, j: {"alignment": [None, float("nan"), 0.3]} if (i, j) == (0, 1)
-                           else {}), [], ["line 2", "prompt 'q0'", "finite off the own fold; got nan at fold 1"]),
+    (
+        "missing_reward",
+        _aligned(GROUPS, FOLDS, lambda i, j: {"score": None} if (i, j) == (1, 1) else {}),
+        [],
+        ["line 4", "step 5", "prompt 'q1'", "finite number; got None"],
+    ),
+    (
+        "no_reward_key",
+        lambda p: (
+            _verl_lines(p, [[1, 0]], extra=None) and p.write_text(p.read_text().replace('"score": 0', '"acc": 0'))
+        ),
+        [],
+        ["line 2", "prompt 'q0'", "missing reward field 'score'"],
+    ),
+    (
+        "text_reward",
+        _aligned(GROUPS, FOLDS, lambda i, j: {"score": "yes"} if (i, j) == (2, 0) else {}),
+        [],
+        ["line 5", "prompt 'q2'", "got 'yes'"],
+    ),
+    (
+        "nan_reward",
+        _aligned(GROUPS, FOLDS, lambda i, j: {"score": float("nan")} if (i, j) == (0, 1) else {}),
+        [],
+        ["line 2", "prompt 'q0'", "got nan"],
+    ),
+    (
+        "group_size",
+        _aligned(GROUPS, FOLDS, lambda i, j: {}),
+        ["--group-size", "3"],
+        ["line 1", "prompt 'q0'", "2 answers but --group-size is 3"],
+    ),
+    (
+        "align_length",
+        _aligned(GROUPS, FOLDS, lambda i, j: {"alignment": [None, 1.0]} if (i, j) == (1, 0) else {}),
+        [],
+        ["line 3", "prompt 'q1'", "alignment has 2 entries but the first answer's has F = 3"],
+    ),
+    (
+        "align_own",
+        _aligned(GROUPS, FOLDS, lambda i, j: {"alignment": [0.1, 0.2, 0.3]} if (i, j) == (2, 1) else {}),
+        [],
+        ["line 6", "prompt 'q2'", "value at the answer's own fold 2"],
+    ),
+    (
+        "align_nan",
+        _aligned(GROUPS, FOLDS, lambda i, j: {"alignment": [None, float("nan"), 0.3]} if (i, j) == (0, 1) else {}),
+        [],
+        ["line 2", "prompt 'q0'", "finite off the own fold; got nan at fold 1"],
+    ),
     ("fold_empty", _aligned(GROUPS, [0, 1, 1], lambda i, j: {}), [], ["step 5", "fold 2 of F = 3 has no prompt"]),
-    ("two_folds", _aligned(GROUPS, FOLDS, lambda i, j: {"fold": 0, "alignment": [None, 1.0, 1.0]}
-                           if (i, j) == (1, 1) else {}), [], ["line 4", "prompt 'q1'", "in two folds: fold 1 at line 3"]),
+    (
+        "two_folds",
+        _aligned(GROUPS, FOLDS, lambda i, j: {"fold": 0, "alignment": [None, 1.0, 1.0]} if (i, j) == (1, 1) else {}),
+        [],
+        ["line 4", "prompt 'q1'", "in two folds: fold 1 at line 3"],
+    ),
     ("empty", lambda p: p.write_text("\n"), [], ["no answers"]),
-    ("truncated", lambda p: p.write_text('{"input": "q0", "output": "o", "score": 1}\n{"input": "q0", "outp'),
-     ["--format", "verl"], ["line 2", "the file may be cut off"]),
+    (
+        "truncated",
+        lambda p: p.write_text('{"input": "q0", "output": "o", "score": 1}\n{"input": "q0", "outp'),
+        ["--format", "verl"],
+        ["line 2", "the file may be cut off"],
+    ),
 ]
 
 
@@ -191,8 +245,17 @@ def test_bad_step_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, nam
     run.mkdir()
     good = run / "4.jsonl"
     _verl_lines(good, [[1, 0], [0, 0]], step=4)
-    if name in ("missing_reward", "text_reward", "nan_reward", "group_size", "align_length", "align_own", "align_nan",
-                "fold_empty", "two_folds"):
+    if name in (
+        "missing_reward",
+        "text_reward",
+        "nan_reward",
+        "group_size",
+        "align_length",
+        "align_own",
+        "align_nan",
+        "fold_empty",
+        "two_folds",
+    ):
         good.unlink()  # one format per run: these steps carry folds, the good one does not
     bad = run / "5.jsonl"
     make(bad)

@@ -80,8 +80,7 @@ def test_project_safe_meets_the_descent_lemma_constraint(seed, smoothness, step)
     assert o @ b >= smoothness / 2 * (o @ o) - 1e-10 * (1 + o @ o)
     # as a loss gradient u = -g_k with an SGD step eta: the step -eta u' meets it at eta
     loss_grad = {name: -x for name, x in v.items()}
-    out, _ = apply(conflict_guard("project-safe", smoothness=smoothness, step_size=step),
-                   loss_grad, g1)
+    out, _ = apply(conflict_guard("project-safe", smoothness=smoothness, step_size=step), loss_grad, g1)
     s = -step * flat(out)
     assert s @ b >= smoothness / 2 * (s @ s) - 1e-10 * (1 + s @ s)
 
@@ -172,7 +171,11 @@ def test_guard_after_adam_keeps_pass1_on_the_toy_while_plain_adam_lowers_it(rule
     bandit, theta0 = toy_bandit(jax.random.key(0), n_prompts=64, dtype=jnp.float64)
     k, lr, steps = 16, 0.05, 20
     loss, grad1 = toy_losses(bandit, k)
-    kwargs = dict(smoothness=float(theory.softmax_smoothness_bound(bandit.feature_norm))) if rule == "project-safe-step" else {}
+    kwargs = (
+        dict(smoothness=float(theory.softmax_smoothness_bound(bandit.feature_norm)))
+        if rule == "project-safe-step"
+        else {}
+    )
 
     def run(opt):
         theta, state = theta0, opt.init(theta0)
@@ -214,24 +217,51 @@ def test_sampled_surrogate_gradient_is_the_estimators_update():
         (lambda: conflict_guard("pcgrad"), ValueError, r"rule must be one of .*'pcgrad'"),
         (lambda: conflict_guard("passk"), ValueError, r"rule must be one of .*'passk'"),
         (lambda: conflict_guard(sees="params"), ValueError, r"sees must be one of .*'params'"),
-        (lambda: conflict_guard("project", sees="step"), ValueError,
-         r"'project' acts on the direction.*'project-step'"),
+        (
+            lambda: conflict_guard("project", sees="step"),
+            ValueError,
+            r"'project' acts on the direction.*'project-step'",
+        ),
         (lambda: conflict_guard("project-safe-step"), ValueError, r"smoothness .* required"),
         (lambda: conflict_guard("project-safe-step", smoothness=-1.0), ValueError, r"smoothness must be .*-1.0"),
         (lambda: conflict_guard("project-safe", smoothness=1.0), ValueError, r"step_size .* required"),
-        (lambda: conflict_guard("project-safe-step", smoothness=1.0, step_size=0.1), ValueError,
-         r"step_size applies to direction rules"),
+        (
+            lambda: conflict_guard("project-safe-step", smoothness=1.0, step_size=0.1),
+            ValueError,
+            r"step_size applies to direction rules",
+        ),
         (lambda: conflict_guard("project-step", smoothness=1.0), ValueError, r"smoothness applies to the step-safe"),
-        (lambda: conflict_guard("project-step", mixture_weight=0.5), ValueError, r"mixture_weight applies to the mixture"),
-        (lambda: conflict_guard("mixture-step", mixture_weight=float("nan")), ValueError, r"mixture_weight must be .*nan"),
+        (
+            lambda: conflict_guard("project-step", mixture_weight=0.5),
+            ValueError,
+            r"mixture_weight applies to the mixture",
+        ),
+        (
+            lambda: conflict_guard("mixture-step", mixture_weight=float("nan")),
+            ValueError,
+            r"mixture_weight must be .*nan",
+        ),
         # concrete arrays are checked like numbers; traced ones by shape only
-        (lambda: conflict_guard("project-safe-step", smoothness=jnp.asarray(-1.0)), ValueError,
-         r"smoothness must be .*-1.0"),
-        (lambda: conflict_guard("mixture-step", mixture_weight=np.array([0.5])), ValueError,
-         r"mixture_weight must be .*0.5"),
-        (lambda: jax.jit(lambda w: conflict_guard("mixture-step", mixture_weight=w).init(w))(jnp.ones(2)), ValueError,
-         r"mixture_weight must be a real scalar; got a traced array of shape \(2,\)"),
-        (lambda: sampled_surrogate(jnp.zeros((2, 3)), np.zeros((2, 3)), estimator="pkpo"), ValueError, r"k is required"),
+        (
+            lambda: conflict_guard("project-safe-step", smoothness=jnp.asarray(-1.0)),
+            ValueError,
+            r"smoothness must be .*-1.0",
+        ),
+        (
+            lambda: conflict_guard("mixture-step", mixture_weight=np.array([0.5])),
+            ValueError,
+            r"mixture_weight must be .*0.5",
+        ),
+        (
+            lambda: jax.jit(lambda w: conflict_guard("mixture-step", mixture_weight=w).init(w))(jnp.ones(2)),
+            ValueError,
+            r"mixture_weight must be a real scalar; got a traced array of shape \(2,\)",
+        ),
+        (
+            lambda: sampled_surrogate(jnp.zeros((2, 3)), np.zeros((2, 3)), estimator="pkpo"),
+            ValueError,
+            r"k is required",
+        ),
         (lambda: sampled_surrogate(jnp.zeros((2, 3)), np.zeros((2, 4))), ValueError, r"shape \(P, n\)"),
     ],
 )

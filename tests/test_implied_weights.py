@@ -15,12 +15,13 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from enumeration import binary_outcomes, expected_binary_update  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import theory  # noqa: E402
-from enumeration import binary_outcomes, expected_binary_update  # noqa: E402
 from theory.implied import IMPLIED_METHODS, implied_prompt_weight  # noqa: E402
+
 
 def coefficients(method, r, k):
     """The table entry's per-sample coefficients, without grouped-passk's sigma = 0 warning."""
@@ -81,8 +82,7 @@ def test_implied_weight_vectorised_and_under_jit_vmap():
     np.testing.assert_allclose(np.asarray(jitted), np.asarray(eager), rtol=1e-14)
     np.testing.assert_allclose(np.asarray(mapped), np.asarray(eager), rtol=1e-14)
     by_k = implied_prompt_weight("pkpo", 0.3, k=np.array([1, 2, 8]), n=8)
-    np.testing.assert_allclose(np.asarray(by_k), [k * 0.7 ** (k - 1) for k in (1, 2, 8)],
-                               rtol=1e-13)
+    np.testing.assert_allclose(np.asarray(by_k), [k * 0.7 ** (k - 1) for k in (1, 2, 8)], rtol=1e-13)
 
 
 def test_grpo_implied_weight_matches_closed_sum():
@@ -142,7 +142,13 @@ def test_implied_weight_unbiased_expectation_is_finite_n_weight(method, n):
         p = np.array([0.0, 0.01, 0.05, 0.3, 0.5, 0.77, 0.999, 1.0])
         expected = np.asarray(implied_prompt_weight(method, p, k=np.full(p.shape, k), n=n))
         got = binom.pmf(counts[None, :], n, p[:, None]) @ t
-        assert np.all(np.abs(got - expected) <= 1e-12 * np.maximum(1.0, np.abs(expected))), (method, n, k, got, expected)
+        assert np.all(np.abs(got - expected) <= 1e-12 * np.maximum(1.0, np.abs(expected))), (
+            method,
+            n,
+            k,
+            got,
+            expected,
+        )
 
 
 @pytest.mark.parametrize("method", ["pkpo", "pkpo-loo", "pkpo-loo-1"])
@@ -154,7 +160,10 @@ def test_implied_weight_unbiased_pkpo_is_unbiased_w_k(method):
     counts = np.arange(n + 1)
     for k in range(1, n if method == "pkpo-loo" else n + 1):
         np.testing.assert_allclose(
-            implied_weight_unbiased(n, counts, method, k), pass_at_k_weight_unbiased(n, counts, k), rtol=1e-12, atol=1e-15
+            implied_weight_unbiased(n, counts, method, k),
+            pass_at_k_weight_unbiased(n, counts, k),
+            rtol=1e-12,
+            atol=1e-15,
         )
 
 

@@ -6,13 +6,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from enumeration import all_outcomes, gather_answers
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from reference import (
+    answer_scores,
+    interfering_policy,
+    pass1,
+    passk,
+    per_prompt_grads,
+    random_agreements,
+    random_policy,
+    success,
+)
 
 import theory
-from enumeration import all_outcomes, gather_answers
-from reference import (answer_scores, interfering_policy, pass1, passk, per_prompt_grads, random_agreements,
-                       random_policy, success)
 
 getcontext().prec = 50
 
@@ -119,8 +127,9 @@ def test_no_conflict_at_k_equal_1(seed, shape):
     p = success(theta, feats, rewards)
     a = theory.agreement_scores(per_prompt_grads(theta, feats, rewards), mu)
     g1 = jax.grad(pass1)(theta, feats, rewards, mu)
-    np.testing.assert_allclose(float(theory.conflict_inner_product(p, a, 1, mu)), float(jnp.vdot(g1, g1)),
-                               rtol=1e-10, atol=1e-16)
+    np.testing.assert_allclose(
+        float(theory.conflict_inner_product(p, a, 1, mu)), float(jnp.vdot(g1, g1)), rtol=1e-10, atol=1e-16
+    )
 
 
 @given(seed=seeds, k=st.integers(1, 10**6))
@@ -244,8 +253,16 @@ def test_agreement_and_cosine_work_under_jit_and_vmap():
         (lambda: theory.agreement_scores(np.ones((2, 3)), mu=[0.5, 0.6]), ValueError, "mu must sum to 1"),
         (lambda: theory.gradient_cosine(np.ones((2, 3)), [0.5, 0.5, 0.5], 2), ValueError, "leading axis of length 2"),
         (lambda: theory.conflict_inner_product([0.1, 0.2], [1.0, 2.0], 1.5), TypeError, "k must be an integer"),
-        (lambda: theory.conflict_inner_product([0.1, 0.2], [1.0, 2.0], None), TypeError, "k must be an integer; got None"),
-        (lambda: theory.weighted_mean_agreement([0.1, 0.2], [1.0, 2.0], None), TypeError, "k must be an integer; got None"),
+        (
+            lambda: theory.conflict_inner_product([0.1, 0.2], [1.0, 2.0], None),
+            TypeError,
+            "k must be an integer; got None",
+        ),
+        (
+            lambda: theory.weighted_mean_agreement([0.1, 0.2], [1.0, 2.0], None),
+            TypeError,
+            "k must be an integer; got None",
+        ),
     ],
 )
 def test_bad_input(call, exc, match):

@@ -34,13 +34,23 @@ def test_two_processes_give_the_one_process_numbers(tmp_path):
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "tests.multihost_worker", f"127.0.0.1:{port}", "2", str(pid), str(multi)],
-            env=worker_env(2), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=worker_env(2),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for pid in range(2)
     ]
     single = tmp_path / "single.npz"
-    reference = subprocess.run([sys.executable, "-m", "tests.multihost_worker", "--single", str(single)],
-                               env=worker_env(1), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    reference = subprocess.run(
+        [sys.executable, "-m", "tests.multihost_worker", "--single", str(single)],
+        env=worker_env(1),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert reference.returncode == 0, reference.stderr[-3000:]
     for proc in procs:
         try:

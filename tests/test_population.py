@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -40,7 +39,7 @@ def _bandit(seed, n_pop=2, n_actions=2, dim=2):
     phi = rng.normal(size=(n_pop, dim))
     theta = rng.normal(size=(n_actions, dim))
     reward = (rng.random((n_pop, n_actions)) < 0.5).astype(float)
-    reward[:, 0] = [1.0, 0.0][: n_pop] if n_pop == 2 else reward[:, 0]
+    reward[:, 0] = [1.0, 0.0][:n_pop] if n_pop == 2 else reward[:, 0]
     reward[:, -1] = 1.0 - reward[:, 0]  # every prompt has a correct and a wrong answer
     pi = _softmax(phi @ theta.T)  # (N, A)
     # s(x, a) = grad_theta log pi(a|x) = (e_a - pi_x) phi_x^T, flattened
@@ -142,10 +141,12 @@ def test_estimate_and_jackknife_against_the_formula_from_scratch(seed):
     inner = theory.population_inner_product(r, t, folds, ks, mask=mask)
     for idx, k in enumerate(ks):
         scale = np.exp(float(inner.log_scale[idx]))
-        assert float(inner.estimate[idx]) == pytest.approx(_from_scratch(r, t, folds, mask, int(k), range(n_folds)),
-                                                           rel=1e-10, abs=1e-14)
-        deleted = [_from_scratch(r, t, folds, mask, int(k), [g for g in range(n_folds) if g != d])
-                   for d in range(n_folds)]
+        assert float(inner.estimate[idx]) == pytest.approx(
+            _from_scratch(r, t, folds, mask, int(k), range(n_folds)), rel=1e-10, abs=1e-14
+        )
+        deleted = [
+            _from_scratch(r, t, folds, mask, int(k), [g for g in range(n_folds) if g != d]) for d in range(n_folds)
+        ]
         np.testing.assert_allclose(np.asarray(inner.deleted[idx]) * scale, deleted, rtol=1e-10, atol=1e-14)
         var = (n_folds - 1) / n_folds * np.sum((np.array(deleted) - np.mean(deleted)) ** 2)
         assert float(inner.stderr[idx]) == pytest.approx(np.sqrt(var), rel=1e-10)
@@ -168,8 +169,9 @@ def test_signs_from_scaled_fields_and_scale_equivariance(seed, k):
     estimate and standard error by `c`."""
     r, s, folds, mask, t = _instance(seed)
     inner = theory.population_inner_product(r, t, folds, k, mask=mask)
-    assert float(inner.estimate) == pytest.approx(np.exp(float(inner.log_scale)) * float(inner.scaled_estimate),
-                                                  rel=1e-12, abs=1e-300)
+    assert float(inner.estimate) == pytest.approx(
+        np.exp(float(inner.log_scale)) * float(inner.scaled_estimate), rel=1e-12, abs=1e-300
+    )
     scaled = theory.population_inner_product(r, 3.0 * t, folds, k, mask=mask)
     assert float(scaled.estimate) == pytest.approx(3.0 * float(inner.estimate), rel=1e-10, abs=1e-14)
     assert float(scaled.stderr) == pytest.approx(3.0 * float(inner.stderr), rel=1e-10, abs=1e-14)
@@ -205,12 +207,18 @@ def test_large_groups_and_orders_do_not_underflow_the_sign():
     ],
 )
 def test_bad_input_is_named(change, message):
-    args = dict(rewards=np.array([[1, 0], [0, 1], [1, 1]]), alignments=np.ones((3, 2, 3)),
-                folds=np.array([0, 1, 2]), ks=1, mask=None)
+    args = dict(
+        rewards=np.array([[1, 0], [0, 1], [1, 1]]),
+        alignments=np.ones((3, 2, 3)),
+        folds=np.array([0, 1, 2]),
+        ks=1,
+        mask=None,
+    )
     args.update(change)
     with pytest.raises((ValueError, TypeError), match=message):
-        theory.population_inner_product(args["rewards"], args["alignments"], args["folds"], args["ks"],
-                                        mask=args["mask"])
+        theory.population_inner_product(
+            args["rewards"], args["alignments"], args["folds"], args["ks"], mask=args["mask"]
+        )
 
 
 def test_non_finite_alignment_off_the_own_fold_is_named():
@@ -243,8 +251,9 @@ def test_simultaneous_quantile_limits():
     assert bands.simultaneous_quantile(np.eye(n_k), key=key) == bands.simultaneous_quantile(np.eye(n_k), key=key)
     # a multivariate t shares its denominator: P(max |T| <= q) = E_V[(2 Phi(q sqrt(V / nu)) - 1)^K]
     q_t = bands.simultaneous_quantile(np.eye(n_k), dof=4, key=key, draws=200_000)
-    joint = integrate.quad(lambda v: stats.chi2.pdf(v, 4) * (2 * stats.norm.cdf(q_t * np.sqrt(v / 4)) - 1) ** n_k,
-                           0, np.inf)[0]
+    joint = integrate.quad(
+        lambda v: stats.chi2.pdf(v, 4) * (2 * stats.norm.cdf(q_t * np.sqrt(v / 4)) - 1) ** n_k, 0, np.inf
+    )[0]
     assert joint == pytest.approx(0.95, abs=0.003)
 
 
@@ -266,8 +275,9 @@ def test_read_critical_k_ends():
     se = np.array([1.0, 1.0, 0.1, 0.1, 1.0])
     out = bands.read_critical_k(est, se, quantile=2.0, level=0.95, band="max-t", signal_quantile=1.96)
     assert (out.estimate, out.lower, out.upper, out.k_max, out.signal) == (4, 2, 4, 5, True)
-    flat = bands.read_critical_k(np.array([0.5, -0.1]), np.array([1.0, 1.0]), quantile=2.0, level=0.95,
-                                 band="max-t", signal_quantile=1.96)
+    flat = bands.read_critical_k(
+        np.array([0.5, -0.1]), np.array([1.0, 1.0]), quantile=2.0, level=0.95, band="max-t", signal_quantile=1.96
+    )
     assert flat.signal is False
 
 
@@ -279,7 +289,10 @@ def test_population_critical_k_reads_the_band():
     first = lambda v: int(np.flatnonzero(v < 0)[0]) + 1 if np.any(v < 0) else None
     assert out.k_max == 5 and out.band == "max-t"
     assert out.quantile >= bands.t_quantile(0.95, 3)
-    assert (out.estimate, out.lower, out.upper) == (first(est), first(est - out.quantile * se),
-                                                    first(est + out.quantile * se))
+    assert (out.estimate, out.lower, out.upper) == (
+        first(est),
+        first(est - out.quantile * se),
+        first(est + out.quantile * se),
+    )
     with pytest.raises(ValueError, match="F >= 3"):
         theory.population_critical_k(r[:4], t[:4, :, :2], np.array([0, 1, 0, 1]))

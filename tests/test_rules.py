@@ -38,18 +38,24 @@ def _twins():
     pairs = []
     for name, rule in rules.RULE_TABLE.items():
         if rule.acts_on == "step":
-            same = [d for d, r in rules.RULE_TABLE.items() if r.acts_on == "direction" and r.transform is rule.transform]
+            same = [
+                d for d, r in rules.RULE_TABLE.items() if r.acts_on == "direction" and r.transform is rule.transform
+            ]
             pairs += [(d, name) for d in same]
     return pairs
 
 
 def _kwargs(rule, step_size, mixture_weight=None):
-    return dict(step_size=step_size, smoothness=SMOOTHNESS if rule.uses_smoothness else None,
-                mixture_weight=mixture_weight if rule.uses_mixture_weight else None)
+    return dict(
+        step_size=step_size,
+        smoothness=SMOOTHNESS if rule.uses_smoothness else None,
+        mixture_weight=mixture_weight if rule.uses_mixture_weight else None,
+    )
 
 
 vectors = st.lists(st.floats(-3.0, 3.0, allow_nan=False), min_size=DIM, max_size=DIM).map(
-    lambda x: jnp.asarray(x, jnp.float64))
+    lambda x: jnp.asarray(x, jnp.float64)
+)
 
 
 def test_entries_name_themselves_and_their_fields_agree():
@@ -62,7 +68,9 @@ def test_entries_name_themselves_and_their_fields_agree():
         assert rule.reads_k_star == (rule.order == "k'")
         # one meaning per name: a step rule says so in its name, a direction rule does not
         assert name.endswith("-step") == (rule.acts_on == "step"), name
-    assert {d for d, _ in _twins()} == {n for n, r in rules.RULE_TABLE.items() if r.reads_g1 and r.acts_on == "direction"}
+    assert {d for d, _ in _twins()} == {
+        n for n, r in rules.RULE_TABLE.items() if r.reads_g1 and r.acts_on == "direction"
+    }
     with pytest.raises(ValueError, match=r"rule must be one of .*'pcgrad'"):
         rules.update_rule("pcgrad")
     with pytest.raises(ValueError, match="acts_on"):
@@ -100,8 +108,9 @@ def test_direction_rule_and_its_step_twin_agree_under_sgd(pair, g, g1, lr):
     np.testing.assert_allclose(via_step, via_direction, rtol=1e-9, atol=1e-12)
     if direction.uses_mixture_weight:
         fixed = lr * direction.apply(g, g1, **_kwargs(direction, lr, mixture_weight=0.3))
-        np.testing.assert_allclose(step.apply(lr * g, g1, **_kwargs(step, 1.0, mixture_weight=lr * 0.3)), fixed,
-                                   rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(
+            step.apply(lr * g, g1, **_kwargs(step, 1.0, mixture_weight=lr * 0.3)), fixed, rtol=1e-9, atol=1e-12
+        )
 
 
 @settings(max_examples=40, deadline=None)
@@ -152,8 +161,9 @@ def test_bandit_trainer_accepts_every_entry_and_sgd_twins_agree(toy):
 
 def test_transformer_config_accepts_every_entry():
     for name, rule in rules.RULE_TABLE.items():
-        pg = transformer_train.PGConfig(estimator="pkpo-loo-1", k=4, rule=name,
-                                        smoothness=1.0 if rule.uses_smoothness else None)
+        pg = transformer_train.PGConfig(
+            estimator="pkpo-loo-1", k=4, rule=name, smoothness=1.0 if rule.uses_smoothness else None
+        )
         assert pg.rule == name
         args = pg_step.rule_args(pg)
         assert (int(args.guard) > 0) == rule.reads_g1 and bool(args.moves_k) == rule.reads_k_star

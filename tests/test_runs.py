@@ -2,6 +2,7 @@
 
 import json
 
+import dumps
 import numpy as np
 import pytest
 from scipy import stats
@@ -11,14 +12,11 @@ from passk import cli, runs
 from passk.diagnose import example_path
 from passk.frameworks import Options, StepData, read_step
 
-import dumps
-
 
 def _counts_step(step, counts, n, fmt="verl"):
     c = np.asarray(counts)
     success = (np.arange(n)[None, :] < c[:, None]).astype(np.int64)
-    return StepData(f"{step}.jsonl", step, fmt, [f"q{i}" for i in range(c.size)], success,
-                    np.ones((c.size, n), bool))
+    return StepData(f"{step}.jsonl", step, fmt, [f"q{i}" for i in range(c.size)], success, np.ones((c.size, n), bool))
 
 
 def test_pass_at_k_cells_are_the_unbiased_mean_with_a_t_interval():
@@ -34,8 +32,11 @@ def test_pass_at_k_cells_are_the_unbiased_mean_with_a_t_interval():
         rho = np.asarray(theory.pass_at_k_unbiased(sizes, c, k))
         half = stats.t.ppf(0.95, 29) * rho.std(ddof=1) / np.sqrt(30)
         cell = row["pass_at_k"][str(k)]
-        np.testing.assert_allclose([cell["value"], cell["lower"], cell["upper"]],
-                                   [rho.mean(), rho.mean() - half, rho.mean() + half], rtol=1e-12)
+        np.testing.assert_allclose(
+            [cell["value"], cell["lower"], cell["upper"]],
+            [rho.mean(), rho.mean() - half, rho.mean() + half],
+            rtol=1e-12,
+        )
         assert cell["n"] == 30
     np.testing.assert_allclose(row["pass_at_1"]["value"], np.mean(c / sizes), rtol=1e-12)
     smallest = int(np.argmin(sizes))
@@ -122,9 +123,16 @@ def test_run_reading_finds_pass1_falling_while_pass_k_rises():
 
 
 def test_conflict_from_the_first_step_whose_interval_lies_at_or_below_the_trained_k():
-    rows = [{"step": s, "k_star": ks, "pass_at_1": {"value": 0.5, "lower": None, "stderr": None}, "pass_at_k": {}}
-            for s, ks in [(1, None), (2, {"upper": None, "lower": 3}), (3, {"upper": 5, "lower": 2}),
-                          (4, {"upper": 4, "lower": 2}), (5, {"upper": 3, "lower": 2})]]
+    rows = [
+        {"step": s, "k_star": ks, "pass_at_1": {"value": 0.5, "lower": None, "stderr": None}, "pass_at_k": {}}
+        for s, ks in [
+            (1, None),
+            (2, {"upper": None, "lower": 3}),
+            (3, {"upper": 5, "lower": 2}),
+            (4, {"upper": 4, "lower": 2}),
+            (5, {"upper": 3, "lower": 2}),
+        ]
+    ]
     assert runs.run_reading(rows, [1], 0.95, 4)["conflict_from_step"] == 4
     assert runs.run_reading(rows, [1], 0.95, 2)["conflict_from_step"] is None
     assert runs.run_reading(rows, [1], 0.95, None)["conflict_from_step"] is None
@@ -143,8 +151,18 @@ def test_command_on_a_run_directory_writes_json_and_figure(tmp_path, capsys):
     assert set(report) == {"run", "format", "level", "ks", "steps", "reading", "notes"}
     assert report["format"] == "verl" and [r["step"] for r in report["steps"]] == [1, 2, 3]
     assert report["ks"] == [1, 2, 4] and report["reading"]["trained_k"] == 4
-    assert {"step", "n_prompts", "n_answers", "pass_at_1", "pass_at_k", "share_unsolved", "trainers", "inner",
-            "k_star", "notes"} <= set(report["steps"][0])
+    assert {
+        "step",
+        "n_prompts",
+        "n_answers",
+        "pass_at_1",
+        "pass_at_k",
+        "share_unsolved",
+        "trainers",
+        "inner",
+        "k_star",
+        "notes",
+    } <= set(report["steps"][0])
     assert out_png.read_bytes()[:4] == b"\x89PNG"
 
 
@@ -152,13 +170,16 @@ def test_command_on_a_run_directory_writes_json_and_figure(tmp_path, capsys):
 # Found when trying `passk diagnose` as a new user would
 
 
-@pytest.mark.parametrize("flags", [
-    ["--json", "{readme}/r.json"],
-    ["--json", "{dir}"],
-    ["--json", "/proc/r.json"],
-    ["--json", "{tmp}/fine.json", "--plot", "{readme}/p.png"],
-    ["--json", "{tmp}/same.png", "--plot", "{tmp}/same.png"],
-])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--json", "{readme}/r.json"],
+        ["--json", "{dir}"],
+        ["--json", "/proc/r.json"],
+        ["--json", "{tmp}/fine.json", "--plot", "{readme}/p.png"],
+        ["--json", "{tmp}/same.png", "--plot", "{tmp}/same.png"],
+    ],
+)
 def test_output_paths_are_checked_before_any_work(tmp_path, capsys, flags):
     readme = tmp_path / "README.md"
     readme.write_text("x")
@@ -167,7 +188,9 @@ def test_output_paths_are_checked_before_any_work(tmp_path, capsys, flags):
     code = cli.main(["diagnose", str(example_path("npz")), *argv])
     captured = capsys.readouterr()
     assert code == 2 and captured.out == "" and "\n" not in captured.err.strip()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "adir"] and not any((tmp_path / "adir").iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "adir"] and not any(
+        (tmp_path / "adir").iterdir()
+    )
 
 
 def _cli_error(argv, capsys):

@@ -7,12 +7,12 @@ from fractions import Fraction
 import jax
 import numpy as np
 import pytest
+from enumeration import all_outcomes, gather_answers
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import answer_scores, log_policy, mixed_policy, per_prompt_grads, success
 
 import theory
-from enumeration import all_outcomes, gather_answers
-from reference import (answer_scores, log_policy, mixed_policy, per_prompt_grads, success)
 
 seeds = st.integers(0, 2**32 - 1)
 
@@ -196,7 +196,9 @@ def test_stderr_is_the_delete_one_prompt_jackknife():
     deleted = []
     for m in range(7):
         keep = np.arange(7) != m
-        deleted.append(np.asarray(theory.sampled_inner_product(r[keep], s[keep], ks, mu=mu[keep] / mu[keep].sum()).estimate))
+        deleted.append(
+            np.asarray(theory.sampled_inner_product(r[keep], s[keep], ks, mu=mu[keep] / mu[keep].sum()).estimate)
+        )
     deleted = np.array(deleted)
     want = np.sqrt(6 / 7 * np.sum((deleted - deleted.mean(axis=0)) ** 2, axis=0))
     np.testing.assert_allclose(got.stderr, want, rtol=1e-10)
@@ -276,11 +278,14 @@ def exact_scaled_signs(counts, vec_sums, pair_sums, n):
     return np.array(signs), np.array(margins)
 
 
-@pytest.mark.parametrize("n, shares", [
-    (64, (None, None, 1 / 4, 1 / 2, 3 / 4)),  # None: one and two successes (hard prompts)
-    (4096, (None, None, 1 / 4, 1 / 2, 3 / 4)),
-    (4096, (1 / 8, 1 / 8, 1 / 4, 1 / 2, 3 / 4)),  # no hard prompt: I_k_hat itself underflows
-])
+@pytest.mark.parametrize(
+    "n, shares",
+    [
+        (64, (None, None, 1 / 4, 1 / 2, 3 / 4)),  # None: one and two successes (hard prompts)
+        (4096, (None, None, 1 / 4, 1 / 2, 3 / 4)),
+        (4096, (1 / 8, 1 / 8, 1 / 4, 1 / 2, 3 / 4)),  # no hard prompt: I_k_hat itself underflows
+    ],
+)
 def test_signs_finite_and_exact_up_to_n_4096(n, shares):
     """Every `k <= n - 1` gives a finite scaled estimate with the sign of the exact rational value."""
     rng = np.random.default_rng(n)
@@ -294,7 +299,9 @@ def test_signs_finite_and_exact_up_to_n_4096(n, shares):
     for i in range(len(counts)):
         s[i] = np.asarray(direction[i]) + rng.integers(-1, 2, size=(n, 2))
     vec_sums = [[int(v) for v in (r[i] @ s[i])] for i in range(len(counts))]
-    pair_sums = [int(sum(v * v for v in vec_sums[i]) - np.sum(r[i] * np.sum(s[i] ** 2, -1))) for i in range(len(counts))]
+    pair_sums = [
+        int(sum(v * v for v in vec_sums[i]) - np.sum(r[i] * np.sum(s[i] ** 2, -1))) for i in range(len(counts))
+    ]
     want, margin = exact_scaled_signs(counts, vec_sums, pair_sums, n)
     got = theory.sampled_inner_product(r, s, np.arange(1, n))
     scaled = np.asarray(got.scaled_estimate)
@@ -357,10 +364,26 @@ S = np.ones((2, 3, 2))
 @pytest.mark.parametrize(
     "call, exc, match",
     [
-        (lambda: theory.sampled_inner_product([[1, 2, 0], [0, 0, 1]], S, 1), ValueError, r"rewards must be 0 or 1; got 2 at prompt 0 \(answer 1\)"),
-        (lambda: theory.sampled_inner_product([[1, 0, 0], [0, np.nan, 1]], S, 1), ValueError, r"rewards must be 0 or 1; got nan at prompt 1"),
-        (lambda: theory.sampled_inner_product(R, np.where(np.arange(12).reshape(2, 3, 2) == 9, np.inf, 1.0), 1), ValueError, r"scores must be finite; got inf at prompt 1 \(answer 1"),
-        (lambda: theory.sampled_inner_product(R, np.ones((2, 4, 2)), 1), ValueError, r"scores must have shape \(P, n, D\)"),
+        (
+            lambda: theory.sampled_inner_product([[1, 2, 0], [0, 0, 1]], S, 1),
+            ValueError,
+            r"rewards must be 0 or 1; got 2 at prompt 0 \(answer 1\)",
+        ),
+        (
+            lambda: theory.sampled_inner_product([[1, 0, 0], [0, np.nan, 1]], S, 1),
+            ValueError,
+            r"rewards must be 0 or 1; got nan at prompt 1",
+        ),
+        (
+            lambda: theory.sampled_inner_product(R, np.where(np.arange(12).reshape(2, 3, 2) == 9, np.inf, 1.0), 1),
+            ValueError,
+            r"scores must be finite; got inf at prompt 1 \(answer 1",
+        ),
+        (
+            lambda: theory.sampled_inner_product(R, np.ones((2, 4, 2)), 1),
+            ValueError,
+            r"scores must have shape \(P, n, D\)",
+        ),
         (lambda: theory.sampled_inner_product(R, np.ones((2, 3)), 1), ValueError, r"scores must have shape"),
         (lambda: theory.sampled_inner_product(R, S, 3), ValueError, r"ks must be <= n - 1 = 2.*got 3"),
         (lambda: theory.sampled_inner_product(R, S, np.array([1, 0])), ValueError, r"ks must be >= 1; got .*0"),
@@ -375,8 +398,16 @@ S = np.ones((2, 3, 2))
         (lambda: theory.sampled_inner_product(np.array([["a", "b", "c"]] * 2), S, 1), TypeError, r"rewards must be"),
         (lambda: theory.sampled_critical_k(R, S, level=1.5), ValueError, r"level must lie in \(0, 1\)"),
         (lambda: theory.sampled_critical_k(R, S, level="high"), TypeError, r"level must be a real number"),
-        (lambda: theory.sampled_agreement_scores(R, np.full((2, 3, 2), np.nan)), ValueError, r"scores must be finite; got nan at prompt 0"),
-        (lambda: theory.plugin_critical_k([[1, 0.5, 0], [0, 0, 1]], S), ValueError, r"rewards must be 0 or 1; got 0.5 at prompt 0"),
+        (
+            lambda: theory.sampled_agreement_scores(R, np.full((2, 3, 2), np.nan)),
+            ValueError,
+            r"scores must be finite; got nan at prompt 0",
+        ),
+        (
+            lambda: theory.plugin_critical_k([[1, 0.5, 0], [0, 0, 1]], S),
+            ValueError,
+            r"rewards must be 0 or 1; got 0.5 at prompt 0",
+        ),
     ],
 )
 def test_bad_input(call, exc, match):
@@ -416,8 +447,9 @@ def test_answer_sums_match_plain_numpy_on_host_and_under_jit(n):
     assert theory.answer_sums(r.astype(bool), s.astype(np.float32)).score_sq_sum.dtype == np.float32
     # real-valued rewards weigh each answer
     w = rng.random((2, 3, n))
-    np.testing.assert_allclose(theory.answer_sums(w, s).score_sq_sum, np.einsum("...n,...nd->...", w, s * s),
-                               rtol=1e-13)
+    np.testing.assert_allclose(
+        theory.answer_sums(w, s).score_sq_sum, np.einsum("...n,...nd->...", w, s * s), rtol=1e-13
+    )
 
 
 @settings(max_examples=10, deadline=None)
@@ -447,7 +479,10 @@ def test_answer_sums_accumulated_over_chunks_equal_the_whole(seed, n, dim):
 
 def test_answer_sums_bad_input():
     r, s = np.ones((2, 3)), np.ones((2, 3, 4))
-    with pytest.raises(ValueError, match=r"scores must have shape \(\.\.\., n, D\) = \(2, 3, 'D'\).*got rewards \(2, 3\), scores \(2, 4, 4\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"scores must have shape \(\.\.\., n, D\) = \(2, 3, 'D'\).*got rewards \(2, 3\), scores \(2, 4, 4\)",
+    ):
         theory.answer_sums(r, np.ones((2, 4, 4)))
     with pytest.raises(ValueError, match=r"n >= 1"):
         theory.answer_sums(np.ones((2, 0)), np.ones((2, 0, 4)))
@@ -471,7 +506,9 @@ def test_statistics_from_sums_equal_the_answers_own():
     np.testing.assert_allclose(a.estimate, b.estimate, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(a.stderr, b.stderr, rtol=1e-12, atol=1e-15)
     assert theory.critical_k_from_statistics(stats) == theory.sampled_critical_k(r, s)
-    np.testing.assert_allclose(theory.agreement_from_statistics(stats), theory.sampled_agreement_scores(r, s), rtol=1e-12)
+    np.testing.assert_allclose(
+        theory.agreement_from_statistics(stats), theory.sampled_agreement_scores(r, s), rtol=1e-12
+    )
     with pytest.raises(ValueError, match=r"correct must be integer counts in \[0, n = 8\]; got 9.0 at prompt 2"):
         theory.statistics_from_sums(np.where(np.arange(6) == 2, 9, correct), score_sum, sq_sum, n=8)
     with pytest.raises(TypeError, match="stats must be an AnswerStatistics"):
@@ -485,10 +522,14 @@ def test_answers_stderr_is_the_delete_one_column_jackknife():
     s = rng.normal(size=(7, 6, 3))
     mu = rng.dirichlet(np.ones(7))
     got = theory.sampled_inner_product(r, s, np.arange(1, 6), mu=mu, stderr="answers")
-    deleted = np.array([
-        np.asarray(theory.sampled_inner_product(np.delete(r, j, 1), np.delete(s, j, 1), np.arange(1, 5), mu=mu).estimate)
-        for j in range(6)
-    ])
+    deleted = np.array(
+        [
+            np.asarray(
+                theory.sampled_inner_product(np.delete(r, j, 1), np.delete(s, j, 1), np.arange(1, 5), mu=mu).estimate
+            )
+            for j in range(6)
+        ]
+    )
     want = np.sqrt(5 / 6 * np.sum((deleted - deleted.mean(axis=0)) ** 2, axis=0))
     np.testing.assert_allclose(np.asarray(got.stderr)[:4], want, rtol=1e-10)
     assert np.isinf(np.asarray(got.stderr)[4])  # k = n - 1 has no delete-one refit

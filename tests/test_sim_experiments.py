@@ -41,8 +41,7 @@ def test_confirmation_1_differentiates_its_own_pass_at_k():
             value = critical_k._pass_at_k_objective(b, theta, k)
             grad = jax.grad(critical_k._pass_at_k_objective, argnums=1)(b, theta, k)
             np.testing.assert_allclose(value, b.objective(theta, k), rtol=1e-14)
-            np.testing.assert_allclose(grad, b.pass_at_k_grad(theta, k), rtol=1e-12,
-                                       atol=1e-15 * np.abs(grad).max())
+            np.testing.assert_allclose(grad, b.pass_at_k_grad(theta, k), rtol=1e-12, atol=1e-15 * np.abs(grad).max())
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +124,9 @@ def test_first_turn_finds_the_crossing_and_censors():
         grid = grid.astype(jax.numpy.float64)
         got = float(first_order.first_turn(lambda e: e >= 3.7, grid))
         assert 3.7 <= got <= 3.7 * (1 + 1e-9)
-        assert float(first_order.first_turn(lambda e: e >= 0.5, grid)) == pytest.approx(0.5, rel=1e-9)  # before the grid
+        assert float(first_order.first_turn(lambda e: e >= 0.5, grid)) == pytest.approx(
+            0.5, rel=1e-9
+        )  # before the grid
         assert float(first_order.first_turn(lambda e: e < 0, grid)) == np.inf  # never turns: censored
 
 
@@ -135,10 +136,15 @@ def test_window_looseness_factors_multiply_to_the_pass1_ratio():
     n = 64
     mean_abs = rng.uniform(0.1, 1.0, n)
     r = {
-        "eta1": rng.uniform(0.1, 1.0, n), "etak": rng.uniform(0.1, 1.0, n),
-        "eta_max1": rng.uniform(1.0, 50.0, n), "eta_maxk": rng.uniform(1.0, 50.0, n),
-        "L1": np.full(n, 0.5 * 9.0), "inner": -rng.uniform(0.01, 1.0, n), "gk_sq": rng.uniform(0.1, 2.0, n),
-        "mean_hess_norm": mean_abs * rng.uniform(1.0, 3.0, n), "mean_abs_curv": mean_abs,
+        "eta1": rng.uniform(0.1, 1.0, n),
+        "etak": rng.uniform(0.1, 1.0, n),
+        "eta_max1": rng.uniform(1.0, 50.0, n),
+        "eta_maxk": rng.uniform(1.0, 50.0, n),
+        "L1": np.full(n, 0.5 * 9.0),
+        "inner": -rng.uniform(0.01, 1.0, n),
+        "gk_sq": rng.uniform(0.1, 2.0, n),
+        "mean_hess_norm": mean_abs * rng.uniform(1.0, 3.0, n),
+        "mean_abs_curv": mean_abs,
         "curv": mean_abs * rng.uniform(-0.5, 1.0, n),
     }
     # make eta_1 the window of L_1 as one_step computes it
@@ -146,8 +152,9 @@ def test_window_looseness_factors_multiply_to_the_pass1_ratio():
     out = J.to_json(first_order.window_looseness(r, np.ones(n, bool)))
     pos = r["curv"] > 0
     assert out["negative_curvature"]["value"] == pytest.approx(1 - pos.mean())
-    total = sum(np.asarray(out["factors"][f]["log10_sample"]) for f in ("constant", "norm", "cancellation",
-                                                                         "higher_order"))
+    total = sum(
+        np.asarray(out["factors"][f]["log10_sample"]) for f in ("constant", "norm", "cancellation", "higher_order")
+    )
     np.testing.assert_allclose(total, np.log10(r["eta_max1"][pos] / r["eta1"][pos]), rtol=1e-12, atol=1e-12)
     dominant = sum(v["value"] for v in out["dominant"].values())
     assert dominant == pytest.approx(1.0)
@@ -219,18 +226,21 @@ def test_figures(tmp_path, critical_result, phase_result, one_step_result, dynam
     from passk.plots.bandit import draw
     from sim import toy_diagnostics
 
-    results = J.to_json({
-        "toy": toy_diagnostics(0.2, 1.0, 8, n_prompts=32),
-        "critical_k": critical_result,
-        "phase_diagram": phase_result,
-        "one_step": one_step_result,
-        "dynamics": dynamics_result,
-        "estimators": estimator_result,
-    })
+    results = J.to_json(
+        {
+            "toy": toy_diagnostics(0.2, 1.0, 8, n_prompts=32),
+            "critical_k": critical_result,
+            "phase_diagram": phase_result,
+            "one_step": one_step_result,
+            "dynamics": dynamics_result,
+            "estimators": estimator_result,
+        }
+    )
     paths = draw(json.loads(json.dumps(results, allow_nan=False)), tmp_path / "figs")
     names = sorted(p.name for p in paths)
     assert names == sorted(
-        f"bandit_{n}.{ext}" for n in ("toy", "critical_k", "phase", "one_step", "first_order", "dynamics", "estimators")
+        f"bandit_{n}.{ext}"
+        for n in ("toy", "critical_k", "phase", "one_step", "first_order", "dynamics", "estimators")
         for ext in ("png", "pdf")
     )
     for p in paths:

@@ -28,16 +28,29 @@ def test_notebook_executes(tmp_path):
     params.source = params.source.replace("N_PROMPTS = 256", "N_PROMPTS = 48").replace("K = 16", "K = 32")
     assert "N_PROMPTS = 48" in params.source
     client = NotebookClient(
-        nb, kernel_name="python3", timeout=240, resources={"metadata": {"path": str(tmp_path)}},
-        extra_arguments=[], startup_timeout=120,
+        nb,
+        kernel_name="python3",
+        timeout=240,
+        resources={"metadata": {"path": str(tmp_path)}},
+        extra_arguments=[],
+        startup_timeout=120,
     )
     client.execute()
     text = "\n".join(
-        out.get("text", "") for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs
+        out.get("text", "")
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.outputs
         if out.get("output_type") == "stream"
     )
     # the kernel ran this interpreter (the project's environment), not some other python on PATH
     assert f"interpreter: {sys.executable}" in text
     assert "k* = " in text
-    images = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs if "data" in out and "image/png" in out["data"]]
+    images = [
+        out
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.outputs
+        if "data" in out and "image/png" in out["data"]
+    ]
     assert len(images) == 4

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 import theory
 from sim import toy_bandit
-from sim.intervals import mean_interval, quantile_interval, wilson_interval
 from sim.answers import scored_answers
+from sim.intervals import mean_interval, quantile_interval, wilson_interval
 from sim.studies import transformer_recovery as tsampled
 from sim.studies.recovery import toy_recovery
 from sim.transformer import model as tmodel
@@ -34,7 +34,9 @@ def test_scored_answers_match_autodiff_of_the_log_policy(toy):
     jac = jax.jacrev(logp)(theta).reshape(32, bandit.n_actions, -1)  # (P, A, A*d)
     want = np.take_along_axis(np.asarray(jac), np.asarray(draw.answers)[..., None], axis=1)
     np.testing.assert_allclose(draw.scores, want, rtol=1e-12, atol=1e-14)
-    np.testing.assert_array_equal(draw.rewards, np.take_along_axis(np.asarray(bandit.rewards), np.asarray(draw.answers), 1))
+    np.testing.assert_array_equal(
+        draw.rewards, np.take_along_axis(np.asarray(bandit.rewards), np.asarray(draw.answers), 1)
+    )
     again = scored_answers(bandit, theta, 5, key=jax.random.key(0))
     np.testing.assert_array_equal(draw.answers, again.answers)
     batch = jax.vmap(lambda k: scored_answers(bandit, theta, 5, key=k).scores)(jax.random.split(jax.random.key(1), 3))
@@ -70,8 +72,9 @@ def test_recovery_study_on_the_toy():
 def tiny_transformer():
     with jax.enable_x64(True):
         task = ttask.make_task(ttask.TaskConfig(modulus=3), key=jax.random.key(0))
-        cfg = tmodel.ModelConfig(vocab_size=task.vocab_size, max_len=task.seq_len, d_model=8, n_heads=2,
-                                 n_layers=1, d_mlp=16)
+        cfg = tmodel.ModelConfig(
+            vocab_size=task.vocab_size, max_len=task.seq_len, d_model=8, n_heads=2, n_layers=1, d_mlp=16
+        )
         params = tmodel.init(jax.random.key(1), cfg, dtype=jnp.float64)
     return task, cfg, params
 
@@ -107,8 +110,12 @@ def test_sampled_answers_have_the_correct_answer_scores(tiny_transformer):
         factor = tsampled.gram_factor(star)
         via_factor = theory.statistics_from_sums(c, c[:, None] * factor, c * jnp.sum(factor**2, axis=1), n=n)
         ks = np.arange(1, n)
-        np.testing.assert_allclose(theory.inner_product_from_statistics(via_factor, ks).estimate,
-                                   theory.inner_product_from_statistics(direct, ks).estimate, rtol=1e-8, atol=1e-14)
+        np.testing.assert_allclose(
+            theory.inner_product_from_statistics(via_factor, ks).estimate,
+            theory.inner_product_from_statistics(direct, ks).estimate,
+            rtol=1e-8,
+            atol=1e-14,
+        )
         p = success(params, prompts, answers, cfg)
         np.testing.assert_allclose(p, jnp.exp(jax.vmap(lambda x, y: log_success(params, x, y, cfg))(prompts, answers)))
 
@@ -119,7 +126,9 @@ def test_count_statistics_sketch_is_unbiased_for_inner_products():
         rng = np.random.default_rng(0)
         factor = jnp.asarray(np.pad(rng.normal(size=(4, 3)), ((0, 0), (0, 5))))  # width m = 8
         p = jnp.asarray([0.3, 0.5, 0.7, 0.9])
-        stats = lambda k, sketch: theory.answer_statistics(*tsampled._count_draw(k, 4, (p, factor, jnp.asarray(sketch))))
+        stats = lambda k, sketch: theory.answer_statistics(
+            *tsampled._count_draw(k, 4, (p, factor, jnp.asarray(sketch)))
+        )
         draws = jax.vmap(lambda k: stats(k, True).mean_score)(jax.random.split(jax.random.key(0), 4000))
         counts = jax.vmap(lambda k: stats(k, False).correct)(jax.random.split(jax.random.key(0), 4000))
         # the counts are Binomial(4, p)
@@ -235,13 +244,16 @@ def test_quantile_interval_censored_draws_and_small_n():
     assert (tiny["lower"], tiny["upper"]) == (1.0, 2.0)
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: quantile_interval([], 0.5), "values must be a non-empty array"),
-    (lambda: quantile_interval([1.0, np.nan], 0.5), "values must be a non-empty array without NaN"),
-    (lambda: quantile_interval([1.0, 2.0], 1.0), "q must lie in"),
-    (lambda: mean_interval([1.0, 2.0], level=1.5), "level must lie in"),
-    (lambda: mean_interval([1.0, np.inf]), "values must be a non-empty array of finite numbers"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: quantile_interval([], 0.5), "values must be a non-empty array"),
+        (lambda: quantile_interval([1.0, np.nan], 0.5), "values must be a non-empty array without NaN"),
+        (lambda: quantile_interval([1.0, 2.0], 1.0), "q must lie in"),
+        (lambda: mean_interval([1.0, 2.0], level=1.5), "level must lie in"),
+        (lambda: mean_interval([1.0, np.inf]), "values must be a non-empty array of finite numbers"),
+    ],
+)
 def test_interval_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()

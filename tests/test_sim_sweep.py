@@ -52,12 +52,10 @@ def test_four_devices_match_one_device():
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
     env["JAX_PLATFORMS"] = "cpu"
     env.pop("JAX_ENABLE_X64", None)
-    proc = subprocess.run(
-        [sys.executable, "-c", _SCRIPT], capture_output=True, text=True, env=env, timeout=300
-    )
+    proc = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))
-    out = json.loads(line[len("RESULT"):])
+    out = json.loads(line[len("RESULT") :])
     one, four = out["one"], out["four"]
     assert one["batched"] == four["batched"] == [2.0 * i + 1.0 for i in range(10)]
     assert one["phase_k_star"] == four["phase_k_star"]
@@ -136,6 +134,7 @@ def test_uses_all_local_devices():
 def test_multiprocess_placement_equals_local_placement_on_one_process():
     """The shard-by-shard placement and gather that a multi-process mesh needs gives the same
     numbers as `device_put` (keys included)."""
+
     def fn(args):
         x, key = args
         return {"y": x * 2.0 + jax.random.uniform(key)}

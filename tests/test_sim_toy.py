@@ -58,7 +58,9 @@ def test_defaults_show_conflict_with_k_star_in_range():
 
 
 def test_traceable_regime_parameters():
-    f = jax.jit(jax.vmap(lambda ph, sep: toy_bandit(jax.random.PRNGKey(0), n_prompts=16, p_hard=ph, separation=sep)[0].features))
+    f = jax.jit(
+        jax.vmap(lambda ph, sep: toy_bandit(jax.random.PRNGKey(0), n_prompts=16, p_hard=ph, separation=sep)[0].features)
+    )
     out = f(jnp.array([0.1, 0.9]), jnp.array([0.0, 3.0]))
     assert out.shape == (2, 16, 2)
 

@@ -12,8 +12,8 @@ import pytest
 
 from sim import ESTIMATORS, toy_bandit, train, train_sweep
 from sim import sweep as S
-from sim.train import RECORD_NAMES as R
 from sim.answers import sampled_updates
+from sim.train import RECORD_NAMES as R
 from sim.train import RULE_TABLE, RULES, Records, TrainConfig, UpdateRule
 
 
@@ -33,8 +33,13 @@ def test_rules_in_one_compiled_sweep(toy):
     rules = ("passk", "project", "project-safe", "safe-k")
     ks = [1, 4 * k_star]
     out = train_sweep(
-        jax.tree_util.tree_map(lambda x: x[None], b), theta0[None], ks=ks,
-        keys=jax.random.split(jax.random.PRNGKey(1), 1), steps=15, rule=rules, learning_rate=lr,
+        jax.tree_util.tree_map(lambda x: x[None], b),
+        theta0[None],
+        ks=ks,
+        keys=jax.random.split(jax.random.PRNGKey(1), 1),
+        steps=15,
+        rule=rules,
+        learning_rate=lr,
     )
     assert out[R.j1].shape == (4, 1, 2, 1, 16) and out[R.update_inner].shape == (4, 1, 2, 1, 15)
     assert out["theta"].shape == (4, 1, 2, 1) + theta0.shape
@@ -58,8 +63,13 @@ def test_train_matches_sweep_entry(toy):
     b, theta0, k_star = toy
     single = train(b, theta0, k=8, steps=5, key=jax.random.PRNGKey(3), optimizer="adam", learning_rate=0.05)
     sweep = train_sweep(
-        jax.tree_util.tree_map(lambda x: x[None], b), theta0[None], ks=[2, 8],
-        keys=jax.random.PRNGKey(3)[None], steps=5, optimizer="adam", learning_rate=0.05,
+        jax.tree_util.tree_map(lambda x: x[None], b),
+        theta0[None],
+        ks=[2, 8],
+        keys=jax.random.PRNGKey(3)[None],
+        steps=5,
+        optimizer="adam",
+        learning_rate=0.05,
     )
     assert list(single) == list(sweep) == list(R) + ["theta"]
     for name in single:  # `train` is the unbatched core; the sweep vmaps it: equal to float rounding
@@ -77,14 +87,21 @@ def test_sampled_estimators_train(toy):
     keys = jax.random.split(jax.random.PRNGKey(4), 2)
     k = 4 * k_star
     res = train_sweep(
-        bb, theta0[None], ks=[k], keys=keys, steps=12, rule=("passk", "project"), estimator="pkpo-loo-1", n_samples=k + 8
+        bb,
+        theta0[None],
+        ks=[k],
+        keys=keys,
+        steps=12,
+        rule=("passk", "project"),
+        estimator="pkpo-loo-1",
+        n_samples=k + 8,
     )
     j1 = res[R.j1][0, 0, 0].mean(axis=0)
     assert j1[-1] < j1[0] and res[R.jk][0, 0, 0, :, -1].mean() > res[R.jk][0, 0, 0, :, 0].mean()
     assert np.all(np.isfinite(res[R.j1][1]))  # sampled projection (g_1 from RLOO on the same answers)
-    updates = jax.jit(
-        lambda key: sampled_updates(b, theta0, estimators=ESTIMATORS[1:], k=4, n_samples=8, key=key)
-    )(jax.random.PRNGKey(5))
+    updates = jax.jit(lambda key: sampled_updates(b, theta0, estimators=ESTIMATORS[1:], k=4, n_samples=8, key=key))(
+        jax.random.PRNGKey(5)
+    )
     for est, u in updates.items():
         assert u.shape == theta0.shape and np.all(np.isfinite(u)), est
 
@@ -133,8 +150,13 @@ def test_record_every_keeps_the_trajectory(toy):
 
     b, theta0, k_star = toy
     bb = jax.tree_util.tree_map(lambda x: x[None], b)
-    kw = dict(ks=[1, 4 * k_star], keys=jax.random.split(jax.random.PRNGKey(6), 2), steps=11,
-              rule=("passk", "safe-k"), learning_rate=1.0)
+    kw = dict(
+        ks=[1, 4 * k_star],
+        keys=jax.random.split(jax.random.PRNGKey(6), 2),
+        steps=11,
+        rule=("passk", "safe-k"),
+        learning_rate=1.0,
+    )
     every = train_sweep(bb, theta0[None], **kw)
     with CompileCounter() as c:
         sparse = train_sweep(bb, theta0[None], **kw, record_every=4)
@@ -152,10 +174,18 @@ def test_record_every_keeps_the_trajectory(toy):
         train(b, theta0, k=2, steps=2, key=jax.random.PRNGKey(0), record_every=0)
 
 
-@pytest.mark.parametrize("n_regimes, n_configs, n_devices, want", [
-    (8, 64, 1, (1, 64)), (1, 18, 4, (8, 3)), (2, 18, 4, (4, 5)), (3, 5, 4, (4, 2)), (4, 1, 4, (1, 1)),
-    (1, 8, 1, (2, 4)), (1, 1, 1, (1, 1)),
-])
+@pytest.mark.parametrize(
+    "n_regimes, n_configs, n_devices, want",
+    [
+        (8, 64, 1, (1, 64)),
+        (1, 18, 4, (8, 3)),
+        (2, 18, 4, (4, 5)),
+        (3, 5, 4, (4, 2)),
+        (4, 1, 4, (1, 1)),
+        (1, 8, 1, (2, 4)),
+        (1, 1, 1, (1, 1)),
+    ],
+)
 def test_sweep_blocks(n_regimes, n_configs, n_devices, want):
     chunks, per_chunk = S.sweep_blocks(n_regimes, n_configs, n_devices)
     assert (chunks, per_chunk) == want
@@ -197,8 +227,9 @@ def test_batched_sweep_equals_one_vmap(monkeypatch):
         if name in (R.k_star, R.k_used):
             np.testing.assert_array_equal(got[name], want[name], err_msg=name)
         else:
-            np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6 * np.nanmax(np.abs(want[name])),
-                                       err_msg=name)
+            np.testing.assert_allclose(
+                got[name], want[name], rtol=1e-5, atol=1e-6 * np.nanmax(np.abs(want[name])), err_msg=name
+            )
 
 
 @pytest.mark.slow
@@ -299,9 +330,11 @@ def test_rule_directions_on_aligned_and_conflicting_gradients():
     assert float(jnp.vdot(d["project-safe"](g1, conflicting), g1)) >= 0
     for name in ("project-step", "project-safe-step", "mixture-step"):
         np.testing.assert_array_equal(d[name](g1, conflicting), conflicting)
-    np.testing.assert_allclose(sim_train._direction(RULE_TABLE["mixture"], mixed, 1.0, g1, conflicting),
-                               conflicting + 2.0 * g1)
-    np.testing.assert_allclose(sim_train._step(RULE_TABLE["mixture-step"], mixed, 1.0, conflicting, g1),
-                               conflicting + 2.0 * g1)
+    np.testing.assert_allclose(
+        sim_train._direction(RULE_TABLE["mixture"], mixed, 1.0, g1, conflicting), conflicting + 2.0 * g1
+    )
+    np.testing.assert_allclose(
+        sim_train._step(RULE_TABLE["mixture-step"], mixed, 1.0, conflicting, g1), conflicting + 2.0 * g1
+    )
     k, k_star = jnp.int32(8), jnp.int32(5)
     assert [int(RULE_TABLE[r].order_of(k, k_star)) for r in RULES] == [1, 8, 8, 8, 8, 4, 8, 8, 8]

@@ -9,9 +9,9 @@ import optax
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from reference import interfering_policy, pass1, passk, per_prompt_grads, random_policy, success
 
 import theory
-from reference import interfering_policy, pass1, passk, per_prompt_grads, random_policy, success
 
 seeds = st.integers(0, 2**32 - 1)
 feature_norms = st.sampled_from([0.5, 1.0, 2.0])
@@ -259,7 +259,11 @@ def test_step_safe_projection_never_lowers_pass1():
         (lambda: theory.softmax_smoothness_bound(np.nan), ValueError, "feature_norm must be finite"),
         (lambda: theory.passk_smoothness_bound(1.0, 0), ValueError, "k must be >= 1"),
         (lambda: theory.project_conflict(np.ones(3), np.ones(4)), ValueError, "same shape"),
-        (lambda: theory.project_step_safe(np.ones(3), np.ones(3), step_size=0.0, smoothness=1.0), ValueError, "step_size must be positive"),
+        (
+            lambda: theory.project_step_safe(np.ones(3), np.ones(3), step_size=0.0, smoothness=1.0),
+            ValueError,
+            "step_size must be positive",
+        ),
     ],
 )
 def test_bad_input(call, exc, match):

@@ -9,14 +9,21 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-
-import theory  # noqa: E402
-from sim.toy import toy_bandit  # noqa: E402
-from sim.studies.trainer_map import trainer_conflicts, trainer_map, trainer_map_summary  # noqa: E402
 from enumeration import binary_outcomes, expected_binary_update  # noqa: E402
 
-SIZES = dict(n_p_hard=2, n_separation=3, n_seeds=2, n_prompts=16, group_sizes=(4, 6), p_hard_range=(0.2, 0.5),
-             separation_range=(0.5, 3.0))
+import theory  # noqa: E402
+from sim.studies.trainer_map import trainer_conflicts, trainer_map, trainer_map_summary  # noqa: E402
+from sim.toy import toy_bandit  # noqa: E402
+
+SIZES = dict(
+    n_p_hard=2,
+    n_separation=3,
+    n_seeds=2,
+    n_prompts=16,
+    group_sizes=(4, 6),
+    p_hard_range=(0.2, 0.5),
+    separation_range=(0.5, 3.0),
+)
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +34,17 @@ def result():
 def cell(result, seed, i, j):
     """The toy bandit's `p`, `a`, `mu` at its start in one cell (float32, as the map draws it)."""
     key = jax.random.split(jax.random.key(3), SIZES["n_seeds"])[seed]
-    bandit, theta0 = toy_bandit(key, n_prompts=SIZES["n_prompts"], p_hard=jnp.float32(result.p_hard[i]),
-                                separation=jnp.float32(result.separation[j]))
-    return (np.asarray(bandit.success(theta0), np.float64), np.asarray(bandit.agreement_scores(theta0), np.float64),
-            np.asarray(bandit.prompt_weights, np.float64))
+    bandit, theta0 = toy_bandit(
+        key,
+        n_prompts=SIZES["n_prompts"],
+        p_hard=jnp.float32(result.p_hard[i]),
+        separation=jnp.float32(result.separation[j]),
+    )
+    return (
+        np.asarray(bandit.success(theta0), np.float64),
+        np.asarray(bandit.agreement_scores(theta0), np.float64),
+        np.asarray(bandit.prompt_weights, np.float64),
+    )
 
 
 def test_shapes_and_orders(result):
@@ -39,7 +53,7 @@ def test_shapes_and_orders(result):
         n_k = est.max_k(6) if est.needs_k else 1
         assert inner.shape == (2, n_k, 2, 2, 3)
         if est.needs_k:  # orders beyond max_k(n) are NaN, the others finite
-            assert np.all(np.isnan(inner[0, est.max_k(4):])) and np.all(np.isfinite(inner[0, : est.max_k(4)]))
+            assert np.all(np.isnan(inner[0, est.max_k(4) :])) and np.all(np.isfinite(inner[0, : est.max_k(4)]))
 
 
 def test_reinforce_and_rloo_never_conflict(result):

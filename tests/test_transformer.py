@@ -13,11 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny_transformer import TINY_TASK, make_tiny, tiny_model_config
 
 import theory
 from sim.studies import transformer_experiment as experiment
 from sim.transformer import exact, model, task, train
-from tiny_transformer import TINY_TASK, make_tiny, tiny_model_config
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +89,15 @@ def test_bad_inputs_raise_named_errors():
     with pytest.raises(ValueError, match="multiple of checkpoint_every"):
         t = task.make_task(TINY_TASK, key=jax.random.key(0))
         cfg = tiny_model_config(t)
-        train.finetune(model.init(jax.random.key(0), cfg), t.prompts, t.answers, cfg,
-                       train.PGConfig(estimator="exact", k=2, steps=5, checkpoint_every=2),
-                       key=jax.random.key(0), verifier=task.verify)
+        train.finetune(
+            model.init(jax.random.key(0), cfg),
+            t.prompts,
+            t.answers,
+            cfg,
+            train.PGConfig(estimator="exact", k=2, steps=5, checkpoint_every=2),
+            key=jax.random.key(0),
+            verifier=task.verify,
+        )
     with pytest.raises(TypeError, match="config must be an ExperimentConfig"):
         experiment.run_experiment(config=True, key=jax.random.key(0))
 
@@ -110,8 +116,10 @@ def pergrad_reference(tiny):
         prompts, answers = jnp.asarray(t.prompts), jnp.asarray(t.answers)
         mu = np.random.default_rng(0).dirichlet(np.ones(t.n_prompts))
         pergrad = jax.jit(exact.agreement_pergrad, static_argnums=3, static_argnames="subset")
-        a_ref = {subset: np.asarray(pergrad(params64, prompts, answers, cfg, mu, subset=subset))
-                 for subset in (None, model.LAST_LAYER)}
+        a_ref = {
+            subset: np.asarray(pergrad(params64, prompts, answers, cfg, mu, subset=subset))
+            for subset in (None, model.LAST_LAYER)
+        }
         p_ref = np.asarray(exact.success(params64, prompts, answers, cfg))
     return mu, a_ref, p_ref
 
@@ -146,12 +154,16 @@ def test_gradient_cosines_from_passes_equal_per_prompt_gradients(tiny):
         mu = np.random.default_rng(0).dirichlet(np.ones(t.n_prompts))
         p = exact.success(params64, prompts, answers, cfg)
         ks = (1, 2, 5, 50)
-        per = jax.jit(jax.vmap(jax.grad(lambda th, x, y: jnp.exp(exact.log_success(th, x, y, cfg))),
-                               in_axes=(None, 0, 0)))(params64, prompts, answers)
+        per = jax.jit(
+            jax.vmap(jax.grad(lambda th, x, y: jnp.exp(exact.log_success(th, x, y, cfg))), in_axes=(None, 0, 0))
+        )(params64, prompts, answers)
         flat = jnp.concatenate([g.reshape(t.n_prompts, -1) for g in jax.tree_util.tree_leaves(per)], axis=1)
         np.testing.assert_allclose(
             np.asarray(jax.jit(exact.gradient_cosines, static_argnums=(3, 4))(params64, prompts, answers, cfg, ks, mu)),
-            np.asarray(theory.gradient_cosine(flat, p, jnp.asarray(ks), mu)), rtol=1e-9, atol=1e-12)
+            np.asarray(theory.gradient_cosine(flat, p, jnp.asarray(ks), mu)),
+            rtol=1e-9,
+            atol=1e-12,
+        )
 
 
 def test_agreement_chunk_size_must_be_a_positive_int(tiny):
@@ -170,7 +182,8 @@ def test_exact_success_equals_monte_carlo_success_rate(tiny):
     prompts = jnp.asarray(t.prompts)
     p = np.asarray(exact.success(params, prompts, jnp.asarray(t.answers), cfg))
     samples = jax.jit(train.sample_answers, static_argnums=(3, 4, 5))(
-        params, prompts, jax.random.key(7), cfg, 2, n)  # (P, n, 2)
+        params, prompts, jax.random.key(7), cfg, 2, n
+    )  # (P, n, 2)
     tables = (jnp.asarray(t.hard_table), jnp.asarray(t.exception_table))
     rewards = jax.vmap(lambda x, ys: jax.vmap(lambda y: task.verify(x, y, *tables))(ys))(prompts, samples)
     rate = np.asarray(rewards.mean(axis=1))
@@ -221,13 +234,15 @@ def _projection_z_scores(updates, expected, key, n_random=4):
     group), and `n_random` Gaussian directions; for each, `(mean <u, d> - <E u, d>) / stderr`.
     A wrong scale of the update moves the first ones, a wrong direction the others.
     """
-    u = np.concatenate([np.asarray(x, np.float64).reshape(x.shape[0], -1) for x in jax.tree_util.tree_leaves(updates)], 1)
+    u = np.concatenate(
+        [np.asarray(x, np.float64).reshape(x.shape[0], -1) for x in jax.tree_util.tree_leaves(updates)], 1
+    )
     sizes = [x.size for x in jax.tree_util.tree_leaves(expected)]
     e = np.concatenate([np.asarray(x, np.float64).ravel() for x in jax.tree_util.tree_leaves(expected)])
     directions = {"expected": e}
     for i, (start, size) in enumerate(zip(np.cumsum([0] + sizes[:-1]), sizes)):
         part = np.zeros_like(e)
-        part[start:start + size] = e[start:start + size]
+        part[start : start + size] = e[start : start + size]
         if np.linalg.norm(part) > 1e-3 * np.linalg.norm(e):  # leaves the update barely moves add nothing
             directions[f"leaf {i}"] = part
     for i, d in enumerate(np.random.default_rng(key).normal(size=(n_random, e.size))):
@@ -262,8 +277,12 @@ def test_sampled_estimators_are_unbiased_for_exact_gradients(tiny):
             return jnp.sum(mu * (1 - (1 - p) ** k))
 
         exact_g = jax.grad(objective)(params)
-        grad_fn = jax.jit(jax.vmap(jax.grad(
-            lambda th, key: train.pg_surrogate(th, prompts, answers, cfg, pg, key, verify, mu)[0]), in_axes=(None, 0)))
+        grad_fn = jax.jit(
+            jax.vmap(
+                jax.grad(lambda th, key: train.pg_surrogate(th, prompts, answers, cfg, pg, key, verify, mu)[0]),
+                in_axes=(None, 0),
+            )
+        )
         keys = jax.random.split(jax.random.key(11), 256)
         z = _projection_z_scores(grad_fn(params, keys), exact_g, key=k)
         assert len(z) >= 8, z  # the gradient, several parameter groups, random directions
@@ -284,8 +303,16 @@ def _interrupt_after(n_checkpoints):
 @pytest.mark.slow
 def test_finetune_killed_and_resumed_ends_with_the_same_numbers(tiny, tmp_path):
     t, cfg, params = tiny
-    pg = train.PGConfig(estimator="pkpo", k=2, n_samples=4, optimizer="adam", learning_rate=1e-2,
-                        steps=6, checkpoint_every=2, track_ks=(1, 2))
+    pg = train.PGConfig(
+        estimator="pkpo",
+        k=2,
+        n_samples=4,
+        optimizer="adam",
+        learning_rate=1e-2,
+        steps=6,
+        checkpoint_every=2,
+        track_ks=(1, 2),
+    )
     args = (params, t.prompts, t.answers, cfg, pg)
     kwargs = dict(key=jax.random.key(5), verifier=task.verify, verifier_args=(t.hard_table, t.exception_table))
     ref_params, ref_traj = train.finetune(*args, **kwargs)
@@ -309,15 +336,25 @@ def test_finetune_killed_and_resumed_ends_with_the_same_numbers(tiny, tmp_path):
 
 def _tiny_experiment_config():
     return experiment.ExperimentConfig(
-        task=TINY_TASK, d_model=16, n_heads=2, n_layers=1, d_mlp=32,
+        task=TINY_TASK,
+        d_model=16,
+        n_heads=2,
+        n_layers=1,
+        d_mlp=32,
         sft=train.SFTConfig(steps=30, batch_size=16, learning_rate=1e-2, checkpoint_every=10),
         ks=(1, 2, 4, 8, 16),
         runs=(
             experiment.RunSpec("exact", "high", "sgd"),
             experiment.RunSpec("pkpo", "low", "adam", (0, 1)),
         ),
-        min_samples=4, sgd_learning_rate=1.0, sgd_steps=4, adam_learning_rate=1e-2, adam_steps=4,
-        checkpoint_every=2, sign_step=1e-3, first_steps=2,
+        min_samples=4,
+        sgd_learning_rate=1.0,
+        sgd_steps=4,
+        adam_learning_rate=1e-2,
+        adam_steps=4,
+        checkpoint_every=2,
+        sign_step=1e-3,
+        first_steps=2,
     )
 
 
@@ -328,8 +365,15 @@ def test_run_experiment_interface_resume_and_figures(tmp_path):
     config = _tiny_experiment_config()
     ref = experiment.run_experiment(config=config, key=jax.random.key(0))
     json.dumps(ref, allow_nan=False)
-    for name in ("k_star_predicted", "agreement_jvp_vs_pergrad_max_abs_err", "last_layer_sign_agreement",
-                 "inner", "cos", "sign_test", "scope"):
+    for name in (
+        "k_star_predicted",
+        "agreement_jvp_vs_pergrad_max_abs_err",
+        "last_layer_sign_agreement",
+        "inner",
+        "cos",
+        "sign_test",
+        "scope",
+    ):
         assert name in ref
     assert ref["agreement_jvp_vs_pergrad_max_abs_err"] < 1e-4
     warm = ref["warm_start"]
@@ -350,8 +394,9 @@ def test_run_experiment_interface_resume_and_figures(tmp_path):
     with pytest.raises(train.Interrupted):
         experiment.run_experiment(config=config, key=jax.random.key(0), checkpoint_dir=tmp_path, progress=progress)
     lines = []
-    resumed = experiment.run_experiment(config=config, key=jax.random.key(0), checkpoint_dir=tmp_path,
-                                        progress=lines.append)
+    resumed = experiment.run_experiment(
+        config=config, key=jax.random.key(0), checkpoint_dir=tmp_path, progress=lines.append
+    )
     assert any("warm start: resumed at step 30/30" in line for line in lines)
     assert any("resumed at step 2/4" in line for line in lines)
     ref.pop("runtime_s"), resumed.pop("runtime_s")

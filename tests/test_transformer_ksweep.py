@@ -28,13 +28,18 @@ INTERVAL_KEYS = {"value", "lower", "upper", "n", "sd"}
 
 def _tiny_rare_rule(steps=30):
     """A rare-rule task at `M = 4` and a tiny model after a short warm start (float32)."""
-    t = task_families.make_family_task("rare-rule", modulus=4, hard_fraction=0.25, sft_hard_fraction=0.5,
-                                       key=jax.random.key(0))
+    t = task_families.make_family_task(
+        "rare-rule", modulus=4, hard_fraction=0.25, sft_hard_fraction=0.5, key=jax.random.key(0)
+    )
     cfg = model.ModelConfig(vocab_size=t.vocab_size, max_len=t.seq_len, d_model=16, n_heads=2, n_layers=1, d_mlp=32)
     params = model.init(jax.random.key(1), cfg)
     params, _ = train.supervised_warm_start(
-        params, t.prompts[t.sft_index], t.answers[t.sft_index], cfg,
-        train.SFTConfig(steps=steps, batch_size=16, learning_rate=1e-2, checkpoint_every=steps), key=jax.random.key(2),
+        params,
+        t.prompts[t.sft_index],
+        t.answers[t.sft_index],
+        cfg,
+        train.SFTConfig(steps=steps, batch_size=16, learning_rate=1e-2, checkpoint_every=steps),
+        key=jax.random.key(2),
     )
     return t, cfg, params
 
@@ -68,7 +73,8 @@ def test_rare_rule_population_and_answers():
     assert len(set(t.sft_index) & set(np.flatnonzero(t.is_hard))) == round(0.4 * n_keep)
     # The same key gives the same population for another warm-start share.
     other = task_families.make_rare_rule_task(
-        task_families.RareRuleConfig(modulus=5, rule_fraction=0.2, sft_rule_fraction=1.0), key=jax.random.key(3))
+        task_families.RareRuleConfig(modulus=5, rule_fraction=0.2, sft_rule_fraction=1.0), key=jax.random.key(3)
+    )
     np.testing.assert_array_equal(other.prompts, t.prompts)
     assert set(t.sft_index) <= set(other.sft_index)
 
@@ -144,9 +150,11 @@ def test_count_route_equals_sampled_answers(tiny):
 def test_unique_answer_runs_refuse_what_they_cannot_draw(tiny):
     t, cfg, params = tiny
     keys = jax.random.split(jax.random.key(0), 2)
-    for fields, match in ((dict(estimator="rloo", k=1), "wrong answers"),
-                          (dict(estimator="pkpo-loo-1", k=2, rule="project-step"), "rule 'project-step'"),
-                          (dict(estimator="pkpo-loo-1", k=2, checkpoint_every=1), "checkpoint_every")):
+    for fields, match in (
+        (dict(estimator="rloo", k=1), "wrong answers"),
+        (dict(estimator="pkpo-loo-1", k=2, rule="project-step"), "rule 'project-step'"),
+        (dict(estimator="pkpo-loo-1", k=2, checkpoint_every=1), "checkpoint_every"),
+    ):
         pg = train.PGConfig(**{"steps": 2, "checkpoint_every": 2, **fields})
         with pytest.raises(ValueError, match=match):
             pg_step.policy_gradient_runs(params, t.prompts, t.answers, cfg, pg, ks=[1, 1], keys=keys)
@@ -160,8 +168,9 @@ def test_exact_runs_step_along_grad_j_k(tiny):
     a, p, _ = exact.agreement_jvp(params, prompts, answers, cfg)
     ks = np.array([1, 2, 5])
     keys = jax.random.split(jax.random.key(0), 3)
-    out = ksweep.sweep_runs(params, t.prompts, t.answers, cfg, ks, keys, np.ones(3, bool), learning_rate=0.5,
-                            n_samples=6, steps=2)
+    out = ksweep.sweep_runs(
+        params, t.prompts, t.answers, cfg, ks, keys, np.ones(3, bool), learning_rate=0.5, n_samples=6, steps=2
+    )
     assert out["p"].shape == (3, 3, t.n_prompts) and out["update_inner"].shape == (3, 2)
     np.testing.assert_allclose(out["p"][:, 0], np.broadcast_to(np.asarray(p), (3, t.n_prompts)), rtol=1e-5)
     np.testing.assert_allclose(out["agreement"][0, 0], np.asarray(a), rtol=1e-3, atol=1e-7)
@@ -176,8 +185,18 @@ def test_sampled_runs_are_unbiased_for_the_exact_step(tiny):
     runs = 64
     ks = np.full(runs, 3)
     exact_run = np.arange(runs) == 0
-    out = ksweep.sweep_runs(params, t.prompts, t.answers, cfg, ks, jax.random.split(jax.random.key(9), runs), exact_run,
-                            learning_rate=0.5, n_samples=4, steps=1)
+    out = ksweep.sweep_runs(
+        params,
+        t.prompts,
+        t.answers,
+        cfg,
+        ks,
+        jax.random.split(jax.random.key(9), runs),
+        exact_run,
+        learning_rate=0.5,
+        n_samples=4,
+        steps=1,
+    )
     sampled = out["update_inner"][1:, 0]
     se = sampled.std(ddof=1) / np.sqrt(sampled.size)
     assert abs(sampled.mean() - out["update_inner"][0, 0]) < 4 * se, (sampled.mean(), out["update_inner"][0, 0], se)
@@ -187,8 +206,9 @@ def test_sampled_runs_are_unbiased_for_the_exact_step(tiny):
 def test_runs_repeat_with_their_keys_and_differ_across_keys(tiny):
     t, cfg, params = tiny
     ks = np.array([2, 2, 2])  # the shapes of the test above: its compiled program serves
-    run = lambda keys: ksweep.sweep_runs(params, t.prompts, t.answers, cfg, ks, keys, np.zeros(3, bool),
-                                         learning_rate=0.5, n_samples=6, steps=2)
+    run = lambda keys: ksweep.sweep_runs(
+        params, t.prompts, t.answers, cfg, ks, keys, np.zeros(3, bool), learning_rate=0.5, n_samples=6, steps=2
+    )
     keys = jnp.stack([jax.random.key(1), jax.random.key(2), jax.random.key(1)])
     first, again = run(keys), run(keys)
     for name in first:
@@ -202,7 +222,7 @@ def test_padding_changes_nothing(tiny):
     """Weight-0 copies appended to the population leave `k*`, `I_k` and the runs unchanged."""
     t, cfg, params = tiny
     prompts, answers, mu = ksweep._pad(t, t.n_prompts + 5)
-    assert prompts.shape[0] == t.n_prompts + 5 and mu[t.n_prompts:].sum() == 0
+    assert prompts.shape[0] == t.n_prompts + 5 and mu[t.n_prompts :].sum() == 0
     a, p, _ = exact.agreement_jvp(params, jnp.asarray(prompts), jnp.asarray(answers), cfg, jnp.asarray(mu, jnp.float32))
     a0, p0, _ = exact.agreement_jvp(params, jnp.asarray(t.prompts), jnp.asarray(t.answers), cfg)
     np.testing.assert_allclose(np.asarray(a)[: t.n_prompts], np.asarray(a0), rtol=1e-4, atol=1e-8)
@@ -214,10 +234,10 @@ def test_padding_changes_nothing(tiny):
     keys = jax.random.split(jax.random.key(0), 3)
     ks = np.array([1, 4, 4])
     runs = np.array([True, True, False])
-    one = ksweep.sweep_runs(params, prompts, answers, cfg, ks, keys, runs, learning_rate=0.5, n_samples=6, steps=2,
-                            mu=mu)
-    two = ksweep.sweep_runs(params, t.prompts, t.answers, cfg, ks, keys, runs, learning_rate=0.5, n_samples=6,
-                            steps=2)
+    one = ksweep.sweep_runs(
+        params, prompts, answers, cfg, ks, keys, runs, learning_rate=0.5, n_samples=6, steps=2, mu=mu
+    )
+    two = ksweep.sweep_runs(params, t.prompts, t.answers, cfg, ks, keys, runs, learning_rate=0.5, n_samples=6, steps=2)
     np.testing.assert_allclose(one["p"][:, :, : t.n_prompts], two["p"], rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(one["update_inner"], two["update_inner"], rtol=1e-3)
 
@@ -235,12 +255,24 @@ def test_explanations_read_the_records():
     """One run per class: `I_k` turned (k* moved), the update pointed the other way (sampling),
     both kept the predicted sign (step too large)."""
     base = {"k_star": [5, 3, 3, 3]}
-    moved = {**base, "j1": np.array([0.5, 0.51, 0.49, 0.40]), "mean_agreement": np.array([0.1, -0.2, -0.2, -0.2]),
-             "update_inner": np.array([0.01, -0.02, -0.03])}
-    sampled = {**base, "j1": np.array([0.5, 0.40, 0.41, 0.42]), "mean_agreement": np.array([0.1, 0.1, 0.1, 0.1]),
-               "update_inner": np.array([-0.05, 0.01, 0.01])}
-    large = {**base, "j1": np.array([0.5, 0.40, 0.41, 0.42]), "mean_agreement": np.array([0.1, 0.1, 0.1, 0.1]),
-             "update_inner": np.array([0.05, 0.01, 0.01])}
+    moved = {
+        **base,
+        "j1": np.array([0.5, 0.51, 0.49, 0.40]),
+        "mean_agreement": np.array([0.1, -0.2, -0.2, -0.2]),
+        "update_inner": np.array([0.01, -0.02, -0.03]),
+    }
+    sampled = {
+        **base,
+        "j1": np.array([0.5, 0.40, 0.41, 0.42]),
+        "mean_agreement": np.array([0.1, 0.1, 0.1, 0.1]),
+        "update_inner": np.array([-0.05, 0.01, 0.01]),
+    }
+    large = {
+        **base,
+        "j1": np.array([0.5, 0.40, 0.41, 0.42]),
+        "mean_agreement": np.array([0.1, 0.1, 0.1, 0.1]),
+        "update_inner": np.array([0.05, 0.01, 0.01]),
+    }
     assert "k* moved" in ksweep_rows.explain(1, -1, 4, -0.1, [moved])
     assert "at step 2" in ksweep_rows.explain(1, -1, 4, -0.1, [moved])
     assert "sampled update" in ksweep_rows.explain(1, -1, 4, -0.1, [sampled])
@@ -263,8 +295,9 @@ def test_bad_input_raises_named_errors(tiny):
     with pytest.raises(TypeError, match="progress"):
         ksweep.ksweep_study(config=QUICK.ksweep, key=jax.random.key(0), progress="print")
     with pytest.raises(ValueError, match="family.*'twist'"):
-        task_families.make_family_task("twist", modulus=5, hard_fraction=0.2, sft_hard_fraction=0.5,
-                                       key=jax.random.key(0))
+        task_families.make_family_task(
+            "twist", modulus=5, hard_fraction=0.2, sft_hard_fraction=0.5, key=jax.random.key(0)
+        )
     with pytest.raises(ValueError, match="rule_fraction"):
         task_families.RareRuleConfig(rule_fraction=0.0)
     with pytest.raises(ValueError, match="rule_fraction"):
@@ -277,11 +310,31 @@ def test_bad_input_raises_named_errors(tiny):
         ksweep.predicted_sign(2, 0)
     t, cfg, params = tiny
     with pytest.raises(ValueError, match="ks"):
-        ksweep.sweep_runs(params, t.prompts, t.answers, cfg, np.array([7]), jax.random.split(jax.random.key(0), 1),
-                          np.zeros(1, bool), learning_rate=0.5, n_samples=6, steps=1)
+        ksweep.sweep_runs(
+            params,
+            t.prompts,
+            t.answers,
+            cfg,
+            np.array([7]),
+            jax.random.split(jax.random.key(0), 1),
+            np.zeros(1, bool),
+            learning_rate=0.5,
+            n_samples=6,
+            steps=1,
+        )
     with pytest.raises(ValueError, match="learning_rate"):
-        ksweep.sweep_runs(params, t.prompts, t.answers, cfg, np.array([2]), jax.random.split(jax.random.key(0), 1),
-                          np.zeros(1, bool), learning_rate=0.0, n_samples=6, steps=1)
+        ksweep.sweep_runs(
+            params,
+            t.prompts,
+            t.answers,
+            cfg,
+            np.array([2]),
+            jax.random.split(jax.random.key(0), 1),
+            np.zeros(1, bool),
+            learning_rate=0.0,
+            n_samples=6,
+            steps=1,
+        )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -300,8 +353,12 @@ def test_quick_table_keys_types_and_sign_rules(quick):
         assert len(stars) >= 3
     n_ks = len(quick["ks"])
     assert quick["ks"] == list(range(1, n_ks + 1)) and len(rows) == n_ks * len(quick["warm_starts"])
-    assert quick["n_samples"] >= 2 * max([w["k_star"] for w in quick["warm_starts"] if w["k_covers_2k_star"]
-                                          and w["k_star"] is not None] + [0]) + 1
+    assert (
+        quick["n_samples"]
+        >= 2
+        * max([w["k_star"] for w in quick["warm_starts"] if w["k_covers_2k_star"] and w["k_star"] is not None] + [0])
+        + 1
+    )
     for row in rows:
         assert ROW_KEYS <= set(row)
         assert isinstance(row["task"], str) and isinstance(row["warm_start"], str)
@@ -313,8 +370,13 @@ def test_quick_table_keys_types_and_sign_rules(quick):
         assert lo <= mid <= hi
         assert row["predicted_sign"] == (-1 if row["k_star"] is not None and row["k"] >= row["k_star"] else 1)
         assert row["observed_sign"] == (0 if lo <= 0 <= hi else int(np.sign(mid)))
-        assert row["verdict"] == ("inconclusive" if row["observed_sign"] == 0 else
-                                  "agree" if row["observed_sign"] == row["predicted_sign"] else "disagree")
+        assert row["verdict"] == (
+            "inconclusive"
+            if row["observed_sign"] == 0
+            else "agree"
+            if row["observed_sign"] == row["predicted_sign"]
+            else "disagree"
+        )
         assert (row["explanation"] is None) == (row["verdict"] == "agree")
         np.testing.assert_allclose(np.mean(row["pass1_change_per_seed"]), mid, rtol=1e-12, atol=1e-15)
         assert len(row["k_star_after"]) == cfg.seeds and len(row["pass1_mean"]) == cfg.steps + 1

@@ -6,11 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny_transformer import make_tiny
 
 from sim.studies import transformer_proxy as proxy
 from sim.transformer import exact, model
 from sim.transformer import task as task_mod
-from tiny_transformer import make_tiny
 
 
 def test_hidden_conflict_case_is_invisible_to_the_last_layer():
@@ -77,19 +77,35 @@ def test_monte_carlo_proxy_runs_and_is_reproducible(tiny):
     prompts, answers = jnp.asarray(t.prompts), jnp.asarray(t.answers)
     a, _, _ = exact.agreement_jvp(params, prompts, answers, cfg)
     a_ll, _, _ = exact.agreement_jvp(params, prompts, answers, cfg, subset=model.LAST_LAYER)
-    run = lambda: proxy.monte_carlo_proxy(params, prompts, cfg, task_mod.verify, (t.hard_table, t.exception_table),
-                                          key=jax.random.key(3), n=8, agreement=a, agreement_proxy=a_ll)
+    run = lambda: proxy.monte_carlo_proxy(
+        params,
+        prompts,
+        cfg,
+        task_mod.verify,
+        (t.hard_table, t.exception_table),
+        key=jax.random.key(3),
+        n=8,
+        agreement=a,
+        agreement_proxy=a_ll,
+    )
     first, second = run(), run()
     assert first == second
     assert first["sign_right_vs_exact"]["n"] == prompts.shape[0] and first["k_star"]["k_max"] == 7
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: proxy.hidden_conflict_case(mu_hard=1.0), "mu_hard must lie in"),
-    (lambda: proxy.proxy_errors(np.zeros(3), np.zeros(3), np.zeros(2), np.zeros(3, bool), [1]), "share one"),
-    (lambda: proxy.monte_carlo_proxy(None, None, None, None, (), key=None, n=2, agreement=None,
-                                     agreement_proxy=None), "n must be an integer >= 3"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: proxy.hidden_conflict_case(mu_hard=1.0), "mu_hard must lie in"),
+        (lambda: proxy.proxy_errors(np.zeros(3), np.zeros(3), np.zeros(2), np.zeros(3, bool), [1]), "share one"),
+        (
+            lambda: proxy.monte_carlo_proxy(
+                None, None, None, None, (), key=None, n=2, agreement=None, agreement_proxy=None
+            ),
+            "n must be an integer >= 3",
+        ),
+    ],
+)
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()

@@ -13,12 +13,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from tiny_transformer import make_tiny
 
-from sim.records import RECORD_NAMES as R
 from passk.presets import QUICK
+from sim.records import RECORD_NAMES as R
 from sim.studies import transformer_safe as safe
 from sim.transformer import checkpoint, exact, pg_step, task, train
-from tiny_transformer import make_tiny
 
 STEPS = 10
 
@@ -30,10 +30,28 @@ def tiny():
 
 def _finetune(tiny, checkpoint_path=None, **fields):
     t, cfg, params = tiny
-    pg = train.PGConfig(**{"estimator": "exact", "k": 8, "learning_rate": 1.0, "steps": STEPS,
-                           "checkpoint_every": STEPS, "track_ks": (8,), **fields})
-    return train.finetune(params, t.prompts, t.answers, cfg, pg, key=jax.random.key(4), verifier=task.verify,
-                          verifier_args=(t.hard_table, t.exception_table), checkpoint_path=checkpoint_path)
+    pg = train.PGConfig(
+        **{
+            "estimator": "exact",
+            "k": 8,
+            "learning_rate": 1.0,
+            "steps": STEPS,
+            "checkpoint_every": STEPS,
+            "track_ks": (8,),
+            **fields,
+        }
+    )
+    return train.finetune(
+        params,
+        t.prompts,
+        t.answers,
+        cfg,
+        pg,
+        key=jax.random.key(4),
+        verifier=task.verify,
+        verifier_args=(t.hard_table, t.exception_table),
+        checkpoint_path=checkpoint_path,
+    )
 
 
 # A frozen copy of the fine-tuning step as it was before training rules existed (commit b1ab911).
@@ -68,9 +86,18 @@ def test_passk_rule_is_the_old_finetune_bit_for_bit(tiny):
     prompts, answers = jnp.asarray(t.prompts), jnp.asarray(t.answers)
     mu = jnp.full((t.n_prompts,), 1.0 / t.n_prompts, jnp.float32)
     args = tuple(jnp.asarray(x) for x in (t.hard_table, t.exception_table))
-    (old_params, _), metrics = _old_chunk((params, optax.sgd(1.0).init(params)), jnp.asarray(0, jnp.int32),
-                                          jax.random.key(4), prompts, answers, mu, args,
-                                          config=cfg, pg=pg, verifier=task.verify)
+    (old_params, _), metrics = _old_chunk(
+        (params, optax.sgd(1.0).init(params)),
+        jnp.asarray(0, jnp.int32),
+        jax.random.key(4),
+        prompts,
+        answers,
+        mu,
+        args,
+        config=cfg,
+        pg=pg,
+        verifier=task.verify,
+    )
     np.testing.assert_array_equal(traj[R.j1][:-1], np.asarray(metrics[R.j1]))
     np.testing.assert_array_equal(traj[R.update_inner], np.asarray(metrics[R.update_inner]))
     for a, b in zip(jax.tree_util.tree_leaves(new_params), jax.tree_util.tree_leaves(old_params)):
@@ -113,15 +140,30 @@ def test_study_returns_the_documented_keys(tiny, monkeypatch):
         seed = int(jax.random.randint(key, (), 0, 1000))
         j1 = 0.5 + 0.01 * np.arange(pg.steps + 1) + 1e-3 * seed
         jk = np.stack([j1 + 0.1, j1 + 0.2], axis=1)
-        return params, {R.j1: j1, R.jk: jk, R.update_inner: np.ones(pg.steps), "mean_reward": np.zeros(pg.steps),
-                        R.k_used: np.full(pg.steps, pg.k)}
+        return params, {
+            R.j1: j1,
+            R.jk: jk,
+            R.update_inner: np.ones(pg.steps),
+            "mean_reward": np.zeros(pg.steps),
+            R.k_used: np.full(pg.steps, pg.k),
+        }
 
     monkeypatch.setattr(safe._experiment, "warm_start", lambda *a, **k: (t, cfg, params, np.zeros(1)))
     monkeypatch.setattr(safe._train, "finetune", fake_finetune)
     monkeypatch.setattr(safe._train, "estimate_smoothness", lambda *a, **k: {"smoothness": 1.0})
     out = safe.safe_update_study(config=QUICK.safe, key=jax.random.key(0))
-    for name in ("k_star", "k_roles", "n_samples", "pass1_warm_start", "smoothness", "fall_tol", "rules",
-                 "settings", "groups", "runtime_s"):
+    for name in (
+        "k_star",
+        "k_roles",
+        "n_samples",
+        "pass1_warm_start",
+        "smoothness",
+        "fall_tol",
+        "rules",
+        "settings",
+        "groups",
+        "runtime_s",
+    ):
         assert name in out
     labels = {g["label"] for g in out["groups"]}
     assert labels == set(out["rules"]) >= {"passk", "project-step", "project-safe-step", "safe-k", "pass1"}
@@ -133,19 +175,22 @@ def test_study_returns_the_documented_keys(tiny, monkeypatch):
         assert len(g["pass1_curve"]) == g["steps"] + 1
 
 
-@pytest.mark.parametrize("fields, name", [
-    (dict(rule="bogus"), "rule"),
-    (dict(rule="project", estimator="rloo", k=1), "rule"),
-    (dict(rule="project-step", estimator="rloo", k=1), "rule"),
-    (dict(rule="mixture-step", mixture_weight=-1.0), "mixture_weight"),
-    (dict(rule="project-safe-step"), "smoothness"),
-    (dict(rule="passk", mixture_weight=1.0), "mixture_weight"),
-    (dict(rule="mixture", mixture_weight=-1.0), "mixture_weight"),
-    (dict(rule="project-safe"), "smoothness"),
-    (dict(rule="project-safe", smoothness=0.0), "smoothness"),
-    (dict(rule="project", smoothness=1.0), "smoothness"),
-    (dict(rule="safe-k", safe_k_every=0), "safe_k_every"),
-])
+@pytest.mark.parametrize(
+    "fields, name",
+    [
+        (dict(rule="bogus"), "rule"),
+        (dict(rule="project", estimator="rloo", k=1), "rule"),
+        (dict(rule="project-step", estimator="rloo", k=1), "rule"),
+        (dict(rule="mixture-step", mixture_weight=-1.0), "mixture_weight"),
+        (dict(rule="project-safe-step"), "smoothness"),
+        (dict(rule="passk", mixture_weight=1.0), "mixture_weight"),
+        (dict(rule="mixture", mixture_weight=-1.0), "mixture_weight"),
+        (dict(rule="project-safe"), "smoothness"),
+        (dict(rule="project-safe", smoothness=0.0), "smoothness"),
+        (dict(rule="project", smoothness=1.0), "smoothness"),
+        (dict(rule="safe-k", safe_k_every=0), "safe_k_every"),
+    ],
+)
 def test_bad_rules_and_combinations_raise_naming_the_argument(fields, name):
     with pytest.raises(ValueError, match=name):
         train.PGConfig(**{"estimator": "exact", "k": 4, **fields})

@@ -94,8 +94,9 @@ def test_weight_is_derivative_of_pass_at_k_autodiff(dtype, k):
     p64 = np.linspace(0.05, 0.9, 11)
     h = 1e-6
     fd = (np.asarray(theory.pass_at_k(p64 + h, k)) - np.asarray(theory.pass_at_k(p64 - h, k))) / (2 * h)
-    np.testing.assert_allclose(np.asarray(jax.vmap(jax.grad(lambda q: theory.pass_at_k(q, k)))(p64)), fd,
-                               rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(
+        np.asarray(jax.vmap(jax.grad(lambda q: theory.pass_at_k(q, k)))(p64)), fd, rtol=1e-7, atol=1e-8
+    )
     assert theory.pass_at_k_weight(p, k).dtype == dtype
 
 

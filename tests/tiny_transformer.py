@@ -19,7 +19,10 @@ def make_tiny():
     cfg = tiny_model_config(t)
     params = model.init(jax.random.key(1), cfg)
     params, _ = train.supervised_warm_start(
-        params, t.prompts[t.sft_index], t.answers[t.sft_index], cfg,
+        params,
+        t.prompts[t.sft_index],
+        t.answers[t.sft_index],
+        cfg,
         train.SFTConfig(steps=30, batch_size=16, learning_rate=1e-2, checkpoint_every=30),
         key=jax.random.key(2),
     )

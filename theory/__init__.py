@@ -17,6 +17,7 @@ from theory.critical import (
     two_group_conflict_threshold,
     two_group_critical_k,
 )
+from theory.estimator_table import ESTIMATOR_TABLE, GradientEstimator, gradient_estimator
 from theory.estimators import (
     grouped_passk_advantages,
     grpo_advantages,
@@ -25,9 +26,7 @@ from theory.estimators import (
     pkpo_weights,
     rloo_advantages,
 )
-from theory.estimator_table import ESTIMATOR_TABLE, GradientEstimator, gradient_estimator
-from theory.implied import IMPLIED_METHODS, implied_prompt_weight
-from theory.implied import implied_weight_unbiased
+from theory.implied import IMPLIED_METHODS, implied_prompt_weight, implied_weight_unbiased
 from theory.interference import (
     agreement_scores,
     conflict_inner_product,

@@ -79,9 +79,7 @@ def _scores(scores, shape, dtype):
     """`(P, n, D)` scores (trailing axes flattened); shapes only (values: :func:`_check_finite`)."""
     arr = _validate.as_float_array("scores", scores)
     if arr.ndim < 3 or arr.shape[:2] != shape:
-        raise ValueError(
-            f"scores must have shape (P, n, D) = {shape + ('D',)} matching rewards; got shape {arr.shape}"
-        )
+        raise ValueError(f"scores must have shape (P, n, D) = {shape + ('D',)} matching rewards; got shape {arr.shape}")
     arr = arr.reshape(shape + (-1,))
     if arr.shape[-1] < 1:
         raise ValueError(f"scores must have at least one coordinate (D >= 1); got shape {arr.shape}")
@@ -255,7 +253,8 @@ def statistics_from_sums(correct, score_sum, score_sq_sum, *, n: int) -> AnswerS
 def checked_statistics(stats) -> AnswerStatistics:
     if not isinstance(stats, AnswerStatistics):
         raise TypeError(
-            f"stats must be an AnswerStatistics (from answer_statistics or statistics_from_sums); got {type(stats).__name__}"
+            "stats must be an AnswerStatistics (from answer_statistics or statistics_from_sums); "
+            f"got {type(stats).__name__}"
         )
     return stats
 

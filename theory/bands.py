@@ -166,8 +166,9 @@ def _first_below(values: np.ndarray) -> int | None:
     return int(hits[0]) + 1 if hits.size else None
 
 
-def read_critical_k(scaled_estimate, scaled_stderr, *, quantile: float, level: float, band: str,
-                    signal_quantile: float) -> CriticalKInterval:
+def read_critical_k(
+    scaled_estimate, scaled_stderr, *, quantile: float, level: float, band: str, signal_quantile: float
+) -> CriticalKInterval:
     """:class:`CriticalKInterval` from estimates at `k = 1 .. k_max` and a quantile.
 
     Signs are read off the scaled estimates and standard errors (each `k`'s pair shares one

@@ -23,10 +23,11 @@ practice are found there.
 from __future__ import annotations
 
 import math
+
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import logsumexp
 import numpy as np
+from jax.scipy.special import logsumexp
 
 from theory import validate as _validate
 from theory.weights import log_one_minus_p_power
@@ -305,9 +306,7 @@ def _two_group_inputs(q, p_hard, a_hard, p_easy, a_easy):
     if not 0 < vals["q"] < 1:
         raise ValueError(f"q (the hard share) must lie in (0, 1); got {vals['q']!r}")
     if not 0 <= vals["p_hard"] < vals["p_easy"] <= 1:
-        raise ValueError(
-            f"need 0 <= p_hard < p_easy <= 1; got p_hard={vals['p_hard']!r}, p_easy={vals['p_easy']!r}"
-        )
+        raise ValueError(f"need 0 <= p_hard < p_easy <= 1; got p_hard={vals['p_hard']!r}, p_easy={vals['p_easy']!r}")
     if not vals["a_hard"] < 0:
         raise ValueError(f"a_hard must be negative (the hard group interferes); got {vals['a_hard']!r}")
     if not vals["a_easy"] > 0:

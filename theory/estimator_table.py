@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import types
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import jax.numpy as jnp
 
@@ -84,7 +84,7 @@ class GradientEstimator:
     k_offset: int
     min_n: int
     binary_only: bool
-    contrast: Optional[Callable]
+    contrast: Callable | None
     limit: Callable
     reference: str
 
@@ -99,7 +99,7 @@ class GradientEstimator:
         adv = self.advantages(rewards, k)
         return adv if self.summed else adv / jnp.shape(adv)[-1]
 
-    def max_k(self, n: int) -> Optional[int]:
+    def max_k(self, n: int) -> int | None:
         """The largest `k` allowed for a group of `n` (`n - k_offset`), None when `k` does not apply."""
         return n - self.k_offset if self.needs_k else None
 
@@ -172,32 +172,97 @@ def _reinforce(rewards, k):
 
 _PKPO = "Walder & Karkhanis 2025, Pass@K Policy Optimization"
 
-ESTIMATOR_TABLE = types.MappingProxyType({
-    entry.name: entry
-    for entry in (
-        GradientEstimator("reinforce", _reinforce, summed=False, needs_k=False, k_offset=0, min_n=1, binary_only=False,
-                          contrast=None, limit=_one, reference="Williams 1992 (A_i = r_i)"),
-        GradientEstimator("rloo", lambda r, k: rloo_advantages(r), summed=False, needs_k=False,
-                          k_offset=0, min_n=2, binary_only=False, contrast=None, limit=_one,
-                          reference="Kool et al. 2019; Ahmadian et al. 2024"),
-        GradientEstimator("grpo", lambda r, k: grpo_advantages(r), summed=False, needs_k=False,
-                          k_offset=0, min_n=1, binary_only=False, contrast=_grpo_contrast, limit=_grpo_limit,
-                          reference="Shao et al. 2024"),
-        GradientEstimator("pkpo", lambda r, k: pkpo_weights(r, k), summed=True, needs_k=True,
-                          k_offset=0, min_n=1, binary_only=False, contrast=_pkpo_contrast, limit=pass_at_k_weight,
-                          reference=_PKPO),
-        GradientEstimator("pkpo-loo", lambda r, k: pkpo_weights(r, k, baseline="loo"), summed=True,
-                          needs_k=True, k_offset=1, min_n=2, binary_only=False, contrast=_pkpo_contrast,
-                          limit=pass_at_k_weight, reference=_PKPO + " (leave-one-out baseline)"),
-        GradientEstimator("pkpo-loo-1", lambda r, k: pkpo_weights(r, k, baseline="loo-1"),
-                          summed=True, needs_k=True, k_offset=0, min_n=1, binary_only=False,
-                          contrast=_pkpo_loo_1_contrast, limit=pass_at_k_weight,
-                          reference=_PKPO + " (k-1 subset baseline)"),
-        GradientEstimator("grouped-passk", grouped_passk_advantages, summed=False, needs_k=True,
-                          k_offset=0, min_n=1, binary_only=True, contrast=_grouped_contrast, limit=_grouped_limit,
-                          reference="Chen et al. 2025, Pass@k Training"),
-    )
-})
+ESTIMATOR_TABLE = types.MappingProxyType(
+    {
+        entry.name: entry
+        for entry in (
+            GradientEstimator(
+                "reinforce",
+                _reinforce,
+                summed=False,
+                needs_k=False,
+                k_offset=0,
+                min_n=1,
+                binary_only=False,
+                contrast=None,
+                limit=_one,
+                reference="Williams 1992 (A_i = r_i)",
+            ),
+            GradientEstimator(
+                "rloo",
+                lambda r, k: rloo_advantages(r),
+                summed=False,
+                needs_k=False,
+                k_offset=0,
+                min_n=2,
+                binary_only=False,
+                contrast=None,
+                limit=_one,
+                reference="Kool et al. 2019; Ahmadian et al. 2024",
+            ),
+            GradientEstimator(
+                "grpo",
+                lambda r, k: grpo_advantages(r),
+                summed=False,
+                needs_k=False,
+                k_offset=0,
+                min_n=1,
+                binary_only=False,
+                contrast=_grpo_contrast,
+                limit=_grpo_limit,
+                reference="Shao et al. 2024",
+            ),
+            GradientEstimator(
+                "pkpo",
+                lambda r, k: pkpo_weights(r, k),
+                summed=True,
+                needs_k=True,
+                k_offset=0,
+                min_n=1,
+                binary_only=False,
+                contrast=_pkpo_contrast,
+                limit=pass_at_k_weight,
+                reference=_PKPO,
+            ),
+            GradientEstimator(
+                "pkpo-loo",
+                lambda r, k: pkpo_weights(r, k, baseline="loo"),
+                summed=True,
+                needs_k=True,
+                k_offset=1,
+                min_n=2,
+                binary_only=False,
+                contrast=_pkpo_contrast,
+                limit=pass_at_k_weight,
+                reference=_PKPO + " (leave-one-out baseline)",
+            ),
+            GradientEstimator(
+                "pkpo-loo-1",
+                lambda r, k: pkpo_weights(r, k, baseline="loo-1"),
+                summed=True,
+                needs_k=True,
+                k_offset=0,
+                min_n=1,
+                binary_only=False,
+                contrast=_pkpo_loo_1_contrast,
+                limit=pass_at_k_weight,
+                reference=_PKPO + " (k-1 subset baseline)",
+            ),
+            GradientEstimator(
+                "grouped-passk",
+                grouped_passk_advantages,
+                summed=False,
+                needs_k=True,
+                k_offset=0,
+                min_n=1,
+                binary_only=True,
+                contrast=_grouped_contrast,
+                limit=_grouped_limit,
+                reference="Chen et al. 2025, Pass@k Training",
+            ),
+        )
+    }
+)
 """Every gradient estimator by name (read-only)."""
 
 

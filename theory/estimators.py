@@ -89,9 +89,7 @@ def _counts(n, c, k, *, k_offset: int):
     try:
         jnp.broadcast_shapes(n.shape, c.shape, k.shape)
     except ValueError as err:
-        raise ValueError(
-            f"n, c and k must broadcast together; got shapes {n.shape}, {c.shape}, {k.shape}"
-        ) from err
+        raise ValueError(f"n, c and k must broadcast together; got shapes {n.shape}, {c.shape}, {k.shape}") from err
     hn, hc, hk = _host(n), _host(c), _host(k)
     if hn is not None and hc is not None:
         bn, bc = np.broadcast_arrays(hn, hc)
@@ -109,8 +107,7 @@ def _counts(n, c, k, *, k_offset: int):
             i = np.argwhere(bad)[0] if bad.ndim else ()
             bound = "n" if k_offset == 0 else f"n + {k_offset}"
             raise ValueError(
-                f"k must be <= {bound}; got k={int(bk[tuple(i)])} with n={int(bn[tuple(i)])}"
-                f"{_where(bk, bad)}"
+                f"k must be <= {bound}; got k={int(bk[tuple(i)])} with n={int(bn[tuple(i)])}{_where(bk, bad)}"
             )
     return n, c, k
 
@@ -191,8 +188,7 @@ def _group_rewards(rewards, who: str):
     rewards = _validate.probability("rewards", rewards)
     if rewards.ndim == 0:
         raise ValueError(
-            f"rewards must have a group axis (shape (..., n), one entry per sample); got a scalar "
-            f"{rewards!r} in {who}"
+            f"rewards must have a group axis (shape (..., n), one entry per sample); got a scalar {rewards!r} in {who}"
         )
     return rewards
 
@@ -207,8 +203,7 @@ def _group_k(k, rewards, *, limit: int, what: str):
         ok = False
     if not ok:
         raise ValueError(
-            f"k must be a scalar or broadcast against the batch axes {batch} of rewards; "
-            f"got shape {k.shape}"
+            f"k must be a scalar or broadcast against the batch axes {batch} of rewards; got shape {k.shape}"
         )
     hk = _host(k)
     if hk is not None:
@@ -395,8 +390,7 @@ def grouped_passk_advantages(rewards, k):
         if bad.any():
             first = host[tuple(np.argwhere(bad)[0])] if host.ndim else host
             raise ValueError(
-                f"rewards must be binary (0 or 1) for grouped_passk_advantages; got "
-                f"{float(first)!r}{_where(host, bad)}"
+                f"rewards must be binary (0 or 1) for grouped_passk_advantages; got {float(first)!r}{_where(host, bad)}"
             )
     n = rewards.shape[-1]
     k = _group_k(k, rewards, limit=n, what="N")
@@ -424,7 +418,6 @@ def _grpo_kernel(rewards):
     constant = jnp.all(rewards == rewards[..., :1], axis=-1, keepdims=True)
     safe_std = jnp.where(constant, 1, std)
     return jnp.where(constant, jnp.zeros_like(rewards), (rewards - mean) / safe_std)
-
 
 
 def grpo_count_advantages(n: int, c, dtype):
@@ -494,7 +487,5 @@ def rloo_advantages(rewards):
     """
     rewards = _group_rewards(rewards, "rloo_advantages")
     if rewards.shape[-1] < 2:
-        raise ValueError(
-            f"rloo_advantages needs groups of n >= 2 samples; got rewards of shape {rewards.shape}"
-        )
+        raise ValueError(f"rloo_advantages needs groups of n >= 2 samples; got rewards of shape {rewards.shape}")
     return _rloo_kernel(rewards)

@@ -59,8 +59,11 @@ def _finite_weight(p, k, method, n):
     pe = p[..., None]
     # Binomial(n-1, p) law of c'; xlogy/xlog1py make 0 log 0 = 0 at p = 0 and p = 1.
     log_pmf = (
-        gammaln(jnp.asarray(n, dtype)) - gammaln(others + 1.0) - gammaln(n - others.astype(dtype))
-        + xlogy(others.astype(dtype), pe) + xlog1py((n - 1 - others).astype(dtype), -pe)
+        gammaln(jnp.asarray(n, dtype))
+        - gammaln(others + 1.0)
+        - gammaln(n - others.astype(dtype))
+        + xlogy(others.astype(dtype), pe)
+        + xlog1py((n - 1 - others).astype(dtype), -pe)
     )
     contrast = ESTIMATOR_TABLE[method].contrast(others, k[..., None], n, dtype)
     return jnp.sum(jnp.exp(log_pmf) * contrast, axis=-1)
@@ -130,9 +133,7 @@ def implied_prompt_weight(method, p, *, k=None, n=None):
         try:
             jnp.broadcast_shapes(k.shape, p.shape)
         except ValueError as err:
-            raise ValueError(
-                f"k must broadcast against p; got shapes {k.shape} and {p.shape}"
-            ) from err
+            raise ValueError(f"k must broadcast against p; got shapes {k.shape} and {p.shape}") from err
     if n is None or entry.contrast is None:
         # contrast None: h(c') = 1 for every c', so the binomial sum is exactly 1 at every n.
         return entry.limit(p, k)

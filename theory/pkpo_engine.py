@@ -137,8 +137,7 @@ def _sorted_pkpo(r, k, baseline):
         alpha, _ = max_at_k_coefficients(n - 1, k, dtype)
         cum = _loo_cumulative(alpha, k, dtype)
         steps = cum * (r[..., 1:] - r[..., :-1])
-        below = jnp.concatenate(
-            [jnp.zeros_like(r[..., :1]), cum * r[..., :-1] - _exclusive_prefix_sum(steps)], axis=-1)
+        below = jnp.concatenate([jnp.zeros_like(r[..., :1]), cum * r[..., :-1] - _exclusive_prefix_sum(steps)], axis=-1)
         above = _pad_last(_suffix_by_parts(alpha, r[..., 1:]))
         return weights, below + above
     return weights, None
@@ -176,9 +175,7 @@ def _bitonic_sort_axis0(x):
     while size <= n:
         block = x.reshape((n // size, 2, size // 2) + rest)
         low, high = block[:, 0], jnp.flip(block[:, 1], axis=1)
-        x = jnp.concatenate(
-            [jnp.minimum(low, high), jnp.flip(jnp.maximum(low, high), axis=1)], axis=1
-        ).reshape(x.shape)
+        x = jnp.concatenate([jnp.minimum(low, high), jnp.flip(jnp.maximum(low, high), axis=1)], axis=1).reshape(x.shape)
         stride = size // 4
         while stride:
             block = x.reshape((n // (2 * stride), 2, stride) + rest)
@@ -307,14 +304,14 @@ def _count_tables(n: int, k, baseline, dtype):
         correct = jnp.take(a, jnp.minimum(n - c, n - 1), axis=-1)
         return correct, jnp.zeros_like(correct), None
     # correct k/n = A[n-1]; incorrect sum_{u>=n-c} B[u] = (k/n) rho(n-1, c, k-1), 0 when c = 0
-    correct = jnp.broadcast_to(a[..., n - 1:], shape)
+    correct = jnp.broadcast_to(a[..., n - 1 :], shape)
     suffix_b = _pad_last(lax.cumsum(b[..., 1:], axis=b.ndim - 1, reverse=True))
     incorrect = jnp.take(suffix_b, incorrect_at, axis=-1)
     if baseline == "loo":
         alpha, _ = max_at_k_coefficients(n - 1, k, dtype)
         cum = _loo_cumulative(alpha, k, dtype)
         # correct (t = n-1): below = F[n-2] [c >= 2] - F[n-c-1] [2 <= c <= n-1], above = 0
-        top = jnp.where(c >= 2, cum[..., n - 2:], 0)
+        top = jnp.where(c >= 2, cum[..., n - 2 :], 0)
         inner = (c >= 2) & (c <= n - 1)
         step = jnp.where(inner, jnp.take(cum, jnp.clip(n - c - 1, 0, n - 2), axis=-1), 0)
         # `+ 0` and `0 +` mirror the vanishing `above` and `below` terms of the sorted path.
@@ -343,10 +340,8 @@ def _pkpo_count_kernel(rewards, k, baseline):
             if_correct, if_incorrect = if_correct[c], if_incorrect[c]
         else:
             idx = c[..., None]
-            if_correct = jnp.take_along_axis(
-                jnp.broadcast_to(if_correct, batch + (n + 1,)), idx, -1)[..., 0]
-            if_incorrect = jnp.take_along_axis(
-                jnp.broadcast_to(if_incorrect, batch + (n + 1,)), idx, -1)[..., 0]
+            if_correct = jnp.take_along_axis(jnp.broadcast_to(if_correct, batch + (n + 1,)), idx, -1)[..., 0]
+            if_incorrect = jnp.take_along_axis(jnp.broadcast_to(if_incorrect, batch + (n + 1,)), idx, -1)[..., 0]
         return jnp.where(is_correct, if_correct[..., None], if_incorrect[..., None])
 
     return per_sample(correct, incorrect), None if others is None else per_sample(*others)

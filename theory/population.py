@@ -88,13 +88,17 @@ def _inputs(rewards, alignments, folds, mask):
         raise ValueError(f"alignments must hold F >= 2 folds (cross-fitting needs another fold); got F = {n_folds}")
     folds = _validate.integer("folds", folds, minimum=0)
     if folds.shape != (n_prompts,):
-        raise ValueError(f"folds must have shape (P,) = ({n_prompts},), one fold id per prompt; got shape {folds.shape}")
+        raise ValueError(
+            f"folds must have shape (P,) = ({n_prompts},), one fold id per prompt; got shape {folds.shape}"
+        )
     if mask is None:
         mask = np.ones((n_prompts, n), bool)
     else:
         mask = jnp.asarray(mask)
         if mask.dtype != jnp.bool_ or mask.shape != (n_prompts, n):
-            raise ValueError(f"mask must be a bool array of shape (P, n) = ({n_prompts}, {n}); got {mask.dtype} {mask.shape}")
+            raise ValueError(
+                f"mask must be a bool array of shape (P, n) = ({n_prompts}, {n}); got {mask.dtype} {mask.shape}"
+            )
     own = np.arange(n_folds)[None, :] == np.asarray(folds)[:, None] if _validate.is_concrete(folds) else None
     if _validate.is_concrete(folds):
         host = np.asarray(folds)
@@ -107,15 +111,19 @@ def _inputs(rewards, alignments, folds, mask):
     if _validate.is_concrete(mask):
         counts = np.asarray(mask).sum(axis=1)
         if np.any(counts < 1):
-            raise ValueError(f"mask must keep at least one answer per prompt; prompt {int(np.flatnonzero(counts < 1)[0])} has none")
+            raise ValueError(
+                f"mask must keep at least one answer per prompt; prompt {int(np.flatnonzero(counts < 1)[0])} has none"
+            )
     if own is not None and _validate.is_concrete(t) and _validate.is_concrete(mask):
         # The own fold's value is ignored (a log writes null there); every other must be finite.
         used = np.asarray(mask)[:, :, None] & ~own[:, None, :]
         bad = used & ~np.isfinite(np.asarray(t))
         if bad.any():
             i, j, f = (int(x) for x in np.argwhere(bad)[0])
-            raise ValueError(f"alignments must be finite off the answer's own fold; got {np.asarray(t)[i, j, f]!r} "
-                             f"at prompt {i}, answer {j}, fold {f}")
+            raise ValueError(
+                f"alignments must be finite off the answer's own fold; got {np.asarray(t)[i, j, f]!r} "
+                f"at prompt {i}, answer {j}, fold {f}"
+            )
     return r, t, folds, jnp.asarray(mask), n_folds
 
 
@@ -215,8 +223,9 @@ def population_inner_product(rewards, alignments, folds, ks, *, mask=None) -> Po
     return _core(r, t, folds, mask, k, n_folds)
 
 
-def population_critical_k(rewards, alignments, folds, *, mask=None, level=0.95, key=None,
-                          k_max: int | None = None) -> _bands.CriticalKInterval:
+def population_critical_k(
+    rewards, alignments, folds, *, mask=None, level=0.95, key=None, k_max: int | None = None
+) -> _bands.CriticalKInterval:
     """`k*` of the population `I_k` with an interval from a simultaneous band (SPEC sections 10, 11).
 
     Evaluates :func:`population_inner_product` at `k = 1 .. k_max` and reads the interval off the
@@ -236,8 +245,10 @@ def population_critical_k(rewards, alignments, folds, *, mask=None, level=0.95, 
     level = _validate.level("level", level)
     r, t, folds, mask, n_folds = _inputs(rewards, alignments, folds, mask)
     if n_folds < 3:
-        raise ValueError(f"alignments must hold F >= 3 folds for an interval (the jackknife deletes a fold and "
-                         f"needs two left); got F = {n_folds}")
+        raise ValueError(
+            f"alignments must hold F >= 3 folds for an interval (the jackknife deletes a fold and "
+            f"needs two left); got F = {n_folds}"
+        )
     cap = int(np.asarray(jnp.sum(mask, axis=1)).min())
     k_max = cap if k_max is None else _validate.python_int("k_max", k_max, minimum=1)
     ks = _orders(np.arange(1, k_max + 1), jnp.sum(mask, axis=1))
@@ -246,6 +257,10 @@ def population_critical_k(rewards, alignments, folds, *, mask=None, level=0.95, 
     corr = _bands.jackknife_correlation(np.asarray(inner.deleted))
     q = _bands.simultaneous_quantile(corr, level=level, dof=dof, key=key)
     return _bands.read_critical_k(
-        inner.scaled_estimate, inner.scaled_stderr, quantile=q, level=level,
-        band="bonferroni" if key is None else "max-t", signal_quantile=_bands.t_quantile(level, dof),
+        inner.scaled_estimate,
+        inner.scaled_stderr,
+        quantile=q,
+        level=level,
+        band="bonferroni" if key is None else "max-t",
+        signal_quantile=_bands.t_quantile(level, dof),
     )

@@ -384,7 +384,10 @@ def _inner_answers_jit(r, s, stats_tree, mu, k):
 
 
 def inner_product_from_statistics(stats: AnswerStatistics, ks, *, mu=None) -> SampledInner:
-    """:func:`sampled_inner_product` from :class:`AnswerStatistics` (see :func:`theory.answers.statistics_from_sums`)."""
+    """:func:`sampled_inner_product` from :class:`AnswerStatistics`.
+
+    (See :func:`theory.answers.statistics_from_sums`.)
+    """
     stats = checked_statistics(stats)
     mu = _weights(stats, mu)
     k = _orders("ks", ks, stats.n)

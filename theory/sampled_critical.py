@@ -128,8 +128,11 @@ def critical_k_from_inner(inner: SampledInner, *, level=0.95) -> SampledCritical
         raise ValueError(f"inner must hold k = 1 .. k_max (one axis); got shape {np.shape(inner.scaled_estimate)}")
     est, lo, hi = (int(v) for v in _bounds_jit(inner, _z(level), k_max=k_max))
     return SampledCriticalK(
-        estimate=k_star_or_none(est, k_max), lower=k_star_or_none(lo, k_max), upper=k_star_or_none(hi, k_max),
-        k_max=k_max, level=level,
+        estimate=k_star_or_none(est, k_max),
+        lower=k_star_or_none(lo, k_max),
+        upper=k_star_or_none(hi, k_max),
+        k_max=k_max,
+        level=level,
     )
 
 
@@ -143,8 +146,9 @@ def sampled_critical_k_jax(rewards, scores, *, mu=None, level=0.95, stderr: str 
     _stderr_kind(stderr)
     if stderr == "answers":
         r, s, stats = read_answers(rewards, scores)
-        return _critical_answers_jit(r, s, stats_tree(stats), _validate.prompt_weights(mu, r.shape[0], s.dtype),
-                                     _z(level))
+        return _critical_answers_jit(
+            r, s, stats_tree(stats), _validate.prompt_weights(mu, r.shape[0], s.dtype), _z(level)
+        )
     stats, mu = _inputs(rewards, scores, mu)
     _positive_prompts(mu, stats.correct.shape[0])
     return _critical_core(stats, mu, _z(level))
@@ -179,8 +183,11 @@ def sampled_critical_k(rewards, scores, *, mu=None, level=0.95, stderr: str = "p
     k_max = r.shape[1] - 1
     est, lo, hi = (int(v) for v in _critical_answers_jit(r, s, stats_tree(stats), mu, _z(level)))
     return SampledCriticalK(
-        estimate=k_star_or_none(est, k_max), lower=k_star_or_none(lo, k_max), upper=k_star_or_none(hi, k_max),
-        k_max=k_max, level=level,
+        estimate=k_star_or_none(est, k_max),
+        lower=k_star_or_none(lo, k_max),
+        upper=k_star_or_none(hi, k_max),
+        k_max=k_max,
+        level=level,
     )
 
 

@@ -112,7 +112,8 @@ def integer(name: str, x, *, minimum: int | None = None):
             raise TypeError(f"{name} must be an integer or integer array; got {x!r}") from err
         if arr.dtype == jnp.bool_ or not jnp.issubdtype(arr.dtype, jnp.integer):
             raise TypeError(
-                f"{name} must be an integer or integer array; got dtype {arr.dtype} ({_describe(x) if is_concrete(x) else 'traced'})"
+                f"{name} must be an integer or integer array; got dtype {arr.dtype} "
+                f"({_describe(x) if is_concrete(x) else 'traced'})"
             )
         host = np.asarray(arr) if is_concrete(arr) else None
     if minimum is not None and host is not None:
@@ -144,8 +145,7 @@ def prompt_weights(mu, n_prompts: int, dtype, *, name: str = "mu"):
     arr = as_float_array(name, mu).astype(dtype)
     if arr.ndim == 0 or arr.shape[-1] != n_prompts:
         raise ValueError(
-            f"{name} must have {n_prompts} entries on its last axis (one per prompt); "
-            f"got shape {arr.shape}"
+            f"{name} must have {n_prompts} entries on its last axis (one per prompt); got shape {arr.shape}"
         )
     if is_concrete(arr):
         host = np.asarray(arr, dtype=np.float64)
@@ -162,17 +162,14 @@ def prompt_weights(mu, n_prompts: int, dtype, *, name: str = "mu"):
 def same_shape(name_a: str, a, name_b: str, b) -> None:
     """Raise when two arrays that pair entry for entry have different shapes."""
     if jnp.shape(a) != jnp.shape(b):
-        raise ValueError(
-            f"{name_a} and {name_b} must have the same shape; got {jnp.shape(a)} and {jnp.shape(b)}"
-        )
+        raise ValueError(f"{name_a} and {name_b} must have the same shape; got {jnp.shape(a)} and {jnp.shape(b)}")
 
 
 def leading_axis(name: str, x, size: int, other: str) -> None:
     """Raise unless `x.shape[0] == size` (per-prompt arrays pair with `other`)."""
     if jnp.ndim(x) == 0 or jnp.shape(x)[0] != size:
         raise ValueError(
-            f"{name} must have a leading axis of length {size} (the prompts of {other}); "
-            f"got shape {jnp.shape(x)}"
+            f"{name} must have a leading axis of length {size} (the prompts of {other}); got shape {jnp.shape(x)}"
         )
 
 
@@ -187,7 +184,9 @@ def binary_rewards(name: str, rewards):
         arr = jnp.asarray(rewards)
     except TypeError as err:
         raise TypeError(f"{name} must be an array of 0/1 rewards of shape (P, n); got {rewards!r}") from err
-    if not (arr.dtype == jnp.bool_ or jnp.issubdtype(arr.dtype, jnp.integer) or jnp.issubdtype(arr.dtype, jnp.floating)):
+    if not (
+        arr.dtype == jnp.bool_ or jnp.issubdtype(arr.dtype, jnp.integer) or jnp.issubdtype(arr.dtype, jnp.floating)
+    ):
         raise TypeError(f"{name} must be bool, integer or float; got dtype {arr.dtype}")
     if arr.ndim != 2:
         raise ValueError(f"{name} must have shape (P, n) (prompts, answers); got shape {arr.shape}")
@@ -214,4 +213,3 @@ def level(name: str, value) -> float:
     if not 0.0 < value < 1.0:
         raise ValueError(f"{name} must lie in (0, 1) (for example 0.95); got {value!r}")
     return value
-

@@ -53,12 +53,12 @@ def split_path(path: str) -> list[str]:
     segments = []
     position = 0
     for match in _SEGMENT.finditer(path):
-        gap = path[position:match.start()]
+        gap = path[position : match.start()]
         if gap not in ("", "."):
             raise ResultKeyError(f"result path {path!r}: cannot read {gap!r}")
         segments.append(match.group(1) if match.group(1) is not None else match.group(2))
         position = match.end()
-        if path[position:position + 1] == ".":
+        if path[position : position + 1] == ".":
             position += 1
     if position != len(path) or not segments:
         raise ResultKeyError(f"result path {path!r}: cannot read it")
@@ -83,7 +83,9 @@ def lookup(path: str, data: dict):
             try:
                 value = value[int(key)]
             except (ValueError, IndexError):
-                raise ResultKeyError(f"result path {path!r}: {where} is a list of {len(value)}, no index {key!r}") from None
+                raise ResultKeyError(
+                    f"result path {path!r}: {where} is a list of {len(value)}, no index {key!r}"
+                ) from None
         else:
             raise ResultKeyError(f"result path {path!r}: {where} is {value!r}, not a table")
     return value

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 
@@ -26,8 +26,14 @@ PAUSE_S = 0.2
 WARM_BELOW_S = 0.5
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, *, reduce=statistics.median,
-                pause_s: float = PAUSE_S, warm_below_s: float = WARM_BELOW_S) -> dict[str, float]:
+def interleaved(
+    fns: dict[str, Callable[[], object]],
+    repeats: int,
+    *,
+    reduce=statistics.median,
+    pause_s: float = PAUSE_S,
+    warm_below_s: float = WARM_BELOW_S,
+) -> dict[str, float]:
     """Median seconds (or `reduce` of the repeats) of each function, timed in turn (A, B, A, B, ...).
 
     Interleaving spreads the noise of a shared machine (other processes, frequency changes) over

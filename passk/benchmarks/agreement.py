@@ -44,8 +44,9 @@ def setup(key, *, modulus: int, d_model: int = 64, n_layers: int = 2):
     """`(params, prompts, answers, config)` for the task of `modulus` with a random network."""
     k_task, k_model = jax.random.split(key)
     t = task.make_task(task.TaskConfig(modulus=modulus), key=k_task)
-    config = model.ModelConfig(vocab_size=t.vocab_size, max_len=t.seq_len, d_model=d_model,
-                               n_heads=4, n_layers=n_layers, d_mlp=2 * d_model)
+    config = model.ModelConfig(
+        vocab_size=t.vocab_size, max_len=t.seq_len, d_model=d_model, n_heads=4, n_layers=n_layers, d_mlp=2 * d_model
+    )
     params = model.init(k_model, config)
     return params, jnp.asarray(t.prompts), jnp.asarray(t.answers), config
 
@@ -128,10 +129,26 @@ def bench(*, quick: bool, key, repeats: int | None = None) -> list[dict]:
             tag = f"P={p}" + ("" if width == 64 else f", d_model={width}")
             ratio_pg = med["pergrad"] / med["jvp"]
             # A route to agreements that first computes grad J_1 costs at least one batch gradient.
-            rows.append(row(f"agreement[{tag}] vs per-prompt grads", med["jvp"], med["pergrad"],
-                            ">= 4x at P=512, widening with P", met=bool(ratio_pg >= 4),
-                            ratio_ceiling={"batch_grad": med["pergrad"] / med["batch_grad"]}, **common))
+            rows.append(
+                row(
+                    f"agreement[{tag}] vs per-prompt grads",
+                    med["jvp"],
+                    med["pergrad"],
+                    ">= 4x at P=512, widening with P",
+                    met=bool(ratio_pg >= 4),
+                    ratio_ceiling={"batch_grad": med["pergrad"] / med["batch_grad"]},
+                    **common,
+                )
+            )
             ratio_b = med["batch_grad"] / med["jvp"]
-            rows.append(row(f"agreement[{tag}] vs one batch grad", med["jvp"], med["batch_grad"],
-                            "<= 2x one batch gradient (ratio >= 0.5)", met=bool(ratio_b >= 0.5), **common))
+            rows.append(
+                row(
+                    f"agreement[{tag}] vs one batch grad",
+                    med["jvp"],
+                    med["batch_grad"],
+                    "<= 2x one batch gradient (ratio >= 0.5)",
+                    met=bool(ratio_b >= 0.5),
+                    **common,
+                )
+            )
     return rows

@@ -118,8 +118,19 @@ def _core_prompts_slow(f, r, theta, mu, dtype, with_agreement=True):
     return p, a, g1, grad
 
 
-def numpy_train(features, rewards, mu, theta0, *, k: int, steps: int, learning_rate: float, k_max: int,
-                prompts_fast: bool = True, record_every: int = 1):
+def numpy_train(
+    features,
+    rewards,
+    mu,
+    theta0,
+    *,
+    k: int,
+    steps: int,
+    learning_rate: float,
+    k_max: int,
+    prompts_fast: bool = True,
+    record_every: int = 1,
+):
     """Exact pass@k training of one bandit by SGD, with the records of :func:`sim.train_sweep`.
 
     Args:
@@ -190,16 +201,34 @@ def numpy_train(features, rewards, mu, theta0, *, k: int, steps: int, learning_r
     return out
 
 
-def numpy_sweep(bandits, theta0s, *, ks, steps: int, learning_rate: float, k_max: int, prompts_fast: bool = True,
-                record_every: int = 1) -> dict:
+def numpy_sweep(
+    bandits,
+    theta0s,
+    *,
+    ks,
+    steps: int,
+    learning_rate: float,
+    k_max: int,
+    prompts_fast: bool = True,
+    record_every: int = 1,
+) -> dict:
     """:func:`numpy_train` for every (regime, k), one after another; arrays shaped `(R, K, ...)`."""
     feats, rewards, mu = (np.asarray(x) for x in jax.tree_util.tree_leaves(bandits))
     theta0s = np.asarray(theta0s)
     runs = [
         [
-            numpy_train(feats[r], rewards[r], mu[r], theta0s[r], k=int(k), steps=steps,
-                        learning_rate=learning_rate, k_max=k_max, prompts_fast=prompts_fast,
-                        record_every=record_every)
+            numpy_train(
+                feats[r],
+                rewards[r],
+                mu[r],
+                theta0s[r],
+                k=int(k),
+                steps=steps,
+                learning_rate=learning_rate,
+                k_max=k_max,
+                prompts_fast=prompts_fast,
+                record_every=record_every,
+            )
             for k in ks
         ]
         for r in range(feats.shape[0])
@@ -212,24 +241,54 @@ def numpy_sweep(bandits, theta0s, *, ks, steps: int, learning_rate: float, k_max
 
 #: Full and quick sizes. `k_max` bounds the per-step `k*` search of the records (see README);
 #: `record_every` lists the variants timed: diagnostics at every step, and every N steps.
-FULL = dict(n_prompts=4096, n_actions=4, dim=8, n_regimes=8, ks=(1, 2, 3, 4, 6, 8, 12, 16), steps=500,
-            k_max=16, learning_rate=1.0, repeats=2, record_every=(1, 50))
+FULL = dict(
+    n_prompts=4096,
+    n_actions=4,
+    dim=8,
+    n_regimes=8,
+    ks=(1, 2, 3, 4, 6, 8, 12, 16),
+    steps=500,
+    k_max=16,
+    learning_rate=1.0,
+    repeats=2,
+    record_every=(1, 50),
+)
 #: Targets on `ours_s / hardware_s` by `record_every`: every diagnostic at every step, and every 50
 #: steps (10 at the quick size).
 FLOOR_TARGETS = {1: 6, 50: 3, 10: 3}
-QUICK = dict(n_prompts=1024, n_actions=4, dim=8, n_regimes=2, ks=(1, 2, 4, 8), steps=50, k_max=8,
-             learning_rate=1.0, repeats=2, record_every=(1, 10))
+QUICK = dict(
+    n_prompts=1024,
+    n_actions=4,
+    dim=8,
+    n_regimes=2,
+    ks=(1, 2, 4, 8),
+    steps=50,
+    k_max=8,
+    learning_rate=1.0,
+    repeats=2,
+    record_every=(1, 10),
+)
 
 
-def run_sweep(bandits, theta0s, *, ks, steps: int, k_max: int, learning_rate: float, devices=None,
-              record_every: int = 1) -> dict:
+def run_sweep(
+    bandits, theta0s, *, ks, steps: int, k_max: int, learning_rate: float, devices=None, record_every: int = 1
+) -> dict:
     """The measured call: :func:`sim.train_sweep` (exact pass@k ascent by SGD, one key)."""
     from sim.train import train_sweep
 
     return train_sweep(
-        bandits, theta0s, ks=ks, keys=jax.random.split(jax.random.key(0), 1), steps=steps,
-        rule="passk", estimator="exact", optimizer="sgd", learning_rate=learning_rate, k_max=k_max,
-        record_every=record_every, devices=devices,
+        bandits,
+        theta0s,
+        ks=ks,
+        keys=jax.random.split(jax.random.key(0), 1),
+        steps=steps,
+        rule="passk",
+        estimator="exact",
+        optimizer="sgd",
+        learning_rate=learning_rate,
+        k_max=k_max,
+        record_every=record_every,
+        devices=devices,
     )
 
 
@@ -276,11 +335,15 @@ def step_floor(bandits, theta0s, *, ks, steps: int, learning_rate: float, repeat
     exp = jax.jit(lambda x: jax.lax.fori_loop(0, exp_rounds, lambda i, y: jnp.exp(y * 0.5 - 1.0), x))
     for fn, a in ((minimal, args), (product, (square,)), (exp, (logits,))):
         jax.block_until_ready(fn(*a))  # compile
-    med = interleaved({
-        "minimal": lambda: minimal(*args),
-        "product": lambda: product(square),
-        "exp": lambda: exp(logits),
-    }, max(repeats, 5), reduce=min)  # floors: the best of the repeats
+    med = interleaved(
+        {
+            "minimal": lambda: minimal(*args),
+            "product": lambda: product(square),
+            "exp": lambda: exp(logits),
+        },
+        max(repeats, 5),
+        reduce=min,
+    )  # floors: the best of the repeats
     flops = 6 * n_configs * n_actions * dim * n_prompts  # logits (2 CAdP) + two-row reverse (4 CAdP)
     transcendentals = n_configs * n_prompts * (n_actions + 2)  # softmax exps, log1p and exp of w_k
     flop_rate = 2 * 1024**3 / med["product"]
@@ -322,24 +385,31 @@ def bench(*, quick: bool, key, repeats: int | None = None) -> list[dict]:
 
     cfg = dict(QUICK if quick else FULL)
     repeats = repeats or cfg["repeats"]
-    bandits, theta0s = make_bandits(key, n_regimes=cfg["n_regimes"], n_prompts=cfg["n_prompts"],
-                                    n_actions=cfg["n_actions"], dim=cfg["dim"])
+    bandits, theta0s = make_bandits(
+        key, n_regimes=cfg["n_regimes"], n_prompts=cfg["n_prompts"], n_actions=cfg["n_actions"], dim=cfg["dim"]
+    )
     kw = dict(ks=cfg["ks"], steps=cfg["steps"], k_max=cfg["k_max"], learning_rate=cfg["learning_rate"])
     n_configs = cfg["n_regimes"] * len(cfg["ks"])
-    size = (f"P={cfg['n_prompts']} A={cfg['n_actions']} d={cfg['dim']}, {n_configs} configs "
-            f"({cfg['n_regimes']} bandit seeds x {len(cfg['ks'])} k), {cfg['steps']} steps, "
-            f"k_max={cfg['k_max']}, float32")
+    size = (
+        f"P={cfg['n_prompts']} A={cfg['n_actions']} d={cfg['dim']}, {n_configs} configs "
+        f"({cfg['n_regimes']} bandit seeds x {len(cfg['ks'])} k), {cfg['steps']} steps, "
+        f"k_max={cfg['k_max']}, float32"
+    )
     # Per configuration-step cost of the two numpy layouts, on one bandit draw and a tenth of the
     # steps (the slow layout over the whole sweep would dominate the run time).
     sub = jax.tree_util.tree_map(lambda x: x[:1], bandits), theta0s[:1]
     sub_kw = dict(kw, steps=max(cfg["steps"] // 10, 1))
-    lay = interleaved({
-        "prompts_fast": lambda: numpy_sweep(*sub, **sub_kw, prompts_fast=True),
-        "prompts_slow": lambda: numpy_sweep(*sub, **sub_kw, prompts_fast=False),
-    }, repeats)
+    lay = interleaved(
+        {
+            "prompts_fast": lambda: numpy_sweep(*sub, **sub_kw, prompts_fast=True),
+            "prompts_slow": lambda: numpy_sweep(*sub, **sub_kw, prompts_fast=False),
+        },
+        repeats,
+    )
     per_step = len(cfg["ks"]) * (sub_kw["steps"] + 1)
-    floor = step_floor(bandits, theta0s, ks=cfg["ks"], steps=cfg["steps"], learning_rate=cfg["learning_rate"],
-                       repeats=repeats)
+    floor = step_floor(
+        bandits, theta0s, ks=cfg["ks"], steps=cfg["steps"], learning_rate=cfg["learning_rate"], repeats=repeats
+    )
     rows = []
     for every in cfg["record_every"]:
         ours = lambda every=every: run_sweep(bandits, theta0s, **kw, record_every=every)  # noqa: E731
@@ -371,8 +441,10 @@ def bench(*, quick: bool, key, repeats: int | None = None) -> list[dict]:
                 baseline_layouts={name: t / per_step for name, t in lay.items()},
                 ours_per_config_step_s=med["ours"] / (n_configs * (cfg["steps"] + 1)),
                 floor=floor,
-                ratio_ceiling={"minimal": med["baseline"] / floor["minimal_s"],
-                               "hardware": med["baseline"] / floor["hardware_s"]},
+                ratio_ceiling={
+                    "minimal": med["baseline"] / floor["minimal_s"],
+                    "hardware": med["baseline"] / floor["hardware_s"],
+                },
                 repeats=repeats,
                 device=str(jax.devices()[0].platform),
                 **({} if quick else {"profile": _profile_sources(every)}),

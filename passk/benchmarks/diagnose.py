@@ -47,10 +47,13 @@ def write_run(path: Path, n_prompts: int, *, n_answers: int = ANSWERS, dim: int 
             stop = min(n_prompts, start + 512)
             rewards = (rng.uniform(size=(stop - start, n_answers)) < p[start:stop, None]).astype(int)
             scores = rng.normal(size=(stop - start, n_answers, dim))
-            f.write("".join(
-                fmt % ((start + i, rewards[i, j]) + tuple(scores[i, j]))
-                for i in range(stop - start) for j in range(n_answers)
-            ))
+            f.write(
+                "".join(
+                    fmt % ((start + i, rewards[i, j]) + tuple(scores[i, j]))
+                    for i in range(stop - start)
+                    for j in range(n_answers)
+                )
+            )
 
     atomic_write(path, write, mode="w")
 
@@ -73,8 +76,9 @@ def _command(path: Path, out: Path, mode: str) -> tuple[float, int, int]:
     `passk diagnose` (run as a script: `benchmarks` imports nothing of `passk`)."""
     env = dict(os.environ, PASSK_NO_COMPILE_CACHE="1")
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _SCRIPT, str(path), str(out), mode], env=env,
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", _SCRIPT, str(path), str(out), mode], env=env, capture_output=True, text=True, check=False
+    )
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"passk diagnose failed on {path}:\n{proc.stderr[-2000:]}")
@@ -115,13 +119,26 @@ def bench(*, quick: bool, key=None, repeats: int | None = None) -> list[dict]:
     block = block_lines * size / (n_prompts * ANSWERS)  # text of one block
     grown = max(peaks) - peak_small
     met = bool(ours_s < 30.0 and grown < 4 * (arrays + block)) if not quick else None
-    return [row(
-        "diagnose[jsonl, 10^6 lines]" if not quick else "diagnose[jsonl, 10^5 lines]",
-        ours_s, base_s, "under 30 s end to end; memory growth < 4x (arrays + one block)", met=met,
-        lines=n_prompts * ANSWERS, file_bytes=size, decode_floor_s=floor, ratio_to_floor=ours_s / floor,
-        peak_growth_bytes=grown, array_bytes=arrays, block_text_bytes=int(block), same_report=same,
-        repeats=repeats, cpu_count=os.cpu_count(), device="cpu",
-    )]
+    return [
+        row(
+            "diagnose[jsonl, 10^6 lines]" if not quick else "diagnose[jsonl, 10^5 lines]",
+            ours_s,
+            base_s,
+            "under 30 s end to end; memory growth < 4x (arrays + one block)",
+            met=met,
+            lines=n_prompts * ANSWERS,
+            file_bytes=size,
+            decode_floor_s=floor,
+            ratio_to_floor=ours_s / floor,
+            peak_growth_bytes=grown,
+            array_bytes=arrays,
+            block_text_bytes=int(block),
+            same_report=same,
+            repeats=repeats,
+            cpu_count=os.cpu_count(),
+            device="cpu",
+        )
+    ]
 
 
 if __name__ == "__main__":  # pragma: no cover - manual runs

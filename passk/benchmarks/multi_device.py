@@ -29,14 +29,18 @@ def child(quick: bool) -> dict:
     from passk.benchmarks.bandit_sweep import make_bandits, run_sweep
 
     devices = jax.devices()
-    n_prompts, n_regimes, ks, steps = (1024, 2, (1, 2, 4, 8), 20) if quick else (4096, 8, (1, 2, 3, 4, 6, 8, 12, 16), 50)
+    n_prompts, n_regimes, ks, steps = (
+        (1024, 2, (1, 2, 4, 8), 20) if quick else (4096, 8, (1, 2, 3, 4, 6, 8, 12, 16), 50)
+    )
     bandits, theta0s = make_bandits(jax.random.key(0), n_regimes=n_regimes, n_prompts=n_prompts, n_actions=4, dim=8)
     kw = dict(ks=ks, steps=steps, k_max=max(ks), learning_rate=1.0)
     one = lambda: run_sweep(bandits, theta0s, devices=devices[:1], **kw)  # noqa: E731
     many = lambda: run_sweep(bandits, theta0s, devices=devices, **kw)  # noqa: E731
     out_one, out_many = one(), many()  # compile both
-    diff = max(float(np.max(np.abs(np.asarray(out_one[n]) - np.asarray(out_many[n]))))
-               for n in ("j1", "jk", "mean_agreement", "theta"))
+    diff = max(
+        float(np.max(np.abs(np.asarray(out_one[n]) - np.asarray(out_many[n]))))
+        for n in ("j1", "jk", "mean_agreement", "theta")
+    )
     med = interleaved({"one": one, "many": many}, 3)
     return {
         "ours_s": med["many"],
@@ -57,14 +61,26 @@ def bench(*, quick: bool, key=None, repeats: int | None = None) -> list[dict]:
     env["JAX_PLATFORMS"] = "cpu"
     proc = subprocess.run(
         [sys.executable, "-m", "passk.benchmarks.multi_device", "--quick" if quick else "--full"],
-        env=env, capture_output=True, text=True, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"the {N_DEVICES}-device child failed:\n{proc.stderr[-2000:]}")
     fields = json.loads(proc.stdout.strip().splitlines()[-1])
     ours, base = fields.pop("ours_s"), fields.pop("baseline_s")
-    return [row("multi-device", ours, base, f"report the {N_DEVICES}-host-device speedup",
-                met=None, device=f"cpu x{fields['n_devices']} (host devices)", **fields)]
+    return [
+        row(
+            "multi-device",
+            ours,
+            base,
+            f"report the {N_DEVICES}-host-device speedup",
+            met=None,
+            device=f"cpu x{fields['n_devices']} (host devices)",
+            **fields,
+        )
+    ]
 
 
 def multihost(*, coordinator: str, num_processes: int, process_id: int, quick: bool) -> dict | None:
@@ -87,8 +103,7 @@ def multihost(*, coordinator: str, num_processes: int, process_id: int, quick: b
     n_prompts, n_regimes, ks, steps = (
         (1024, 2, (1, 2, 4, 8), 20) if quick else (4096, 8, (1, 2, 3, 4, 6, 8, 12, 16), 50)
     )
-    bandits, theta0s = make_bandits(jax.random.key(0), n_regimes=n_regimes, n_prompts=n_prompts,
-                                    n_actions=4, dim=8)
+    bandits, theta0s = make_bandits(jax.random.key(0), n_regimes=n_regimes, n_prompts=n_prompts, n_actions=4, dim=8)
     kw = dict(ks=ks, steps=steps, k_max=max(ks), learning_rate=1.0)
     run_sweep(bandits, theta0s, **kw)  # compile
     start = time.perf_counter()
@@ -96,8 +111,12 @@ def multihost(*, coordinator: str, num_processes: int, process_id: int, quick: b
     seconds = time.perf_counter() - start
     if jax.process_index() != 0:
         return None
-    return {"seconds": seconds, "n_devices": jax.device_count(), "n_processes": jax.process_count(),
-            "j1_final_mean": float(np.mean(out["j1"][..., -1]))}
+    return {
+        "seconds": seconds,
+        "n_devices": jax.device_count(),
+        "n_processes": jax.process_count(),
+        "j1_final_mean": float(np.mean(out["j1"][..., -1])),
+    }
 
 
 def _main(argv=None) -> None:
@@ -112,8 +131,9 @@ def _main(argv=None) -> None:
     parser.add_argument("--process-id", type=int, default=None)
     args = parser.parse_args(argv)
     if args.multihost:
-        result = multihost(coordinator=args.coordinator, num_processes=args.num_processes,
-                           process_id=args.process_id, quick=args.quick)
+        result = multihost(
+            coordinator=args.coordinator, num_processes=args.num_processes, process_id=args.process_id, quick=args.quick
+        )
         if result is not None:
             print(json.dumps(result))
     else:

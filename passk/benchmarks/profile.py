@@ -24,8 +24,8 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 __all__ = ["kernel_profile", "kernel_sources", "bandit_sweep_profile"]
 
@@ -72,7 +72,7 @@ def kernel_sources(text: str) -> dict[str, str]:
                 at = path.rfind("/" + root)
                 if at >= 0 and ".venv" not in path:
                     function = functions[field(loc, "function_name_id")].strip('"')
-                    return f"{path[at + 1:]}:{function}:{field(loc, 'line')}"
+                    return f"{path[at + 1 :]}:{function}:{field(loc, 'line')}"
             frame_id = field(frames[frame_id], "parent_frame_id")
         return None
 
@@ -129,8 +129,13 @@ def kernel_profile(call: Callable[[], object], *, dump_dir: str | None = None, p
         by_source[sources.get(name, "(not traced to a line)")] += us
     return {
         "kernels": [
-            {"name": name, "ms": us / 1e3 / per, "calls": count[name], "share": us / summed,
-             "source": sources.get(name)}
+            {
+                "name": name,
+                "ms": us / 1e3 / per,
+                "calls": count[name],
+                "share": us / summed,
+                "source": sources.get(name),
+            }
             for name, us in total.most_common(top)
         ],
         "sources": [{"source": s, "ms": us / 1e3 / per, "share": us / summed} for s, us in by_source.most_common(top)],
@@ -145,10 +150,22 @@ def _child(quick: bool, record_every: int, dump_dir: str) -> dict:
     from passk.benchmarks.bandit_sweep import FULL, QUICK, make_bandits, run_sweep
 
     cfg = QUICK if quick else FULL
-    bandits, theta0s = make_bandits(jax.random.key(0), n_regimes=cfg["n_regimes"], n_prompts=cfg["n_prompts"],
-                                    n_actions=cfg["n_actions"], dim=cfg["dim"])
-    call = lambda: run_sweep(bandits, theta0s, ks=cfg["ks"], steps=cfg["steps"], k_max=cfg["k_max"],  # noqa: E731
-                             learning_rate=cfg["learning_rate"], record_every=record_every)
+    bandits, theta0s = make_bandits(
+        jax.random.key(0),
+        n_regimes=cfg["n_regimes"],
+        n_prompts=cfg["n_prompts"],
+        n_actions=cfg["n_actions"],
+        dim=cfg["dim"],
+    )
+    call = lambda: run_sweep(
+        bandits,
+        theta0s,
+        ks=cfg["ks"],
+        steps=cfg["steps"],
+        k_max=cfg["k_max"],  # noqa: E731
+        learning_rate=cfg["learning_rate"],
+        record_every=record_every,
+    )
     jax.block_until_ready(call())  # compile (and dump)
     out = kernel_profile(call, dump_dir=dump_dir, per=cfg["steps"])
     out["record_every"] = record_every
@@ -159,11 +176,27 @@ def bandit_sweep_profile(*, quick: bool, record_every: int) -> dict:
     """:func:`kernel_profile` of the `bandit-sweep` call (milliseconds per step), in a child process."""
     with tempfile.TemporaryDirectory() as dump_dir:
         env = dict(os.environ)
-        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_dump_to={dump_dir} --xla_dump_hlo_as_text"
-                            " --xla_dump_hlo_pass_re=NONE --xla_dump_hlo_module_re=entry").strip()
-        args = [sys.executable, "-m", "passk.benchmarks.profile", "--child", dump_dir, "--record-every", str(record_every)]
-        proc = subprocess.run(args + (["--quick"] if quick else []), env=env, capture_output=True, text=True,
-                              check=False, cwd=Path(__file__).resolve().parents[1])
+        env["XLA_FLAGS"] = (
+            env.get("XLA_FLAGS", "") + f" --xla_dump_to={dump_dir} --xla_dump_hlo_as_text"
+            " --xla_dump_hlo_pass_re=NONE --xla_dump_hlo_module_re=entry"
+        ).strip()
+        args = [
+            sys.executable,
+            "-m",
+            "passk.benchmarks.profile",
+            "--child",
+            dump_dir,
+            "--record-every",
+            str(record_every),
+        ]
+        proc = subprocess.run(
+            args + (["--quick"] if quick else []),
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=Path(__file__).resolve().parents[1],
+        )
     if proc.returncode != 0:
         raise RuntimeError(f"profile child failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -14,7 +14,6 @@ import time
 
 import jax
 
-
 __all__ = ["BENCHMARKS", "PER_RUN_KEYS", "run", "median_of_runs", "format_table", "markdown_table", "details_text"]
 
 #: Benchmark names, in run order, and their modules (each has `bench(quick=, key=) -> list[dict]`).
@@ -51,8 +50,14 @@ def run(*, quick: bool, only: list[str] | None = None, seed: int = 0) -> list[di
 
 #: Quantities a target may be set on besides the ratio; :func:`median_of_runs` keeps each run's value
 #: (`<key>_runs`) so that the table shows their median, which the row picked by its ratio need not have.
-PER_RUN_KEYS = ("exponent_upper", "exponent", "ours_over_hardware", "ours_over_minimal", "ours_over_floor",
-                "statistics_over_floor")
+PER_RUN_KEYS = (
+    "exponent_upper",
+    "exponent",
+    "ours_over_hardware",
+    "ours_over_minimal",
+    "ours_over_floor",
+    "statistics_over_floor",
+)
 
 
 def _middle(count: int) -> int:
@@ -94,8 +99,13 @@ def median_of_runs(runs: list[list[dict]]) -> list[dict]:
         rows = [rows[name] for rows in by_name]
         ratios = [r["ratio"] for r in rows]
         finite = [x for x in ratios if x is not None and math.isfinite(x)]
-        order = sorted(range(len(rows)), key=lambda i: (ratios[i] is None or not math.isfinite(ratios[i]),
-                                                        ratios[i] if ratios[i] is not None else 0.0))
+        order = sorted(
+            range(len(rows)),
+            key=lambda i: (
+                ratios[i] is None or not math.isfinite(ratios[i]),
+                ratios[i] if ratios[i] is not None else 0.0,
+            ),
+        )
         middle = dict(rows[order[_middle(len(rows))]])
         middle.update(
             runs=len(rows),
@@ -122,8 +132,14 @@ def format_table(rows: list[dict]) -> str:
     """Plain-text table: name, ours_s, baseline_s, ratio, target, met."""
     header = ("benchmark", "ours_s", "baseline_s", "ratio", "target", "met")
     body = [
-        (r["name"], _fmt(r["ours_s"]), _fmt(r["baseline_s"]), _fmt(r["ratio"]), r["target"],
-         {True: "yes", False: "NO", None: "-"}[r.get("met")])
+        (
+            r["name"],
+            _fmt(r["ours_s"]),
+            _fmt(r["baseline_s"]),
+            _fmt(r["ratio"]),
+            r["target"],
+            {True: "yes", False: "NO", None: "-"}[r.get("met")],
+        )
         for r in rows
     ]
     widths = [max(len(str(line[i])) for line in [header, *body]) for i in range(len(header))]
@@ -145,22 +161,37 @@ def markdown_table(rows: list[dict]) -> str:
         if "exponent_upper_runs" in r:
             # the target is on the exponent: its median and range over runs, not the picked run's
             ups, alls = r["exponent_upper_runs"], r["exponent_runs"]
-            ratio += (f" (exponent {_median(ups):.2f} [{min(ups):.2f}, {max(ups):.2f}] largest {r['fit_points']},"
-                      f" {_median(alls):.2f} all)")
+            ratio += (
+                f" (exponent {_median(ups):.2f} [{min(ups):.2f}, {max(ups):.2f}] largest {r['fit_points']},"
+                f" {_median(alls):.2f} all)"
+            )
         elif "exponent_upper" in r:
             ratio += f" (exponent {r['exponent_upper']:.2f} largest {r['fit_points']}, {r['exponent']:.2f} all)"
         met = {True: "yes", False: "no", None: "-"}[r.get("met")]
         if r.get("met_runs") is not None and r.get("runs", 1) > 1:
             met += f" ({r['met_runs']} of {r['runs']})"
-        lines.append(f"| `{r['name']}` | {_fmt(r['ours_s'])} | {_fmt(r['baseline_s'])} | {ratio} | {r['target']} | {met} |")
+        lines.append(
+            f"| `{r['name']}` | {_fmt(r['ours_s'])} | {_fmt(r['baseline_s'])} | {ratio} | {r['target']} | {met} |"
+        )
     return "\n".join(lines)
 
 
 def details_text(rows: list[dict]) -> str:
     """Compile times and counts, exponents and memory, each distinct detail printed once."""
-    keys = ("compile_s", "compiles_first_call", "compiles_later_calls", "exponent", "exponent_upper",
-            "max_abs_diff_1_vs_n", "temp_bytes", "baseline_layouts", "ours_per_config_step_s", "floor",
-            "ratio_ceiling", "one_pass_s")
+    keys = (
+        "compile_s",
+        "compiles_first_call",
+        "compiles_later_calls",
+        "exponent",
+        "exponent_upper",
+        "max_abs_diff_1_vs_n",
+        "temp_bytes",
+        "baseline_layouts",
+        "ours_per_config_step_s",
+        "floor",
+        "ratio_ceiling",
+        "one_pass_s",
+    )
     out, seen = [], set()
     for r in rows:
         extra = {k: r[k] for k in keys if k in r and repr((k, r[k])) not in seen}

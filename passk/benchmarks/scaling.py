@@ -53,10 +53,12 @@ def bench(*, quick: bool, key, repeats: int | None = None) -> list[dict]:
     k_max = max(ks)
     rows = []
     series = {
-        "prompts": [(p, dict(n_prompts=p, n_regimes=1, ks=(1, 2, 4, 8, 1, 2, 4, 8) if quick else KS))
-                    for p in prompt_sizes],
-        "configs": [(c, dict(n_prompts=prompt_sizes[0] if quick else 4096, n_regimes=c // len(ks), ks=ks))
-                    for c in config_sizes],
+        "prompts": [
+            (p, dict(n_prompts=p, n_regimes=1, ks=(1, 2, 4, 8, 1, 2, 4, 8) if quick else KS)) for p in prompt_sizes
+        ],
+        "configs": [
+            (c, dict(n_prompts=prompt_sizes[0] if quick else 4096, n_regimes=c // len(ks), ks=ks)) for c in config_sizes
+        ],
     }
     for axis, points in series.items():
         sizes, seconds = [], []

@@ -42,8 +42,11 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "toy_regimes.ipyn
 
 
 def _child_env(cache_dir: str | None) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PASSK_NO_COMPILE_CACHE", "PASSK_CACHE_DIR", "JAX_COMPILATION_CACHE_DIR")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PASSK_NO_COMPILE_CACHE", "PASSK_CACHE_DIR", "JAX_COMPILATION_CACHE_DIR")
+    }
     if cache_dir is None:
         env["PASSK_NO_COMPILE_CACHE"] = "1"
     else:
@@ -56,8 +59,13 @@ def run_command(args: list[str], cache_dir: str | None) -> tuple[float, float, s
     `cache_dir` is None)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "passk.cli", *args], env=_child_env(cache_dir),
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "passk.cli", *args],
+        env=_child_env(cache_dir),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
@@ -94,16 +102,28 @@ def _start_rows(repeats: int) -> list[dict]:
     rows = []
     for name, t in times.items():
         warm, cold = statistics.median(t["warm"]), statistics.median(t["cold"])
-        rows.append(row(
-            f"start[{name}]", warm, cold, f"warm < {TARGET_S:g} s",
-            command="passk " + " ".join(COMMANDS[name]),
-            cold_s=cold, warm_s=warm, warm_over_cold=warm / cold,
-            cold_runs_s=t["cold"], warm_runs_s=t["warm"],
-            cold_cpu_s=statistics.median(t["cold_cpu"]), warm_cpu_s=statistics.median(t["warm_cpu"]),
-            import_s=import_s, warm_minus_import_s=warm - import_s,
-            cache_entries=entries[name], same_output=same[name], repeats=repeats,
-            met=bool(warm < TARGET_S),
-        ))
+        rows.append(
+            row(
+                f"start[{name}]",
+                warm,
+                cold,
+                f"warm < {TARGET_S:g} s",
+                command="passk " + " ".join(COMMANDS[name]),
+                cold_s=cold,
+                warm_s=warm,
+                warm_over_cold=warm / cold,
+                cold_runs_s=t["cold"],
+                warm_runs_s=t["warm"],
+                cold_cpu_s=statistics.median(t["cold_cpu"]),
+                warm_cpu_s=statistics.median(t["warm_cpu"]),
+                import_s=import_s,
+                warm_minus_import_s=warm - import_s,
+                cache_entries=entries[name],
+                same_output=same[name],
+                repeats=repeats,
+                met=bool(warm < TARGET_S),
+            )
+        )
     return rows
 
 
@@ -122,8 +142,15 @@ def slider_namespace(notebook: Path = NOTEBOOK) -> dict:
 
 
 #: Slider settings visited after the first draw: every slider moves, and `n_actions` spans 2..16.
-SLIDER_SETTINGS = [(0.3, 1.0, 8, 8), (0.2, 1.5, 4, 3), (0.5, 2.0, 16, 64), (0.1, 0.5, 2, 1), (0.4, 0.0, 12, 20),
-                   (0.26, 3.0, 6, 5), (0.6, 1.2, 9, 32)]
+SLIDER_SETTINGS = [
+    (0.3, 1.0, 8, 8),
+    (0.2, 1.5, 4, 3),
+    (0.5, 2.0, 16, 64),
+    (0.1, 0.5, 2, 1),
+    (0.4, 0.0, 12, 20),
+    (0.26, 3.0, 6, 5),
+    (0.6, 1.2, 9, 32),
+]
 
 
 def slider_child() -> None:
@@ -151,17 +178,29 @@ def _slider_row() -> list[dict]:
     import json
 
     # A child process: the notebook's drawing code (matplotlib) stays out of the benchmarks.
-    proc = subprocess.run([sys.executable, "-c", "from passk.benchmarks.start import slider_child; slider_child()"],
-                          env=_child_env(None), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", "from passk.benchmarks.start import slider_child; slider_child()"],
+        env=_child_env(None),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"slider child failed: {proc.stderr[-2000:]}")
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     med = statistics.median(got["redraw_s"])
-    return [row(
-        "start[toy sliders]", med, got["first_s"], f"redraw < {SLIDER_TARGET_S:g} s, no recompile",
-        first_s=got["first_s"], redraw_s=got["redraw_s"], compiles_later_calls=got["compiles"],
-        met=bool(med < SLIDER_TARGET_S and got["compiles"] == 0),
-    )]
+    return [
+        row(
+            "start[toy sliders]",
+            med,
+            got["first_s"],
+            f"redraw < {SLIDER_TARGET_S:g} s, no recompile",
+            first_s=got["first_s"],
+            redraw_s=got["redraw_s"],
+            compiles_later_calls=got["compiles"],
+            met=bool(med < SLIDER_TARGET_S and got["compiles"] == 0),
+        )
+    ]
 
 
 def bench(*, quick: bool, key=None, repeats: int | None = None) -> list[dict]:

@@ -36,7 +36,11 @@ __all__ = ["draw"]
 
 def _arr(x):
     """JSON lists (None for missing) to a float array with NaN."""
-    return np.array([[np.nan if v is None else v for v in row] for row in x], dtype=float) if x and isinstance(x[0], list) else np.array([np.nan if v is None else v for v in x], dtype=float)
+    return (
+        np.array([[np.nan if v is None else v for v in row] for row in x], dtype=float)
+        if x and isinstance(x[0], list)
+        else np.array([np.nan if v is None else v for v in x], dtype=float)
+    )
 
 
 def _save(fig, outdir: pathlib.Path, name: str) -> list[pathlib.Path]:
@@ -107,8 +111,9 @@ def _phase(res):
     sep = np.asarray(res["separation"], float)
     extent = [sep[0], sep[-1], ph[0], ph[-1]]
     area = res["area_in_conflict"]
-    im0 = ax0.imshow(_arr(res["conflict_fraction"]), origin="lower", aspect="auto", extent=extent, cmap="cividis",
-                     vmin=0, vmax=1)
+    im0 = ax0.imshow(
+        _arr(res["conflict_fraction"]), origin="lower", aspect="auto", extent=extent, cmap="cividis", vmin=0, vmax=1
+    )
     fig.colorbar(im0, ax=ax0).set_label(f"share of {res['n_seeds']} seeds with a conflict")
     ax0.set_title(f"P(conflict): area {area['value']:.3f} [{area['lower']:.3f}, {area['upper']:.3f}]")
     im = ax1.imshow(np.log2(_arr(res["k_star_agreed"])), origin="lower", aspect="auto", extent=extent, cmap="viridis")
@@ -262,13 +267,21 @@ def _first_order(res):
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(16, 4.4))
     loose = res["window_looseness"]
     bins = np.linspace(-0.5, 6.0, 53)
-    for key, label in (("both", "both (vs min window)"), ("pass1", "pass@1 falls (vs eta_1)"),
-                       ("passk", "pass@k rises (vs eta_k)")):
+    for key, label in (
+        ("both", "both (vs min window)"),
+        ("pass1", "pass@1 falls (vs eta_1)"),
+        ("passk", "pass@k rises (vs eta_k)"),
+    ):
         entry = loose[key]
         med = entry["median"]
-        ax1.hist(_arr(entry["log10_sample"]), bins=bins, histtype="step", lw=1.5,
-                 label=f"{label}: median {med['value']:.0f} [{med['lower']:.0f}, {med['upper']:.0f}], "
-                       f"{entry['censored']} past 1e6")
+        ax1.hist(
+            _arr(entry["log10_sample"]),
+            bins=bins,
+            histtype="step",
+            lw=1.5,
+            label=f"{label}: median {med['value']:.0f} [{med['lower']:.0f}, {med['upper']:.0f}], "
+            f"{entry['censored']} past 1e6",
+        )
     ax1.set_xlabel("log10 (largest step that still works / window's step)")
     ax1.set_ylabel(f"conflict instances (of {loose['both']['n']})")
     ax1.set_title("How loose the one-step window is")
@@ -277,8 +290,9 @@ def _first_order(res):
     if factors:
         names = list(factors)
         ax2.boxplot([_arr(factors[n]["log10_sample"]) for n in names], showfliers=False)
-        ax2.set_xticks(range(1, len(names) + 1),
-                       [f"{n}\n{_interval_text(factors[n]['median'])}" for n in names], fontsize=7)
+        ax2.set_xticks(
+            range(1, len(names) + 1), [f"{n}\n{_interval_text(factors[n]['median'])}" for n in names], fontsize=7
+        )
         ax2.axhline(0, color="k", lw=0.7)
         ax2.set_ylabel("log10 factor")
         neg = loose["negative_curvature"]
@@ -294,11 +308,15 @@ def _first_order(res):
         ax3.axhline(0.5, color="k", lw=0.7)
         ax3.axvline(0.5, color="k", lw=0.7, ls=":")
         rules = adam["rules"]
-        ax3.set_xlabel(f"share of coordinates with sign(g_1) = sign(g_k)  (rule accuracy "
-                       f"{_interval_text(rules['sign_agreement'], 2)})")
+        ax3.set_xlabel(
+            f"share of coordinates with sign(g_1) = sign(g_k)  (rule accuracy "
+            f"{_interval_text(rules['sign_agreement'], 2)})"
+        )
         ax3.set_ylabel("|g_1|-weighted share")
-        ax3.set_title(f"Adam under conflict: weighted rule accuracy {_interval_text(rules['weighted_sign_agreement'], 3)}",
-                      fontsize=9)
+        ax3.set_title(
+            f"Adam under conflict: weighted rule accuracy {_interval_text(rules['weighted_sign_agreement'], 3)}",
+            fontsize=9,
+        )
         ax3.legend(fontsize=7)
     fig.tight_layout()
     return fig

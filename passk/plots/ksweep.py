@@ -47,8 +47,16 @@ def _panel(ax, rows, warm):
     for verdict, colour in _COLOURS.items():
         sel = np.asarray([r["verdict"] == verdict for r in rows])
         if sel.any():
-            ax.errorbar(ks[sel], mean[sel], yerr=[mean[sel] - lower[sel], upper[sel] - mean[sel]], fmt="o", ms=4,
-                        color=colour, capsize=2, lw=1)
+            ax.errorbar(
+                ks[sel],
+                mean[sel],
+                yerr=[mean[sel] - lower[sel], upper[sel] - mean[sel]],
+                fmt="o",
+                ms=4,
+                color=colour,
+                capsize=2,
+                lw=1,
+            )
     scale = max(np.max(np.abs(np.concatenate([lower, upper, exact]))), 1e-12)
     linthresh = scale * 1e-3
     ax.set_yscale("symlog", linthresh=linthresh, linscale=0.4)
@@ -92,10 +100,14 @@ def draw(results: dict, outdir) -> list[pathlib.Path]:
                 ax.set_xlabel("k of pass@k ascent")
             if col == 0:
                 ax.set_ylabel(f"pass@1 change after {results['settings']['steps']} steps")
-    handles = [matplotlib.lines.Line2D([], [], color="k", marker=".", lw=1, label="exact gradient"),
-               matplotlib.lines.Line2D([], [], color="C3", marker="x", ls="none", mew=1.5, label="exact, disagrees")]
-    handles += [matplotlib.lines.Line2D([], [], color=c, marker="o", ls="none", label=f"PKPO mean, {v}")
-                for v, c in _COLOURS.items()]
+    handles = [
+        matplotlib.lines.Line2D([], [], color="k", marker=".", lw=1, label="exact gradient"),
+        matplotlib.lines.Line2D([], [], color="C3", marker="x", ls="none", mew=1.5, label="exact, disagrees"),
+    ]
+    handles += [
+        matplotlib.lines.Line2D([], [], color=c, marker="o", ls="none", label=f"PKPO mean, {v}")
+        for v, c in _COLOURS.items()
+    ]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, bbox_to_anchor=(0.5, -0.02))
     settings = results["settings"]
     fig.suptitle(

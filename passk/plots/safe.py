@@ -27,8 +27,12 @@ _MARKERS = ["o", "s", "D", "^", "v", "P", "X", "*", "h"]
 def draw(results: dict, outdir: pathlib.Path) -> list[pathlib.Path]:
     """Draw `safe_updates.{png,pdf}` into `outdir`; returns the paths."""
     groups = results["groups"]
-    panels = [(o, e) for o in ("sgd", "adam") for e in ("exact", "sampled")
-              if any(g["optimizer"] == o and (g["estimator"] == "exact") == (e == "exact") for g in groups)]
+    panels = [
+        (o, e)
+        for o in ("sgd", "adam")
+        for e in ("exact", "sampled")
+        if any(g["optimizer"] == o and (g["estimator"] == "exact") == (e == "exact") for g in groups)
+    ]
     rules = results["rules"]
     marker = {r: _MARKERS[i % len(_MARKERS)] for i, r in enumerate(rules)}
     colour = {r: plt.get_cmap("tab10")(i % 10) for i, r in enumerate(rules)}
@@ -41,17 +45,30 @@ def draw(results: dict, outdir: pathlib.Path) -> list[pathlib.Path]:
             x, y = g["final_pass1"], g["final_passk"]
             high = g["k"] == k_high
             top.errorbar(
-                x["value"], y["value"],
+                x["value"],
+                y["value"],
                 xerr=[[x["value"] - x["lower"]], [x["upper"] - x["value"]]],
                 yerr=[[y["value"] - y["lower"]], [y["upper"] - y["value"]]],
-                marker=marker[g["label"]], color=colour[g["label"]], mfc=colour[g["label"]] if high else "none",
-                ms=7, capsize=2, lw=1, ls="none",
+                marker=marker[g["label"]],
+                color=colour[g["label"]],
+                mfc=colour[g["label"]] if high else "none",
+                ms=7,
+                capsize=2,
+                lw=1,
+                ls="none",
                 label=g["label"] if high else None,
             )
             if high:
                 curve = np.asarray(g["pass1_curve"])
-                bottom.plot(np.arange(curve.size), curve, color=colour[g["label"]], marker=marker[g["label"]],
-                            ms=3, lw=1.2, label=g["label"])
+                bottom.plot(
+                    np.arange(curve.size),
+                    curve,
+                    color=colour[g["label"]],
+                    marker=marker[g["label"]],
+                    ms=3,
+                    lw=1.2,
+                    label=g["label"],
+                )
         warm = results.get("pass1_warm_start")
         for ax in (top, bottom):
             if warm is not None:

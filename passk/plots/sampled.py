@@ -9,13 +9,17 @@ import numpy as np
 
 from passk.plots._style import new_figure, save
 
+
 def draw(results: dict, outdir: Path) -> list[Path]:
     """Draw `figures/sampled_critical_k.{png,pdf}` from the `sampled` part's results."""
     fig, axes = new_figure(nrows=2, ncols=3, width=16, height=3.9)
     toy, tr = results["toy"], results["transformer"]
-    _estimates(axes[0, 0], [("unbiased", toy, "unbiased", "tab:blue"), ("plug-in", toy, "plugin", "tab:orange")],
-               toy["k_star_exact"],
-               f"toy at its start ({toy['policy']['n_prompts']} prompts)")
+    _estimates(
+        axes[0, 0],
+        [("unbiased", toy, "unbiased", "tab:blue"), ("plug-in", toy, "plugin", "tab:orange")],
+        toy["k_star_exact"],
+        f"toy at its start ({toy['policy']['n_prompts']} prompts)",
+    )
     for col, kind in ((1, "prompts"), (2, "answers")):
         _calibration(axes[0, col], [("toy", toy)], kind, "toy")
     scopes = [
@@ -24,11 +28,19 @@ def draw(results: dict, outdir: Path) -> list[Path]:
         (f"sketch D={tr['policy']['sketch_dim']}", tr["sketch"], "unbiased", "tab:purple"),
         ("plug-in, all parameters", tr["all_parameters"], "plugin", "tab:orange"),
     ]
-    _estimates(axes[1, 0], scopes, tr["all_parameters"]["k_star_exact"],
-               f"transformer warm start ({tr['policy']['n_prompts']} prompts)")
+    _estimates(
+        axes[1, 0],
+        scopes,
+        tr["all_parameters"]["k_star_exact"],
+        f"transformer warm start ({tr['policy']['n_prompts']} prompts)",
+    )
     for col, kind in ((1, "prompts"), (2, "answers")):
-        _calibration(axes[1, col], [("all parameters", tr["all_parameters"]), ("last layer", tr["last_layer"]),
-                                    ("sketch", tr["sketch"])], kind, "transformer")
+        _calibration(
+            axes[1, col],
+            [("all parameters", tr["all_parameters"]), ("last layer", tr["last_layer"]), ("sketch", tr["sketch"])],
+            kind,
+            "transformer",
+        )
     return save(fig, outdir, "sampled_critical_k")
 
 
@@ -45,8 +57,9 @@ def _estimates(ax, series, k_star, title):
         ns = np.array([e["n"] for e in study["by_n"]])
         q = np.minimum(np.array([_quantiles(e[side]["histogram"], np.inf) for e in study["by_n"]]), top)
         x = np.log2(ns) + dx
-        ax.errorbar(x, q[:, 1], yerr=[q[:, 1] - q[:, 0], q[:, 2] - q[:, 1]],
-                    fmt="o", ms=4, capsize=2, color=colour, label=label)
+        ax.errorbar(
+            x, q[:, 1], yerr=[q[:, 1] - q[:, 0], q[:, 2] - q[:, 1]], fmt="o", ms=4, capsize=2, color=colour, label=label
+        )
     if k_star is not None:
         ax.axhline(k_star, color="0.3", ls="--", lw=1, label=f"exact k* = {k_star}")
     ax.axhline(top, color="0.8", lw=0.8)
@@ -71,13 +84,20 @@ def _calibration(ax, series, kind, title):
             v = np.array([r["value"] for r in rows])
             err = [v - np.array([r["lower"] for r in rows]), np.array([r["upper"] for r in rows]) - v]
             name = "covers exact k*" if key == "coverage" else "upper end established"
-            ax.errorbar(np.log2(ns), v, yerr=err, fmt=marker, ls=style, ms=4, capsize=2,
-                        label=f"{label}: {name}" if len(series) > 1 else name)
+            ax.errorbar(
+                np.log2(ns),
+                v,
+                yerr=err,
+                fmt=marker,
+                ls=style,
+                ms=4,
+                capsize=2,
+                label=f"{label}: {name}" if len(series) > 1 else name,
+            )
     ax.axhline(0.9, color="0.6", lw=0.8, ls="--")
     ax.set_xticks(np.log2(ns), [str(n) for n in ns])
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("answers per prompt n")
     ax.set_ylabel("share of runs (Wilson 95%)")
-    ax.set_title(f"{title}: interval for k*, {_STDERR[kind]}, nominal {int(round(100 * study['level']))}%",
-                 fontsize=9)
+    ax.set_title(f"{title}: interval for k*, {_STDERR[kind]}, nominal {int(round(100 * study['level']))}%", fontsize=9)
     ax.legend(fontsize=7)

@@ -63,7 +63,9 @@ def _two_group(res, outdir):
     ax2.set_xlabel("k")
     ax2.set_ylabel(r"$\cos_k$")
     for ax in (ax1, ax2):
-        ax.axvline(res["k_star_closed_form"], color="C3", ls="--", label=f"closed-form k* = {res['k_star_closed_form']}")
+        ax.axvline(
+            res["k_star_closed_form"], color="C3", ls="--", label=f"closed-form k* = {res['k_star_closed_form']}"
+        )
     ax1.legend(fontsize=8)
     ax2.legend(fontsize=8)
     fig.suptitle(

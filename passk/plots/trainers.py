@@ -56,17 +56,23 @@ def draw(results: dict, outdir: Path) -> list[Path]:
         row = next(r for r in results["trainer_map"][method] if r["n"] == n_show)
         share = row["conflict_at_some_k"] if row["uses_k"] else row["conflict"]
         what = f"some k <= {row['max_k']}" if row["uses_k"] else "no k"
-        ax.set_title(f"{method}, n={n_show}, {what}\nconflict in {share['value']:.0%} "
-                     f"[{share['lower']:.0%}, {share['upper']:.0%}] of {share['n']}", fontsize=8)
+        ax.set_title(
+            f"{method}, n={n_show}, {what}\nconflict in {share['value']:.0%} "
+            f"[{share['lower']:.0%}, {share['upper']:.0%}] of {share['n']}",
+            fontsize=8,
+        )
         ax.set_xlabel("separation")
         ax.set_ylabel("share of hard prompts")
     # beside the last trainer panel of the first row
     fig.colorbar(image, ax=axes[0, min(len(methods), ncols) - 1], label="P(conflict) over seeds")
     _warm_start(axes.ravel()[len(methods)], results.get("transformer_warm_start"), methods)
-    for ax in axes.ravel()[len(methods) + 1:]:
+    for ax in axes.ravel()[len(methods) + 1 :]:
         ax.set_visible(False)
-    fig.suptitle("Each trainer's own update against pass@1 at the toy start: colour = share of seeds in "
-                 "conflict (at some allowed k); numbers = its median critical k", fontsize=10)
+    fig.suptitle(
+        "Each trainer's own update against pass@1 at the toy start: colour = share of seeds in "
+        "conflict (at some allowed k); numbers = its median critical k",
+        fontsize=10,
+    )
     return save(fig, outdir, "trainer_map", bbox_inches="tight")
 
 
@@ -82,8 +88,11 @@ def _warm_start(ax, warm, methods):
         for j, row in enumerate(warm[method]):
             conflict = row["conflict"] if "conflict" in row else row["critical_k"] is not None
             status[i, j] = float(conflict)
-            text = ("yes" if conflict else "no") if "conflict" in row else (
-                f"k*={row['critical_k']}" if row["critical_k"] is not None else "none")
+            text = (
+                ("yes" if conflict else "no")
+                if "conflict" in row
+                else (f"k*={row['critical_k']}" if row["critical_k"] is not None else "none")
+            )
             ax.text(j, i, text, ha="center", va="center", fontsize=7)
     ax.imshow(status, cmap="Reds", vmin=0, vmax=2, aspect="auto")
     ax.set_xticks(range(len(sizes)), [f"n={n}" for n in sizes])

@@ -62,9 +62,17 @@ def _trajectories(results, outdir):
                 if len(group) > 1:
                     for curve in curves:
                         ax.plot(steps, curve, style, color=colour[k], alpha=0.25, lw=0.8)
-                ax.plot(steps, curves.mean(axis=0), style, color=colour[k], lw=1.8,
-                        label=label if metric == "pass1" else None,
-                        marker="o" if estimator == "rloo" else None, markevery=max(1, len(steps) // 8), ms=3)
+                ax.plot(
+                    steps,
+                    curves.mean(axis=0),
+                    style,
+                    color=colour[k],
+                    lw=1.8,
+                    label=label if metric == "pass1" else None,
+                    marker="o" if estimator == "rloo" else None,
+                    markevery=max(1, len(steps) // 8),
+                    ms=3,
+                )
         n_seeds = max(len(group) for group in groups.values())
         seeds_note = f"\n(mean of {n_seeds} seeds, seeds faint)" if n_seeds > 1 else ""
         top.set_title(f"{optimizer.upper()}, {family} gradient{seeds_note}", fontsize=10)
@@ -113,11 +121,16 @@ def _proxy(results, outdir):
         bins = [b for b in study["errors"]["wrong_by_p"] if b["wrong"] is not None]
         xs = np.arange(len(bins))
         value = np.array([b["wrong"]["value"] for b in bins])
-        err = np.array([[b["wrong"]["value"] - b["wrong"]["lower"] for b in bins],
-                        [b["wrong"]["upper"] - b["wrong"]["value"] for b in bins]])
+        err = np.array(
+            [
+                [b["wrong"]["value"] - b["wrong"]["lower"] for b in bins],
+                [b["wrong"]["upper"] - b["wrong"]["value"] for b in bins],
+            ]
+        )
         ax.bar(xs, value, yerr=err, capsize=3, color="C1")
-        ax.set_xticks(xs, [f"p in [{b['p_range'][0]}, {b['p_range'][1]}]\n{b['wrong']['n']} prompts" for b in bins],
-                      fontsize=7)
+        ax.set_xticks(
+            xs, [f"p in [{b['p_range'][0]}, {b['p_range'][1]}]\n{b['wrong']['n']} prompts" for b in bins], fontsize=7
+        )
         ax.set_ylabel("share of prompts with the wrong proxy sign (95% Wilson)")
         weights = ", ".join(f"w_{w['k']}: {w['share']:.3f}" for w in study["errors"]["weight_on_wrong"])
         mc = study["monte_carlo"]

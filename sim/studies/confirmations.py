@@ -21,7 +21,8 @@ holds the command's quick and full ones). The JSON form (the `bandit` part of `r
 from __future__ import annotations
 
 import time
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 

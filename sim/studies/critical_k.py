@@ -102,8 +102,13 @@ def critical_k_agreement(
         def compute(ph, sep, sl, keys):
             def one(ph, sep, sl, key):
                 bandit, theta0 = toy_bandit(
-                    key, n_prompts=n_prompts, p_hard=ph, separation=sep, n_actions=n_actions,
-                    start_logit=sl, dtype=jnp.float64,
+                    key,
+                    n_prompts=n_prompts,
+                    p_hard=ph,
+                    separation=sep,
+                    n_actions=n_actions,
+                    start_logit=sl,
+                    dtype=jnp.float64,
                 )
                 p = bandit.success(theta0)
                 a = bandit.agreement_scores(theta0)

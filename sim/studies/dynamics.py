@@ -51,8 +51,14 @@ class RunSummary(NamedTuple):
 
 
 #: The records a :class:`RunSummary` averages over seeds.
-SUMMARISED = (RECORD_NAMES.j1, RECORD_NAMES.jk, RECORD_NAMES.inner, RECORD_NAMES.mean_agreement, RECORD_NAMES.cos,
-              RECORD_NAMES.update_inner)
+SUMMARISED = (
+    RECORD_NAMES.j1,
+    RECORD_NAMES.jk,
+    RECORD_NAMES.inner,
+    RECORD_NAMES.mean_agreement,
+    RECORD_NAMES.cos,
+    RECORD_NAMES.update_inner,
+)
 
 
 def _trend(j):
@@ -154,7 +160,9 @@ def dynamics(
         thetas = theta0[None]
         seed_keys = jax.random.split(jax.random.fold_in(key, 1), n_seeds)
         # the rules on the direction that read an order k (not plain pass@1), in the table's order
-        safe_rules = tuple(name for name, rule in RULE_TABLE.items() if rule.acts_on == "direction" and rule.order != "1")
+        safe_rules = tuple(
+            name for name, rule in RULE_TABLE.items() if rule.acts_on == "direction" and rule.order != "1"
+        )
         plan = [
             ("exact/sgd", dict(rule=safe_rules, keys=seed_keys[:1], mixture_weight=mixture_weight)),
             ("exact/adam", dict(rule=("passk",), keys=seed_keys[:1], optimizer="adam")),
@@ -170,10 +178,16 @@ def dynamics(
             estimator = cfg.pop("estimator", "exact")
             optimizer = cfg.pop("optimizer", "sgd")
             out = train_sweep(
-                bandits, thetas, ks=ks, steps=steps, estimator=estimator, optimizer=optimizer,
+                bandits,
+                thetas,
+                ks=ks,
+                steps=steps,
+                estimator=estimator,
+                optimizer=optimizer,
                 n_samples=None if estimator == "exact" else n_samples,
                 learning_rate=adam_learning_rate if optimizer == "adam" else learning_rate,
-                k_max=k_max, **cfg,
+                k_max=k_max,
+                **cfg,
             )
             runs[name] = {
                 rule: _summarise({n: v[u, 0] for n, v in out.items()}, ks, len(cfg["keys"]), k_max)  # (K, S, T)

@@ -88,7 +88,7 @@ def estimator_check(
                 kk = k if est in PASSK_ESTIMATORS else None
                 w = theory.implied_prompt_weight(est, p_and_grid, k=kk, n=n_samples)
                 expected[est] = bandit.weighted_grad(theta0, bandit.prompt_weights * w[: p.shape[0]])
-                finite[est] = w[p.shape[0]:]
+                finite[est] = w[p.shape[0] :]
                 limit[est] = theory.implied_prompt_weight(est, jnp.asarray(grid, p.dtype), k=kk, n=None)
             samples = jax.vmap(
                 lambda kk_: sampled_updates(bandit, theta0, estimators=estimators, k=k, n_samples=n_samples, key=kk_)

@@ -103,13 +103,16 @@ def window_looseness(r: dict, conflict: np.ndarray) -> dict:
             name: {"median": quantile_interval(v, 0.5), "log10_sample": np.log10(v[np.isfinite(v)][:_SAMPLE])}
             for name, v in factors.items()
         }
-        out["dominant"] = {name: wilson_interval(int((top == j).sum()), int(top.size))
-                           for j, name in enumerate(factors)}
+        out["dominant"] = {
+            name: wilson_interval(int((top == j).sum()), int(top.size)) for j, name in enumerate(factors)
+        }
     return out
 
 
 def adam_predictors(r: dict, resolved: np.ndarray) -> dict:
-    """What predicts that Adam's first step raises `J_1` on a conflict instance (see :func:`sim.studies.one_step.one_step`).
+    """What predicts that Adam's first step raises `J_1` on a conflict instance.
+
+    (See :func:`sim.studies.one_step.one_step`.)
 
     Args:
       r: the per-instance arrays of :func:`sim.studies.one_step.one_step` (`d1_adam`, `sign_agreement`,
@@ -137,7 +140,9 @@ def adam_predictors(r: dict, resolved: np.ndarray) -> dict:
         }
     out["sample"] = {
         "raises": raises[:_SAMPLE],
-        **{name: np.asarray(r[name], np.float64)[m][:_SAMPLE]
-           for name in ("weighted_sign_agreement", "sign_agreement", "second_moment_spread")},
+        **{
+            name: np.asarray(r[name], np.float64)[m][:_SAMPLE]
+            for name in ("weighted_sign_agreement", "sign_agreement", "second_moment_spread")
+        },
     }
     return out

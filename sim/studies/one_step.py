@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -167,8 +168,12 @@ def _curvature(bandit: SoftmaxBandit, w: _Window, theta) -> dict:
     hess_norm = jnp.max(jnp.abs(jnp.linalg.eigvalsh(hess)), axis=-1)
     u = w.gk.reshape(-1) / jnp.sqrt(w.gk_sq)
     curv_i = jnp.einsum("a,iab,b->i", u, hess, u)
-    return dict(hess_ratio=jnp.max(hess_norm) / w.L1, mean_hess_norm=mu @ hess_norm,
-                mean_abs_curv=mu @ jnp.abs(curv_i), curv=mu @ curv_i)
+    return dict(
+        hess_ratio=jnp.max(hess_norm) / w.L1,
+        mean_hess_norm=mu @ hess_norm,
+        mean_abs_curv=mu @ jnp.abs(curv_i),
+        curv=mu @ curv_i,
+    )
 
 
 def _looseness(obj: _Objectives, w: _Window, theta) -> dict:
@@ -199,8 +204,16 @@ def _instance(key, *, n_prompts: int, n_actions: int, dim: int, k_search: int, s
     w = _window(bandit, theta, k_search=k_search, step_fraction=step_fraction)
     obj = _objectives(bandit, theta, w.k)
     return dict(
-        J1=obj.J1, Jk=obj.Jk, conflict=w.conflict, k=w.k, eta=w.eta, eta1=w.eta1, etak=w.etak, inner=w.inner,
-        gk_sq=w.gk_sq, L1=w.L1,
+        J1=obj.J1,
+        Jk=obj.Jk,
+        conflict=w.conflict,
+        k=w.k,
+        eta=w.eta,
+        eta1=w.eta1,
+        etak=w.etak,
+        inner=w.inner,
+        gk_sq=w.gk_sq,
+        L1=w.L1,
         **_plain_step(obj, w, theta),
         **_adam_step(obj, w, theta),
         **_projected_steps(obj, w, theta),
@@ -325,8 +338,9 @@ def one_step(
         raise ValueError(f"step_fraction must lie in (0, 1); got {step_fraction!r}")
     with jax.enable_x64(True):
         keys = jax.random.split(key, n_instances)
-        out = _instances(keys, n_prompts=n_prompts, n_actions=n_actions, dim=dim, k_search=k_search,
-                         step_fraction=step_fraction)
+        out = _instances(
+            keys, n_prompts=n_prompts, n_actions=n_actions, dim=dim, k_search=k_search, step_fraction=step_fraction
+        )
         r = {name: np.asarray(v) for name, v in out.items()}
     t = _Tally(r)
     c, n_c = t.c, int(t.c.sum())

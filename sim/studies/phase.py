@@ -8,7 +8,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -68,7 +69,11 @@ def _phase_entry(n_prompts: int, n_actions: int, start_logit: float, k_max: int)
     def entry(args):
         p_hard, separation, key = args
         bandit, theta0 = toy_bandit(
-            key, n_prompts=n_prompts, p_hard=p_hard, separation=separation, n_actions=n_actions,
+            key,
+            n_prompts=n_prompts,
+            p_hard=p_hard,
+            separation=separation,
+            n_actions=n_actions,
             start_logit=start_logit,
         )
         p = bandit.success(theta0)
@@ -111,9 +116,14 @@ def phase_diagram(
       :class:`PhaseDiagram`.
     """
     p_axis, s_axis, out = toy_grid_sweep(
-        _phase_entry(n_prompts, n_actions, float(start_logit), k_max), key=key, n_p_hard=n_p_hard,
-        n_separation=n_separation, n_seeds=n_seeds, p_hard_range=p_hard_range,
-        separation_range=separation_range, devices=devices,
+        _phase_entry(n_prompts, n_actions, float(start_logit), k_max),
+        key=key,
+        n_p_hard=n_p_hard,
+        n_separation=n_separation,
+        n_seeds=n_seeds,
+        p_hard_range=p_hard_range,
+        separation_range=separation_range,
+        devices=devices,
     )
     k_star = out["k_star"]
     conflict = k_star <= k_max

@@ -2,8 +2,8 @@
 
 - :func:`recovery_study`: for a policy whose exact `p`, agreements and `k*` are known, draws many
   runs of `n` answers per prompt and summarises the unbiased estimate of `k*` and its interval
-  (`theory.sampled_critical_k_jax`, with either standard error) against the plug-in (`theory.critical_k` at `c/n` and the
-  sampled agreements), and the bias and spread of `I_k` at `k*` and `k* - 1`.
+  (`theory.sampled_critical_k_jax`, with either standard error) against the plug-in
+  (`theory.critical_k` at `c/n` and the sampled agreements), and the bias and spread of `I_k` at `k*` and `k* - 1`.
 - :func:`toy_recovery`: that study on the toy at its start (SPEC section 10's measurement), with
   answers and exact scores from :func:`sim.answers.scored_answers`.
 
@@ -14,20 +14,20 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import theory
+from sim.answers import scored_answers
 from sim.intervals import mean_interval, wilson_interval
 from sim.toy import toy_bandit
-from sim.answers import scored_answers
 
 __all__ = ["recovery_study", "toy_recovery", "SAMPLE_SIZES"]
 
-#: Answers per prompt of the recovery studies (SPEC section 10, issue sizes).
+#: Answers per prompt of the recovery studies (the sizes of SPEC section 10's measurement).
 SAMPLE_SIZES = (4, 8, 16, 32, 64, 128)
 # The plug-in extrapolates past n - 1: search it this far.
 _PLUGIN_K_MAX = 4096
@@ -58,8 +58,10 @@ def _sampled_runs(keys, data, mu, probe_ks, *, draw_of, n, level, batch_size):
         by_answers = theory.sampled_critical_k_jax(rewards, scores, mu=mu, level=level, stderr="answers")
         inner = theory.sampled_inner_product(rewards, scores, probe_ks, mu=mu)
         se_answers = theory.sampled_inner_product(rewards, scores, probe_ks, mu=mu, stderr="answers").stderr
-        return ((by_prompts, by_answers, inner.estimate, inner.stderr, se_answers),
-                (stats.correct, stats.mean_score, stats.pair))
+        return (
+            (by_prompts, by_answers, inner.estimate, inner.stderr, se_answers),
+            (stats.correct, stats.mean_score, stats.pair),
+        )
 
     return jax.lax.map(one, keys, batch_size=batch_size)
 
@@ -72,8 +74,10 @@ def _plugin_runs(correct, mean_score, pair, mu, probe_ks, n):
     def one(c, g, pr):
         stats = theory.AnswerStatistics(c, g, pr, n)
         a_hat = theory.agreement_from_statistics(stats, mu=mu)
-        return (theory.critical_k_jax(c / n, a_hat, mu, k_max=_PLUGIN_K_MAX),
-                theory.conflict_inner_product(c / n, a_hat, probe_ks, mu))
+        return (
+            theory.critical_k_jax(c / n, a_hat, mu, k_max=_PLUGIN_K_MAX),
+            theory.conflict_inner_product(c / n, a_hat, probe_ks, mu),
+        )
 
     return jax.vmap(one)(correct, mean_score, pair)
 
@@ -126,8 +130,9 @@ def recovery_study(
         probe = [k for k in ((k_star - 1, k_star) if k_star else ()) if 1 <= k <= k_max]
         probe_ks = jnp.asarray((probe + [1, 1])[:2], jnp.int32)  # two entries: one compiled shape
         keys = jax.random.split(jax.random.fold_in(key, n), repeats)
-        unbiased, stats = _sampled_runs(keys, data, mu, probe_ks, draw_of=draw_of, n=n, level=level,
-                                        batch_size=batch_size)
+        unbiased, stats = _sampled_runs(
+            keys, data, mu, probe_ks, draw_of=draw_of, n=n, level=level, batch_size=batch_size
+        )
         by_prompts, by_answers, inner, se_prompts, se_answers = jax.tree_util.tree_map(np.asarray, unbiased)
         est = by_prompts[0]
         plug, plug_inner = (np.asarray(x) for x in _plugin_runs(*stats, mu, probe_ks, jnp.asarray(n, jnp.float64)))
@@ -163,7 +168,9 @@ def recovery_study(
             },
             "inner": [],
         }
-        exact_inner = np.asarray(theory.conflict_inner_product(p, agreement, np.asarray(probe, np.int64), mu)) if probe else []
+        exact_inner = (
+            np.asarray(theory.conflict_inner_product(p, agreement, np.asarray(probe, np.int64), mu)) if probe else []
+        )
         for j, k in enumerate(probe):
             exact = float(exact_inner[j])
             errors = {}
@@ -171,16 +178,22 @@ def recovery_study(
                 finite = np.isfinite(se[:, j])
                 errors[name] = {
                     "mean": float(se[finite, j].mean()) if finite.any() else None,
-                    "coverage": wilson_interval(int(np.sum(np.abs(inner[:, j] - exact) <= z * se[:, j])), repeats, level),
+                    "coverage": wilson_interval(
+                        int(np.sum(np.abs(inner[:, j] - exact) <= z * se[:, j])), repeats, level
+                    ),
                 }
-            entry["inner"].append({
-                "k": k,
-                "exact": exact,
-                "unbiased": mean_interval(inner[:, j], level),
-                "unbiased_bias_z": float((inner[:, j].mean() - exact) / (inner[:, j].std(ddof=1) / np.sqrt(repeats))),
-                "stderr": errors,
-                "plugin": mean_interval(plug_inner[:, j], level),
-            })
+            entry["inner"].append(
+                {
+                    "k": k,
+                    "exact": exact,
+                    "unbiased": mean_interval(inner[:, j], level),
+                    "unbiased_bias_z": float(
+                        (inner[:, j].mean() - exact) / (inner[:, j].std(ddof=1) / np.sqrt(repeats))
+                    ),
+                    "stderr": errors,
+                    "plugin": mean_interval(plug_inner[:, j], level),
+                }
+            )
         out["by_n"].append(entry)
     return out
 
@@ -203,7 +216,16 @@ def toy_recovery(*, key, ns=SAMPLE_SIZES, repeats: int = 200, level: float = 0.9
         bandit, theta0 = toy_bandit(jax.random.fold_in(key, 0), dtype=jnp.float64, **toy)
         p = bandit.success(theta0)
         agreement = bandit.agreement_scores(theta0)
-        result = recovery_study(_bandit_draw, (bandit, theta0), p, agreement, bandit.prompt_weights, ns=ns, repeats=repeats,
-                                key=jax.random.fold_in(key, 1), level=level)
+        result = recovery_study(
+            _bandit_draw,
+            (bandit, theta0),
+            p,
+            agreement,
+            bandit.prompt_weights,
+            ns=ns,
+            repeats=repeats,
+            key=jax.random.fold_in(key, 1),
+            level=level,
+        )
     result["policy"] = {"kind": "toy bandit", "n_prompts": bandit.n_prompts, "score_dim": bandit.n_actions * bandit.dim}
     return result

@@ -106,8 +106,12 @@ def _run_summary(s: RunSummary) -> dict:
     out = {}
     for name in SUMMARISED:
         mean, half = np.asarray(getattr(s.mean, name)), np.asarray(getattr(s.half, name))
-        out[name] = {"mean": to_json(mean), "std": to_json(getattr(s.std, name)),
-                     "lower": to_json(mean - half), "upper": to_json(mean + half)}
+        out[name] = {
+            "mean": to_json(mean),
+            "std": to_json(getattr(s.std, name)),
+            "lower": to_json(mean - half),
+            "upper": to_json(mean + half),
+        }
     out["k_star_median"] = to_json(s.k_star_median)
     out["k_used_mean"] = to_json(s.k_used_mean)
     out["ks"] = to_json(s.ks)
@@ -137,9 +141,16 @@ def trainer_map_json(r: TrainerMap, *, shown_n: int) -> dict:
         else:
             entry = {"conflict_probability": (r.inner[method][g, 0] < 0).mean(axis=0)}
         cells[method] = entry
-    return to_json({
-        "grid": {"p_hard": r.p_hard, "separation": r.separation, "group_sizes": list(r.group_sizes),
-                 "n_seeds": r.n_seeds, "shown_n": shown_n},
-        "trainer_map": trainer_map_summary(r),
-        "cells": cells,
-    })
+    return to_json(
+        {
+            "grid": {
+                "p_hard": r.p_hard,
+                "separation": r.separation,
+                "group_sizes": list(r.group_sizes),
+                "n_seeds": r.n_seeds,
+                "shown_n": shown_n,
+            },
+            "trainer_map": trainer_map_summary(r),
+            "cells": cells,
+        }
+    )

@@ -31,8 +31,14 @@ import theory
 from sim.intervals import wilson_interval
 from sim.toy import TOY_DEFAULTS, toy_bandit, toy_grid_sweep
 
-__all__ = ["TrainerMap", "trainer_map", "trainer_map_summary", "trainer_inner_products", "trainer_conflicts",
-           "GROUP_SIZES"]
+__all__ = [
+    "TrainerMap",
+    "trainer_map",
+    "trainer_map_summary",
+    "trainer_inner_products",
+    "trainer_conflicts",
+    "GROUP_SIZES",
+]
 
 #: Group sizes of the map (answers per prompt).
 GROUP_SIZES = (4, 8, 16)
@@ -120,9 +126,12 @@ def trainer_conflicts(p, agreement, mu=None, *, group_sizes=GROUP_SIZES) -> dict
     p = np.asarray(p, np.float64)
     mu = np.full(p.shape, 1.0 / p.size) if mu is None else np.asarray(mu, np.float64)
     with jax.enable_x64(True):
-        inner = {m: np.asarray(v, np.float64) for m, v in trainer_inner_products(
-            jnp.asarray(p), jnp.asarray(agreement, jnp.float64), jnp.asarray(mu),
-            group_sizes=tuple(group_sizes)).items()}
+        inner = {
+            m: np.asarray(v, np.float64)
+            for m, v in trainer_inner_products(
+                jnp.asarray(p), jnp.asarray(agreement, jnp.float64), jnp.asarray(mu), group_sizes=tuple(group_sizes)
+            ).items()
+        }
     out = {}
     for method, est in theory.ESTIMATOR_TABLE.items():
         rows = []
@@ -143,12 +152,17 @@ def _map_entry(n_prompts: int, n_actions: int, start_logit: float, group_sizes: 
     def entry(args):
         p_hard, separation, key = args
         bandit, theta0 = toy_bandit(
-            key, n_prompts=n_prompts, p_hard=p_hard, separation=separation, n_actions=n_actions,
+            key,
+            n_prompts=n_prompts,
+            p_hard=p_hard,
+            separation=separation,
+            n_actions=n_actions,
             start_logit=start_logit,
         )
         p = bandit.success(theta0)
-        return trainer_inner_products(p, bandit.agreement_scores(theta0), bandit.prompt_weights,
-                                      group_sizes=group_sizes)
+        return trainer_inner_products(
+            p, bandit.agreement_scores(theta0), bandit.prompt_weights, group_sizes=group_sizes
+        )
 
     return entry
 
@@ -189,9 +203,16 @@ def trainer_map(
     for name, value in (("n_p_hard", n_p_hard), ("n_separation", n_separation), ("n_seeds", n_seeds)):
         theory.validate.python_int(name, value, minimum=1)
     entry = _map_entry(int(n_prompts), int(n_actions), float(start_logit), group_sizes)
-    p_axis, s_axis, out = toy_grid_sweep(entry, key=key, n_p_hard=n_p_hard, n_separation=n_separation,
-                                         n_seeds=n_seeds, p_hard_range=p_hard_range,
-                                         separation_range=separation_range, devices=devices)
+    p_axis, s_axis, out = toy_grid_sweep(
+        entry,
+        key=key,
+        n_p_hard=n_p_hard,
+        n_separation=n_separation,
+        n_seeds=n_seeds,
+        p_hard_range=p_hard_range,
+        separation_range=separation_range,
+        devices=devices,
+    )
     inner, critical = {}, {}
     for method, est in theory.ESTIMATOR_TABLE.items():
         inner[method] = np.moveaxis(out[method], (3, 4), (0, 1))  # (len(group_sizes), K, S, I, J)

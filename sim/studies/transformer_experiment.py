@@ -33,8 +33,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -42,9 +42,9 @@ import numpy as np
 
 import theory
 from sim.intervals import wilson_interval
-from sim.studies import transformer_proxy as _proxy
 from sim.records import RECORD_NAMES as R
 from sim.records import floats as _floats
+from sim.studies import transformer_proxy as _proxy
 from sim.transformer import exact as _exact
 from sim.transformer import model as _model
 from sim.transformer import task as _task
@@ -177,14 +177,26 @@ def warm_start(cfg: ExperimentConfig, *, key, checkpoint_dir=None, progress=None
     k_task, k_init, k_sft, _ = jax.random.split(key, 4)
     task = _task.make_task(cfg.task, key=k_task)
     mcfg = _model.ModelConfig(
-        vocab_size=task.vocab_size, max_len=task.seq_len, d_model=cfg.d_model,
-        n_heads=cfg.n_heads, n_layers=cfg.n_layers, d_mlp=cfg.d_mlp,
+        vocab_size=task.vocab_size,
+        max_len=task.seq_len,
+        d_model=cfg.d_model,
+        n_heads=cfg.n_heads,
+        n_layers=cfg.n_layers,
+        d_mlp=cfg.d_mlp,
     )
     params = _model.init(k_init, mcfg)
-    say(f"task: {task.n_prompts} prompts ({int(task.is_hard.sum())} hard); model: {_model.param_count(params)} parameters")
+    say(
+        f"task: {task.n_prompts} prompts ({int(task.is_hard.sum())} hard); "
+        f"model: {_model.param_count(params)} parameters"
+    )
     params, sft_loss = _train.supervised_warm_start(
-        params, task.prompts[task.sft_index], task.answers[task.sft_index], mcfg, cfg.sft,
-        key=k_sft, checkpoint_path=None if checkpoint_dir is None else Path(checkpoint_dir) / "warm_start.pkl",
+        params,
+        task.prompts[task.sft_index],
+        task.answers[task.sft_index],
+        mcfg,
+        cfg.sft,
+        key=k_sft,
+        checkpoint_path=None if checkpoint_dir is None else Path(checkpoint_dir) / "warm_start.pkl",
         progress=say,
     )
     return task, mcfg, params, sft_loss
@@ -238,25 +250,37 @@ def run_experiment(
         ks = tuple(sorted(set(cfg.ks) | set(role_k.values())))
         summary = _exact.conflict_summary(p, agree, ks)
         summary_ll = _exact.conflict_summary(p, agree_ll, ks)
-        d_pass1, d_passk, cos_k = (
-            _floats(x) for x in _sign_test(params, prompts, answers, mcfg, ks, cfg.sign_step)
-        )
-    say(f"warm start: pass@1 {p.mean():.4f}; k* predicted {k_star}; JVP vs per-prompt max error {err:.2e}; "
-        f"last-layer sign agreement {ll_sign['value']:.3f}")
+        d_pass1, d_passk, cos_k = (_floats(x) for x in _sign_test(params, prompts, answers, mcfg, ks, cfg.sign_step))
+    say(
+        f"warm start: pass@1 {p.mean():.4f}; k* predicted {k_star}; JVP vs per-prompt max error {err:.2e}; "
+        f"last-layer sign agreement {ll_sign['value']:.3f}"
+    )
     weigh_ks = sorted({k for k in (k_star, role_k["high"]) if k is not None} | {2})
     proxy_study = {
         "errors": _proxy.proxy_errors(p, agree, agree_ll, task.is_hard, weigh_ks),
         "monte_carlo": _proxy.monte_carlo_proxy(
-            params, prompts, mcfg, _task.verify, (task.hard_table, task.exception_table),
-            key=jax.random.fold_in(k_pg, PROXY_KEY), n=cfg.proxy_samples, agreement=agree, agreement_proxy=agree_ll),
+            params,
+            prompts,
+            mcfg,
+            _task.verify,
+            (task.hard_table, task.exception_table),
+            key=jax.random.fold_in(k_pg, PROXY_KEY),
+            n=cfg.proxy_samples,
+            agreement=agree,
+            agreement_proxy=agree_ll,
+        ),
         "hidden_conflict_case": _proxy.hidden_conflict_case(),
     }
 
     predicted = [_sign(a) for a in summary[R.mean_agreement]]
     observed = [_sign(d) for d in d_pass1]
     sign_test = {
-        "ks": list(ks), "step": cfg.sign_step, "delta_pass1": d_pass1, "delta_passk": d_passk,
-        "predicted_sign": predicted, "observed_sign": observed,
+        "ks": list(ks),
+        "step": cfg.sign_step,
+        "delta_pass1": d_pass1,
+        "delta_passk": d_passk,
+        "predicted_sign": predicted,
+        "observed_sign": observed,
         "agreement_fraction": wilson_interval(int(np.sum(np.asarray(predicted) == np.asarray(observed))), len(ks)),
     }
 
@@ -269,34 +293,56 @@ def run_experiment(
         k = role_k[spec.k]
         name = f"{spec.optimizer}-{spec.estimator}-k{k}-s{seed}"
         pg = _train.PGConfig(
-            estimator=spec.estimator, k=k, n_samples=n_samples, optimizer=spec.optimizer,
+            estimator=spec.estimator,
+            k=k,
+            n_samples=n_samples,
+            optimizer=spec.optimizer,
             learning_rate=cfg.sgd_learning_rate if sgd else cfg.adam_learning_rate,
-            steps=cfg.sgd_steps if sgd else cfg.adam_steps, checkpoint_every=cfg.checkpoint_every,
+            steps=cfg.sgd_steps if sgd else cfg.adam_steps,
+            checkpoint_every=cfg.checkpoint_every,
             track_ks=(k,),
         )
         _, traj = _train.finetune(
-            params, prompts, answers, mcfg, pg, key=jax.random.fold_in(k_pg, seed),
-            verifier=_task.verify, verifier_args=(task.hard_table, task.exception_table),
+            params,
+            prompts,
+            answers,
+            mcfg,
+            pg,
+            key=jax.random.fold_in(k_pg, seed),
+            verifier=_task.verify,
+            verifier_args=(task.hard_table, task.exception_table),
             checkpoint_path=None if ckpt is None else ckpt / f"{name}.pkl",
-            progress=say, label=f"run {index + 1}/{len(specs)} {name}",
+            progress=say,
+            label=f"run {index + 1}/{len(specs)} {name}",
         )
         pass1, passk = traj[R.j1], traj[R.jk][:, 0]
         m = min(cfg.first_steps, pg.steps)
-        runs.append({
-            "name": name, "estimator": spec.estimator, "k": k, "k_role": spec.k,
-            "optimizer": spec.optimizer, "seed": seed, "learning_rate": pg.learning_rate,
-            "steps": pg.steps, "n_samples": None if spec.estimator == "exact" else n_samples,
-            "k_ge_k_star": None if k_star is None else bool(k >= k_star),
-            "pass1_before": float(pass1[0]), "pass1_after": float(pass1[-1]),
-            "passk_before": float(passk[0]), "passk_after": float(passk[-1]),
-            "pass1": _floats(pass1), "passk": _floats(passk),
-            "g1_dot_u": _floats(traj[R.update_inner]),
-            "mean_reward": _floats(np.nan_to_num(traj["mean_reward"])),
-            "predicted_sign_I_k": _sign(a_of_k[k]),
-            "observed_sign_first_steps": _sign(pass1[m] - pass1[0]),
-            "first_steps": m,
-            "sign_g1_dot_u_first_step": _sign(traj[R.update_inner][0]),
-        })
+        runs.append(
+            {
+                "name": name,
+                "estimator": spec.estimator,
+                "k": k,
+                "k_role": spec.k,
+                "optimizer": spec.optimizer,
+                "seed": seed,
+                "learning_rate": pg.learning_rate,
+                "steps": pg.steps,
+                "n_samples": None if spec.estimator == "exact" else n_samples,
+                "k_ge_k_star": None if k_star is None else bool(k >= k_star),
+                "pass1_before": float(pass1[0]),
+                "pass1_after": float(pass1[-1]),
+                "passk_before": float(passk[0]),
+                "passk_after": float(passk[-1]),
+                "pass1": _floats(pass1),
+                "passk": _floats(passk),
+                "g1_dot_u": _floats(traj[R.update_inner]),
+                "mean_reward": _floats(np.nan_to_num(traj["mean_reward"])),
+                "predicted_sign_I_k": _sign(a_of_k[k]),
+                "observed_sign_first_steps": _sign(pass1[m] - pass1[0]),
+                "first_steps": m,
+                "sign_g1_dot_u_first_step": _sign(traj[R.update_inner][0]),
+            }
+        )
         say(f"{name}: pass@1 {pass1[0]:.4f} -> {pass1[-1]:.4f}, pass@{k} {passk[0]:.4f} -> {passk[-1]:.4f}")
 
     # Where observations depart from the first-order prediction (SPEC section 9 asks to say so).
@@ -304,7 +350,8 @@ def run_experiment(
         "sign_test_ks": [k for k, a, b in zip(ks, predicted, observed) if a != b],
         "runs_first_steps": [r["name"] for r in runs if r["observed_sign_first_steps"] != r["predicted_sign_I_k"]],
         "adam_runs_first_update": [
-            r["name"] for r in runs
+            r["name"]
+            for r in runs
             if r["optimizer"] == "adam" and r["sign_g1_dot_u_first_step"] != r["predicted_sign_I_k"]
         ],
     }
@@ -317,17 +364,25 @@ def run_experiment(
         "task": dataclasses.asdict(cfg.task),
         "model": {"d_model": cfg.d_model, "n_heads": cfg.n_heads, "n_layers": cfg.n_layers, "d_mlp": cfg.d_mlp},
         "warm_start": {
-            "sft_loss": _floats(sft_loss), "pass1": float(p.mean()), "p": _floats(p),
-            "is_hard": [bool(h) for h in task.is_hard], "in_sft": [bool(s) for s in in_sft],
-            "agreement": _floats(agree), "agreement_pergrad": _floats(agree_pg),
-            "agreement_last_layer": _floats(agree_ll), "grad_pass1_sq_norm": float(g1_sq),
+            "sft_loss": _floats(sft_loss),
+            "pass1": float(p.mean()),
+            "p": _floats(p),
+            "is_hard": [bool(h) for h in task.is_hard],
+            "in_sft": [bool(s) for s in in_sft],
+            "agreement": _floats(agree),
+            "agreement_pergrad": _floats(agree_pg),
+            "agreement_last_layer": _floats(agree_ll),
+            "grad_pass1_sq_norm": float(g1_sq),
         },
         "agreement_jvp_vs_pergrad_max_abs_err": err,
         "agreement_jvp_vs_pergrad_rel_err": err / float(np.max(np.abs(agree_pg))),
         "last_layer_sign_agreement": ll_sign,
         "last_layer_proxy": proxy_study,
         "last_layer_k_star": summary_ll["k_star"],
-        "ks": list(ks), R.inner: summary[R.inner], R.mean_agreement: summary[R.mean_agreement], R.cos: cos_k,
+        "ks": list(ks),
+        R.inner: summary[R.inner],
+        R.mean_agreement: summary[R.mean_agreement],
+        R.cos: cos_k,
         "mean_agreement_last_layer": summary_ll[R.mean_agreement],
         "k_star_predicted": k_star,
         "k_roles": role_k,

@@ -28,10 +28,10 @@ second rule) and each of its warm starts (points along one supervised run, so wi
 Each run records, at every `theta_t`, the exact `p` and agreements, hence `J_1`, `J_k`, `k*_t`
 and `A_k(theta_t)` at its own `k` (:func:`run_records`), and the first-order change
 `<g_1, u_t>` of every step taken. A disagreement is explained from these records
-(:func:`sim.studies.transformer_ksweep_rows.explain`): `I_k` had already turned at the step that moved pass@1 the wrong way (`k*`
-moved past `k` along the trajectory); the update taken pointed the other way although `I_k` did
-not (the sampled estimate decided); or both had the predicted sign and pass@1 still moved the
-other way (the step was too large for the first-order prediction).
+(:func:`sim.studies.transformer_ksweep_rows.explain`): `I_k` had already turned at the step that
+moved pass@1 the wrong way (`k*` moved past `k` along the trajectory); the update taken pointed the
+other way although `I_k` did not (the sampled estimate decided); or both had the predicted sign and
+pass@1 still moved the other way (the step was too large for the first-order prediction).
 
 Runs through the trainer. Every run is the transformer trainer's fine-tuning step
 (:func:`sim.transformer.pg_step.policy_gradient_runs`: rule `"passk"`, plain SGD) with the exact
@@ -67,7 +67,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -76,11 +76,6 @@ import numpy as np
 from sim.intervals import wilson_interval
 from sim.records import RECORD_NAMES as R
 from sim.records import floats as _floats
-from sim.transformer import exact as _exact
-from sim.transformer import model as _model
-from sim.transformer import pg_step as _pg_step
-from sim.transformer import task_families as _families
-from sim.transformer import train as _train
 from sim.studies.transformer_ksweep_rows import (
     histogram,
     observed_sign,
@@ -89,6 +84,11 @@ from sim.studies.transformer_ksweep_rows import (
     summarise,
     warm_start_rows,
 )
+from sim.transformer import exact as _exact
+from sim.transformer import model as _model
+from sim.transformer import pg_step as _pg_step
+from sim.transformer import task_families as _families
+from sim.transformer import train as _train
 
 __all__ = [
     "ESTIMATOR",
@@ -163,8 +163,9 @@ class KSweepConfig:
     run_batch: int = 64
 
 
-def sweep_runs(params, prompts, answers, config, ks, keys, exact, *, learning_rate, n_samples, steps, mu=None,
-               batch=64):
+def sweep_runs(
+    params, prompts, answers, config, ks, keys, exact, *, learning_rate, n_samples, steps, mu=None, batch=64
+):
     """Plain-SGD fine-tuning runs from one starting point, through the transformer trainer's step
     (:func:`sim.transformer.pg_step.policy_gradient_runs`, rule `"passk"`).
 
@@ -202,18 +203,26 @@ def sweep_runs(params, prompts, answers, config, ks, keys, exact, *, learning_ra
         raise ValueError(f"learning_rate must be > 0; got {learning_rate!r}")
     exact = np.asarray(exact, bool)
     if exact.shape != ks.shape or len(keys) != ks.shape[0]:
-        raise ValueError(f"ks, keys and exact must have one entry per run; got shapes {ks.shape}, "
-                         f"{np.shape(keys)}, {exact.shape}")
+        raise ValueError(
+            f"ks, keys and exact must have one entry per run; got shapes {ks.shape}, {np.shape(keys)}, {exact.shape}"
+        )
     keys = jnp.asarray(keys)
     out = {}
     for estimator, chosen in (("exact", exact), (ESTIMATOR, ~exact)):
         if not chosen.any():
             continue
-        pg = _train.PGConfig(estimator=estimator, k=int(ks[chosen].max()), n_samples=max(2, int(n_samples)),
-                             optimizer="sgd", learning_rate=float(learning_rate), steps=int(steps),
-                             checkpoint_every=int(steps))
-        runs = _pg_step.policy_gradient_runs(params, prompts, answers, config, pg, ks=ks[chosen],
-                                             keys=keys[np.flatnonzero(chosen)], mu=mu, batch=batch)
+        pg = _train.PGConfig(
+            estimator=estimator,
+            k=int(ks[chosen].max()),
+            n_samples=max(2, int(n_samples)),
+            optimizer="sgd",
+            learning_rate=float(learning_rate),
+            steps=int(steps),
+            checkpoint_every=int(steps),
+        )
+        runs = _pg_step.policy_gradient_runs(
+            params, prompts, answers, config, pg, ks=ks[chosen], keys=keys[np.flatnonzero(chosen)], mu=mu, batch=batch
+        )
         for name in ("p", "agreement", R.update_inner):
             value = runs[name]
             out.setdefault(name, np.zeros((ks.shape[0],) + value.shape[1:], np.float64))[chosen] = value
@@ -258,14 +267,16 @@ def _warm_starts(task, mcfg, cfg: KSweepConfig, setting: FamilySetting, *, k_ini
     steps (call `c` with the key `fold_in(k_sft, c)`), read after each length of
     `setting.warm_start_steps`. Returns `[(steps, params, losses)]` by increasing steps."""
     stage = setting.sft_stage
-    sft = _train.SFTConfig(steps=stage, batch_size=cfg.sft_batch_size, learning_rate=cfg.sft_learning_rate,
-                           checkpoint_every=stage)
+    sft = _train.SFTConfig(
+        steps=stage, batch_size=cfg.sft_batch_size, learning_rate=cfg.sft_learning_rate, checkpoint_every=stage
+    )
     prompts, answers = task.prompts[task.sft_index], task.answers[task.sft_index]
     params, losses, done, out = _model.init(k_init, mcfg), [], 0, []
     for steps in sorted(setting.warm_start_steps):
         while done < steps:
-            params, loss = _train.supervised_warm_start(params, prompts, answers, mcfg, sft,
-                                                        key=jax.random.fold_in(k_sft, done // stage))
+            params, loss = _train.supervised_warm_start(
+                params, prompts, answers, mcfg, sft, key=jax.random.fold_in(k_sft, done // stage)
+            )
             losses.append(np.asarray(loss))
             done += stage
         out.append((steps, params, np.concatenate(losses)))
@@ -276,12 +287,15 @@ def _check_config(cfg: KSweepConfig):
     for setting in cfg.families:
         steps = setting.warm_start_steps
         if len(set(steps)) != len(steps) or any(s < 1 or s % setting.sft_stage for s in steps):
-            raise ValueError(f"warm_start_steps of {setting.family!r} must be distinct positive multiples of "
-                             f"sft_stage = {setting.sft_stage}; got {steps!r}")
+            raise ValueError(
+                f"warm_start_steps of {setting.family!r} must be distinct positive multiples of "
+                f"sft_stage = {setting.sft_stage}; got {steps!r}"
+            )
 
 
-def ksweep_study(*, config: KSweepConfig, key, families=_families.FAMILIES,
-                 progress: Callable[[str], None] | None = None) -> dict:
+def ksweep_study(
+    *, config: KSweepConfig, key, families=_families.FAMILIES, progress: Callable[[str], None] | None = None
+) -> dict:
     """Fine-tune through the crossing at every `k` for each task family and warm start.
 
     Args:
@@ -322,24 +336,42 @@ def ksweep_study(*, config: KSweepConfig, key, families=_families.FAMILIES,
     for family in families:
         setting = settings[family]
         k_task, k_init, k_sft, k_runs = jax.random.split(jax.random.fold_in(key, _families.FAMILIES.index(family)), 4)
-        task = _families.make_family_task(family, modulus=cfg.modulus, hard_fraction=setting.hard_fraction,
-                                          sft_hard_fraction=setting.sft_hard_fraction, key=k_task)
+        task = _families.make_family_task(
+            family,
+            modulus=cfg.modulus,
+            hard_fraction=setting.hard_fraction,
+            sft_hard_fraction=setting.sft_hard_fraction,
+            key=k_task,
+        )
         built[family] = (task, k_init, k_sft, k_runs)
     size = max(t.prompts.shape[0] for t, *_ in built.values())
     first = next(iter(built.values()))[0]
-    mcfg = _model.ModelConfig(vocab_size=first.vocab_size, max_len=first.seq_len, d_model=cfg.d_model,
-                              n_heads=cfg.n_heads, n_layers=cfg.n_layers, d_mlp=cfg.d_mlp)
+    mcfg = _model.ModelConfig(
+        vocab_size=first.vocab_size,
+        max_len=first.seq_len,
+        d_model=cfg.d_model,
+        n_heads=cfg.n_heads,
+        n_layers=cfg.n_layers,
+        d_mlp=cfg.d_mlp,
+    )
     starts = []
-    for family, (task, k_init, k_sft, k_runs) in built.items():
+    for family, (task, k_init, k_sft, _k_runs) in built.items():
         prompts, answers, mu = _pad(task, size)
         for steps, params, losses in _warm_starts(task, mcfg, cfg, settings[family], k_init=k_init, k_sft=k_sft):
             # Full float32 products (GPUs default to TF32), as the confirmation.
             with jax.default_matmul_precision("float32"):
-                agree, p, _ = _agreement_jvp(params, jnp.asarray(prompts), jnp.asarray(answers), mcfg,
-                                             jnp.asarray(mu, jnp.float32))
+                agree, p, _ = _agreement_jvp(
+                    params, jnp.asarray(prompts), jnp.asarray(answers), mcfg, jnp.asarray(mu, jnp.float32)
+                )
                 # the last-layer proxy of the same agreements (output head only)
-                agree_ll, _, _ = _agreement_jvp(params, jnp.asarray(prompts), jnp.asarray(answers), mcfg,
-                                                jnp.asarray(mu, jnp.float32), subset=_model.LAST_LAYER)
+                agree_ll, _, _ = _agreement_jvp(
+                    params,
+                    jnp.asarray(prompts),
+                    jnp.asarray(answers),
+                    mcfg,
+                    jnp.asarray(mu, jnp.float32),
+                    subset=_model.LAST_LAYER,
+                )
             agree, p = np.asarray(agree, np.float64), np.asarray(p, np.float64)
             agree_ll = np.asarray(agree_ll, np.float64)
             # k*, I_k, A_k in float64 whatever the global setting (the model itself is float32)
@@ -348,11 +380,14 @@ def ksweep_study(*, config: KSweepConfig, key, families=_families.FAMILIES,
                 summary["last_layer_k_star"] = _exact.conflict_summary(p, agree_ll, (1,), mu)["k_star"]
             real = mu > 0
             summary["last_layer_sign_right"] = wilson_interval(
-                int(np.sum(np.sign(agree_ll[real]) == np.sign(agree[real]))), int(real.sum()))
+                int(np.sum(np.sign(agree_ll[real]) == np.sign(agree[real]))), int(real.sum())
+            )
             k_star = summary["k_star"]
             starts.append((family, steps, params, losses, p, agree, summary))
-            say(f"{family}, warm start of {steps} steps: pass@1 {p[mu > 0].mean():.3f}, k* {k_star} "
-                f"[{time.perf_counter() - start:.0f} s]")
+            say(
+                f"{family}, warm start of {steps} steps: pass@1 {p[mu > 0].mean():.3f}, k* {k_star} "
+                f"[{time.perf_counter() - start:.0f} s]"
+            )
 
     # 2. One k grid for all: every k up to 2 k* of every warm start (within max_k), n = K + 1.
     k_top = min(cfg.max_k, max([cfg.min_k_top] + [2 * s[-1]["k_star"] for s in starts if s[-1]["k_star"] is not None]))
@@ -372,8 +407,20 @@ def ksweep_study(*, config: KSweepConfig, key, families=_families.FAMILIES,
         base = jax.random.fold_in(k_runs, steps)
         # seed s at order k: the same key whatever the other orders and seeds run
         keys = jnp.stack([jax.random.fold_in(jax.random.fold_in(base, int(k)), s) for k in ks for s in range(n_runs_k)])
-        out = sweep_runs(params, prompts, answers, mcfg, run_ks, keys, run_exact, learning_rate=cfg.learning_rate,
-                         n_samples=n_samples, steps=cfg.steps, mu=mu, batch=cfg.run_batch)
+        out = sweep_runs(
+            params,
+            prompts,
+            answers,
+            mcfg,
+            run_ks,
+            keys,
+            run_exact,
+            learning_rate=cfg.learning_rate,
+            n_samples=n_samples,
+            steps=cfg.steps,
+            mu=mu,
+            batch=cfg.run_batch,
+        )
         name = f"{steps} steps"
         with jax.enable_x64(True):
             ws_rows = warm_start_rows(family, name, k_star, ks, cfg.seeds, out, n_samples, summary, mu)
@@ -381,25 +428,36 @@ def ksweep_study(*, config: KSweepConfig, key, families=_families.FAMILIES,
         real = mu > 0
         hard = np.asarray(task.is_hard, bool)
         p_real, a_real = p[real], agree[real]
-        warm_out.append({
-            "task": family, "warm_start": name, "sft_steps": steps, "k_star": k_star,
-            "k_covers_2k_star": k_star is None or 2 * k_star <= k_top,
-            "last_layer_k_star": summary["last_layer_k_star"],
-            "last_layer_sign_right": summary["last_layer_sign_right"],
-            "pass1": float(p_real.mean()), R.inner: summary[R.inner][:k_top],
-            R.mean_agreement: summary[R.mean_agreement][:k_top],
-            "p_histogram": histogram(p_real, hard),
-            "hard_mean_p": float(p_real[hard].mean()), "easy_mean_p": float(p_real[~hard].mean()),
-            "hard_negative_agreement_share": float(np.mean(a_real[hard] < 0)),
-            "easy_negative_agreement_share": float(np.mean(a_real[~hard] < 0)),
-            "sft_loss": _floats(losses),
-        })
+        warm_out.append(
+            {
+                "task": family,
+                "warm_start": name,
+                "sft_steps": steps,
+                "k_star": k_star,
+                "k_covers_2k_star": k_star is None or 2 * k_star <= k_top,
+                "last_layer_k_star": summary["last_layer_k_star"],
+                "last_layer_sign_right": summary["last_layer_sign_right"],
+                "pass1": float(p_real.mean()),
+                R.inner: summary[R.inner][:k_top],
+                R.mean_agreement: summary[R.mean_agreement][:k_top],
+                "p_histogram": histogram(p_real, hard),
+                "hard_mean_p": float(p_real[hard].mean()),
+                "easy_mean_p": float(p_real[~hard].mean()),
+                "hard_negative_agreement_share": float(np.mean(a_real[hard] < 0)),
+                "easy_negative_agreement_share": float(np.mean(a_real[~hard] < 0)),
+                "sft_loss": _floats(losses),
+            }
+        )
         counts = {v: sum(r["verdict"] == v for r in ws_rows) for v in ("agree", "disagree", "inconclusive")}
         say(f"{family}, {name}: {len(run_ks)} runs in {time.perf_counter() - t_runs:.1f} s; {counts}")
     family_out = {
-        family: {"n_prompts": int(task.prompts.shape[0]), "n_hard": int(task.is_hard.sum()),
-                 "n_sft_prompts": int(task.sft_index.size), "hard_fraction": settings[family].hard_fraction,
-                 "sft_hard_fraction": settings[family].sft_hard_fraction}
+        family: {
+            "n_prompts": int(task.prompts.shape[0]),
+            "n_hard": int(task.is_hard.sum()),
+            "n_sft_prompts": int(task.sft_index.size),
+            "hard_fraction": settings[family].hard_fraction,
+            "sft_hard_fraction": settings[family].sft_hard_fraction,
+        }
         for family, (task, *_rest) in built.items()
     }
     return {
@@ -412,8 +470,11 @@ def ksweep_study(*, config: KSweepConfig, key, families=_families.FAMILIES,
         "n_params": _model.param_count(starts[0][2]),
         "settings": {
             **{name: value for name, value in dataclasses.asdict(cfg).items() if name != "families"},
-            "families": [{**dataclasses.asdict(s), "warm_start_steps": list(s.warm_start_steps)}
-                         for s in cfg.families if s.family in families],
+            "families": [
+                {**dataclasses.asdict(s), "warm_start_steps": list(s.warm_start_steps)}
+                for s in cfg.families
+                if s.family in families
+            ],
             "estimator": ESTIMATOR,
             "optimizer": "sgd",
             "level": 0.95,

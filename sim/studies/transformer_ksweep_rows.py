@@ -17,8 +17,16 @@ from sim.intervals import mean_interval
 from sim.records import RECORD_NAMES as R
 from sim.records import floats as _floats
 
-__all__ = ["explain", "histogram", "observed_sign", "predicted_sign", "run_records", "summarise", "verdict",
-           "warm_start_rows"]
+__all__ = [
+    "explain",
+    "histogram",
+    "observed_sign",
+    "predicted_sign",
+    "run_records",
+    "summarise",
+    "verdict",
+    "warm_start_rows",
+]
 
 HIST_BINS = 10
 
@@ -67,8 +75,6 @@ def run_records(p, agreement, k, mu=None) -> dict:
     }
 
 
-
-
 def histogram(p, is_hard):
     edges = np.linspace(0.0, 1.0, HIST_BINS + 1)
     return {
@@ -110,13 +116,13 @@ def explain(predicted, observed, k, change, runs, exact_agrees=None):
         where.append(t)
     words = {
         "k* moved": "k* moved past k along the trajectory (I_k at k = {k} had the sign {obs:+d} at step {t}; "
-                    "k*_t = {path})",
+        "k*_t = {path})",
         "several crossings": "I_k changes sign more than once in k: at the start it already had the sign {obs:+d} "
-                             "at k = {k}",
+        "at k = {k}",
         "sampled update": "the sampled update pointed against the prediction (<g_1, u_t> had the sign {obs:+d} at "
-                          "step {t} while I_k had the predicted sign)",
+        "step {t} while I_k had the predicted sign)",
         "step too large": "the step was too large for the first-order prediction (at step {t} both I_k and "
-                          "<g_1, u_t> had the predicted sign, pass@1 moved the other way)",
+        "<g_1, u_t> had the predicted sign, pass@1 moved the other way)",
     }
     parts = []
     for name in dict.fromkeys(classes):
@@ -186,8 +192,9 @@ def warm_start_rows(family, ws_name, k_star, ks, seeds, out, n_samples, summary,
                 f"contains 0 (A_k at the start {row['mean_agreement_start']:.2e})"
             )
         elif row["verdict"] == "disagree":
-            row["explanation"] = explain(pred, obs, int(k), interval["value"], sampled,
-                                          exact_agrees=row["exact_verdict"] == "agree")
+            row["explanation"] = explain(
+                pred, obs, int(k), interval["value"], sampled, exact_agrees=row["exact_verdict"] == "agree"
+            )
         if row["exact_verdict"] == "inconclusive":
             row["exact_explanation"] = "pass@1 did not change in float32 (the exact gradient vanishes)"
         elif row["exact_verdict"] == "disagree":
@@ -211,13 +218,36 @@ def summarise(rows):
         "exact_counts": counts(rows, "exact_verdict"),
         "exact_by_task": {task: counts([r for r in rows if r["task"] == task], "exact_verdict") for task in tasks},
         "disagreements": [
-            {name: row[name] for name in ("task", "warm_start", "k_star", "k", "pass1_change", "exact_pass1_change",
-                                          "k_star_after", "explanation")}
-            for row in rows if row["verdict"] == "disagree"
+            {
+                name: row[name]
+                for name in (
+                    "task",
+                    "warm_start",
+                    "k_star",
+                    "k",
+                    "pass1_change",
+                    "exact_pass1_change",
+                    "k_star_after",
+                    "explanation",
+                )
+            }
+            for row in rows
+            if row["verdict"] == "disagree"
         ],
         "exact_disagreements": [
-            {name: row[name] for name in ("task", "warm_start", "k_star", "k", "exact_pass1_change",
-                                          "exact_k_star_after", "exact_explanation")}
-            for row in rows if row["exact_verdict"] == "disagree"
+            {
+                name: row[name]
+                for name in (
+                    "task",
+                    "warm_start",
+                    "k_star",
+                    "k",
+                    "exact_pass1_change",
+                    "exact_k_star_after",
+                    "exact_explanation",
+                )
+            }
+            for row in rows
+            if row["exact_verdict"] == "disagree"
         ],
     }

@@ -60,14 +60,20 @@ def proxy_errors(p, agreement, agreement_proxy, is_hard, ks) -> dict:
     a, b = np.asarray(agreement, np.float64), np.asarray(agreement_proxy, np.float64)
     hard = np.asarray(is_hard, bool)
     if not (p.shape == a.shape == b.shape == hard.shape) or p.ndim != 1:
-        raise ValueError(f"p, agreement, agreement_proxy, is_hard must share one (P,) shape; got "
-                         f"{p.shape}, {a.shape}, {b.shape}, {hard.shape}")
+        raise ValueError(
+            f"p, agreement, agreement_proxy, is_hard must share one (P,) shape; got "
+            f"{p.shape}, {a.shape}, {b.shape}, {hard.shape}"
+        )
     wrong = np.sign(a) != np.sign(b)
     by_p = []
     for i, (lo, hi) in enumerate(zip(P_BINS[:-1], P_BINS[1:])):
         inside = (p >= lo) & ((p < hi) if i < len(P_BINS) - 2 else (p <= hi))
-        by_p.append({"p_range": [lo, hi],
-                     "wrong": wilson_interval(int(wrong[inside].sum()), int(inside.sum())) if inside.any() else None})
+        by_p.append(
+            {
+                "p_range": [lo, hi],
+                "wrong": wilson_interval(int(wrong[inside].sum()), int(inside.sum())) if inside.any() else None,
+            }
+        )
     omega = np.asarray(theory.normalized_weights(p, np.asarray(ks), None))  # (K, P)
     return {
         "sign_right": wilson_interval(int((~wrong).sum()), wrong.size),
@@ -81,8 +87,14 @@ def proxy_errors(p, agreement, agreement_proxy, is_hard, ks) -> dict:
 def _head_scores(params, prompts, answers, config):
     """`(P, n, D_U)` score vectors of the output head: `grad_U log pi(y_ij | x_i)`."""
     n_prompts, n = answers.shape[:2]
-    flat = _exact.per_prompt_gradients(params, jnp.repeat(prompts, n, axis=0), answers.reshape(n_prompts * n, -1),
-                                       config, subset=_model.LAST_LAYER, log=True)  # (P n, D_U)
+    flat = _exact.per_prompt_gradients(
+        params,
+        jnp.repeat(prompts, n, axis=0),
+        answers.reshape(n_prompts * n, -1),
+        config,
+        subset=_model.LAST_LAYER,
+        log=True,
+    )  # (P n, D_U)
     return flat.reshape(n_prompts, n, -1)
 
 
@@ -90,8 +102,9 @@ _head_scores_jit = jax.jit(_head_scores, static_argnums=3)
 _sample_jit = jax.jit(_train.sample_answers, static_argnums=(3, 4, 5))
 
 
-def monte_carlo_proxy(params, prompts, config, verifier, verifier_args, *, key, n: int, agreement,
-                      agreement_proxy, level: float = 0.95) -> dict:
+def monte_carlo_proxy(
+    params, prompts, config, verifier, verifier_args, *, key, n: int, agreement, agreement_proxy, level: float = 0.95
+) -> dict:
     """The last-layer proxy from `n` sampled answers per prompt, next to the exact agreements.
 
     Args:
@@ -123,8 +136,13 @@ def monte_carlo_proxy(params, prompts, config, verifier, verifier_args, *, key, 
         "n": n,
         "sign_right_vs_exact": wilson_interval(int((np.sign(a_hat) == a).sum()), a.size),
         "sign_right_vs_exact_proxy": wilson_interval(int((np.sign(a_hat) == b).sum()), b.size),
-        "k_star": {"estimate": crit.estimate, "lower": crit.lower, "upper": crit.upper, "k_max": crit.k_max,
-                   "level": crit.level},
+        "k_star": {
+            "estimate": crit.estimate,
+            "lower": crit.lower,
+            "upper": crit.upper,
+            "k_max": crit.k_max,
+            "level": crit.level,
+        },
     }
 
 

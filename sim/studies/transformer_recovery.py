@@ -53,8 +53,16 @@ def _count_draw(key, n, data):
     return rewards, rewards[..., None] * rows[:, None, :]
 
 
-def transformer_recovery(*, config: ExperimentConfig, key, ns=SAMPLE_SIZES, repeats: int = 200, sketch_dim: int = 256,
-                         level: float = 0.95, progress=None) -> dict:
+def transformer_recovery(
+    *,
+    config: ExperimentConfig,
+    key,
+    ns=SAMPLE_SIZES,
+    repeats: int = 200,
+    sketch_dim: int = 256,
+    level: float = 0.95,
+    progress=None,
+) -> dict:
     """:func:`sim.studies.recovery.recovery_study` at the transformer's warm start, three kinds of scores.
 
     Args:
@@ -80,25 +88,43 @@ def transformer_recovery(*, config: ExperimentConfig, key, ns=SAMPLE_SIZES, repe
             "all_parameters": per_prompt_gradients(params, prompts, answers, mcfg, log=True),
             "last_layer": per_prompt_gradients(params, prompts, answers, mcfg, subset=_model.LAST_LAYER, log=True),
         }
-    out = {"policy": {"kind": "transformer", "n_prompts": int(task.n_prompts), "n_params": _model.param_count(params),
-                      "sketch_dim": sketch_dim}}
+    out = {
+        "policy": {
+            "kind": "transformer",
+            "n_prompts": int(task.n_prompts),
+            "n_params": _model.param_count(params),
+            "sketch_dim": sketch_dim,
+        }
+    }
     with jax.enable_x64(True):
         mu = jnp.full(p.shape, 1.0 / p.size)
         p64 = jnp.asarray(p)
         if sketch_dim < p.size:
             raise ValueError(f"sketch_dim must be >= the number of prompts {p.size} (the width of L); got {sketch_dim}")
         width = sketch_dim  # >= P >= the rank of the Gram matrix
-        scopes = (("all_parameters", "all_parameters", None), ("last_layer", "last_layer", None),
-                  ("sketch", "all_parameters", sketch_dim))
+        scopes = (
+            ("all_parameters", "all_parameters", None),
+            ("last_layer", "last_layer", None),
+            ("sketch", "all_parameters", sketch_dim),
+        )
         for index, (name, kind, sketch) in enumerate(scopes):
             factor = gram_factor(scores[kind])
             # zero columns to a common width: inner products unchanged, one compiled program for all
             factor = jnp.asarray(np.pad(factor, ((0, 0), (0, width - factor.shape[1]))))
             # grad p_i = p_i s*_i, so a_i = p_i <s*_i, sum_j mu_j p_j s*_j>
             agreement = p64 * (factor @ (factor.T @ (mu * p64)))
-            out[name] = recovery_study(_count_draw, (p64, factor, jnp.asarray(sketch is not None)), p64, agreement,
-                                       mu, ns=ns, repeats=repeats, key=jax.random.fold_in(key, 1000 + index),
-                                       level=level, batch_size=10)
+            out[name] = recovery_study(
+                _count_draw,
+                (p64, factor, jnp.asarray(sketch is not None)),
+                p64,
+                agreement,
+                mu,
+                ns=ns,
+                repeats=repeats,
+                key=jax.random.fold_in(key, 1000 + index),
+                level=level,
+                batch_size=10,
+            )
             out[name]["score_dim"] = int(sketch or np.asarray(scores[kind]).shape[1])
             say(f"sampled k* ({name}): exact k* {out[name]['k_star_exact']}")
     return out

@@ -1,4 +1,4 @@
-"""Conflict-safe updates measured on the transformer (issue 13, item 2; SPEC sections 5 and 8).
+"""Conflict-safe updates measured on the transformer (SPEC sections 5 and 8).
 
 :func:`safe_update_study` starts from the warm start of the `transformer` part (same task, model,
 supervised warm start and run keys: :func:`sim.studies.transformer_experiment.warm_start` with the full
@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -45,8 +45,8 @@ import numpy as np
 from sim.intervals import mean_interval
 from sim.records import RECORD_NAMES as R
 from sim.records import floats as _floats
-from sim.studies import transformer_experiment as _experiment
 from sim.rules import RULE_TABLE
+from sim.studies import transformer_experiment as _experiment
 from sim.transformer import exact as _exact
 from sim.transformer import task as _task
 from sim.transformer import train as _train
@@ -99,8 +99,9 @@ def _auc(curve):
     return float(np.sum((c[1:] + c[:-1]) / 2) / (c.size - 1))
 
 
-def safe_update_study(*, config: SafeStudyConfig, key, checkpoint_dir=None,
-                      progress: Callable[[str], None] | None = None) -> dict:
+def safe_update_study(
+    *, config: SafeStudyConfig, key, checkpoint_dir=None, progress: Callable[[str], None] | None = None
+) -> dict:
     """Measure every training rule on the transformer; return JSON-ready numbers (draws nothing).
 
     Args:
@@ -136,8 +137,9 @@ def safe_update_study(*, config: SafeStudyConfig, key, checkpoint_dir=None,
     n_samples = max(ecfg.min_samples, k_high)
     grad_k_fn = jax.jit(jax.grad(_exact.pass_at_k_objective), static_argnums=3)
     grad_k = [grad_k_fn(params, prompts, answers, mcfg, jnp.asarray(k, jnp.int32)) for k in (k_low, k_high)]
-    smooth = _train.estimate_smoothness(params, prompts, answers, mcfg, key=jax.random.fold_in(key, 13),
-                                        directions=grad_k, safety=cfg.smoothness_safety)
+    smooth = _train.estimate_smoothness(
+        params, prompts, answers, mcfg, key=jax.random.fold_in(key, 13), directions=grad_k, safety=cfg.smoothness_safety
+    )
     say(f"safe: k* {k_star}, k {k_low} / {k_high}, L_1 estimate {smooth['smoothness']:.3g}")
 
     cache = {}
@@ -146,15 +148,30 @@ def safe_update_study(*, config: SafeStudyConfig, key, checkpoint_dir=None,
         sgd = optimizer == "sgd"
         steps = cfg.exact_steps if estimator == "exact" else cfg.sampled_steps
         pg = _train.PGConfig(
-            estimator=estimator, k=1 if RULE_TABLE[rule].order == "1" else k, n_samples=n_samples, optimizer=optimizer,
-            learning_rate=cfg.sgd_learning_rate if sgd else cfg.adam_learning_rate, steps=steps,
-            checkpoint_every=steps, track_ks=(k_low, k_high), rule=rule, mixture_weight=weight,
+            estimator=estimator,
+            k=1 if RULE_TABLE[rule].order == "1" else k,
+            n_samples=n_samples,
+            optimizer=optimizer,
+            learning_rate=cfg.sgd_learning_rate if sgd else cfg.adam_learning_rate,
+            steps=steps,
+            checkpoint_every=steps,
+            track_ks=(k_low, k_high),
+            rule=rule,
+            mixture_weight=weight,
             smoothness=smooth["smoothness"] if RULE_TABLE[rule].uses_smoothness else None,
             safe_k_every=cfg.safe_k_every,
         )
         if pg not in cache or seed not in cache[pg]:
-            _, traj = _train.finetune(params, prompts, answers, mcfg, pg, key=jax.random.fold_in(k_pg, seed),
-                                      verifier=_task.verify, verifier_args=(task.hard_table, task.exception_table))
+            _, traj = _train.finetune(
+                params,
+                prompts,
+                answers,
+                mcfg,
+                pg,
+                key=jax.random.fold_in(k_pg, seed),
+                verifier=_task.verify,
+                verifier_args=(task.hard_table, task.exception_table),
+            )
             cache.setdefault(pg, {})[seed] = traj
         return cache[pg][seed], steps
 
@@ -174,22 +191,35 @@ def safe_update_study(*, config: SafeStudyConfig, key, checkpoint_dir=None,
                     pass1 = np.stack([t[R.j1] for t in trajs])
                     passk = np.stack([t[R.jk][:, column] for t in trajs])
                     falls = [int(np.sum(np.diff(c) < -FALL_TOL)) for c in pass1]
-                    groups.append({
-                        "label": label, "rule": rule, "mixture_weight": weight, "k": k, "k_role": role,
-                        "estimator": estimator, "optimizer": optimizer, "steps": steps, "seeds": list(seeds),
-                        "final_pass1": mean_interval(pass1[:, -1]),
-                        "final_passk": mean_interval(passk[:, -1]),
-                        "final_pass_at_k_high": mean_interval([t[R.jk][-1, 1] for t in trajs]),
-                        "auc_pass1": mean_interval([_auc(c) for c in pass1]),
-                        "auc_passk": mean_interval([_auc(c) for c in passk]),
-                        "pass1_fall_steps": falls, "pass1_fell": bool(any(falls)),
-                        "min_update_inner": float(min(np.min(t[R.update_inner]) for t in trajs)),
-                        "k_used_min": int(min(np.min(t[R.k_used]) for t in trajs)),
-                        "pass1_curve": _floats(pass1.mean(axis=0)), "passk_curve": _floats(passk.mean(axis=0)),
-                    })
+                    groups.append(
+                        {
+                            "label": label,
+                            "rule": rule,
+                            "mixture_weight": weight,
+                            "k": k,
+                            "k_role": role,
+                            "estimator": estimator,
+                            "optimizer": optimizer,
+                            "steps": steps,
+                            "seeds": list(seeds),
+                            "final_pass1": mean_interval(pass1[:, -1]),
+                            "final_passk": mean_interval(passk[:, -1]),
+                            "final_pass_at_k_high": mean_interval([t[R.jk][-1, 1] for t in trajs]),
+                            "auc_pass1": mean_interval([_auc(c) for c in pass1]),
+                            "auc_passk": mean_interval([_auc(c) for c in passk]),
+                            "pass1_fall_steps": falls,
+                            "pass1_fell": bool(any(falls)),
+                            "min_update_inner": float(min(np.min(t[R.update_inner]) for t in trajs)),
+                            "k_used_min": int(min(np.min(t[R.k_used]) for t in trajs)),
+                            "pass1_curve": _floats(pass1.mean(axis=0)),
+                            "passk_curve": _floats(passk.mean(axis=0)),
+                        }
+                    )
                     g = groups[-1]
-                    say(f"safe: {optimizer} {estimator} k={k} {label}: pass@1 {g['final_pass1']['value']:.4f}, "
-                        f"pass@{k} {g['final_passk']['value']:.4f}, falls {falls} ({time.perf_counter() - t0:.1f}s)")
+                    say(
+                        f"safe: {optimizer} {estimator} k={k} {label}: pass@1 {g['final_pass1']['value']:.4f}, "
+                        f"pass@{k} {g['final_passk']['value']:.4f}, falls {falls} ({time.perf_counter() - t0:.1f}s)"
+                    )
     return {
         "k_star": k_star,
         "k_roles": {"low": k_low, "high": k_high},

@@ -25,8 +25,8 @@ from sim.transformer.exact import (
     success,
 )
 from sim.transformer.model import LAST_LAYER, ModelConfig, apply, init, param_count
-from sim.transformer.task_families import FAMILIES, make_family_task
 from sim.transformer.task import Task, TaskConfig, correct_answer, make_task, verify
+from sim.transformer.task_families import FAMILIES, make_family_task
 from sim.transformer.train import (
     RULES,
     Interrupted,

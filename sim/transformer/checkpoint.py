@@ -27,8 +27,20 @@ from sim.files import atomic_write
 from sim.records import RECORD_NAMES
 from sim.rules import RULE_TABLE
 
-__all__ = ["carry_layout", "check_chunking", "check_positive_int", "data_digests", "pg_identity", "fingerprint", "is_typed_key", "key_list", "load_checkpoint",
-           "run_chunks", "save_checkpoint", "step_keys"]
+__all__ = [
+    "carry_layout",
+    "check_chunking",
+    "check_positive_int",
+    "data_digests",
+    "pg_identity",
+    "fingerprint",
+    "is_typed_key",
+    "key_list",
+    "load_checkpoint",
+    "run_chunks",
+    "save_checkpoint",
+    "step_keys",
+]
 
 
 def fingerprint(*parts) -> str:
@@ -83,8 +95,7 @@ def run_chunks(run_chunk, init_state, *, steps, chunk, checkpoint_path, fingerpr
         if checkpoint_path is not None:
             save_checkpoint(
                 checkpoint_path,
-                {"fingerprint": fingerprint, "carry": carry, "step": done, "history": history,
-                 "key": key_list(key)},
+                {"fingerprint": fingerprint, "carry": carry, "step": done, "history": history, "key": key_list(key)},
             )
         if progress:
             progress(f"{label}: step {done}/{steps}" + (" (checkpoint written)" if checkpoint_path else ""))

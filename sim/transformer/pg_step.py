@@ -39,8 +39,17 @@ from sim.transformer import checkpoint as _checkpoint
 from sim.transformer import exact as _exact
 from sim.transformer.sampling import answer_log_probs, sample_answers
 
-__all__ = ["RuleArgs", "StepShape", "base_optimizer", "check_unique_answers", "evaluate", "pg_chunk",
-           "policy_gradient_runs", "rule_args", "step_shape"]
+__all__ = [
+    "RuleArgs",
+    "StepShape",
+    "base_optimizer",
+    "check_unique_answers",
+    "evaluate",
+    "pg_chunk",
+    "policy_gradient_runs",
+    "rule_args",
+    "step_shape",
+]
 
 
 # One compiled chunk serves every rule: what differs between rules (which update, which guard,
@@ -69,8 +78,12 @@ def _guard_variants():
     """`(rule, adaptive)` of every guard a chunk builds: each rule of the table that reads `g_1`,
     the mixtures twice (fixed `lambda`, and adaptive). `RuleArgs.guard` is 1 + an index here
     (0: no guard)."""
-    return [(name, adaptive) for name, rule in _rules.RULE_TABLE.items() if rule.reads_g1
-            for adaptive in ((False, True) if rule.uses_mixture_weight else (False,))]
+    return [
+        (name, adaptive)
+        for name, rule in _rules.RULE_TABLE.items()
+        if rule.reads_g1
+        for adaptive in ((False, True) if rule.uses_mixture_weight else (False,))
+    ]
 
 
 class RuleArgs(NamedTuple):
@@ -91,8 +104,13 @@ def step_shape(pg, *, unique_answers: bool = False) -> StepShape:
     """The static part of `pg`'s chunk (`unique_answers`: see the module docstring)."""
     if unique_answers:
         check_unique_answers(pg)
-    return StepShape(pg.estimator, pg.optimizer, 0 if pg.estimator == "exact" else pg.n_samples, pg.checkpoint_every,
-                     bool(unique_answers))
+    return StepShape(
+        pg.estimator,
+        pg.optimizer,
+        0 if pg.estimator == "exact" else pg.n_samples,
+        pg.checkpoint_every,
+        bool(unique_answers),
+    )
 
 
 def rule_args(pg) -> RuleArgs:
@@ -103,10 +121,15 @@ def rule_args(pg) -> RuleArgs:
     i32 = lambda x: jnp.asarray(x, jnp.int32)
     f32 = lambda x: jnp.asarray(x, jnp.float32)  # the model's dtype: a Python float rounds to it too
     return RuleArgs(
-        direction=i32(direction), guard=i32(guard), moves_k=jnp.asarray(rule.reads_k_star), k=i32(pg.k),
+        direction=i32(direction),
+        guard=i32(guard),
+        moves_k=jnp.asarray(rule.reads_k_star),
+        k=i32(pg.k),
         mixture_weight=f32(0.0 if pg.mixture_weight is None else pg.mixture_weight),
         smoothness=f32(1.0 if pg.smoothness is None else pg.smoothness),
-        learning_rate=f32(pg.learning_rate), safe_k_every=i32(pg.safe_k_every), track_ks=i32(pg.track_ks),
+        learning_rate=f32(pg.learning_rate),
+        safe_k_every=i32(pg.safe_k_every),
+        track_ks=i32(pg.track_ks),
     )
 
 
@@ -134,8 +157,9 @@ def evaluate(theta, prompts, answers, mu, track, config):
 
 
 @functools.partial(jax.jit, static_argnames=("config", "shape", "verifier"))
-def pg_chunk(carry, start, key, prompts, answers, mu, verifier_args, args: RuleArgs, *, config, shape: StepShape,
-              verifier):
+def pg_chunk(
+    carry, start, key, prompts, answers, mu, verifier_args, args: RuleArgs, *, config, shape: StepShape, verifier
+):
     """`shape.chunk` steps of any rule; carry `(theta, optimiser state, guard state, k')`."""
     base = base_optimizer(shape.optimizer, args.learning_rate)
     verify = lambda x, y: verifier(x, y, *verifier_args)
@@ -146,11 +170,15 @@ def pg_chunk(carry, start, key, prompts, answers, mu, verifier_args, args: RuleA
     for index, (name, adaptive) in enumerate(_guard_variants(), start=1):
         rule = _rules.RULE_TABLE[name]
         safe, direction = rule.uses_smoothness, rule.acts_on == "direction"
-        guards[index] = (rule.acts_on, _guards.conflict_guard(
-            name, smoothness=args.smoothness if safe else None,
-            step_size=args.learning_rate if safe and direction else None,
-            mixture_weight=args.mixture_weight if rule.uses_mixture_weight and not adaptive else None,
-        ))
+        guards[index] = (
+            rule.acts_on,
+            _guards.conflict_guard(
+                name,
+                smoothness=args.smoothness if safe else None,
+                step_size=args.learning_rate if safe and direction else None,
+                mixture_weight=args.mixture_weight if rule.uses_mixture_weight and not adaptive else None,
+            ),
+        )
 
     def guard(position, updates, state, g1):
         # Every guard of this position runs and `args.guard`'s result is selected by arithmetic:
@@ -169,8 +197,9 @@ def pg_chunk(carry, start, key, prompts, answers, mu, verifier_args, args: RuleA
         if shape.estimator == "exact":
             gk = pullback(mu * theory.pass_at_k_weight(p, k) * p)  # grad J_k = sum_i mu_i w_k p_i grad log p_i
             return _select(args.direction == _PASS1_UPDATE, g1, gk), g1, g1, jnp.nan, p, a
-        rewards = (jax.random.uniform(step_key, (p.shape[0], shape.n_samples), p.dtype)
-                   < p[:, None]).astype(p.dtype)  # r_ij ~ Bernoulli(p_i)
+        rewards = (jax.random.uniform(step_key, (p.shape[0], shape.n_samples), p.dtype) < p[:, None]).astype(
+            p.dtype
+        )  # r_ij ~ Bernoulli(p_i)
         weights = theory.gradient_estimator(shape.estimator).coefficients(rewards, k)  # wrong answers: 0
         gk = pullback(mu * jnp.sum(weights * rewards, axis=-1))
         return gk, jax.tree_util.tree_map(jnp.zeros_like, theta), g1, jnp.mean(rewards), p, a
@@ -191,11 +220,14 @@ def pg_chunk(carry, start, key, prompts, answers, mu, verifier_args, args: RuleA
         passk = lambda: vjp(mu[:, None] * theory.gradient_estimator(shape.estimator).coefficients(rewards, k))[0]
         pass1 = lambda: vjp(mu[:, None] * theory.gradient_estimator("rloo").coefficients(rewards, None))[0]
         unused = lambda: jax.tree_util.tree_map(jnp.zeros_like, theta)
-        ascent, g1_guard = jax.lax.switch(args.direction, [
-            lambda: (passk(), unused()),
-            lambda: (lambda g: (g, g))(pass1()),
-            lambda: (passk(), pass1()),
-        ])
+        ascent, g1_guard = jax.lax.switch(
+            args.direction,
+            [
+                lambda: (passk(), unused()),
+                lambda: (lambda g: (g, g))(pass1()),
+                lambda: (passk(), pass1()),
+            ],
+        )
         return ascent, g1_guard, g1, jnp.mean(rewards)
 
     def step(carry, inputs):
@@ -222,8 +254,14 @@ def pg_chunk(carry, start, key, prompts, answers, mu, verifier_args, args: RuleA
         updates, guard_state = guard("step", updates, guard_state, g1_guard)
         if j1 is None:
             j1, jk = evaluate(theta, prompts, answers, mu, args.track_ks, config)
-        metrics = {R.j1: j1, R.jk: jk, R.update_inner: _exact.tree_dot(g1, updates), "mean_reward": mean_reward,
-                   R.k_used: k_cur, **extra}
+        metrics = {
+            R.j1: j1,
+            R.jk: jk,
+            R.update_inner: _exact.tree_dot(g1, updates),
+            "mean_reward": mean_reward,
+            R.k_used: k_cur,
+            **extra,
+        }
         return (optax.apply_updates(theta, updates), base_state, guard_state, k_cur), metrics
 
     return jax.lax.scan(step, carry, _checkpoint.step_keys(key, start, shape.chunk))
@@ -254,12 +292,16 @@ def check_unique_answers(pg) -> None:
     group = np.array([[1.0, 0.0, 1.0, 0.0, 0.0, 1.0]])
     wrong = np.asarray(entry.coefficients(group, min(2, entry.max_k(6) or 1)))[group == 0]
     if not entry.needs_k or np.any(wrong != 0):
-        raise ValueError(f"estimator {pg.estimator!r} gives wrong answers a non-zero weight: rewards drawn from p "
-                         "(unique answers) need an estimator whose wrong answers weigh 0, such as 'pkpo-loo-1'")
+        raise ValueError(
+            f"estimator {pg.estimator!r} gives wrong answers a non-zero weight: rewards drawn from p "
+            "(unique answers) need an estimator whose wrong answers weigh 0, such as 'pkpo-loo-1'"
+        )
     rule = _rules.RULE_TABLE[pg.rule]
     if rule.reads_g1 or rule.order == "1":
-        raise ValueError(f"rule {pg.rule!r} reads the RLOO estimate of g_1, which weighs wrong answers: with rewards "
-                         "drawn from p (unique answers) a sampled run takes a rule that does not read g_1")
+        raise ValueError(
+            f"rule {pg.rule!r} reads the RLOO estimate of g_1, which weighs wrong answers: with rewards "
+            "drawn from p (unique answers) a sampled run takes a rule that does not read g_1"
+        )
 
 
 @functools.partial(jax.jit, static_argnames=("config", "shape"))
@@ -270,8 +312,19 @@ def _runs(params, prompts, answers, mu, args, ks, keys, *, config, shape):
 
     def one(k, key):
         carry = (params, base.init(params), fresh_guard, k)
-        (theta, *_), metrics = pg_chunk(carry, jnp.asarray(0, jnp.int32), key, prompts, answers, mu, (),
-                                        args._replace(k=k), config=config, shape=shape, verifier=None)
+        (theta, *_), metrics = pg_chunk(
+            carry,
+            jnp.asarray(0, jnp.int32),
+            key,
+            prompts,
+            answers,
+            mu,
+            (),
+            args._replace(k=k),
+            config=config,
+            shape=shape,
+            verifier=None,
+        )
         p_end, _, _, a_end = unique_state(theta, prompts, answers, config, mu)
         return metrics, p_end, a_end
 
@@ -303,8 +356,10 @@ def policy_gradient_runs(params, prompts, answers, config, pg, *, ks, keys, mu=N
     """
     shape = step_shape(pg, unique_answers=True)
     if pg.checkpoint_every != pg.steps:
-        raise ValueError(f"pg.checkpoint_every must equal pg.steps for policy_gradient_runs; got {pg.checkpoint_every} "
-                         f"and {pg.steps}")
+        raise ValueError(
+            f"pg.checkpoint_every must equal pg.steps for policy_gradient_runs; got {pg.checkpoint_every} "
+            f"and {pg.steps}"
+        )
     ks = np.asarray(ks)
     if ks.ndim != 1 or not np.issubdtype(ks.dtype, np.integer) or ks.size == 0 or ks.min() < 1 or ks.max() > pg.k:
         raise ValueError(f"ks must be a non-empty 1-d integer array with 1 <= k <= pg.k = {pg.k}; got {ks!r}")
@@ -320,9 +375,17 @@ def policy_gradient_runs(params, prompts, answers, config, pg, *, ks, keys, mu=N
     size = -(-runs // n_batches)
     pad = n_batches * size - runs
     layout = lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]).reshape((n_batches, size) + x.shape[1:])
-    metrics, p_end, a_end = _runs(params, jnp.asarray(prompts), jnp.asarray(answers), mu, rule_args(pg),
-                                  layout(jnp.asarray(ks, jnp.int32)), layout(jnp.asarray(keys)), config=config,
-                                  shape=shape)
+    metrics, p_end, a_end = _runs(
+        params,
+        jnp.asarray(prompts),
+        jnp.asarray(answers),
+        mu,
+        rule_args(pg),
+        layout(jnp.asarray(ks, jnp.int32)),
+        layout(jnp.asarray(keys)),
+        config=config,
+        shape=shape,
+    )
     unlayout = lambda x: np.asarray(x, np.float64).reshape((n_batches * size,) + x.shape[2:])[:runs]
     out = {name: unlayout(metrics[name]) for name in (R.update_inner, R.k_used, "mean_reward")}
     out["p"] = np.concatenate([unlayout(metrics["p"]), unlayout(p_end)[:, None]], axis=1)

@@ -17,8 +17,17 @@ __all__ = ["estimate_smoothness"]
 
 
 def estimate_smoothness(
-    params, prompts, answers, config, mu=None, *, key, directions=(), n_random: int = 4,
-    power_iterations: int = 10, safety: float = 2.0,
+    params,
+    prompts,
+    answers,
+    config,
+    mu=None,
+    *,
+    key,
+    directions=(),
+    n_random: int = 4,
+    power_iterations: int = 10,
+    safety: float = 2.0,
 ) -> dict:
     """A local, measured estimate of the smoothness `L_1` of `J_1` at `params` (for "project-safe").
 
@@ -68,8 +77,11 @@ def estimate_smoothness(
     def random_direction(k):
         leaves, treedef = jax.tree_util.tree_flatten(params)
         keys = jax.random.split(k, len(leaves))
-        return unit(jax.tree_util.tree_unflatten(
-            treedef, [jax.random.normal(kk, x.shape, x.dtype) for kk, x in zip(keys, leaves)]))
+        return unit(
+            jax.tree_util.tree_unflatten(
+                treedef, [jax.random.normal(kk, x.shape, x.dtype) for kk, x in zip(keys, leaves)]
+            )
+        )
 
     k_dirs, k_power = jax.random.split(key)
     measured = [jax.jit(jax.grad(j1))(params), *directions]
@@ -81,6 +93,12 @@ def estimate_smoothness(
         power = float(jnp.sqrt(_exact.tree_dot(hv, hv)))
         v = unit(hv)
     largest = max(curvatures + [power])
-    return {"smoothness": safety * largest, "max_curvature": largest, "power_iteration": power,
-            "curvatures": curvatures, "safety": float(safety), "n_random": int(n_random),
-            "power_iterations": int(power_iterations)}
+    return {
+        "smoothness": safety * largest,
+        "max_curvature": largest,
+        "power_iteration": power,
+        "curvatures": curvatures,
+        "safety": float(safety),
+        "n_random": int(n_random),
+        "power_iterations": int(power_iterations),
+    }

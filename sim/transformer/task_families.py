@@ -42,7 +42,8 @@ seeing 20%, 30% or 50% of the `KEEP` prompts) none of the three warm starts conf
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -174,10 +175,12 @@ def make_rare_rule_task(config: RareRuleConfig, *, key) -> RareRuleTask:
     keep_table = np.zeros((m, m), bool)
     keep_table[a[chosen], b[chosen]] = True
     swap, keep, eq = m, m + 1, m + 2
-    prompts = np.concatenate([
-        np.stack([a, b, np.full(n_pairs, swap), np.full(n_pairs, eq)], axis=1),
-        np.stack([a[chosen], b[chosen], np.full(n_keep, keep), np.full(n_keep, eq)], axis=1),
-    ]).astype(np.int32)  # (M^2 + n_keep, 4)
+    prompts = np.concatenate(
+        [
+            np.stack([a, b, np.full(n_pairs, swap), np.full(n_pairs, eq)], axis=1),
+            np.stack([a[chosen], b[chosen], np.full(n_keep, keep), np.full(n_keep, eq)], axis=1),
+        ]
+    ).astype(np.int32)  # (M^2 + n_keep, 4)
     answers = np.concatenate([np.stack([b, a], axis=1), np.stack([a[chosen], b[chosen]], axis=1)]).astype(np.int32)
     is_hard = np.concatenate([np.zeros(n_pairs, bool), np.ones(n_keep, bool)])
     hard_index = np.flatnonzero(is_hard)
@@ -221,8 +224,7 @@ class FamilyTask(NamedTuple):
         return self.verifier(prompt, answer, *(jnp.asarray(a) for a in self.verifier_args))
 
 
-def make_family_task(family: str, *, modulus: int, hard_fraction: float, sft_hard_fraction: float,
-                     key) -> FamilyTask:
+def make_family_task(family: str, *, modulus: int, hard_fraction: float, sft_hard_fraction: float, key) -> FamilyTask:
     """A task of the named family.
 
     Args:
@@ -243,10 +245,30 @@ def make_family_task(family: str, *, modulus: int, hard_fraction: float, sft_har
         t = _task.make_task(
             _task.TaskConfig(modulus=modulus, hard_fraction=hard_fraction, sft_hard_fraction=sft_hard_fraction), key=key
         )
-        return FamilyTask(family, t, t.prompts, t.answers, t.is_hard, t.sft_index, t.vocab_size, t.seq_len,
-                          _task.verify, (t.hard_table, t.exception_table))
+        return FamilyTask(
+            family,
+            t,
+            t.prompts,
+            t.answers,
+            t.is_hard,
+            t.sft_index,
+            t.vocab_size,
+            t.seq_len,
+            _task.verify,
+            (t.hard_table, t.exception_table),
+        )
     t = make_rare_rule_task(
         RareRuleConfig(modulus=modulus, rule_fraction=hard_fraction, sft_rule_fraction=sft_hard_fraction), key=key
     )
-    return FamilyTask(family, t, t.prompts, t.answers, t.is_hard, t.sft_index, t.vocab_size, t.seq_len,
-                      rare_rule_verify, (np.asarray(modulus, np.int32),))
+    return FamilyTask(
+        family,
+        t,
+        t.prompts,
+        t.answers,
+        t.is_hard,
+        t.sft_index,
+        t.vocab_size,
+        t.seq_len,
+        rare_rule_verify,
+        (np.asarray(modulus, np.int32),),
+    )

@@ -61,8 +61,8 @@ bonus and no length normalisation (answers have a fixed length of two tokens).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -106,8 +106,6 @@ class Interrupted(RuntimeError):
 
 
 _positive_int = _checkpoint.check_positive_int
-
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +155,9 @@ class PGConfig:
         if self.estimator != "exact":
             entry = theory.gradient_estimator(self.estimator)
             if not entry.needs_k and self.k != 1:
-                raise ValueError(f"PGConfig.k must be 1 for the estimator {self.estimator!r} (it has no order); got {self.k}")
+                raise ValueError(
+                    f"PGConfig.k must be 1 for the estimator {self.estimator!r} (it has no order); got {self.k}"
+                )
             if entry.needs_k and self.k > entry.max_k(self.n_samples):
                 raise ValueError(
                     f"PGConfig.k ({self.k}) must be <= {entry.k_bound} = {entry.max_k(self.n_samples)} for "
@@ -180,11 +180,19 @@ class PGConfig:
         if self.mixture_weight is not None:
             if not rule.uses_mixture_weight:
                 raise ValueError(f"PGConfig.mixture_weight applies to the mixture rules only; got rule {self.rule!r}")
-            if isinstance(self.mixture_weight, bool) or not float(self.mixture_weight) >= 0 or not np.isfinite(self.mixture_weight):
+            if (
+                isinstance(self.mixture_weight, bool)
+                or not float(self.mixture_weight) >= 0
+                or not np.isfinite(self.mixture_weight)
+            ):
                 raise ValueError(f"PGConfig.mixture_weight must be a finite number >= 0; got {self.mixture_weight!r}")
         if rule.uses_smoothness:
-            if self.smoothness is None or isinstance(self.smoothness, bool) or not np.isfinite(self.smoothness) \
-                    or not float(self.smoothness) > 0:
+            if (
+                self.smoothness is None
+                or isinstance(self.smoothness, bool)
+                or not np.isfinite(self.smoothness)
+                or not float(self.smoothness) > 0
+            ):
                 raise ValueError(
                     f"PGConfig.smoothness must be a finite L_1 > 0 for rule={self.rule!r} "
                     f"(see estimate_smoothness); got {self.smoothness!r}"
@@ -260,7 +268,11 @@ def finetune(
     verifier_args = tuple(jnp.asarray(x) for x in verifier_args)
     digests = _checkpoint.data_digests(prompts, answers, mu, verifier_args, params)
     fingerprint = _checkpoint.fingerprint(
-        "pg", _checkpoint.pg_identity(pg), config, *digests, _checkpoint.key_list(key),
+        "pg",
+        _checkpoint.pg_identity(pg),
+        config,
+        *digests,
+        _checkpoint.key_list(key),
         getattr(verifier, "__qualname__", repr(verifier)),
     )
     args, shape = _pg_step.rule_args(pg), _pg_step.step_shape(pg)
@@ -270,8 +282,19 @@ def finetune(
     init, _ = to_saved((params, base_state, fresh_guard_state, jnp.asarray(pg.k, jnp.int32)), {})
 
     def run_chunk(saved, start):
-        carry, metrics = _pg_step.pg_chunk(to_shared(saved), start, key, prompts, answers, mu, verifier_args, args,
-                                   config=config, shape=shape, verifier=verifier)
+        carry, metrics = _pg_step.pg_chunk(
+            to_shared(saved),
+            start,
+            key,
+            prompts,
+            answers,
+            mu,
+            verifier_args,
+            args,
+            config=config,
+            shape=shape,
+            verifier=verifier,
+        )
         return to_saved(carry, metrics)
 
     carry, metrics = _checkpoint.run_chunks(

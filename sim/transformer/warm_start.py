@@ -35,7 +35,6 @@ class SFTConfig:
             raise ValueError(f"SFTConfig.learning_rate must be > 0; got {self.learning_rate!r}")
 
 
-
 @functools.partial(jax.jit, static_argnames=("config", "sft"))
 def _sft_chunk(carry, start, key, prompts, answers, *, config, sft):
     opt = optax.adam(sft.learning_rate)
