@@ -7,7 +7,6 @@ text and a figure.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -269,10 +268,6 @@ def plot_report(report: dict):
 
 def figure_bytes(report: dict, suffix: str) -> bytes:
     """The figure of :func:`plot_report` encoded as `suffix` (`.png`, `.pdf`, `.svg`)."""
-    import matplotlib.pyplot as plt
+    from passk.plots._style import encode
 
-    fig = plot_report(report)
-    buf = io.BytesIO()
-    fig.savefig(buf, format=suffix.lstrip("."), dpi=120)
-    plt.close(fig)
-    return buf.getvalue()
+    return encode(plot_report(report), suffix)

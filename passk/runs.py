@@ -451,12 +451,6 @@ def plot_run(report: dict):
 
 def run_figure_bytes(report: dict, suffix: str) -> bytes:
     """:func:`plot_run` encoded as `suffix` (`.png`, `.pdf`, `.svg`)."""
-    import io
+    from passk.plots._style import encode
 
-    import matplotlib.pyplot as plt
-
-    fig = plot_run(report)
-    buf = io.BytesIO()
-    fig.savefig(buf, format=suffix.lstrip("."), dpi=120)
-    plt.close(fig)
-    return buf.getvalue()
+    return encode(plot_run(report), suffix)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -37,3 +38,11 @@ def save(fig, outdir: Path, name: str, *, dpi: int = 130, bbox_inches: str | Non
         paths.append(path)
     plt.close(fig)
     return paths
+
+
+def encode(fig, suffix: str, *, dpi: int = 120) -> bytes:
+    """`fig` encoded as `suffix` (`.png`, `.pdf`, `.svg`), then closed (for atomic writes by the caller)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format=suffix.lstrip("."), dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()
