@@ -94,6 +94,10 @@ class UpdateRule:
       reads_g1: whether `transform` reads `g_1` (a sampled trainer then estimates it too).
       uses_smoothness: whether `transform` reads `smoothness` (it is then required).
       uses_mixture_weight: whether `transform` reads `mixture_weight` (it may then be given).
+      guards: whether it promises `<g_1, v'> >= 0` whatever `v` (a conflict-safe rule; with a
+        smoothness constant, the descent-lemma bound `<g_1, v'> >= (L_1 eta / 2) ||v'||^2`).
+      keeps_unconflicted: whether it promises `v' = v` when `<g_1, v> >= 0` (the mixture weight
+        left to the rule).
     """
 
     name: str
@@ -104,6 +108,8 @@ class UpdateRule:
     reads_g1: bool = False
     uses_smoothness: bool = False
     uses_mixture_weight: bool = False
+    guards: bool = False
+    keeps_unconflicted: bool = False
 
     def __post_init__(self):
         if self.acts_on not in ACTS_ON:
@@ -152,17 +158,34 @@ def _entries(*rules):
 RULE_TABLE: dict[str, UpdateRule] = _entries(
     UpdateRule("pass1", "g_1", _ascent, order="1"),
     UpdateRule("passk", "g_k", _ascent),
-    UpdateRule("project", "project_conflict(g_k, g_1)", _project, reads_g1=True),
+    UpdateRule("project", "project_conflict(g_k, g_1)", _project, reads_g1=True, guards=True, keeps_unconflicted=True),
     UpdateRule(
         "project-safe",
         "project_step_safe(g_k, g_1, step_size=eta, smoothness=L_1)",
         _project_safe,
         reads_g1=True,
         uses_smoothness=True,
+        guards=True,
     ),
-    UpdateRule("mixture", "g_k + lambda g_1", _mixture, reads_g1=True, uses_mixture_weight=True),
+    UpdateRule(
+        "mixture",
+        "g_k + lambda g_1",
+        _mixture,
+        reads_g1=True,
+        uses_mixture_weight=True,
+        guards=True,
+        keeps_unconflicted=True,
+    ),
     UpdateRule("safe-k", "g_k', k' = min(k, k* - 1)", _ascent, order="k'"),
-    UpdateRule("project-step", "project_conflict(u, g_1)", _project, acts_on="step", reads_g1=True),
+    UpdateRule(
+        "project-step",
+        "project_conflict(u, g_1)",
+        _project,
+        acts_on="step",
+        reads_g1=True,
+        guards=True,
+        keeps_unconflicted=True,
+    ),
     UpdateRule(
         "project-safe-step",
         "project_step_safe(u, g_1, step_size=1, smoothness=L_1)",
@@ -170,8 +193,18 @@ RULE_TABLE: dict[str, UpdateRule] = _entries(
         acts_on="step",
         reads_g1=True,
         uses_smoothness=True,
+        guards=True,
     ),
-    UpdateRule("mixture-step", "u + lambda g_1", _mixture, acts_on="step", reads_g1=True, uses_mixture_weight=True),
+    UpdateRule(
+        "mixture-step",
+        "u + lambda g_1",
+        _mixture,
+        acts_on="step",
+        reads_g1=True,
+        uses_mixture_weight=True,
+        guards=True,
+        keeps_unconflicted=True,
+    ),
 )
 RULES = tuple(RULE_TABLE)
 #: The rules that change `v` with `g_1` (those :func:`sim.guards.conflict_guard` builds).
