@@ -7,7 +7,7 @@ import math
 import sys
 from pathlib import Path
 
-from passk import __version__
+from passk import __version__, lm as _lm
 
 #: The orders `passk toy` reports without `--k`.
 TOY_REPORT_KS = (1, 2, 4, 8, 16, 32, 64)
@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_argument("--plot", type=Path, default=None, help="draw I_k and the trainers' weights (.png, .pdf, .svg)")
     diag.add_argument("--example", action="store_true", help="diagnose the example run shipped with the package")
 
+    _lm.add_parser(sub)
     bench = sub.add_parser("bench", help="benchmarks: ours against baselines, as ratios")
     bench.add_argument("--quick", action="store_true", help="small sizes")
     bench.add_argument("--json", type=Path, default=None, help="write the table to this JSON file")
@@ -230,7 +231,7 @@ def main(argv=None) -> int:
 
         enable_compile_cache()  # before anything compiles; PASSK_NO_COMPILE_CACHE=1 turns it off
     handlers = {"reproduce": _cmd_reproduce, "toy": _cmd_toy, "transformer": _cmd_transformer, "bench": _cmd_bench,
-                "diagnose": _cmd_diagnose}
+                "diagnose": _cmd_diagnose, "lm": _lm.main}
     try:
         return handlers[args.command](args)
     except ValueError as err:

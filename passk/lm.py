@@ -1,0 +1,162 @@
+"""`passk lm`: an LLM-style RL run in miniature, with the exact evaluation at every step.
+
+    passk lm --setting few-hard --estimator grouped-passk --k 4 --steps 200 --seed 0 --out runs/lm
+
+writes into `--out`: the per-step rollout dumps `{step}.jsonl` in verl's schema with the section 11
+fields (`passk diagnose OUT` reads them), `checkpoint.pkl` (a run started again with the same
+arguments resumes there), `run.json` (the settings and, per step, the exact evaluation pass@1
+`j1`, pass@k `jk`, `k_star`, `inner`, `mean_agreement`, `cos`, and the update's `update_inner`,
+`update_norm`) and the figure `lm_run.png` / `.pdf`.
+
+The settings (the hard share of the prompt population) and the default sizes live here, not in
+:mod:`sim.lm`. Bad input (an unknown setting or estimator, `k` above what `n` allows for the
+estimator, a non-positive number of steps, an output folder holding another run) is a ValueError:
+one line, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["SETTINGS", "DEFAULTS", "add_parser", "main", "run_lm"]
+
+#: The settings: the share of hard prompts in the population (and in the evaluation set).
+SETTINGS = {"few-hard": 0.1, "many-hard": 0.25}
+
+#: The default sizes of the task, the model and the trainer.
+DEFAULTS = {
+    "n_digits": 5, "prompt_digits": 6, "answer_len": 3, "need": 2, "n_eval": 64,
+    "d_model": 32, "n_heads": 2, "n_layers": 2, "d_mlp": 64,
+    "batch_prompts": 32, "n_answers": 8, "epochs": 2, "clip": 0.2, "kl": 0.0, "aggregation": "token",
+    "learning_rate": 1e-3, "n_folds": 4, "checkpoint_every": 25,
+}
+
+
+def add_parser(sub) -> None:
+    """The `lm` subcommand (no JAX imported here)."""
+    lm = sub.add_parser("lm", help="an LLM-style RL run in miniature, exact evaluation pass@1, pass@k and k* per step")
+    lm.add_argument("--setting", default="few-hard", help=f"the hard share: {', '.join(f'{k} ({v})' for k, v in SETTINGS.items())} (default: few-hard)")
+    lm.add_argument("--estimator", default="grpo", help="a trainer of theory.ESTIMATOR_TABLE (default: grpo)")
+    lm.add_argument("--k", type=int, default=4, help="pass@k order of the estimator and of the evaluation (default: 4)")
+    lm.add_argument("--steps", type=int, default=200, help="training steps (default: 200)")
+    lm.add_argument("--seed", type=int, default=0, help="PRNG seed (default: 0)")
+    lm.add_argument("--out", type=Path, required=True, help="run folder (dumps, checkpoint, run.json, figure)")
+    for name in ("batch_prompts", "n_answers", "epochs", "checkpoint_every"):
+        lm.add_argument("--" + name.replace("_", "-"), type=int, default=DEFAULTS[name],
+                        help=f"(default: {DEFAULTS[name]})")
+    for name in ("clip", "kl", "learning_rate"):
+        lm.add_argument("--" + name.replace("_", "-"), type=float, default=DEFAULTS[name],
+                        help=f"(default: {DEFAULTS[name]})")
+    lm.add_argument("--aggregation", default=DEFAULTS["aggregation"], help="token or sequence (default: token)")
+    lm.add_argument("--no-plot", action="store_true", help="skip the figure")
+    lm.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def _check_out(out: Path, fingerprint: str) -> None:
+    """The run folder must be new, empty, or hold this same run (then it resumes)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"--out {out} is not a folder")
+    entries = [p.name for p in out.iterdir() if not p.name.startswith(".")]
+    if not entries:
+        return
+    from sim.lm.run import CHECKPOINT
+    from sim.transformer.checkpoint import load_checkpoint
+
+    owner = None
+    if (out / "run.json").is_file():
+        try:
+            owner = json.loads((out / "run.json").read_text()).get("fingerprint")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            owner = "unreadable"
+    elif (out / CHECKPOINT).is_file():
+        try:
+            load_checkpoint(out / CHECKPOINT, fingerprint)
+            owner = fingerprint
+        except ValueError:
+            owner = "another"
+    if owner != fingerprint:
+        raise ValueError(f"--out {out} holds another run or other files ({', '.join(sorted(entries)[:3])}, ...): "
+                         "give a new folder, or the same arguments to resume")
+    probe = out / ".passk-lm-write-test"
+    try:
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"--out {out} is not writable: {err.strerror or err}") from None
+
+
+def run_lm(*, setting: str, estimator: str, k: int, steps: int, seed: int, out: Path, progress=None,
+           plot: bool = True, **sizes) -> dict:
+    """Build the task and the trainer from the settings, run, write `run.json` and the figure; return the record."""
+    if setting not in SETTINGS:
+        raise ValueError(f"--setting must be one of {', '.join(SETTINGS)}; got {setting!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"--steps must be a positive integer; got {steps!r}")
+    import jax
+
+    import theory
+    from sim.files import atomic_write_json
+    from sim.lm import policy, run, task as lm_task, train
+
+    if estimator not in theory.ESTIMATOR_TABLE:
+        raise ValueError(f"--estimator must be one of {', '.join(theory.ESTIMATOR_TABLE)}; got {estimator!r}")
+    s = {**DEFAULTS, **sizes}
+    task = lm_task.LMTask(n_digits=s["n_digits"], prompt_digits=s["prompt_digits"], answer_len=s["answer_len"],
+                          need=s["need"], hard_share=SETTINGS[setting], n_eval=s["n_eval"])
+    model = policy.model_config(task, d_model=s["d_model"], n_heads=s["n_heads"], n_layers=s["n_layers"],
+                                d_mlp=s["d_mlp"])
+    config = train.RunConfig(estimator=estimator, k=k, model=model, batch_prompts=s["batch_prompts"],
+                             n_answers=s["n_answers"], epochs=s["epochs"], clip=s["clip"], kl=s["kl"],
+                             aggregation=s["aggregation"], learning_rate=s["learning_rate"], n_folds=s["n_folds"])
+    key = jax.random.key(seed)
+    fingerprint = run.run_fingerprint(task, config, key)
+    out = Path(out)
+    _check_out(out, fingerprint)
+    start = time.perf_counter()
+    result = run.train_run(task, config, key=key, steps=steps, out=out, checkpoint_every=s["checkpoint_every"],
+                           progress=progress)
+    record = {
+        "setting": setting, "seed": seed, "steps": steps, "fingerprint": fingerprint,
+        "task": dataclasses.asdict(task), "config": {**dataclasses.asdict(config), "model": dataclasses.asdict(model)},
+        "n_prompts": task.n_prompts, "n_answers_per_prompt": task.n_answers,
+        "correct_answers_per_prompt": lm_task.n_correct_answers(task),
+        "eval": {name: [r[name] for r in result["records"]] for name in ("j1", "jk", "k_star")},
+        "records": result["records"], "seconds": time.perf_counter() - start,
+    }
+    atomic_write_json(out / "run.json", record)
+    if plot:
+        from passk.plots import lm as lm_plot
+
+        lm_plot.draw(record, out)
+    return record
+
+
+def _progress_printer(every: int):
+    def show(t, row):
+        if t % every == 0:
+            k_star = "none" if row["k_star"] is None else row["k_star"]
+            print(f"step {t:4d}  pass@1 {row['j1']:.4f}  pass@k {row['jk']:.4f}  k* {k_star}  "
+                  f"<g1,u> {row['update_inner']:+.2e}  reward {row['reward']:.3f}", flush=True)
+
+    return show
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run `passk lm` from parsed arguments; ValueError for bad input (the caller prints one line, exit 2)."""
+    sizes = {name: getattr(args, name) for name in ("batch_prompts", "n_answers", "epochs", "checkpoint_every",
+                                                    "clip", "kl", "learning_rate", "aggregation")}
+    record = run_lm(setting=args.setting, estimator=args.estimator, k=args.k, steps=args.steps, seed=args.seed,
+                    out=args.out, progress=None if args.quiet else _progress_printer(10), plot=not args.no_plot,
+                    **sizes)
+    last = record["records"][-1]
+    print(f"{record['steps']} steps in {record['seconds']:.1f} s; final exact pass@1 {last['j1']:.4f}, "
+          f"pass@{args.k} {last['jk']:.4f}, k* {last['k_star'] if last['k_star'] is not None else 'none'}; "
+          f"wrote {args.out}/run.json", file=sys.stdout)
+    return 0
