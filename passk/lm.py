@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["SETTINGS", "DEFAULTS", "add_parser", "main", "run_lm"]
+__all__ = ["SETTINGS", "DEFAULTS", "add_parser", "main", "run_lm", "seed_key"]
 
 #: The settings: the share of hard prompts in the population (and in the evaluation set).
 SETTINGS = {"few-hard": 0.1, "many-hard": 0.25}
@@ -55,6 +55,22 @@ def add_parser(sub) -> None:
     lm.add_argument("--aggregation", default=DEFAULTS["aggregation"], help="token or sequence (default: token)")
     lm.add_argument("--no-plot", action="store_true", help="skip the figure")
     lm.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def seed_key(seed: int):
+    """`jax.random.key(seed)` for `0 <= seed < 2^32`; any other integer folds its high words in (distinct keys)."""
+    import jax
+
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"--seed must be an integer; got {seed!r}")
+    key = jax.random.key(seed % 2**32)
+    rest, sign = divmod(abs(seed), 2**32)[0], int(seed < 0)
+    if rest or sign:
+        key = jax.random.fold_in(key, sign)
+        while rest:
+            rest, word = divmod(rest, 2**32)
+            key = jax.random.fold_in(key, word)
+    return key
 
 
 def _check_out(out: Path, fingerprint: str) -> None:
@@ -115,7 +131,10 @@ def run_lm(*, setting: str, estimator: str, k: int, steps: int, seed: int, out: 
     config = train.RunConfig(estimator=estimator, k=k, model=model, batch_prompts=s["batch_prompts"],
                              n_answers=s["n_answers"], epochs=s["epochs"], clip=s["clip"], kl=s["kl"],
                              aggregation=s["aggregation"], learning_rate=s["learning_rate"], n_folds=s["n_folds"])
-    key = jax.random.key(seed)
+    if estimator == "grouped-passk" and k >= config.n_answers:
+        print(f"passk lm: warning: grouped-passk at k = n = {config.n_answers} gives zero advantages in every group "
+              "(SPEC section 6): the policy will not move", file=sys.stderr)
+    key = seed_key(seed)
     fingerprint = run.run_fingerprint(task, config, key)
     out = Path(out)
     _check_out(out, fingerprint)

@@ -154,9 +154,9 @@ class ExactEval(NamedTuple):
 def exact_eval(params, prompts, config, task: LMTask, k, *, curve: int, k_max: int) -> ExactEval:
     """`p`, agreements, `J_1`, `J_k`, `I_k`, `A_k`, `cos_k` and `k*` without sampling (SPEC sections 4, 7).
 
-    One forward pass over the prefix trees, one reverse pass for `v = grad J_1`, one JVP for
-    `a = J v`, and one more reverse pass for `g_k = J^T omega_k` (parallel to `grad J_k`, never
-    underflowing) for `cos_k`. `I_k`, `A_k` and `k*` come from `theory`. Traceable.
+    One linearisation of `theta -> p` over the prefix trees (the forward pass), its transpose for
+    `v = grad J_1 = J^T mu` and `g_k = J^T omega_k` (parallel to `grad J_k`, never underflowing;
+    for `cos_k`) in one batched reverse pass, and one forward-mode pass for `a = J v`. `I_k`, `A_k` and `k*` come from `theory`. Traceable.
 
     Args:
       params: model parameters.
@@ -169,11 +169,15 @@ def exact_eval(params, prompts, config, task: LMTask, k, *, curve: int, k_max: i
     Returns:
       :class:`ExactEval`.
     """
-    p, vjp = jax.vjp(lambda theta: success(theta, prompts, config, task), params)
+    # One linearisation: its transpose gives the reverse passes, itself the forward-mode pass.
+    p, jvp = jax.linearize(lambda theta: success(theta, prompts, config, task), params)
+    vjp = jax.linear_transpose(jvp, params)
     mu = jnp.full(p.shape, 1.0 / p.shape[0], p.dtype)
-    (g1,) = vjp(mu)
-    _, a = jax.jvp(lambda theta: success(theta, prompts, config, task), (params,), (g1,))
-    (gk,) = vjp(theory.normalized_weights(jax.lax.stop_gradient(p), k, mu))
+    omega = theory.normalized_weights(p, k, mu)
+    (both,) = jax.vmap(vjp)(jnp.stack([mu, omega]))  # g_1 = J^T mu and g_k = J^T omega_k together
+    g1 = jax.tree_util.tree_map(lambda x: x[0], both)
+    gk = jax.tree_util.tree_map(lambda x: x[1], both)
+    a = jvp(g1)
     return ExactEval(
         p=p, agreement=a, j1=jnp.mean(p), jk=jnp.mean(theory.pass_at_k(p, k)),
         inner=theory.conflict_inner_product(p, a, k, mu),

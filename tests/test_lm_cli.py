@@ -1,0 +1,68 @@
+"""`passk lm`: bad input (one line, exit 2), a small run end to end, resume, and the dumps read by `passk diagnose`."""
+
+import json
+
+import pytest
+
+from passk import cli
+from passk import lm as plm
+
+SMALL = ["--batch-prompts", "4", "--n-answers", "4", "--checkpoint-every", "1", "--quiet"]
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--setting", "nope"], "--setting must be one of"),
+    (["--estimator", "ppo"], "--estimator must be one of"),
+    (["--estimator", "pkpo-loo", "--k", "4"], "k must be <= n-1 = 3"),
+    (["--steps", "0"], "--steps must be a positive integer"),
+    (["--steps", "-3"], "--steps must be a positive integer"),
+    (["--aggregation", "words"], "aggregation"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, match):
+    rc = cli.main(["lm", "--out", str(tmp_path / "run"), *SMALL, *argv])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1 and err.startswith("passk lm: error:") and match in err
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+def test_out_holding_other_files_is_refused(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    assert cli.main(["lm", "--out", str(tmp_path / "run"), *SMALL]) == 2
+    assert "holds another run" in capsys.readouterr().err
+
+
+def test_seed_keys_are_distinct():
+    import jax
+
+    keys = [jax.random.key_data(plm.seed_key(s)).tolist() for s in (0, 1, -1, 2**32, 2**32 + 1, -(2**40))]
+    assert len({tuple(k) for k in keys}) == len(keys)
+    assert keys[1] == jax.random.key_data(jax.random.key(1)).tolist()
+
+
+def test_small_run_writes_records_figure_and_dumps_and_resumes(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["lm", "--out", str(out), "--estimator", "pkpo-loo-1", "--k", "2", "--steps", "3", "--seed", "5", *SMALL]
+    assert cli.main(argv) == 0
+    record = json.loads((out / "run.json").read_text())
+    assert len(record["records"]) == 3 and len(record["eval"]["j1"]) == 3
+    for row in record["records"]:
+        assert {"j1", "jk", "inner", "mean_agreement", "cos", "k_star", "update_inner", "update_norm",
+                "k_used"} <= set(row)
+        assert 0 <= row["j1"] <= row["jk"] <= 1 and row["k_used"] == 2
+    assert (out / "lm_run.png").stat().st_size > 0 and (out / "0.jsonl").exists()
+    # the same arguments resume (nothing left to do) and give the same records
+    assert cli.main(argv) == 0
+    assert json.loads((out / "run.json").read_text())["records"] == record["records"]
+    # another seed into the same folder: refused before any work
+    assert cli.main([*argv[:-len(SMALL) - 2], "--seed", "6", *SMALL]) == 2
+    assert "holds another run" in capsys.readouterr().err
+    # passk diagnose reads the folder as it is (verl schema, section 11 fields)
+    from passk import runs
+    from passk.frameworks import Options
+
+    report = runs.diagnose_run(out, options=Options(), ks=[1, 2])
+    assert json.dumps(report, allow_nan=False)
+    text = runs.format_run(report)
+    assert "verl" in text and "population" in text
