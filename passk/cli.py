@@ -7,7 +7,8 @@ import math
 import sys
 from pathlib import Path
 
-from passk import __version__, lm as _lm
+from passk import __version__
+from passk import lm as _lm
 
 #: The orders `passk toy` reports without `--k`.
 TOY_REPORT_KS = (1, 2, 4, 8, 16, 32, 64)

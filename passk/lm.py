@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["SETTINGS", "DEFAULTS", "add_parser", "main", "run_lm", "seed_key"]
+__all__ = ["DEFAULTS", "SETTINGS", "add_parser", "main", "run_lm", "seed_key"]
 
 #: The settings: the share of hard prompts in the population (and in the evaluation set).
 SETTINGS = {"few-hard": 0.1, "many-hard": 0.25}
@@ -62,7 +62,7 @@ def seed_key(seed: int):
     import jax
 
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"--seed must be an integer; got {seed!r}")
+        raise TypeError(f"--seed must be an integer; got {seed!r}")
     key = jax.random.key(seed % 2**32)
     rest, sign = divmod(abs(seed), 2**32)[0], int(seed < 0)
     if rest or sign:
@@ -115,11 +115,11 @@ def run_lm(*, setting: str, estimator: str, k: int, steps: int, seed: int, out: 
         raise ValueError(f"--setting must be one of {', '.join(SETTINGS)}; got {setting!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"--steps must be a positive integer; got {steps!r}")
-    import jax
 
     import theory
     from sim.files import atomic_write_json
-    from sim.lm import policy, run, task as lm_task, train
+    from sim.lm import policy, run, train
+    from sim.lm import task as lm_task
 
     if estimator not in theory.ESTIMATOR_TABLE:
         raise ValueError(f"--estimator must be one of {', '.join(theory.ESTIMATOR_TABLE)}; got {estimator!r}")

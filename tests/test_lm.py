@@ -1,13 +1,13 @@
 """The miniature LLM run: the verifier, exact success against brute force, the sampler, the trainer."""
 
-import itertools
 import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import theory
 from sim.lm import policy as P
@@ -123,19 +123,19 @@ def test_sampler_draws_the_policy():
 
 
 def _config(**kw):
-    base = dict(estimator="grpo", k=2, model=P.model_config(SMALL, d_model=8, n_heads=2, n_layers=1, d_mlp=16),
-                batch_prompts=4, n_answers=4, epochs=2, n_folds=2)
+    base = {"estimator": "grpo", "k": 2, "model": P.model_config(SMALL, d_model=8, n_heads=2, n_layers=1, d_mlp=16),
+                "batch_prompts": 4, "n_answers": 4, "epochs": 2, "n_folds": 2}
     return TR.RunConfig(**{**base, **kw})
 
 
 @pytest.mark.parametrize("kw, match", [
-    (dict(estimator="ppo"), "method must be one of"),
-    (dict(estimator="pkpo-loo", k=4), "k must be <= n-1"),
-    (dict(batch_prompts=5), "multiple of n_folds"),
-    (dict(aggregation="words"), "aggregation"),
-    (dict(clip=0.0), "clip"),
-    (dict(kl=-1.0), "kl"),
-    (dict(k=0), "RunConfig.k"),
+    ({"estimator": "ppo"}, "method must be one of"),
+    ({"estimator": "pkpo-loo", "k": 4}, "k must be <= n-1"),
+    ({"batch_prompts": 5}, "multiple of n_folds"),
+    ({"aggregation": "words"}, "aggregation"),
+    ({"clip": 0.0}, "clip"),
+    ({"kl": -1.0}, "kl"),
+    ({"k": 0}, "RunConfig.k"),
 ])
 def test_config_rejects_bad_input(kw, match):
     with pytest.raises(ValueError, match=match):

@@ -13,10 +13,10 @@ import pathlib
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from passk.plots._style import save  # noqa: E402
+from passk.plots._style import save
 
 __all__ = ["draw"]
 

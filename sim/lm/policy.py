@@ -27,8 +27,18 @@ import theory
 from sim.lm.task import LMTask, verify
 from sim.transformer import model as _model
 
-__all__ = ["model_config", "token_log_probs", "answer_log_prob", "sample_answers", "all_answers",
-           "string_log_probs", "success", "ExactEval", "exact_eval", "tree_dot"]
+__all__ = [
+    "ExactEval",
+    "all_answers",
+    "answer_log_prob",
+    "exact_eval",
+    "model_config",
+    "sample_answers",
+    "string_log_probs",
+    "success",
+    "token_log_probs",
+    "tree_dot",
+]
 
 
 def model_config(task: LMTask, *, d_model: int = 32, n_heads: int = 2, n_layers: int = 2, d_mlp: int = 64):
@@ -86,7 +96,7 @@ def sample_answers(params, prompts, n: int, config, task: LMTask, *, key):
     return seqs[..., prompts.shape[1] :], jnp.stack(logps, axis=-1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _strings(n_digits: int, length: int) -> np.ndarray:
     """Every string of `length` digits, lexicographic: `(V^length, length)` (a `(1, 0)` array at 0)."""
     return np.array(list(itertools.product(range(n_digits), repeat=length)), np.int32).reshape(n_digits**length, length)

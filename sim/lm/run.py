@@ -23,9 +23,14 @@ import numpy as np
 from sim.files import atomic_write_text
 from sim.lm.task import LMTask, decode_answer, decode_prompt, eval_prompts, targets
 from sim.lm.train import RunConfig, init_params, make_probe, make_step, step_records
-from sim.transformer.checkpoint import fingerprint, key_list, load_checkpoint, save_checkpoint
+from sim.transformer.checkpoint import (
+    fingerprint,
+    key_list,
+    load_checkpoint,
+    save_checkpoint,
+)
 
-__all__ = ["CHECKPOINT", "run_fingerprint", "train_run", "dump_lines"]
+__all__ = ["CHECKPOINT", "dump_lines", "run_fingerprint", "train_run"]
 
 CHECKPOINT = "checkpoint.pkl"
 
@@ -83,7 +88,8 @@ def train_run(task: LMTask, config: RunConfig, *, key, steps: int, out, checkpoi
     if saved is not None:
         params, opt_state = jax.tree_util.tree_map(jax.numpy.asarray, (saved["params"], saved["opt_state"]))
         done, records = int(saved["step"]), list(saved["records"])
-        records = records[:steps]
+        if done > steps:
+            raise ValueError(f"steps must be >= {done}, the step of the checkpoint in {out}; got {steps}")
     for t in range(done, steps):
         new_params, new_state, batch, rec = step_fn(params, opt_state, ref_params, jax.random.fold_in(k_steps, t))
         row = step_records(rec, task, config, t)

@@ -39,8 +39,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["LMTask", "draw_prompts", "eval_prompts", "targets", "verify", "decode_prompt", "decode_answer",
-           "verify_string", "n_correct_answers"]
+__all__ = [
+    "LMTask",
+    "decode_answer",
+    "decode_prompt",
+    "draw_prompts",
+    "eval_prompts",
+    "n_correct_answers",
+    "targets",
+    "verify",
+    "verify_string",
+]
 
 _PERM_A = 7919  # a prime; coprime to V^D whenever V is not a multiple of 7919
 
@@ -120,7 +129,7 @@ class LMTask:
 
     @property
     def n_eval_hard(self) -> int:
-        return int(round(self.hard_share * self.n_eval))
+        return round(self.hard_share * self.n_eval)
 
 
 def _digits(task: LMTask, index):

@@ -29,7 +29,6 @@ draws, so a fixed split is a random one). Records use the project's vocabulary (
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import NamedTuple
 
 import jax
@@ -43,7 +42,7 @@ from sim.lm.task import LMTask, draw_prompts, verify
 from sim.probe import fold_probe
 from sim.transformer import model as _model
 
-__all__ = ["RunConfig", "AGGREGATIONS", "Batch", "init_params", "make_step", "make_probe", "step_records"]
+__all__ = ["AGGREGATIONS", "Batch", "RunConfig", "init_params", "make_probe", "make_step", "step_records"]
 
 AGGREGATIONS = ("token", "sequence")
 
