@@ -85,6 +85,8 @@ class LMTask:
         share = self.hard_share
         if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1:
             raise ValueError(f"LMTask.hard_share must be a number in [0, 1); got {share!r}")
+        if self.n_strings * _PERM_A >= 2**31:  # the index permutation runs in int32
+            raise ValueError(f"LMTask: V^D = {self.n_strings} is too large (V^D * {_PERM_A} must stay below 2^31)")
         if math.gcd(_PERM_A, self.n_strings) != 1:
             raise ValueError(f"LMTask: V^D = {self.n_strings} shares a factor with the index permutation's {_PERM_A}")
         if 2 * self.n_eval >= self.n_strings:
@@ -134,7 +136,7 @@ class LMTask:
 
 def _digits(task: LMTask, index):
     """The digit strings `(..., D)` of indices `(...)`: `perm(u)` written in base `V`, most significant first."""
-    code = (jnp.asarray(index, jnp.int64 if jax.config.x64_enabled else jnp.int32) * _PERM_A + 1) % task.n_strings
+    code = (jnp.asarray(index, jnp.int32) * _PERM_A + 1) % task.n_strings  # < 2^31 (checked)
     powers = task.n_digits ** jnp.arange(task.prompt_digits - 1, -1, -1)
     return ((code[..., None] // powers) % task.n_digits).astype(jnp.int32)
 
