@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--quick", action="store_true", help="small sizes (about a minute; what the tests run)")
     rep.add_argument("--out", type=Path, default=Path("figures"), help="output folder (default: figures)")
     rep.add_argument("--seed", type=int, default=0, help="PRNG seed (default: 0)")
-    rep.add_argument("--parts", nargs="+", default=None, choices=["theory", "bandit", "transformer", "ksweep", "sampled", "trainers", "safe"],
+    rep.add_argument("--parts", nargs="+", default=None, choices=["theory", "bandit", "transformer", "ksweep", "sampled", "trainers", "safe", "lm"],
                      help="run only these parts (default: all but safe, which takes about 6 minutes on 2 CPU cores)")
     rep.add_argument("--resume", action="store_true", help="skip parts already in results.json with the same settings and all their figure files")
 

@@ -62,3 +62,38 @@ def draw(record: dict, outdir: pathlib.Path, *, name: str = "lm_run") -> list[pa
     ax.set_xlabel("step")
     ax.legend(fontsize=7, loc="best")
     return save(fig, outdir, name, dpi=130, bbox_inches="tight")
+
+
+def draw_study(results: dict, outdir: pathlib.Path, *, name: str = "lm_confirmation") -> list[pathlib.Path]:
+    """The confirmation: per setting (rows), exact eval pass@1, pass@k and `k*` over steps per trainer.
+
+    One colour per trainer (GRPO, the control, in black); the mean over seeds bold, each seed faint.
+    """
+    runs = results["runs"]
+    settings = list(dict.fromkeys(r["setting"] for r in runs))
+    trainers = list(dict.fromkeys((r["estimator"], r["k"]) for r in runs))
+    colours = {t: ("k" if t[0] == "grpo" else f"C{i}") for i, t in enumerate(trainers)}
+    fig, axes = plt.subplots(len(settings), 3, figsize=(12.0, 3.4 * len(settings)), squeeze=False)
+    for row, setting in enumerate(settings):
+        for trainer in trainers:
+            group = [r for r in runs if r["setting"] == setting and (r["estimator"], r["k"]) == trainer]
+            if not group:
+                continue
+            label = "grpo (control)" if trainer[0] == "grpo" else f"{trainer[0]} k={trainer[1]}"
+            for col, field in enumerate(("j1", "jk", "k_star")):
+                ax = axes[row, col]
+                series = np.array([[np.nan if v is None else v for v in r[field]] for r in group], dtype=float)
+                for s in series:
+                    ax.plot(s, color=colours[trainer], lw=0.5, alpha=0.3)
+                with np.errstate(all="ignore"):
+                    mean = np.nanmean(series, axis=0) if field != "k_star" else np.nanmedian(series, axis=0)
+                ax.plot(mean, color=colours[trainer], lw=1.4, label=label)
+        axes[row, 0].set_ylabel(f"{setting}")
+        axes[row, 0].set_title("exact eval pass@1", fontsize=9)
+        axes[row, 1].set_title("exact eval pass@k (each trainer's k; grpo at 4)", fontsize=9)
+        axes[row, 2].set_title("exact k* of the eval set (median over seeds; gaps: none)", fontsize=9)
+        axes[row, 2].set_yscale("log")
+        for ax in axes[row]:
+            ax.set_xlabel("step")
+    axes[0, 0].legend(fontsize=7, loc="best")
+    return save(fig, outdir, name, dpi=130, bbox_inches="tight")
