@@ -66,3 +66,26 @@ def test_small_run_writes_records_figure_and_dumps_and_resumes(tmp_path, capsys)
     assert json.dumps(report, allow_nan=False)
     text = runs.format_run(report)
     assert "verl" in text and "population" in text
+
+
+def _rec(j1, jk, k_star, update_inner, k_used=4):
+    return {"j1": j1, "jk": jk, "k_star": k_star, "update_inner": update_inner, "k_used": k_used}
+
+
+def test_regime_check_classes_steps_by_the_exact_k_star():
+    records = [
+        _rec(0.5, 0.7, 3, -1.0),  # k = 4 >= k* = 3: pass@1 falls, pass@k rises -> agrees
+        _rec(0.4, 0.8, 3, +1.0),  # above; pass@1 rises -> against, explained (<g1,u> > 0 and pass@1 rose)
+        _rec(0.45, 0.85, None, +1.0),  # no k*: below; both rise -> agrees
+        _rec(0.5, 0.9, 8, -1.0),  # k < k*: below; pass@1 falls -> against, explained
+        _rec(0.45, 0.95, 8, +1.0),  # below; pass@1 falls below -> against, not explained
+        _rec(0.40, 0.97, 8, 0.0),
+    ]
+    check = plm._regime_check(records)
+    assert check["above"] == {"steps": 2, "agree": 1, "against": 1, "against_explained_by_update_inner": 1}
+    assert check["below"] == {"steps": 3, "agree": 1, "against": 2, "against_explained_by_update_inner": 1}
+    grpo = plm._regime_check([dict(r, k_used=None) for r in records])
+    assert grpo["above"]["steps"] == 0 and grpo["below"]["steps"] == 5
+    path = plm._k_star_path(records)
+    assert path["start"] == 3 and path["min"] == 3 and path["first_step_at_or_below_4"] == 0
+    assert path["share_none"] == pytest.approx(1 / 6)
