@@ -89,3 +89,40 @@ def test_regime_check_classes_steps_by_the_exact_k_star():
     path = plm._k_star_path(records)
     assert path["start"] == 3 and path["min"] == 3 and path["first_step_at_or_below_4"] == 0
     assert path["share_none"] == pytest.approx(1 / 6)
+
+
+def test_killed_run_resumes_to_the_numbers_of_an_uninterrupted_one(tmp_path):
+    """SIGKILL `passk lm` once a checkpoint is on disk, start it again: the records equal a run never stopped."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    env = {**os.environ, "PASSK_NO_COMPILE_CACHE": "", "PASSK_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    args = ["--estimator", "rloo", "--steps", "12", "--seed", "3", "--batch-prompts", "4", "--n-answers", "4",
+            "--checkpoint-every", "2", "--quiet", "--no-plot"]
+
+    def command(out):
+        return [sys.executable, "-c", "import sys; from passk.cli import main; sys.exit(main())", "lm", "--out",
+                str(out), *args]
+
+    subprocess.run(command(tmp_path / "whole"), env=env, check=True, capture_output=True, timeout=600)
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(command(cut), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 600
+        while not (cut / "5.jsonl").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert not (cut / "run.json").exists(), "the run finished before it could be killed"
+    subprocess.run(command(cut), env=env, check=True, capture_output=True, timeout=600)
+    whole = json.loads((tmp_path / "whole" / "run.json").read_text())
+    resumed = json.loads((cut / "run.json").read_text())
+    assert resumed["records"] == whole["records"]
+    for t in range(12):
+        assert (cut / f"{t}.jsonl").read_text() == (tmp_path / "whole" / f"{t}.jsonl").read_text()
