@@ -49,12 +49,16 @@ def add_parser(sub) -> None:
     lm.add_argument("--steps", type=int, default=200, help="training steps (default: 200)")
     lm.add_argument("--seed", type=int, default=0, help="PRNG seed (default: 0)")
     lm.add_argument("--out", type=Path, required=True, help="run folder (dumps, checkpoint, run.json, figure)")
-    for name in ("batch_prompts", "n_answers", "epochs", "checkpoint_every"):
-        lm.add_argument("--" + name.replace("_", "-"), type=int, default=DEFAULTS[name],
-                        help=f"(default: {DEFAULTS[name]})")
-    for name in ("clip", "kl", "learning_rate"):
-        lm.add_argument("--" + name.replace("_", "-"), type=float, default=DEFAULTS[name],
-                        help=f"(default: {DEFAULTS[name]})")
+    knobs = {"batch_prompts": (int, "prompts drawn per step (B, a multiple of 4)"),
+             "n_answers": (int, "answers sampled per prompt (n)"),
+             "epochs": (int, "optimiser steps over each batch (mu)"),
+             "checkpoint_every": (int, "steps between checkpoints"),
+             "clip": (float, "importance-ratio clip epsilon"),
+             "kl": (float, "weight of the KL penalty to the reference (initial) policy"),
+             "learning_rate": (float, "Adam's step size")}
+    for name, (kind, text) in knobs.items():
+        lm.add_argument("--" + name.replace("_", "-"), type=kind, default=DEFAULTS[name],
+                        help=f"{text} (default: {DEFAULTS[name]})")
     lm.add_argument("--aggregation", default=DEFAULTS["aggregation"], help="token or sequence (default: token)")
     lm.add_argument("--no-plot", action="store_true", help="skip the figure")
     lm.add_argument("--quiet", action="store_true", help="no progress lines")
