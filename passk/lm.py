@@ -60,6 +60,9 @@ def add_parser(sub) -> None:
         lm.add_argument("--" + name.replace("_", "-"), type=kind, default=DEFAULTS[name],
                         help=f"{text} (default: {DEFAULTS[name]})")
     lm.add_argument("--aggregation", default=DEFAULTS["aggregation"], help="token or sequence (default: token)")
+    lm.add_argument("--sketch", type=int, default=0, metavar="D",
+                    help="also dump D-dimensional sketched score vectors (SPEC section 10) in `score`, the reward then "
+                         "in `acc` (read with passk diagnose OUT --reward-field acc); default 0: none")
     lm.add_argument("--no-plot", action="store_true", help="skip the figure")
     lm.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -116,7 +119,7 @@ def _check_out(out: Path, fingerprint: str) -> None:
 
 
 def run_lm(*, setting: str, estimator: str, k: int, steps: int, seed: int, out: Path, progress=None,
-           plot: bool = True, **sizes) -> dict:
+           plot: bool = True, sketch_dim: int = 0, **sizes) -> dict:
     """Build the task and the trainer from the settings, run, write `run.json` and the figure; return the record."""
     if setting not in SETTINGS:
         raise ValueError(f"--setting must be one of {', '.join(SETTINGS)}; got {setting!r}")
@@ -142,14 +145,16 @@ def run_lm(*, setting: str, estimator: str, k: int, steps: int, seed: int, out: 
         print(f"passk lm: warning: grouped-passk at k = n = {config.n_answers} gives zero advantages in every group "
               "(SPEC section 6): the policy will not move", file=sys.stderr)
     key = seed_key(seed)
-    fingerprint = run.run_fingerprint(task, config, key)
+    if isinstance(sketch_dim, bool) or not isinstance(sketch_dim, int) or sketch_dim < 0:
+        raise ValueError(f"--sketch must be an integer >= 0; got {sketch_dim!r}")
+    fingerprint = run.run_fingerprint(task, config, key, sketch_dim)
     out = Path(out)
     _check_out(out, fingerprint)
     start = time.perf_counter()
     result = run.train_run(task, config, key=key, steps=steps, out=out, checkpoint_every=s["checkpoint_every"],
-                           progress=progress)
+                           progress=progress, sketch_dim=sketch_dim)
     record = {
-        "setting": setting, "seed": seed, "steps": steps, "fingerprint": fingerprint,
+        "setting": setting, "seed": seed, "steps": steps, "fingerprint": fingerprint, "sketch_dim": sketch_dim,
         "task": dataclasses.asdict(task), "config": {**dataclasses.asdict(config), "model": dataclasses.asdict(model)},
         "n_prompts": task.n_prompts, "n_answers_per_prompt": task.n_answers,
         "correct_answers_per_prompt": lm_task.n_correct_answers(task),
@@ -180,7 +185,7 @@ def main(args: argparse.Namespace) -> int:
                                                     "clip", "kl", "learning_rate", "aggregation")}
     record = run_lm(setting=args.setting, estimator=args.estimator, k=args.k, steps=args.steps, seed=args.seed,
                     out=args.out, progress=None if args.quiet else _progress_printer(10), plot=not args.no_plot,
-                    **sizes)
+                    sketch_dim=args.sketch, **sizes)
     last = record["records"][-1]
     print(f"{record['steps']} steps in {record['seconds']:.1f} s; final exact pass@1 {last['j1']:.4f}, "
           f"pass@{args.k} {last['jk']:.4f}, k* {last['k_star'] if last['k_star'] is not None else 'none'}; "

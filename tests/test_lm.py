@@ -201,3 +201,28 @@ def test_dumps_read_by_the_verl_reader(tmp_path):
     for line in lines:
         assert line["score"] == T.verify_string(SMALL, line["input"], line["output"])
     assert np.asarray(data.success).mean() == pytest.approx(result["records"][0]["reward"])
+
+
+def test_sketched_scores_are_unbiased_projections_and_read_by_the_verl_reader(tmp_path):
+    from passk.frameworks import Options, read_step
+
+    config = _config()
+    params = TR.init_params(SMALL, config, key=jax.random.key(0))
+    prompts = T.draw_prompts(SMALL, 4, key=jax.random.key(1))
+    answers, _ = P.sample_answers(params, prompts, 4, config.model, SMALL, key=jax.random.key(2))
+    batch = TR.Batch(prompts, answers, T.verify(SMALL, prompts[:, None, :], answers))
+    dim = 4096
+    sketched = TR.make_sketch(SMALL, config, params, dim, key=jax.random.key(3))(params, batch)  # (4, 4, dim)
+    grads = [jax.grad(lambda th, i=i, j=j: P.answer_log_prob(th, prompts[i:i + 1], answers[i:i + 1, j:j + 1],
+                                                               config.model, SMALL)[0, 0])(params)
+             for i, j in ((0, 0), (1, 2))]
+    flat = [jnp.concatenate([x.ravel() for x in jax.tree_util.tree_leaves(g)]) for g in grads]
+    exact = float(flat[0] @ flat[1])
+    approx = float(sketched[0, 0] @ sketched[1, 2])
+    # Gaussian sketch: the error of an inner product has sd about |a||b| / sqrt(dim)
+    assert abs(approx - exact) < 5 * float(jnp.linalg.norm(flat[0]) * jnp.linalg.norm(flat[1])) / np.sqrt(dim)
+    R.train_run(SMALL, config, key=jax.random.key(11), steps=1, out=tmp_path, sketch_dim=8)
+    line = json.loads((tmp_path / "0.jsonl").read_text().splitlines()[0])
+    assert len(line["score"]) == 8 and line["acc"] in (0, 1)
+    data = read_step(tmp_path / "0.jsonl", "verl", 0, Options(reward_field="acc"))
+    assert data.score_sum.shape == (4, 8) and data.alignments.shape == (4, 4, 2)

@@ -17,6 +17,7 @@ SMALL = ["--batch-prompts", "4", "--n-answers", "4", "--checkpoint-every", "1", 
     (["--steps", "0"], "--steps must be a positive integer"),
     (["--steps", "-3"], "--steps must be a positive integer"),
     (["--aggregation", "words"], "aggregation"),
+    (["--sketch", "-1"], "--sketch must be an integer >= 0"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, match):
     rc = cli.main(["lm", "--out", str(tmp_path / "run"), *SMALL, *argv])

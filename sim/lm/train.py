@@ -198,6 +198,32 @@ def make_probe(task: LMTask, config: RunConfig):
     return probe, folds
 
 
+def make_sketch(task: LMTask, config: RunConfig, params, dim: int, *, key):
+    """`(params, batch) -> (B, n, dim)` sketched score vectors `S s_ij` (SPEC section 10).
+
+    `s_ij = grad log pi(y_ij | x_i)` over all parameters (flattened in the pytree's leaf order),
+    `S` a `dim x P` Gaussian matrix with entries of variance `1/dim`, so `E[S^T S] = I` and inner
+    products of sketches are unbiased for those of the scores. Per-answer gradients by `vmap(grad)`:
+    memory `O(B n P)`, fine at this size.
+    """
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"dim must be a positive integer; got {dim!r}")
+    n_params = _model.param_count(params)
+    sketch = jax.random.normal(key, (dim, n_params), jnp.float32) / jnp.sqrt(dim)  # (dim, P)
+
+    def one(theta, prompt, answer):
+        g = jax.grad(lambda th: jnp.sum(_policy.token_log_probs(th, prompt, answer, config.model, task)))(theta)
+        return jnp.concatenate([x.ravel() for x in jax.tree_util.tree_leaves(g)])  # (P,)
+
+    @jax.jit
+    def scores(theta, batch: Batch):
+        flat = jax.vmap(jax.vmap(one, in_axes=(None, None, 0)), in_axes=(None, 0, 0))(theta, batch.prompts,
+                                                                                      batch.answers)
+        return flat @ sketch.T  # (B, n, dim)
+
+    return scores
+
+
 def step_records(records, task: LMTask, config: RunConfig, step: int) -> dict:
     """One step's records as JSON values (`k_star` None when there is none up to `k_max`)."""
     host = jax.device_get(records)
