@@ -261,6 +261,7 @@ def study(*, quick: bool, seed: int, outdir: Path, progress=None) -> tuple[dict,
                 recs = record["records"]
                 runs.append({"setting": setting, "seed": seed + s, "estimator": estimator, "k": k,
                              "j1": [r["j1"] for r in recs], "jk": [r["jk"] for r in recs],
+                             "p_end": recs[-1].get("p"),
                              "k_star": [r["k_star"] for r in recs], "check": _regime_check(recs),
                              "k_star_path": _k_star_path(recs), "seconds": record["seconds"]})
     results = {"size": {k: list(v) if isinstance(v, tuple) else v for k, v in size.items()}, "runs": runs,
@@ -279,6 +280,11 @@ def _interval(values):
     return mean_interval(np.asarray(x, dtype=float)) if x else None
 
 
+def _pass_at(p, k) -> float:
+    """`mean_i 1 - (1 - p_i)^k` of a list of per-prompt success."""
+    return float(np.mean(1.0 - (1.0 - np.asarray(p, dtype=float)) ** k))
+
+
 def _summary(runs) -> list:
     rows = []
     keys = sorted({(r["setting"], r["estimator"], r["k"]) for r in runs}, key=str)
@@ -295,6 +301,10 @@ def _summary(runs) -> list:
             "j1_change": _interval([r["j1"][-1] - r["j1"][0] for r in group]),
             "jk_change": _interval([r["jk"][-1] - r["jk"][0] for r in group]),
             "j1_vs_control": _interval([r["j1"][-1] - control[r["seed"]]["j1"][-1] for r in group if r["seed"] in control]),
+            # pass@k at this trainer's k, against the control's at the same k (from the per-prompt p)
+            "jk_vs_control": _interval([_pass_at(r["p_end"], k) - _pass_at(control[r["seed"]]["p_end"], k)
+                                        for r in group if r["seed"] in control and r["p_end"] is not None
+                                        and control[r["seed"]]["p_end"] is not None]),
             "above_share": _interval([share(r, "above") for r in group]),
             "below_share": _interval([share(r, "below") for r in group]),
             "above_agree": f"{sum(r['check']['above']['agree'] for r in group)}/{sum(r['check']['above']['steps'] for r in group)}",

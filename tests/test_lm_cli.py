@@ -52,6 +52,7 @@ def test_small_run_writes_records_figure_and_dumps_and_resumes(tmp_path, capsys)
         assert {"j1", "jk", "inner", "mean_agreement", "cos", "k_star", "update_inner", "update_norm",
                 "k_used"} <= set(row)
         assert 0 <= row["j1"] <= row["jk"] <= 1 and row["k_used"] == 2
+        assert sum(row["p"]) / len(row["p"]) == pytest.approx(row["j1"], rel=1e-6)
     assert (out / "lm_run.png").stat().st_size > 0 and (out / "0.jsonl").exists()
     # the same arguments resume (nothing left to do) and give the same records
     assert cli.main(argv) == 0
@@ -127,3 +128,17 @@ def test_killed_run_resumes_to_the_numbers_of_an_uninterrupted_one(tmp_path):
     assert resumed["records"] == whole["records"]
     for t in range(12):
         assert (cut / f"{t}.jsonl").read_text() == (tmp_path / "whole" / f"{t}.jsonl").read_text()
+
+
+def test_summary_compares_each_trainer_with_the_control_at_its_own_k():
+    check = {"above": {"steps": 1, "agree": 1, "against": 0, "against_explained_by_update_inner": 0},
+             "below": {"steps": 1, "agree": 0, "against": 1, "against_explained_by_update_inner": 1}}
+    runs = [{"setting": "few-hard", "seed": s, "estimator": est, "k": k, "j1": [0.1, j1], "jk": [0.2, 0.5],
+             "p_end": p, "check": check, "k_star_path": {"start": 5, "end": 3}}
+            for s in (0, 1) for est, k, j1, p in (("grpo", 4, 0.9, [1.0, 0.0]), ("grouped-passk", 2, 0.7, [0.5, 0.5]))]
+    rows = {row["estimator"]: row for row in plm._summary(runs)}
+    passk_row = rows["grouped-passk"]
+    assert passk_row["j1_vs_control"]["value"] == pytest.approx(-0.2)
+    assert passk_row["jk_vs_control"]["value"] == pytest.approx(0.75 - 0.5)  # pass@2: [.75, .75] against [1, 0]
+    assert passk_row["above_agree"] == "2/2" and passk_row["against_explained"] == "2/2"
+    assert rows["grpo"]["jk_vs_control"]["value"] == 0

@@ -236,6 +236,7 @@ def step_records(records, task: LMTask, config: RunConfig, step: int) -> dict:
         out[name] = float(host[name])
     out["k_star"] = None if k_star > config.k_max else k_star
     out["inner_curve"] = [float(x) for x in np.asarray(host["inner_curve"])]
+    out["p"] = [float(x) for x in p]  # per evaluation prompt: any pass@k can be read off later
     out["j1_hard"] = float(p[hard].mean()) if hard.any() else None
     out["j1_plain"] = float(p[~hard].mean()) if (~hard).any() else None
     out["mean_agreement_hard"] = float(np.asarray(host["agreement"])[hard].mean()) if hard.any() else None
