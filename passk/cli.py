@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from passk import __version__
+from passk import lm as _lm
 
 #: The orders `passk toy` reports without `--k`.
 TOY_REPORT_KS = (1, 2, 4, 8, 16, 32, 64)
@@ -39,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--parts",
         nargs="+",
         default=None,
-        choices=["theory", "bandit", "transformer", "ksweep", "sampled", "trainers", "safe"],
-        help="run only these parts (default: all but safe, which takes about 6 minutes on 2 CPU cores)",
+        choices=["theory", "bandit", "transformer", "ksweep", "sampled", "trainers", "safe", "lm"],
+        help="run only these parts (default: all but safe and lm, which take about 6 and 60 minutes on 2 CPU cores)",
     )
     rep.add_argument(
         "--resume",
@@ -131,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_argument("--plot", type=Path, default=None, help="draw I_k and the trainers' weights (.png, .pdf, .svg)")
     diag.add_argument("--example", action="store_true", help="diagnose the example run shipped with the package")
 
+    _lm.add_parser(sub)
     bench = sub.add_parser("bench", help="benchmarks: ours against baselines, as ratios")
     bench.add_argument("--quick", action="store_true", help="small sizes")
     bench.add_argument("--json", type=Path, default=None, help="write the table to this JSON file")
@@ -296,6 +298,7 @@ def main(argv=None) -> int:
         "transformer": _cmd_transformer,
         "bench": _cmd_bench,
         "diagnose": _cmd_diagnose,
+        "lm": _lm.main,
     }
     try:
         return handlers[args.command](args)

@@ -28,7 +28,7 @@ from sim.train import RECORD_NAMES as R
 PARTS = ("theory", "bandit", "transformer", "ksweep", "sampled", "trainers")
 #: Parts run only when named (`--parts safe`): the transformer's conflict-safe updates (about 6
 #: minutes at full size on 2 CPU cores, 1-2 with --quick).
-OPTIONAL_PARTS = ("safe",)
+OPTIONAL_PARTS = ("safe", "lm")
 ALL_PARTS = PARTS + OPTIONAL_PARTS
 
 
@@ -333,6 +333,13 @@ def _run_ksweep(*, quick, key, outdir, progress, resume):
     return results, plots.draw(results, outdir)
 
 
+def _run_lm(*, quick, key, outdir, progress, resume):
+    from passk import lm
+
+    # `passk lm --seed S` runs are named by S: `key(S)` holds S as its last word
+    return lm.study(quick=quick, seed=int(jax.random.key_data(key)[-1]), outdir=outdir, progress=progress)
+
+
 RUNNERS: dict[str, Callable] = {
     "theory": _run_theory,
     "bandit": _run_bandit,
@@ -341,6 +348,7 @@ RUNNERS: dict[str, Callable] = {
     "sampled": _run_sampled,
     "trainers": _run_trainers,
     "safe": _run_safe,
+    "lm": _run_lm,
 }
 
 
