@@ -6,6 +6,7 @@ import pytest
 
 from passk import cli
 from passk import lm as plm
+from sim.studies import lm_confirmation
 
 SMALL = ["--batch-prompts", "4", "--n-answers", "4", "--checkpoint-every", "1", "--quiet"]
 
@@ -87,12 +88,12 @@ def test_regime_check_classes_steps_by_the_exact_k_star():
         _rec(0.45, 0.95, 8, +1.0),  # below; pass@1 falls below -> against, not explained
         _rec(0.40, 0.97, 8, 0.0),
     ]
-    check = plm._regime_check(records)
+    check = lm_confirmation.regime_check(records)
     assert check["above"] == {"steps": 2, "agree": 1, "against": 1, "against_explained_by_update_inner": 1}
     assert check["below"] == {"steps": 3, "agree": 1, "against": 2, "against_explained_by_update_inner": 1}
-    grpo = plm._regime_check([dict(r, k_used=None) for r in records])
+    grpo = lm_confirmation.regime_check([dict(r, k_used=None) for r in records])
     assert grpo["above"]["steps"] == 0 and grpo["below"]["steps"] == 5
-    path = plm._k_star_path(records)
+    path = lm_confirmation.k_star_path(records)
     assert path["start"] == 3 and path["min"] == 3 and path["first_step_at_or_below_4"] == 0
     assert path["share_none"] == pytest.approx(1 / 6)
 
@@ -180,7 +181,7 @@ def test_summary_compares_each_trainer_with_the_control_at_its_own_k():
         for s in (0, 1)
         for est, k, j1, p in (("grpo", 4, 0.9, [1.0, 0.0]), ("grouped-passk", 2, 0.7, [0.5, 0.5]))
     ]
-    rows = {row["estimator"]: row for row in plm._summary(runs)}
+    rows = {row["estimator"]: row for row in lm_confirmation.summarise(runs)}
     passk_row = rows["grouped-passk"]
     assert passk_row["j1_vs_control"]["value"] == pytest.approx(-0.2)
     assert passk_row["jk_vs_control"]["value"] == pytest.approx(0.75 - 0.5)  # pass@2: [.75, .75] against [1, 0]
