@@ -135,12 +135,9 @@ def _check_out(out: Path, fingerprint: str) -> None:
             f"--out {out} holds another run or other files ({', '.join(sorted(entries)[:3])}, ...): "
             "give a new folder, or the same arguments to resume"
         )
-    probe = out / ".passk-lm-write-test"
-    try:
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise ValueError(f"--out {out} is not writable: {err.strerror or err}") from None
+    from sim.files import check_writable
+
+    check_writable(out / "run.json", name="--out")
 
 
 def run_lm(

@@ -300,7 +300,7 @@ def diagnose_run(path, *, options: Options, ks=None, level: float = 0.95, traine
 
 def _plain_jsonl(path, options: Options) -> bool:
     """Whether a project `.jsonl` fits :func:`passk.readers.read_run` (0/1 rewards, no folds, default flags)."""
-    from passk.frameworks import _first_record
+    from passk.dump_files import _first_record
 
     first = _first_record(path) or {}
     return (

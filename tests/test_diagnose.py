@@ -18,7 +18,7 @@ import pytest  # noqa: E402
 
 import sim  # noqa: E402
 import theory  # noqa: E402
-from passk import cli, readers  # noqa: E402
+from passk import cli, jsonl_reader, readers  # noqa: E402
 from passk import diagnose as dg  # noqa: E402
 from passk.examples import make as example_make  # noqa: E402
 
@@ -459,7 +459,7 @@ def test_jsonl_is_streamed(tmp_path, monkeypatch):
 
     The reader holds one block of lines at a time; blocks of 64 make both files span many.
     """
-    monkeypatch.setattr(readers, "_JSONL_BLOCK", 64)
+    monkeypatch.setattr(jsonl_reader, "_JSONL_BLOCK", 64)
     short, long = tmp_path / "short.jsonl", tmp_path / "long.jsonl"
     _big_jsonl(short, 300 * 4, 4, 4)
     _big_jsonl(long, 300 * 32, 32, 4)
@@ -507,7 +507,7 @@ def test_jsonl_fast_path_equals_line_by_line_reading_bit_for_bit(tmp_path, monke
         )
     runs = {}
     for block in (5, 64, 100_000):
-        monkeypatch.setattr(readers, "_JSONL_BLOCK", block)
+        monkeypatch.setattr(jsonl_reader, "_JSONL_BLOCK", block)
         runs[block] = dg.read_run(path)
     monkeypatch.setattr(readers._JsonlReader, "_fast", lambda self, lines, first: False)
     slow = dg.read_run(path)
@@ -518,7 +518,7 @@ def test_jsonl_fast_path_equals_line_by_line_reading_bit_for_bit(tmp_path, monke
 
 
 def test_jsonl_error_in_a_later_block_names_its_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(readers, "_JSONL_BLOCK", 16)
+    monkeypatch.setattr(jsonl_reader, "_JSONL_BLOCK", 16)
     path = tmp_path / "bad.jsonl"
     rows = [_jl(f"p{i // 4}", i % 2, [0.5, 1.0]) for i in range(40)]
     rows[37] = _jl("p9", True, [0.5, 1.0])  # a JSON true: the fast path hands the block to the line reader
