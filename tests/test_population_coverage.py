@@ -8,7 +8,6 @@ cover at about their level. Slow (`pytest -m slow`): hundreds of repeats."""
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import stats
