@@ -75,7 +75,10 @@ def fold_probe(log_prob: Callable, params, batch, rewards, folds, *, mask=None) 
       batch: a pytree whose leaves have the prompts on their leading axis (`P`).
       rewards: `(P, n)` rewards in `{0, 1}`.
       folds: `(P,)` fold ids `0 .. F-1`, folds of equal size, concrete.
-      mask: optional `(P, n)` bool, which answers exist (`n_i` its row sum, `>= 1`).
+      mask: optional `(P, n)` bool, which answers exist (`n_i` its row sum, `>= 1`), concrete.
+
+    Under `jax.jit` the parameters, batch and rewards may be traced; `folds` and `mask` set the
+    layout and stay concrete (close over them).
 
     Returns:
       :class:`FoldProbe`.
@@ -103,7 +106,8 @@ def fold_probe(log_prob: Callable, params, batch, rewards, folds, *, mask=None) 
     by_fold = lambda x: jnp.asarray(x)[order].reshape((n_folds, size) + jnp.shape(x)[1:])
     sub_batches = jax.tree_util.tree_map(by_fold, batch)
     dtype = jax.tree_util.tree_leaves(params)[0].dtype
-    weights = by_fold(np.where(mask, np.asarray(r, dtype=np.float64), 0.0) / counts[:, None] / size).astype(dtype)
+    # rewards may be traced (the probe inside a jitted training step); folds and mask set the layout
+    weights = by_fold(jnp.where(mask, r.astype(dtype), 0.0) / jnp.asarray(counts[:, None] * size, dtype))
     present = by_fold(mask)
     alignments, grads = _probe(log_prob, params, sub_batches, weights, present, n_folds)
     inverse = np.argsort(order)

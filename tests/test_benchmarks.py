@@ -326,3 +326,13 @@ def test_interleaved_keeps_the_second_of_two_calls_only_for_short_calls(monkeypa
     assert calls == {"short": 6, "long": 3}
     assert out["short"] == pytest.approx([0.004] * 3)  # the back-to-back call, not the first
     assert out["long"] == pytest.approx([0.9, 0.8, 0.7])
+
+
+def test_probe_row_reports_its_cost_in_training_steps():
+    from passk.benchmarks import probe
+
+    (r,) = probe.bench(quick=True, key=jax.random.key(0), repeats=1)
+    assert r["name"].startswith("probe[") and r["F"] == probe.N_FOLDS
+    assert r["steps"] == pytest.approx(r["ours_s"] / r["baseline_s"])
+    assert r["met"] == (r["steps"] <= probe.TARGET_STEPS)
+    assert r["ours_s"] > 0 and r["baseline_s"] > 0

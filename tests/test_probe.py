@@ -60,3 +60,12 @@ def test_unequal_folds_are_refused():
     theta, features, answers, rewards, _, _ = _case(0)
     with pytest.raises(ValueError, match="equal size"):
         fold_probe(_log_prob, theta, (features, answers), rewards, np.array([0, 0, 0, 1, 1, 2, 2, 3]))
+
+
+def test_the_probe_runs_inside_jit_with_traced_rewards():
+    theta, features, answers, rewards, folds, mask = _case(3)
+    eager = fold_probe(_log_prob, theta, (features, answers), rewards, folds, mask=mask)
+    jitted = jax.jit(lambda th, b, r: fold_probe(_log_prob, th, b, r, folds, mask=mask).alignments)
+    np.testing.assert_allclose(
+        np.asarray(jitted(theta, (features, answers), rewards)), np.asarray(eager.alignments), rtol=1e-12, atol=1e-14
+    )

@@ -20,6 +20,7 @@ __all__ = ["BENCHMARKS", "PER_RUN_KEYS", "run", "median_of_runs", "format_table"
 BENCHMARKS = {
     "bandit-sweep": "passk.benchmarks.bandit_sweep",
     "agreement": "passk.benchmarks.agreement",
+    "probe": "passk.benchmarks.probe",
     "estimators": "passk.benchmarks.estimators",
     "sampled": "passk.benchmarks.sampled",
     "diagnose": "passk.benchmarks.diagnose",
