@@ -162,8 +162,9 @@ def format_report(report: dict) -> str:
         if ks.get("signal") is not False:
             lines.append(
                 f"k* (first k with I_k = <grad J_k, grad J_1> < 0): estimate "
-                f"{_k_text(ks['estimate'], f'none <= {k_max}')}, {level} interval "
-                f"[{_k_text(ks['lower'], f'> {k_max}')}, {_k_text(ks['upper'], 'not established')}]"
+                f"{_k_text(ks['estimate'], f'none <= {k_max}')}, interval "
+                f"[{_k_text(ks['lower'], f'> {k_max}')}, {_k_text(ks['upper'], 'not established')}] "
+                f"from pointwise {level} bounds (the lower end holds {level}; the upper end less)"
             )
         lines.append(f"  {verdict}")
         z = report["z"]
