@@ -113,6 +113,17 @@ def normal_quantile(level=0.95) -> float:
     return _z(_validate.level("level", level))
 
 
+def _result(est: int, lo: int, hi: int, k_max: int, level: float) -> SampledCriticalK:
+    """:class:`SampledCriticalK` from the compiled rule's integers (`k_max + 1` meaning none)."""
+    return SampledCriticalK(
+        estimate=k_star_or_none(est, k_max),
+        lower=k_star_or_none(lo, k_max),
+        upper=k_star_or_none(hi, k_max),
+        k_max=k_max,
+        level=level,
+    )
+
+
 def critical_k_from_inner(inner: SampledInner, *, level=0.95) -> SampledCriticalK:
     """:class:`SampledCriticalK` read off a :class:`SampledInner` evaluated at `k = 1 .. k_max`.
 
@@ -127,13 +138,7 @@ def critical_k_from_inner(inner: SampledInner, *, level=0.95) -> SampledCritical
     if k_max < 1:
         raise ValueError(f"inner must hold k = 1 .. k_max (one axis); got shape {np.shape(inner.scaled_estimate)}")
     est, lo, hi = (int(v) for v in _bounds_jit(inner, _z(level), k_max=k_max))
-    return SampledCriticalK(
-        estimate=k_star_or_none(est, k_max),
-        lower=k_star_or_none(lo, k_max),
-        upper=k_star_or_none(hi, k_max),
-        k_max=k_max,
-        level=level,
-    )
+    return _result(est, lo, hi, k_max, level)
 
 
 def sampled_critical_k_jax(rewards, scores, *, mu=None, level=0.95, stderr: str = "prompts"):
@@ -182,13 +187,7 @@ def sampled_critical_k(rewards, scores, *, mu=None, level=0.95, stderr: str = "p
     mu = _validate.prompt_weights(mu, r.shape[0], s.dtype)
     k_max = r.shape[1] - 1
     est, lo, hi = (int(v) for v in _critical_answers_jit(r, s, stats_tree(stats), mu, _z(level)))
-    return SampledCriticalK(
-        estimate=k_star_or_none(est, k_max),
-        lower=k_star_or_none(lo, k_max),
-        upper=k_star_or_none(hi, k_max),
-        k_max=k_max,
-        level=level,
-    )
+    return _result(est, lo, hi, k_max, level)
 
 
 def critical_k_from_statistics(stats: AnswerStatistics, *, mu=None, level=0.95) -> SampledCriticalK:
@@ -199,13 +198,7 @@ def critical_k_from_statistics(stats: AnswerStatistics, *, mu=None, level=0.95) 
     _positive_prompts(mu, stats.correct.shape[0])
     k_max = stats.n - 1
     est, lo, hi = (int(v) for v in _critical_jit(*stats_tree(stats), mu, _z(level), n=stats.n))
-    return SampledCriticalK(
-        estimate=k_star_or_none(est, k_max),
-        lower=k_star_or_none(lo, k_max),
-        upper=k_star_or_none(hi, k_max),
-        k_max=k_max,
-        level=level,
-    )
+    return _result(est, lo, hi, k_max, level)
 
 
 def plugin_critical_k(rewards, scores, *, mu=None, k_max: int = 10**6):
