@@ -54,3 +54,41 @@ def test_readme_links_to_the_docs_pages_and_figures_that_exist():
     for target in targets:
         assert (README.parent / target).exists(), target
     assert 'pip install -e ".[docs]" && sphinx-build -W -b html docs docs/_build/html' in text
+
+
+def test_readme_tables_are_rendered_from_results_json():
+    # Every `<!-- results: NAME -->` block of the README is what figures/results.json renders.
+    import json
+
+    from passk import readme_blocks
+
+    text = README.read_text()
+    record = json.loads((README.parent / "figures" / "results.json").read_text())
+    assert readme_blocks.refresh(text, record) == text, "run: python -m passk.readme_blocks"
+
+
+def test_a_results_block_follows_the_record_and_refuses_unknown_names():
+    import pytest
+
+    from passk import readme_blocks
+
+    row = {
+        "setting": "few-hard",
+        "estimator": "grouped-passk",
+        "k": 8,
+        "seeds": 3,
+        "j1_change": {"value": -0.05, "lower": -0.07, "upper": -0.03},
+        "jk_change": {"value": 0.02, "lower": 0.01, "upper": 0.03},
+        "above_agree": "10/12",
+        "below_agree": "3/4",
+    }
+    record = {"lm": {"results": {"summary": [row]}}}
+    stale = "a\n<!-- results: lm-summary -->\nold\n<!-- /results -->\nb\n"
+    fresh = readme_blocks.refresh(stale, record)
+    assert "old" not in fresh and "-0.050 [-0.070, -0.030]" in fresh and "10/12" in fresh
+    assert fresh.startswith("a\n") and fresh.endswith("<!-- /results -->\nb\n")
+    assert readme_blocks.refresh(fresh, record) == fresh
+    row["j1_change"]["value"] = -0.06
+    assert readme_blocks.refresh(fresh, record) != fresh
+    with pytest.raises(ValueError, match="unknown results block 'nope'"):
+        readme_blocks.refresh("<!-- results: nope -->\n<!-- /results -->", record)
