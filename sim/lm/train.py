@@ -206,11 +206,16 @@ def make_step(task: LMTask, config: RunConfig, eval_prompts):
 
 def make_probe(task: LMTask, config: RunConfig):
     """`(params, batch) -> alignments (B, n, F)` (NaN at the own fold) by :func:`sim.probe.fold_probe`."""
-    log_prob = jax.jit(lambda params, b: _policy.answer_log_prob(params, b[0], b[1], config.model, task))
     folds = np.arange(config.batch_prompts) % config.n_folds
 
+    def log_prob(params, b):
+        return _policy.answer_log_prob(params, b[0], b[1], config.model, task)
+
+    # One compiled program (the folds are concrete, the rewards traced): called op by op, the
+    # probe costs about a hundred training updates of the same batch (`passk bench --only lm`).
+    @jax.jit
     def probe(params, batch: Batch):
-        return fold_probe(log_prob, params, (batch.prompts, batch.answers), np.asarray(batch.rewards), folds).alignments
+        return fold_probe(log_prob, params, (batch.prompts, batch.answers), batch.rewards, folds).alignments
 
     return probe, folds
 
