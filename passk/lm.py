@@ -300,6 +300,9 @@ STUDY = {
         "steps": 200,
         "n_answers": 16,
         "trainers": (("grpo", 4), ("grouped-passk", 2), ("grouped-passk", 8), ("grouped-passk", 15)),
+        # section 10 needs score vectors: one sketched run per setting (first seed), 2.6 MB a step
+        "sketch": {"dim": 256, "steps": 100, "trainers": (("grouped-passk", 8),)},
+        "gap_eval": 512,
     },
     "quick": {
         "settings": ("few-hard",),
@@ -307,6 +310,8 @@ STUDY = {
         "steps": 8,
         "n_answers": 8,
         "trainers": (("grpo", 4), ("grouped-passk", 4)),
+        "sketch": {"dim": 8, "steps": 3, "trainers": (("grouped-passk", 4),)},
+        "gap_eval": 128,
     },
 }
 
@@ -319,12 +324,17 @@ def study(*, quick: bool, seed: int, outdir: Path, progress=None) -> tuple[dict,
     seed, the step-by-step check of the statement (:func:`sim.studies.lm_confirmation.regime_check`)
     and the path of `k*` (:mod:`sim.studies.lm_confirmation`). Intervals over seeds are t intervals
     (95%) of the per-seed values.
+
+    Then the diagnosis against the exact values (:mod:`passk.lm_diagnosis`, `results["diagnosis"]`):
+    every run's dumps read by `passk diagnose` (section 11), plus one sketched run per setting
+    (section 10 as well), and the gap between the evaluation set's exact `I_k` and those of a
+    larger set and of fresh batches at the final parameters of the first seed's runs.
     """
     from passk.plots import lm as lm_plot
     from sim.studies import lm_confirmation
 
     size = STUDY["quick" if quick else "full"]
-    runs = []
+    runs, folders = [], []
     for setting in size["settings"]:
         for s in range(size["seeds"]):
             for estimator, k in size["trainers"]:
@@ -342,6 +352,7 @@ def study(*, quick: bool, seed: int, outdir: Path, progress=None) -> tuple[dict,
                     n_answers=size["n_answers"],
                 )
                 recs = record["records"]
+                folders.append(Path(outdir) / ".lm_runs" / name)
                 runs.append(
                     {
                         "setting": setting,
@@ -367,4 +378,37 @@ def study(*, quick: bool, seed: int, outdir: Path, progress=None) -> tuple[dict,
         f"(above k*, below k*)": f"{row['above_agree']}, {row['below_agree']}"
         for row in results["summary"]
     }
-    return results, lm_plot.draw_study(results, Path(outdir))
+    results["diagnosis"] = _diagnosis(size, seed, Path(outdir), folders, progress)
+    figures = lm_plot.draw_study(results, Path(outdir))
+    return results, figures + lm_plot.draw_diagnosis(results["diagnosis"], Path(outdir))
+
+
+def _diagnosis(size: dict, seed: int, outdir: Path, folders: list, progress) -> dict:
+    """The sketched runs, then every run diagnosed against its exact values (:mod:`passk.lm_diagnosis`)."""
+    from passk import lm_diagnosis
+
+    sketch = size["sketch"]
+    sketched = []
+    for setting in size["settings"]:
+        for estimator, k in sketch["trainers"]:
+            name = f"{setting}-{estimator}-k{k}-seed{seed}-sketch{sketch['dim']}"
+            if progress:
+                progress(f"lm: {name}")
+            run_lm(
+                setting=setting,
+                estimator=estimator,
+                k=k,
+                steps=sketch["steps"],
+                seed=seed,
+                out=outdir / ".lm_runs" / name,
+                plot=False,
+                n_answers=size["n_answers"],
+                sketch_dim=sketch["dim"],
+            )
+            sketched.append(outdir / ".lm_runs" / name)
+    if progress:
+        progress(f"lm: diagnosing {len(folders) + len(sketched)} runs against their exact values")
+    diagnoses = [lm_diagnosis.diagnose_lm_run(folder) for folder in folders + sketched]
+    first_seed = [f for f, d in zip(folders, diagnoses) if d["seed"] == seed] + sketched
+    gaps = [{"run": f.name, **lm_diagnosis.estimand_gap(f, n_eval=size["gap_eval"])} for f in first_seed]
+    return lm_diagnosis.report(diagnoses, gaps, sketch_dim=sketch["dim"])

@@ -33,7 +33,7 @@ import numpy as np
 from passk.frameworks import Options, StepData, list_steps, read_step
 from passk.readers import InputError, read_run
 
-__all__ = ["diagnose_run", "step_row", "run_reading", "format_run", "plot_run", "from_run_data"]
+__all__ = ["SECTIONS", "diagnose_run", "step_row", "run_reading", "format_run", "plot_run", "from_run_data"]
 
 
 def from_run_data(run, path, step, fmt) -> StepData:
@@ -99,14 +99,24 @@ def _k_star(kind, scaled, scaled_se, level, dof, k_max) -> dict:
     return out
 
 
-def _interference(data: StepData, ks, level: float, notes: list):
-    """`(inner, k_star)` of the step, population (alignments) before batch (scores)."""
+#: The estimates of `I_k` a dump can hold: SPEC section 11 (alignments) and section 10 (score vectors).
+SECTIONS = ("population", "batch")
+
+
+def _interference(data: StepData, ks, level: float, notes: list, section: str | None = None):
+    """`(inner, k_star)` of the step: `section` if given, else population (alignments) before batch (scores)."""
     import jax
 
     import theory
 
     sizes = data.counts
-    if data.alignments is not None:
+    if section == "population" and data.alignments is None:
+        notes.append("no alignments logged: the population I_k (SPEC section 11) cannot be read")
+        return [], None
+    if section == "batch" and data.score_sum is None:
+        notes.append("no score vectors logged: the batch I_k (SPEC section 10) cannot be read")
+        return [], None
+    if data.alignments is not None and section != "batch":
         n_folds = data.alignments.shape[2]
         k_max = int(sizes.min())
         with jax.enable_x64(True):
@@ -152,8 +162,8 @@ def _interference(data: StepData, ks, level: float, notes: list):
     return [], None
 
 
-def step_row(data: StepData, ks, level: float) -> dict:
-    """The row of one step (module docstring)."""
+def step_row(data: StepData, ks, level: float, section: str | None = None) -> dict:
+    """The row of one step (module docstring); `section` picks the `I_k` estimate (:func:`diagnose_run`)."""
     import jax
 
     import theory
@@ -191,7 +201,7 @@ def step_row(data: StepData, ks, level: float) -> dict:
             "answers all pass or all fail (dynamic sampling); the hard prompts that drive k* down are then "
             "missing from this dump (SPEC section 11)"
         )
-    row["inner"], row["k_star"] = _interference(data, ks, level, notes)
+    row["inner"], row["k_star"] = _interference(data, ks, level, notes, section)
     row["notes"] = notes
     return row
 
@@ -248,7 +258,15 @@ def run_reading(rows: list, ks, level: float, trained_k: int | None) -> dict:
     return reading
 
 
-def diagnose_run(path, *, options: Options, ks=None, level: float = 0.95, trained_k: int | None = None) -> dict:
+def diagnose_run(
+    path,
+    *,
+    options: Options,
+    ks=None,
+    level: float = 0.95,
+    trained_k: int | None = None,
+    section: str | None = None,
+) -> dict:
     """Read a run directory (or one step file) step by step and return the run report.
 
     Args:
@@ -258,6 +276,9 @@ def diagnose_run(path, *, options: Options, ks=None, level: float = 0.95, traine
         step's smallest group, and `trained_k`.
       level: the level of every interval, in `(0, 1)`.
       trained_k: the `k` the run trains at, or None.
+      section: which estimate of `I_k` and `k*` to read where a dump holds both: `"population"`
+        (SPEC section 11, alignments), `"batch"` (section 10, score vectors), or None (population
+        where there are alignments, else batch).
 
     Returns:
       `{"run", "format", "level", "ks", "steps": [row, ...], "reading", "notes"}` (module docstring).
@@ -266,6 +287,8 @@ def diagnose_run(path, *, options: Options, ks=None, level: float = 0.95, traine
 
     from passk.frameworks import detect_format, step_number
 
+    if section is not None and section not in SECTIONS:
+        raise ValueError(f"section must be one of {SECTIONS} or None; got {section!r}")
     path = Path(path)
     if path.is_dir():
         entries = list_steps(path, options.format)
@@ -284,7 +307,7 @@ def diagnose_run(path, *, options: Options, ks=None, level: float = 0.95, traine
 
             ks = sorted(set(default_ks(int(data.counts.min()))) | ({trained_k} if trained_k else set()))
         try:
-            rows.append(step_row(data, ks, level))
+            rows.append(step_row(data, ks, level, section))
         except (ValueError, TypeError) as err:
             raise InputError(f"{file} (step {step}): {' '.join(str(err).split())}") from None
     return {

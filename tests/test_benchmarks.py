@@ -336,3 +336,39 @@ def test_probe_row_reports_its_cost_in_training_steps():
     assert r["steps"] == pytest.approx(r["ours_s"] / r["baseline_s"])
     assert r["met"] == (r["steps"] <= probe.TARGET_STEPS)
     assert r["ours_s"] > 0 and r["baseline_s"] > 0
+
+
+@pytest.mark.slow  # compiles the trainer, the sampler, the probe and the sketch: minutes on a loaded machine
+def test_lm_rows_sampler_agrees_with_the_python_loop_and_costs_are_in_training_updates():
+    from passk.benchmarks import lm
+
+    rows = {r["name"].split("[")[0]: r for r in lm.bench(quick=True, key=jax.random.key(0), repeats=1)}
+    assert set(rows) == {"lm sampler", "lm trainer step", "lm probe", "lm sketch"}
+    assert rows["lm sampler"]["agree"] is True
+    step = rows["lm trainer step"]
+    assert step["baseline_s"] == lm.STEP_BUDGET_S and step["steps_per_s"] == pytest.approx(1 / step["ours_s"])
+    for name in ("lm probe", "lm sketch"):
+        r = rows[name]
+        assert r["steps"] == pytest.approx(r["ours_s"] / r["baseline_s"])
+        assert r["baseline_s"] == rows["lm probe"]["baseline_s"]  # the same training update is the unit
+    assert rows["lm probe"]["met"] == (rows["lm probe"]["steps"] <= lm.PROBE_TARGET_STEPS)
+
+
+def test_python_loop_sampler_draws_what_the_compiled_sampler_draws():
+    from passk.benchmarks import lm
+    from sim.lm import policy as P
+    from sim.lm import task as T
+
+    task = T.LMTask(n_digits=3, prompt_digits=3, answer_len=3, need=2, hard_share=0.25, n_eval=8)
+    model = P.model_config(task, d_model=8, n_heads=2, n_layers=1, d_mlp=16)
+    from sim.transformer import model as M
+
+    params = M.init(jax.random.key(0), model)
+    prompts = T.draw_prompts(task, 4, key=jax.random.key(1))
+    key = jax.random.key(2)
+    a, la = P.sample_answers(params, prompts, 5, model, task, key=key)
+    b, lb = lm.python_loop_sampler(params, prompts, 5, model, task, key=key)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_allclose(np.asarray(la), np.asarray(lb), rtol=1e-5, atol=1e-6)
+    c, _ = lm.python_loop_sampler(params, prompts, 5, model, task, key=jax.random.key(3))
+    assert not np.array_equal(np.asarray(a), np.asarray(c))  # the key matters: the agreement is not trivial

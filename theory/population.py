@@ -32,6 +32,7 @@ can differ (section 11); say which one a number is.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -142,6 +143,9 @@ def _orders(ks, counts):
     return k
 
 
+# Compiled once per shape: called eagerly, the data-dependent `while_loop` of the binomial ratios
+# compiles again at every call (about 0.5 s a call on 2 cores, every step of `passk diagnose`).
+@functools.partial(jax.jit, static_argnames=("n_folds",))
 def _core(r, t, folds, mask, k, n_folds: int):
     """Unvalidated estimate for orders `k` of any shape: a :class:`PopulationInner`."""
     dtype = t.dtype

@@ -21,6 +21,7 @@ BENCHMARKS = {
     "bandit-sweep": "passk.benchmarks.bandit_sweep",
     "agreement": "passk.benchmarks.agreement",
     "probe": "passk.benchmarks.probe",
+    "lm": "passk.benchmarks.lm",
     "estimators": "passk.benchmarks.estimators",
     "sampled": "passk.benchmarks.sampled",
     "diagnose": "passk.benchmarks.diagnose",

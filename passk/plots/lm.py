@@ -18,7 +18,7 @@ import numpy as np
 
 from passk.plots._style import save
 
-__all__ = ["draw"]
+__all__ = ["draw", "draw_diagnosis", "draw_study"]
 
 
 def _series(records, name):
@@ -96,4 +96,52 @@ def draw_study(results: dict, outdir: pathlib.Path, *, name: str = "lm_confirmat
         for ax in axes[row]:
             ax.set_xlabel("step")
     axes[0, 0].legend(fontsize=7, loc="best")
+    return save(fig, outdir, name, dpi=130, bbox_inches="tight")
+
+
+def draw_diagnosis(diagnosis: dict, outdir: pathlib.Path, *, name: str = "lm_diagnosis") -> list[pathlib.Path]:
+    """`passk diagnose` against the exact values, on each sketched run (columns).
+
+    Top: the exact `I_k` of the evaluation set at the trained `k` and the pointwise intervals of
+    the section 11 (population) and section 10 (batch) estimates. Bottom: the exact `k*` and the
+    `k*` intervals (steps with a reading; an open upper end drawn to the top, dotted).
+    """
+    examples = diagnosis["examples"]
+    if not examples:
+        return []
+    colours = {"population": "C0", "batch": "C1"}
+    fig, axes = plt.subplots(2, len(examples), figsize=(5.5 * len(examples), 6.4), squeeze=False)
+    for col, ex in enumerate(examples):
+        k = ex["k"]
+        ax, bx = axes[0, col], axes[1, col]
+        for section, checks in ex["sections"].items():
+            steps = np.array([c["step"] for c in checks], float)
+            lo = np.array([np.nan if c["lower"] is None else c["lower"] for c in checks])
+            hi = np.array([np.nan if c["upper"] is None else c["upper"] for c in checks])
+            ax.fill_between(steps, lo, hi, color=colours[section], alpha=0.25, lw=0, label=f"{section} interval")
+            for c in checks:
+                crit = c["k_star"]
+                if c["k_star_covered"] is None or crit is None:
+                    continue
+                bottom = crit["lower"] if crit["lower"] is not None else crit["k_max"] + 1
+                top = crit["upper"] if crit["upper"] is not None else crit["k_max"] + 1
+                shift = -0.2 if section == "population" else 0.2
+                bx.plot(
+                    [c["step"] + shift] * 2, [bottom, top], ls="-" if crit["upper"] else ":", color=colours[section]
+                )
+            bx.plot([], [], color=colours[section], label=f"{section} k* interval")
+        checks = next(iter(ex["sections"].values()))
+        steps = np.array([c["step"] for c in checks], float)
+        ax.plot(steps, [c["exact_inner"] for c in checks], color="k", lw=1, label=f"exact I_{k} (eval set)")
+        ax.axhline(0, color="0.5", lw=0.5)
+        ax.set_yscale("symlog", linthresh=1e-3)
+        ax.set_title(f"{ex['setting']}: {ex['estimator']} k={k}, seed {ex['seed']}", fontsize=9)
+        ax.legend(fontsize=7, loc="best")
+        exact = np.array([np.nan if c["exact_k_star"] is None else c["exact_k_star"] for c in checks], float)
+        bx.plot(steps, exact, "k.", ms=2, label="exact k* (eval set; none: absent)")
+        bx.axhline(k, color="k", ls="--", lw=0.8, label=f"trained k = {k}")
+        bx.set_yscale("log")
+        bx.set_xlabel("step")
+        bx.set_ylabel("k*")
+        bx.legend(fontsize=7, loc="best")
     return save(fig, outdir, name, dpi=130, bbox_inches="tight")
