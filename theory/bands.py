@@ -224,10 +224,13 @@ def read_critical_k(
     Args:
       scaled_estimate: `(k_max,)` `I_k_hat`, each rescaled by a positive factor.
       scaled_stderr: `(k_max,)` standard errors on the same scales.
-      quantile: the band's `q`.
-      level, band: recorded in the result.
+      quantile: the band's `q` (:func:`simultaneous_quantile`, :func:`bonferroni_quantile`; the
+        pointwise :func:`t_quantile` only to compare against, `band="pointwise"`).
+      level, band: recorded in the result (`band` one of `"max-t"`, `"bonferroni"`, `"pointwise"`).
       signal_quantile: the pointwise quantile of the test that `I_1 > 0`.
     """
+    if band not in ("max-t", "bonferroni", "pointwise"):
+        raise ValueError(f'band must be "max-t", "bonferroni" or "pointwise"; got {band!r}')
     est = np.asarray(scaled_estimate, dtype=np.float64)
     se = np.asarray(scaled_stderr, dtype=np.float64)
     if est.ndim != 1 or est.shape != se.shape or est.size < 1:
