@@ -101,10 +101,6 @@ def diagnose_file(path, *, ks=None, level: float = 0.95) -> dict:
         )
     except (ValueError, TypeError) as err:
         _fail(path, err)
-    if report["inner"]:
-        # I_1 = ||grad J_1||^2 >= 0: unless its estimate is clearly positive the answers say nothing about k*
-        first = report["inner"][0]
-        report["k_star"]["signal"] = bool(first["scaled_estimate"] - report["z"] * first["scaled_stderr"] > 0)
     return {"file": str(path), **report}
 
 
@@ -164,7 +160,8 @@ def format_report(report: dict) -> str:
                 f"k* (first k with I_k = <grad J_k, grad J_1> < 0): estimate "
                 f"{_k_text(ks['estimate'], f'none <= {k_max}')}, interval "
                 f"[{_k_text(ks['lower'], f'> {k_max}')}, {_k_text(ks['upper'], 'not established')}] "
-                f"from pointwise {level} bounds (the lower end holds {level}; the upper end less)"
+                f"from a simultaneous {level} {ks['band']} band over k = 1 .. {k_max} (both ends hold {level} "
+                f"together; q = {ks['quantile']:.2f})"
             )
         lines.append(f"  {verdict}")
         z = report["z"]

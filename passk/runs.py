@@ -89,7 +89,7 @@ def _trainers(c: np.ndarray, sizes: np.ndarray, ks) -> dict:
 def _k_star(kind, scaled, scaled_se, level, dof, k_max) -> dict:
     from theory import bands
 
-    q = bands.simultaneous_quantile(np.eye(k_max), level=level, dof=dof, key=None)
+    q = bands.bonferroni_quantile(k_max, level=level, dof=dof)
     crit = bands.read_critical_k(
         scaled, scaled_se, quantile=q, level=level, band="bonferroni", signal_quantile=bands.t_quantile(level, dof)
     )

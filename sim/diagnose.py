@@ -14,9 +14,12 @@ The report (a JSON-serialisable dict):
 
 - `n_prompts`, `samples_per_prompt` (`n`), `k_max` (`n - 1`), `ks` (the requested orders),
   `scores` (where the scores came from, or None), `score_dim` (`D`, or None);
-- `k_star`: `{"estimate", "lower", "upper", "level"}`, read off `inner` by the rule of
-  :func:`theory.critical_k_from_statistics` (`lower`/`upper` None: see
-  :class:`theory.SampledCriticalK`), all None without scores; `z`, the normal quantile used;
+- `k_star`: `{"estimate", "lower", "upper", "level", "band", "quantile", "signal"}`, read off
+  `inner` by :func:`theory.critical_k_from_inner`: the interval from a simultaneous Bonferroni
+  band over `k = 1 .. n-1` (`band`, with its `quantile`), so both ends hold `level` together
+  (`lower`/`upper` None: see :class:`theory.SampledCriticalK`); `signal` whether `I_1 > 0` is
+  established; all None without scores; `z`, the pointwise normal quantile of each `I_k`'s
+  interval;
 - `inner`: for every `k = 1 .. n-1`, the unbiased `I_k = <grad J_k, grad J_1>` with its jackknife
   standard error (`estimate`, `stderr`, and the underflow-free `scaled_estimate`,
   `scaled_stderr`, `log_scale`); empty without scores;
@@ -210,7 +213,15 @@ def diagnosis_report(
         "ks": ks,
         "scores": scores if score_sum is not None else None,
         "score_dim": None,
-        "k_star": {"estimate": None, "lower": None, "upper": None, "level": level},
+        "k_star": {
+            "estimate": None,
+            "lower": None,
+            "upper": None,
+            "level": level,
+            "band": None,
+            "quantile": None,
+            "signal": None,
+        },
         "inner": [],
     }
     agreement = [None] * n_prompts
@@ -224,7 +235,15 @@ def diagnosis_report(
             inner = theory.inner_product_from_statistics(stats, k_all, mu=mu64)
             fields = [np.asarray(x, dtype=np.float64) for x in inner]
             crit = theory.critical_k_from_inner(inner, level=level)
-            report["k_star"] = {"estimate": crit.estimate, "lower": crit.lower, "upper": crit.upper, "level": level}
+            report["k_star"] = {
+                "estimate": crit.estimate,
+                "lower": crit.lower,
+                "upper": crit.upper,
+                "level": level,
+                "band": crit.band,
+                "quantile": crit.quantile,
+                "signal": crit.signal,
+            }
             report["inner"] = [
                 {
                     "k": int(k),

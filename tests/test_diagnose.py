@@ -70,7 +70,15 @@ def test_report_matches_theory_and_counts_only_report(small_run):
     np.testing.assert_allclose([e["estimate"] for e in rep["inner"]], inner.estimate, rtol=1e-12)
     np.testing.assert_allclose([e["stderr"] for e in rep["inner"]], inner.stderr, rtol=1e-12)
     crit = theory.sampled_critical_k(rewards, scores)
-    assert rep["k_star"] == {"estimate": crit.estimate, "lower": crit.lower, "upper": crit.upper, "level": 0.95}
+    assert rep["k_star"] == {
+        "estimate": crit.estimate,
+        "lower": crit.lower,
+        "upper": crit.upper,
+        "level": 0.95,
+        "band": "bonferroni",
+        "quantile": crit.quantile,
+        "signal": crit.signal,
+    }
     np.testing.assert_allclose(
         [p["agreement"] for p in rep["prompts"]],
         theory.sampled_agreement_scores(rewards, scores),

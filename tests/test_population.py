@@ -281,6 +281,23 @@ def test_read_critical_k_ends():
     assert flat.signal is False
 
 
+def test_bonferroni_quantile_and_band_ends():
+    """Bonferroni's `t_{1 - alpha / (2K)}` (the pointwise one at `K = 1`); `band_ends` reads the
+    three first crossings along the last axis, `k_max + 1` for none, batched and under `jit`."""
+    assert bands.bonferroni_quantile(1) == pytest.approx(1.959964, abs=1e-6)
+    assert bands.bonferroni_quantile(15) == pytest.approx(stats.norm.ppf(1 - 0.05 / 30), rel=1e-12)
+    assert bands.bonferroni_quantile(7, level=0.9, dof=3) == pytest.approx(stats.t.ppf(1 - 0.1 / 14, 3), rel=1e-12)
+    assert bands.simultaneous_quantile(np.eye(15)) == bands.bonferroni_quantile(15)
+    with pytest.raises(ValueError, match="n_orders"):
+        bands.bonferroni_quantile(0)
+    est = np.array([[5.0, 1.0, 0.2, -0.5, -3.0], [1.0, 2.0, 3.0, 4.0, 5.0]])
+    se = np.array([[1.0, 1.0, 0.1, 0.1, 1.0], [1.0, 1.0, 1.0, 1.0, 1.0]])
+    got = jax.jit(bands.band_ends)(est, se, 2.0)
+    assert [list(map(int, v)) for v in got] == [[4, 6], [2, 1], [4, 6]]
+    per_run = bands.band_ends(est, se, np.array([[2.0], [0.5]]))  # a quantile per run
+    assert [list(map(int, v)) for v in per_run] == [[4, 6], [2, 6], [4, 6]]
+
+
 def test_population_critical_k_reads_the_band():
     r, s, folds, mask, t = _instance(7, n_prompts=12, n=6, n_folds=4)
     out = theory.population_critical_k(r, t, folds, mask=mask, key=jax.random.key(0))

@@ -7,6 +7,8 @@ cover at about their level. Slow (`pytest -m slow`): hundreds of repeats."""
 
 from __future__ import annotations
 
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -40,8 +42,13 @@ def _repeat(bandit, theta, key, *, n_prompts, n, n_folds):
     return r, np.einsum("pnd,fd->pnf", s, v), folds
 
 
-@pytest.mark.parametrize("n_prompts, n, n_folds, repeats", [(64, 16, 4, 400)])
+# SPEC section 11's sizes; `PASSK_COVERAGE_REPEATS` overrides the repeats (more for a measurement)
+_REPEATS = int(os.environ.get("PASSK_COVERAGE_REPEATS", "0"))
+
+
+@pytest.mark.parametrize("n_prompts, n, n_folds, repeats", [(64, 16, 4, 400), (64, 16, 8, 400), (256, 16, 8, 400)])
 def test_population_estimate_is_unbiased_and_its_intervals_cover(n_prompts, n, n_folds, repeats):
+    repeats = _REPEATS or repeats
     bandit, theta, p, a, mu = _population()
     ks = np.arange(1, 9)
     exact = np.asarray(theory.conflict_inner_product(p, a, ks, mu))
@@ -60,7 +67,9 @@ def test_population_estimate_is_unbiased_and_its_intervals_cover(n_prompts, n, n
     # the jackknife standard error tracks the spread over repeats
     ratio = np.median(se, axis=0) / spread
     assert np.all((ratio > 0.75) & (ratio < 1.35)), ratio
-    # nominal 95% t intervals cover within binomial error (3 sd of 400 draws at 0.95: +-0.033)
+    # nominal 95% t intervals cover within binomial error (3 sd of the repeats at 0.95)
     q = stats.t.ppf(0.975, n_folds - 1)
     covered = np.mean(np.abs(est - exact) <= q * se, axis=0)
-    assert np.all(np.abs(covered[3:] - 0.95) < 0.035), covered
+    tolerance = 3 * np.sqrt(0.95 * 0.05 / repeats) + 0.002
+    print(f"(P, n, F) = ({n_prompts}, {n}, {n_folds}), {repeats} repeats: coverage of I_4 .. I_8 {covered[3:]}")
+    assert np.all(np.abs(covered[3:] - 0.95) < tolerance), covered

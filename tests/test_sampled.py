@@ -202,6 +202,16 @@ def test_stderr_is_the_delete_one_prompt_jackknife():
     deleted = np.array(deleted)
     want = np.sqrt(6 / 7 * np.sum((deleted - deleted.mean(axis=0)) ** 2, axis=0))
     np.testing.assert_allclose(got.stderr, want, rtol=1e-10)
+    # the deleted values themselves, on the scaled fields: what the band's correlation is built from
+    np.testing.assert_allclose(
+        np.asarray(got.deleted) * np.exp(np.asarray(got.log_scale))[:, None], deleted.T, rtol=1e-10, atol=1e-15
+    )
+
+
+def _bonferroni(level, n_orders):
+    from scipy.stats import norm
+
+    return float(norm.ppf(1 - (1 - level) / (2 * n_orders)))
 
 
 def test_critical_k_interval_is_ordered_and_reads_the_bounds():
@@ -211,7 +221,8 @@ def test_critical_k_interval_is_ordered_and_reads_the_bounds():
     for rr, ss in zip(r, s):
         crit = theory.sampled_critical_k(rr, ss, mu=mu, level=0.9)
         inner = theory.sampled_inner_product(rr, ss, np.arange(1, 24), mu=mu)
-        z = 1.6448536269514722
+        z = _bonferroni(0.9, 23)  # the band over k = 1 .. 23 without a key
+        assert crit.band == "bonferroni" and crit.quantile == pytest.approx(z, rel=1e-9)
         first = lambda hits: int(np.argmax(hits)) + 1 if hits.any() else None
         est, se = np.asarray(inner.scaled_estimate), np.asarray(inner.scaled_stderr)
         assert crit.estimate == first(est < 0)
@@ -564,8 +575,9 @@ def test_critical_k_with_answers_stderr():
         inner = theory.sampled_inner_product(rr, ss, np.arange(1, 12), mu=mu, stderr="answers")
         est, se = np.asarray(inner.scaled_estimate), np.asarray(inner.scaled_stderr)
         first = lambda hits: int(np.argmax(hits)) + 1 if hits.any() else None
-        assert crit.lower == first(est - 1.959963984540054 * se < 0)
-        assert crit.upper == first(est + 1.959963984540054 * se < 0)
+        z = _bonferroni(0.95, 11)
+        assert crit.lower == first(est - z * se < 0)
+        assert crit.upper == first(est + z * se < 0)
         triple = theory.sampled_critical_k_jax(rr, ss, mu=mu, stderr="answers")
         assert [theory.k_star_or_none(v, 11) for v in triple] == [crit.estimate, crit.lower, crit.upper]
     with pytest.raises(ValueError, match=r'stderr must be "prompts" or "answers"; got \'both\''):
@@ -580,9 +592,28 @@ def test_critical_k_from_inner_reads_what_sampled_critical_k_reads():
     crit = theory.critical_k_from_inner(inner, level=0.9)
     est, se = np.asarray(inner.scaled_estimate), np.asarray(inner.scaled_stderr)
     first = lambda hits: int(np.argmax(hits)) + 1 if hits.any() else None
-    z = 1.6448536269514722
+    z = _bonferroni(0.9, 9)
     assert (crit.estimate, crit.lower, crit.upper) == (first(est < 0), first(est - z * se < 0), first(est + z * se < 0))
     assert crit == theory.sampled_critical_k(r, s, level=0.9)
+    # with a key: the max-|t| quantile of the jackknife correlation of the refit deleted estimates
+    deleted = np.array(
+        [
+            np.asarray(theory.sampled_inner_product(np.delete(r, m, 0), np.delete(s, m, 0), np.arange(1, 10)).estimate)
+            for m in range(20)
+        ]
+    ).T
+    want_q = theory.bands.simultaneous_quantile(
+        theory.bands.jackknife_correlation(deleted), level=0.9, key=jax.random.key(4)
+    )
+    banded = theory.critical_k_from_inner(inner, level=0.9, key=jax.random.key(4))
+    assert banded.band == "max-t" and banded.quantile == pytest.approx(want_q, rel=1e-6)
+    assert 1.6448536269514722 < banded.quantile < z  # between pointwise and Bonferroni: the estimates correlate
+    assert (banded.estimate, banded.lower, banded.upper) == (
+        first(est < 0),
+        first(est - banded.quantile * se < 0),
+        first(est + banded.quantile * se < 0),
+    )
+    assert banded == theory.sampled_critical_k(r, s, level=0.9, key=jax.random.key(4))
     assert theory.normal_quantile(0.95) == pytest.approx(1.959963984540054, rel=1e-12)
     with pytest.raises(ValueError, match="level must lie in"):
         theory.normal_quantile(0.0)

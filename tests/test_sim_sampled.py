@@ -15,7 +15,7 @@ from sim import toy_bandit
 from sim.answers import scored_answers
 from sim.intervals import mean_interval, quantile_interval, wilson_interval
 from sim.studies import transformer_recovery as tsampled
-from sim.studies.recovery import toy_recovery
+from sim.studies.recovery import interval_covers, k_star_covered, toy_recovery
 from sim.transformer import model as tmodel
 from sim.transformer import task as ttask
 from sim.transformer.exact import log_success, per_prompt_gradients, success
@@ -62,6 +62,66 @@ def test_recovery_study_on_the_toy():
     for row in entry["inner"]:
         assert abs(row["unbiased_bias_z"]) < 4
         assert row["unbiased"]["lower"] <= row["unbiased"]["value"] <= row["unbiased"]["upper"]
+
+
+def test_k_star_covered_reads_both_ends_of_the_interval():
+    """Hand-built intervals on the sentinel scale (`k_max = 10`, 11 meaning none)."""
+    lower = np.array([3, 3, 3, 3, 11, 11, 4, 5])
+    upper = np.array([5, 5, 5, 11, 11, 11, 4, 7])
+    truth = np.array([4, 6, 2, 9, 4, 11, 4, 11])
+    want = [True, False, False, True, False, True, True, False]
+    got = [bool(k_star_covered(lo, hi, t, 10)) for lo, hi, t in zip(lower, upper, truth)]
+    assert got == want
+    # the runs' form: one truth, arrays of ends; a k* above an established upper end is missed
+    np.testing.assert_array_equal(
+        k_star_covered(np.array([1, 2, 3, 7]), np.array([3, 5, 8, 11]), 6, 10), [False, False, True, False]
+    )
+
+
+def test_interval_covers_is_the_two_sided_interval():
+    est, se = np.array([1.0, 1.0, 1.0, 1.0, -2.0]), np.array([1.0, 1.0, 1.0, 1.0, 0.5])
+    exact = 3.5  # 2.5 se above the first four estimates: outside at 1.96, inside a doubled interval
+    np.testing.assert_array_equal(interval_covers(est, se, exact, 1.96), [False] * 5)
+    np.testing.assert_array_equal(interval_covers(est, se, 2.9, 1.96), [True, True, True, True, False])
+    np.testing.assert_array_equal(interval_covers(est, se, -1.0, 1.96), [False, False, False, False, False])
+    np.testing.assert_array_equal(interval_covers(est, se, -1.1, 1.96), [False, False, False, False, True])
+
+
+@pytest.mark.slow
+def test_recovery_study_coverage_counts_match_a_recount():
+    """The study's coverage counts equal a recount from each run's intervals, recomputed by
+    `theory.sampled_critical_k` (the same Bonferroni band) and `theory.sampled_inner_product` on
+    the same draws. At level 0.5 the `I_k` intervals are narrow, so some runs fall between the
+    interval and its double (checked): a count that widens it differs. The `k*` ends rarely miss
+    on this toy; :func:`test_k_star_covered_reads_both_ends_of_the_interval` checks them."""
+    key, n, repeats, level = jax.random.key(0), 8, 40, 0.5
+    result = toy_recovery(key=key, ns=(n,), repeats=repeats, n_prompts=16, level=level)
+    bandit, theta = toy_bandit(jax.random.fold_in(key, 0), n_prompts=16, dtype=jnp.float64)
+    mu = np.asarray(bandit.prompt_weights)
+    p, a = np.asarray(bandit.success(theta)), np.asarray(bandit.agreement_scores(theta))
+    k_star = theory.critical_k(p, a, mu)
+    assert result["k_star_exact"] == k_star and k_star <= n - 1
+    entry = result["by_n"][0]
+    keys = jax.random.split(jax.random.fold_in(jax.random.fold_in(key, 1), n), repeats)
+    z = theory.normal_quantile(level)
+    exact = np.asarray(theory.conflict_inner_product(p, a, np.array([k_star - 1, k_star]), mu))
+    covered, inner_hits, widened = 0, np.zeros(2, int), 0
+    with jax.enable_x64(True):
+        for run_key in keys:
+            draw = scored_answers(bandit, theta, n, key=run_key)
+            crit = theory.sampled_critical_k(draw.rewards, draw.scores, mu=mu, level=level)
+            lo = crit.lower if crit.lower is not None else n
+            hi = crit.upper if crit.upper is not None else math.inf
+            covered += lo <= k_star <= hi
+            inner = theory.sampled_inner_product(draw.rewards, draw.scores, np.array([k_star - 1, k_star]), mu=mu)
+            gap = np.abs(np.asarray(inner.estimate) - exact)
+            inner_hits += gap <= z * np.asarray(inner.stderr)
+            widened += int(np.sum((gap > z * np.asarray(inner.stderr)) & (gap <= 2 * z * np.asarray(inner.stderr))))
+    assert widened > 0  # the recount can tell a doubled I_k interval apart
+    assert entry["unbiased"]["prompts"]["coverage"]["value"] * repeats == pytest.approx(covered)
+    assert [row["stderr"]["prompts"]["coverage"]["value"] * repeats for row in entry["inner"]] == pytest.approx(
+        list(inner_hits)
+    )
 
 
 # ---------------------------------------------------------------------------------------------

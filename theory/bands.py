@@ -39,8 +39,10 @@ from theory import validate as _validate
 __all__ = [
     "CriticalKInterval",
     "t_quantile",
+    "bonferroni_quantile",
     "simultaneous_quantile",
     "jackknife_correlation",
+    "band_ends",
     "read_critical_k",
 ]
 
@@ -94,6 +96,25 @@ def t_quantile(level, dof=None) -> float:
     return float(_special.stdtrit(dof, 0.5 + level / 2))
 
 
+def bonferroni_quantile(n_orders, *, level=0.95, dof=None) -> float:
+    """Bonferroni's simultaneous quantile `t_{1 - (1 - level) / (2K)}` over `K = n_orders` orders.
+
+    Valid whatever the correlation across `k` and at least as wide as the max-|t| quantile; it
+    needs only `K`, so it is the band of the `jit`-compiled readers.
+
+    Args:
+      n_orders: `K >= 1`, the number of orders `k` the band covers.
+      level: nominal simultaneous level in `(0, 1)`.
+      dof: degrees of freedom, or None (normal).
+
+    Returns:
+      A Python float (the pointwise :func:`t_quantile` at `K = 1`).
+    """
+    level = _validate.level("level", level)
+    n_orders = _validate.python_int("n_orders", n_orders, minimum=1)
+    return max(t_quantile(level, dof), t_quantile(1.0 - (1.0 - level) / n_orders, dof))
+
+
 def jackknife_correlation(deleted) -> np.ndarray:
     """The correlation across `k` of delete-one jackknife values, `(K, K)`.
 
@@ -144,9 +165,9 @@ def simultaneous_quantile(corr, *, level=0.95, dof=None, key=None, draws: int = 
     if not np.all(np.isfinite(corr)):
         raise ValueError("corr must be finite")
     n_k = corr.shape[0]
-    pointwise = t_quantile(level, dof)
     if key is None:
-        return max(pointwise, t_quantile(1.0 - (1.0 - level) / n_k, dof))
+        return bonferroni_quantile(n_k, level=level, dof=dof)
+    pointwise = t_quantile(level, dof)
     draws = _validate.python_int("draws", draws, minimum=100)
     eigval, eigvec = np.linalg.eigh((corr + corr.T) / 2)
     root = eigvec * np.sqrt(np.clip(eigval, 0.0, None))  # root @ root.T == corr
@@ -161,9 +182,35 @@ def simultaneous_quantile(corr, *, level=0.95, dof=None, key=None, draws: int = 
     return max(pointwise, float(np.quantile(top, level)))
 
 
-def _first_below(values: np.ndarray) -> int | None:
-    hits = np.flatnonzero(values < 0)
-    return int(hits[0]) + 1 if hits.size else None
+def band_ends(scaled_estimate, scaled_stderr, quantile):
+    """`(estimate, lower, upper)`: the first `k` where `I_k_hat`, `I_k_hat - q se_k` and
+    `I_k_hat + q se_k` fall below 0, along the last axis; `k_max + 1` where none does.
+
+    Traceable (`jit`, `vmap`; leading axes are batch axes): the one reading of a band, used by
+    :func:`read_critical_k` and by the compiled readers.
+
+    Args:
+      scaled_estimate: `(..., k_max)` `I_k_hat` at `k = 1 .. k_max`, each `k` rescaled by a
+        positive factor.
+      scaled_stderr: standard errors of the same shape, on the same scales.
+      quantile: the band's `q` (a scalar or an array broadcasting against the leading axes
+        with a trailing axis of 1).
+
+    Returns:
+      Three integer arrays of the leading shape.
+    """
+    est = jnp.asarray(scaled_estimate)
+    se = jnp.asarray(scaled_stderr)
+    k_max = est.shape[-1]
+
+    def first(hits):
+        return jnp.where(jnp.any(hits, axis=-1), jnp.argmax(hits, axis=-1) + 1, k_max + 1)
+
+    return first(est < 0), first(est - quantile * se < 0), first(est + quantile * se < 0)
+
+
+def _or_none(k: int, k_max: int) -> int | None:
+    return k if k <= k_max else None
 
 
 def read_critical_k(
@@ -177,21 +224,28 @@ def read_critical_k(
     Args:
       scaled_estimate: `(k_max,)` `I_k_hat`, each rescaled by a positive factor.
       scaled_stderr: `(k_max,)` standard errors on the same scales.
-      quantile: the band's `q`.
-      level, band: recorded in the result.
+      quantile: the band's `q` (:func:`simultaneous_quantile`, :func:`bonferroni_quantile`; the
+        pointwise :func:`t_quantile` only to compare against, `band="pointwise"`).
+      level, band: recorded in the result (`band` one of `"max-t"`, `"bonferroni"`, `"pointwise"`).
       signal_quantile: the pointwise quantile of the test that `I_1 > 0`.
     """
+    if band not in ("max-t", "bonferroni", "pointwise"):
+        raise ValueError(f'band must be "max-t", "bonferroni" or "pointwise"; got {band!r}')
     est = np.asarray(scaled_estimate, dtype=np.float64)
     se = np.asarray(scaled_stderr, dtype=np.float64)
     if est.ndim != 1 or est.shape != se.shape or est.size < 1:
         raise ValueError(
             f"scaled_estimate and scaled_stderr must be (k_max,) arrays of one shape; got {est.shape} and {se.shape}"
         )
+    k_max = int(est.size)
+    with jax.enable_x64(True):
+        ends = [int(v) for v in band_ends(est, se, float(quantile))]
+    estimate, lower, upper = (_or_none(k, k_max) for k in ends)
     return CriticalKInterval(
-        estimate=_first_below(est),
-        lower=_first_below(est - quantile * se),
-        upper=_first_below(est + quantile * se),
-        k_max=int(est.size),
+        estimate=estimate,
+        lower=lower,
+        upper=upper,
+        k_max=k_max,
         level=float(level),
         quantile=float(quantile),
         band=band,

@@ -74,7 +74,8 @@ __all__ = [
 
 
 class SampledInner(NamedTuple):
-    """The sampled conflict inner product for each requested `k` (all fields have `ks`'s shape).
+    """The sampled conflict inner product for each requested `k` (fields of `ks`'s shape, `deleted`
+    with one more axis).
 
     Attributes:
       estimate: `I_k_hat`, exactly unbiased for `I_k`; may underflow to 0 for large `n` and `k`.
@@ -83,6 +84,10 @@ class SampledInner(NamedTuple):
       scaled_stderr: `stderr / exp(log_scale)`.
       log_scale: the log of the largest coefficient `c1_i`, `c2_i` at this `k` (0 when no prompt
         contributes; then every field is 0).
+      deleted: the jackknife's delete-one values on the scaled fields, `ks.shape + (m,)`: one per
+        prompt (`m = P`; a prompt of weight 0 holds the mean) or per answer column (`m = n`,
+        `stderr="answers"`; constant at `k = n - 1`, where it gives no standard error). Their
+        correlation across `k` is that of the estimates (:func:`theory.bands.jackknife_correlation`).
     """
 
     estimate: jax.Array
@@ -90,6 +95,7 @@ class SampledInner(NamedTuple):
     scaled_estimate: jax.Array
     scaled_stderr: jax.Array
     log_scale: jax.Array
+    deleted: jax.Array
 
 
 def _orders(name, ks, n):
@@ -210,6 +216,7 @@ def _inner_core(stats: AnswerStatistics, mu, k):
         scaled_estimate=total,
         scaled_stderr=scaled_stderr,
         log_scale=log_scale,
+        deleted=jnp.where(live, deleted, mean[..., None]),
     )
 
 
@@ -231,11 +238,14 @@ def _answers_stderr(r, s, stats: AnswerStatistics, mu, k, log_scale):
     and `r_ij ||s_ij||^2` (`H = sum_l mu_l G_l`, `h_j = sum_l mu_l r_lj s_lj`): `O(P n D + K P n)`.
     The variance is `(n-1)/n sum_j (I^(-j) - mean)^2` (Efron-Stein: conservative). Needs
     `k <= n - 2`; `inf` at `k = n - 1`.
+
+    Returns:
+      `(scaled standard error, deleted)`, the second `k.shape + (n,)` (0 where `k = n - 1`).
     """
     n = stats.n
     dtype = s.dtype
     if n < 3:
-        return jnp.full(jnp.shape(k), jnp.inf, dtype)
+        return jnp.full(jnp.shape(k), jnp.inf, dtype), jnp.zeros(jnp.shape(k) + (n,), dtype)
     r = r.astype(dtype)
     big_g = stats.mean_score * n  # (P, D)
     big_h = mu @ big_g  # (D,)
@@ -266,7 +276,7 @@ def _answers_stderr(r, s, stats: AnswerStatistics, mu, k, log_scale):
         )  # (..K, n)
     mean = jnp.mean(deleted, axis=-1, keepdims=True)
     var = (n - 1) / n * jnp.sum((deleted - mean) ** 2, axis=-1)
-    return jnp.where(valid, jnp.sqrt(var), jnp.inf)
+    return jnp.where(valid, jnp.sqrt(var), jnp.inf), jnp.where(valid[..., None], deleted, 0.0)
 
 
 def _inputs(rewards, scores, mu):
@@ -379,8 +389,8 @@ def _stderr_kind(stderr):
 def _inner_answers_jit(r, s, stats_tree, mu, k):
     stats = AnswerStatistics(*stats_tree, n=r.shape[1])
     out = _inner_core(stats, mu, k)
-    scaled = _answers_stderr(r, s, stats, mu, k, out.log_scale)
-    return out._replace(stderr=scaled * jnp.exp(out.log_scale), scaled_stderr=scaled)
+    scaled, deleted = _answers_stderr(r, s, stats, mu, k, out.log_scale)
+    return out._replace(stderr=scaled * jnp.exp(out.log_scale), scaled_stderr=scaled, deleted=deleted)
 
 
 def inner_product_from_statistics(stats: AnswerStatistics, ks, *, mu=None) -> SampledInner:

@@ -2,7 +2,8 @@
 
 Measured: :func:`theory.sampled_critical_k` on one run of `P` prompts with `n` answers each and
 `D`-dimensional (sketched) score vectors in float32, input validation included: it evaluates
-`I_k_hat` and its jackknife standard error at every `k = 1 .. n - 1` and reads the interval off.
+`I_k_hat` and its jackknife standard error at every `k = 1 .. n - 1` and reads the interval off
+the Bonferroni band over those `k` (no key).
 Its statistics `G_i`, `Q_i` are :func:`theory.answer_sums`, compiled by XLA.
 
 Target: at most :data:`READS_TARGET` reads of the scores, `ours_over_floor = ours_s / floor_s`,
@@ -28,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy.special import comb
+from scipy.stats import norm
 
 import theory
 from passk.benchmarks._timing import interleaved, row
@@ -38,11 +40,13 @@ __all__ = ["READS_TARGET", "numpy_sampled_critical_k", "make_run", "bench"]
 READS_TARGET = 3
 
 
-def numpy_sampled_critical_k(rewards, scores, z: float = 1.959963984540054):
-    """`(estimate, lower, upper)` of `k*` (None where absent) from `I_k_hat +- z se`, plain numpy."""
+def numpy_sampled_critical_k(rewards, scores, level: float = 0.95):
+    """`(estimate, lower, upper)` of `k*` (None where absent) from `I_k_hat +- z se`, plain numpy,
+    `z = Phi^{-1}(1 - (1 - level) / (2 (n - 1)))` the Bonferroni band over `k = 1 .. n - 1`."""
     r = np.asarray(rewards, np.float64)
     s = np.asarray(scores)
     n_prompts, n = r.shape
+    z = float(norm.ppf(1 - (1 - level) / (2 * (n - 1))))
     mu = np.full(n_prompts, 1.0 / n_prompts)
     big_g = np.einsum("pn,pnd->pd", r, s, dtype=np.float64)
     q = np.einsum("pn,pnd->p", r, s * s, dtype=np.float64)

@@ -22,6 +22,8 @@ The other studies:
 
 - :mod:`~sim.studies.trainer_map`: which trainer's expected update conflicts with pass@1 where;
 - :mod:`~sim.studies.recovery`: how well `k*` is recovered from sampled answers (the toy);
+- :mod:`~sim.studies.band_coverage`: the `k*` interval's coverage where `I_k` stays barely above 0
+  below `k*`, pointwise bounds against a simultaneous band;
 - :mod:`~sim.studies.transformer_experiment`: the end-to-end transformer confirmation;
 - :mod:`~sim.studies.transformer_recovery`: the recovery study at the transformer's warm start;
 - :mod:`~sim.studies.transformer_proxy`: where the last-layer proxy errs, and a case it misses.

@@ -2,7 +2,8 @@
 
 - :func:`recovery_study`: for a policy whose exact `p`, agreements and `k*` are known, draws many
   runs of `n` answers per prompt and summarises the unbiased estimate of `k*` and its interval
-  (`theory.sampled_critical_k_jax`, with either standard error) against the plug-in
+  (`theory.sampled_critical_k_jax`, with either standard error: a simultaneous Bonferroni band
+  over `k = 1 .. n - 1`, both ends at the level together) against the plug-in
   (`theory.critical_k` at `c/n` and the sampled agreements), and the bias and spread of `I_k` at `k*` and `k* - 1`.
 - :func:`toy_recovery`: that study on the toy at its start (SPEC section 10's measurement), with
   answers and exact scores from :func:`sim.answers.scored_answers`.
@@ -25,12 +26,31 @@ from sim.answers import scored_answers
 from sim.intervals import mean_interval, wilson_interval
 from sim.toy import toy_bandit
 
-__all__ = ["recovery_study", "toy_recovery", "SAMPLE_SIZES"]
+__all__ = ["recovery_study", "toy_recovery", "k_star_covered", "interval_covers", "SAMPLE_SIZES"]
 
 #: Answers per prompt of the recovery studies (the sizes of SPEC section 10's measurement).
 SAMPLE_SIZES = (4, 8, 16, 32, 64, 128)
 # The plug-in extrapolates past n - 1: search it this far.
 _PLUGIN_K_MAX = 4096
+
+
+def k_star_covered(lower, upper, truth: int, k_max: int) -> np.ndarray:
+    """Whether each `k*` interval `[lower, upper]` holds `truth`, on the sentinel scale.
+
+    `lower = k_max + 1` (no conflict plausible up to `k_max`) puts the interval above `k_max`;
+    `upper = k_max + 1` (conflict not established) leaves it unbounded above. `truth` is the exact
+    `k*`, `k_max + 1` where it lies beyond `k_max` or does not exist.
+
+    Returns:
+      A bool array of the runs' shape.
+    """
+    lower, upper = np.asarray(lower), np.asarray(upper)
+    return (lower <= truth) & ((upper > k_max) | (truth <= upper))
+
+
+def interval_covers(estimate, stderr, exact: float, quantile: float) -> np.ndarray:
+    """Whether `estimate +- quantile * stderr` holds `exact`, run by run (bool array)."""
+    return np.abs(np.asarray(estimate) - exact) <= quantile * np.asarray(stderr)
 
 
 def _histogram(values, k_max: int) -> dict:
@@ -111,8 +131,9 @@ def recovery_study(
         the compiled loop has no remainder body.
 
     Returns:
-      A JSON-ready dict: `k_star_exact` and, per `n`, the distribution of the unbiased estimate of
-      `k*` and of the plug-in; for each standard error (`"prompts"`, `"answers"`, see
+      A JSON-ready dict: `k_star_exact`, `band` (`"bonferroni"`) and, per `n`, the band's
+      `quantile`, the distribution of the unbiased estimate of `k*` and of the plug-in; for each
+      standard error (`"prompts"`, `"answers"`, see
       :func:`theory.sampled_inner_product`) the interval's coverage of the exact `k*` and how often
       its upper end is established (Wilson intervals with their counts); and for `k = k* - 1, k*`
       (where `k <= n - 1`) the exact `I_k`, the mean, spread and bias of both estimates, and for
@@ -123,7 +144,7 @@ def recovery_study(
     mu = jnp.asarray(mu, jnp.float64)
     k_star = theory.critical_k(p, agreement, mu, k_max=_PLUGIN_K_MAX)
     z = theory.normal_quantile(level)
-    out = {"k_star_exact": k_star, "level": level, "repeats": repeats, "by_n": []}
+    out = {"k_star_exact": k_star, "level": level, "band": "bonferroni", "repeats": repeats, "by_n": []}
     batch_size = math.gcd(repeats, batch_size)
     for n in ns:
         k_max = n - 1
@@ -141,8 +162,7 @@ def recovery_study(
 
         def interval(triple):
             _, lo, hi = triple
-            # the interval is [lower, upper], lower = k_max + 1 when absent, upper unbounded when absent
-            covered = (lo <= truth) & ((hi > k_max) | (truth <= hi))
+            covered = k_star_covered(lo, hi, truth, k_max)
             return {
                 "coverage": wilson_interval(int(np.sum(covered)), repeats, level),
                 "upper_established": wilson_interval(int(np.sum(hi <= k_max)), repeats, level),
@@ -153,6 +173,7 @@ def recovery_study(
         entry = {
             "n": n,
             "k_max": k_max,
+            "quantile": theory.bands.bonferroni_quantile(k_max, level=level),
             "unbiased": {
                 "histogram": _histogram(est, k_max),
                 "median": _median_k(est, k_max),
@@ -179,7 +200,7 @@ def recovery_study(
                 errors[name] = {
                     "mean": float(se[finite, j].mean()) if finite.any() else None,
                     "coverage": wilson_interval(
-                        int(np.sum(np.abs(inner[:, j] - exact) <= z * se[:, j])), repeats, level
+                        int(np.sum(interval_covers(inner[:, j], se[:, j], exact, z))), repeats, level
                     ),
                 }
             entry["inner"].append(
