@@ -28,6 +28,8 @@ class Preset:
       trainer_map: the toy grid of :func:`sim.studies.trainer_map.trainer_map`.
       sampled_ns: answers per prompt of the recovery studies.
       sampled_repeats: runs of `n` answers per prompt drawn for each `n`.
+      band_repeats: runs of the band-coverage instance
+        (:func:`sim.studies.band_coverage.band_coverage`).
       transformer: the transformer confirmation
         (:class:`~sim.studies.transformer_experiment.ExperimentConfig`); the `sampled` part
         studies its warm start.
@@ -41,6 +43,7 @@ class Preset:
     trainer_map: dict
     sampled_ns: tuple
     sampled_repeats: int
+    band_repeats: int
     transformer: ExperimentConfig
     safe: SafeStudyConfig
     ksweep: KSweepConfig
@@ -61,6 +64,7 @@ QUICK = Preset(
     trainer_map=dict(n_p_hard=6, n_separation=6, n_seeds=2),
     sampled_ns=(8, 32),
     sampled_repeats=40,
+    band_repeats=40,
     # The full preset's task and warm start (so the same k*), fewer and shorter runs.
     transformer=ExperimentConfig(
         runs=(
@@ -126,6 +130,7 @@ FULL = Preset(
     trainer_map=dict(n_p_hard=12, n_separation=12, n_seeds=8),
     sampled_ns=SAMPLE_SIZES,
     sampled_repeats=200,
+    band_repeats=2000,
     # k = 1, PKPO below k*, pass@1 by RLOO, three seeds for each sampled estimator, 100-step Adam
     # runs (about 3 minutes on 2 CPU cores).
     transformer=ExperimentConfig(
