@@ -33,6 +33,7 @@ SECTIONS = {
     "ksweep": "ksweep.results",
     # sampled part
     "sampled_toy": "sampled.results.toy",
+    "band": "sampled.results.band",
     "sampled_tf": "sampled.results.transformer",
     "sampled_headline": "sampled.results.headline",
     # trainers part
