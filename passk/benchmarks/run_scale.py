@@ -154,6 +154,7 @@ def bench(*, quick: bool, key=None, steps: int | None = None) -> list[dict]:
             step_array_bytes=PROMPTS * ANSWERS * (FOLDS + 2) * 8,
             step_text_bytes=size // steps,
             cpu_count=os.cpu_count(),
+            load_average=os.getloadavg()[0],  # other processes on the cores inflate both times
             device="cpu",
         )
     ]
