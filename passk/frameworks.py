@@ -128,7 +128,9 @@ class _Groups:
             )
         if isinstance(reward, bool):
             reward = float(reward)
-        if not isinstance(reward, (int, float)) or not math.isfinite(reward):
+        if not isinstance(reward, (int, float)) or not math.isfinite(
+            float(reward) if abs(reward) < 1e308 else math.inf
+        ):
             self.fail(f"reward {self.reward_field!r} must be a finite number; got {reward!r}", where, name)
         if self.threshold is None:
             if reward not in (0, 1):
@@ -196,7 +198,7 @@ class _Groups:
                 where,
                 name,
             )
-        row = np.array([np.nan if x is None else x for x in t], dtype=np.float64)
+        row = np.array([np.nan if x is None else (x if abs(x) < 1e308 else math.inf) for x in t], dtype=np.float64)
         off = np.arange(self.n_folds) != fold
         if not np.all(np.isfinite(row[off])):
             f = int(np.flatnonzero(off & ~np.isfinite(row))[0])

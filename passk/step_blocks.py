@@ -49,7 +49,10 @@ def read_block(reader, first: int, lines: list) -> bool:
         return False
     if not set(map(type, rewards)) <= {int, float, bool}:
         return False
-    r = np.array(rewards, np.float64)
+    try:
+        r = np.array(rewards, np.float64)
+    except OverflowError:  # an integer beyond float range
+        return False
     if not np.isfinite(r).all():
         return False
     if g.threshold is None:
@@ -111,7 +114,7 @@ def _alignments(g, objs, group, n_groups):
         return False, None
     try:
         t = np.array(aligns, np.float64)  # None becomes NaN
-    except ValueError:  # lists of different lengths
+    except (ValueError, OverflowError):  # lists of different lengths, an integer beyond float range
         return False, None
     if t.ndim != 2 or t.shape[1] < 2 or t.shape[1] != (g.n_folds or t.shape[1]):
         return False, None

@@ -93,6 +93,13 @@ BAD_LINES = [
     ("half_reward", lambda o: {**o, "score": 0.5}),
     ("nan_reward", lambda o: json.dumps({**o, "score": "X"}).replace('"X"', "NaN")),
     ("inf_reward", lambda o: json.dumps({**o, "score": "X"}).replace('"X"', "1e999")),
+    ("huge_reward", lambda o: json.dumps({**o, "score": "X"}).replace('"X"', "1" + "0" * 400)),
+    (
+        "huge_alignment",
+        lambda o: json.dumps({**o, "alignment": ["X" if x is not None else x for x in o["alignment"]]}).replace(
+            '"X"', "1" + "0" * 400
+        ),
+    ),
     ("no_reward", lambda o: {k: v for k, v in o.items() if k != "score"}),
     ("no_uid", lambda o: {k: v for k, v in o.items() if k != "uid"}),
     ("bool_fold", lambda o: {**o, "fold": bool(o["fold"])}),
