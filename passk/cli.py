@@ -130,7 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_argument("--level", type=float, default=0.95, help="level of the intervals (default: 0.95)")
     diag.add_argument("--json", type=Path, default=None, help="write the report to this JSON file (atomically)")
     diag.add_argument("--plot", type=Path, default=None, help="draw I_k and the trainers' weights (.png, .pdf, .svg)")
-    diag.add_argument("--example", action="store_true", help="diagnose the example run shipped with the package")
+    diag.add_argument(
+        "--example",
+        nargs="?",
+        const="toy",
+        default=None,
+        choices=("toy", "verl", "trl", "nemo-rl"),
+        help="diagnose an example shipped with the package: the toy bandit's answers (toy, the default), "
+        "or a run directory of 12 steps in a framework's schema (verl, trl, nemo-rl; --trained-k "
+        "defaults to its k = 8)",
+    )
 
     _lm.add_parser(sub)
     bench = sub.add_parser("bench", help="benchmarks: ours against baselines, as ratios")
@@ -236,9 +245,17 @@ def _cmd_diagnose(args) -> int:
     from passk import diagnose as dg
     from sim.files import atomic_write_bytes, atomic_write_json
 
-    if args.example == (args.file is not None):
+    if (args.example is not None) == (args.file is not None):
         raise ValueError("give a FILE or --example (one of the two)")
-    path = dg.example_path("npz") if args.example else args.file
+    path = args.file
+    if args.example is not None:
+        path = dg.example_path("npz" if args.example == "toy" else args.example)
+        if args.example != "toy":
+            from passk.examples import RUN_GROUP_SIZE, RUN_TRAINED_K
+
+            if args.format in (None, args.example):
+                args.group_size = args.group_size or RUN_GROUP_SIZE
+            args.trained_k = args.trained_k or RUN_TRAINED_K
     dg.check_outputs(json_path=args.json, plot_path=args.plot)
     if dg.is_run_input(path, args):
         from passk import runs

@@ -30,10 +30,11 @@ PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 
 
 def example_path(kind: str = "npz") -> Path:
-    """The shipped example run (`kind` one of `"npz"`, `"jsonl"`, `"csv"`)."""
+    """The shipped example run: a file (`kind` one of `"npz"`, `"jsonl"`, `"csv"`) or a run
+    directory in a framework's schema (`"verl"`, `"trl"`, `"nemo-rl"`)."""
     from passk import examples
 
-    names = {"npz": examples.NPZ, "jsonl": examples.JSONL, "csv": examples.CSV}
+    names = {"npz": examples.NPZ, "jsonl": examples.JSONL, "csv": examples.CSV, **examples.RUNS}
     if kind not in names:
         raise ValueError(f"kind must be one of {tuple(names)}; got {kind!r}")
     return names[kind]

@@ -145,32 +145,48 @@ def list_steps(directory, declared: str | None = None) -> list:
 # Records: (where, dict) from JSON lines or parquet rows
 
 
-def _json_records(path: Path, step):
+#: Lines of a JSON-lines step file handed to the reader at a time (:func:`json_blocks`).
+JSON_BLOCK = 4096
+
+
+def json_blocks(path: Path, step, size: int | None = None):
+    """`(first line number, lines)` of a JSON-lines file, `size` lines at a time (default
+    :data:`JSON_BLOCK`), read once."""
+    size = size or JSON_BLOCK
     try:
         handle = open(path, encoding="utf-8")
     except OSError as err:
         _fail(path, f"cannot read: {err.strerror or err}", step=step)
     with handle:
-        lineno = 0
+        lineno, block, first = 0, [], 1
         try:
             for lineno, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as err:
-                    hint = "" if line.endswith("\n") else " (the last line has no newline: the file may be cut off)"
-                    _fail(path, f"not valid JSON: {err.msg}{hint}", where=f"line {lineno}", step=step)
-                if not isinstance(obj, dict):
-                    _fail(
-                        path,
-                        f"expected a JSON object per line; got {type(obj).__name__}",
-                        where=f"line {lineno}",
-                        step=step,
-                    )
-                yield f"line {lineno}", obj
+                if not block:
+                    first = lineno
+                block.append(line)
+                if len(block) == size:
+                    yield first, block
+                    block = []
         except UnicodeDecodeError as err:
+            if block:  # the lines before the undecodable one are checked first, as one by one
+                yield first, block
             _fail(path, f"not UTF-8 text: {err.reason}", where=f"line {lineno + 1}", step=step)
+        if block:
+            yield first, block
+
+
+def json_line(path: Path, step, lineno: int, line: str):
+    """One line parsed and checked to be a JSON object (None for a blank line); else one line of error."""
+    if not line.strip():
+        return None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as err:
+        hint = "" if line.endswith("\n") else " (the last line has no newline: the file may be cut off)"
+        _fail(path, f"not valid JSON: {err.msg}{hint}", where=f"line {lineno}", step=step)
+    if not isinstance(obj, dict):
+        _fail(path, f"expected a JSON object per line; got {type(obj).__name__}", where=f"line {lineno}", step=step)
+    return obj
 
 
 def _parquet_records(path: Path, step):

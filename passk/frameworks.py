@@ -42,12 +42,14 @@ from passk.dump_files import (
     PYARROW_MISSING,
     RUN_FORMATS,
     _fail,
-    _json_records,
     _parquet_records,
     detect_format,
+    json_blocks,
+    json_line,
     list_steps,
     step_number,
 )
+from passk.step_blocks import read_block
 
 __all__ = [
     "FORMATS",
@@ -107,8 +109,9 @@ class _Groups:
     def __init__(self, path, step, reward_field, threshold, score_field):
         self.path, self.step, self.reward_field, self.threshold = path, step, reward_field, threshold
         self.score_field = score_field
-        self.index, self.names, self.where = {}, [], []
-        self.success, self.folds, self.align, self.scores = [], [], [], []
+        self.index, self.names, self.where, self.folds = {}, [], [], []
+        # per answer, in reading order: chunks (group index, 0/1, alignments or None, scores or None)
+        self.chunks, self.pending = [], ([], [], [], [])
         self.n_folds = self.has_align = self.has_score = self.dim = None
 
     def fail(self, what, where, prompt):
@@ -125,7 +128,9 @@ class _Groups:
             )
         if isinstance(reward, bool):
             reward = float(reward)
-        if not isinstance(reward, (int, float)) or not math.isfinite(reward):
+        if not isinstance(reward, (int, float)) or not math.isfinite(
+            float(reward) if abs(reward) < 1e308 else math.inf
+        ):
             self.fail(f"reward {self.reward_field!r} must be a finite number; got {reward!r}", where, name)
         if self.threshold is None:
             if reward not in (0, 1):
@@ -143,13 +148,26 @@ class _Groups:
             i = self.index[key] = len(self.names)
             self.names.append(name)
             self.where.append(where)
-            for lst in (self.success, self.align, self.scores):
-                lst.append([])
             self.folds.append(None)
-        self.success[i].append(ok)
         self._fold(i, name, where, obj)
         self._score(i, name, where, obj)
+        self.pending[0].append(i)
+        self.pending[1].append(ok)
         return i
+
+    def flush(self):
+        """Move the answers added one by one into a chunk (kept in reading order)."""
+        group, ok, align, scores = self.pending
+        if group:
+            self.chunks.append(
+                (
+                    np.array(group, np.int64),
+                    np.array(ok, np.int64),
+                    np.stack(align) if self.has_align else None,
+                    np.stack(scores) if self.has_score else None,
+                )
+            )
+            self.pending = ([], [], [], [])
 
     def _fold(self, i, name, where, obj):
         has = "alignment" in obj or "fold" in obj
@@ -180,7 +198,7 @@ class _Groups:
                 where,
                 name,
             )
-        row = np.array([np.nan if x is None else x for x in t], dtype=np.float64)
+        row = np.array([np.nan if x is None else (x if abs(x) < 1e308 else math.inf) for x in t], dtype=np.float64)
         off = np.arange(self.n_folds) != fold
         if not np.all(np.isfinite(row[off])):
             f = int(np.flatnonzero(off & ~np.isfinite(row))[0])
@@ -193,7 +211,7 @@ class _Groups:
                 where,
                 name,
             )
-        self.align[i].append(row)
+        self.pending[2].append(row)
 
     def _score(self, i, name, where, obj):
         if self.score_field is None:
@@ -216,13 +234,15 @@ class _Groups:
         if not np.all(np.isfinite(v)):
             d = int(np.flatnonzero(~np.isfinite(v))[0])
             self.fail(f"{self.score_field!r} must be finite; got {float(v[d])} at coordinate {d}", where, name)
-        self.scores[i].append(v)
+        self.pending[3].append(v)
 
     def build(self, fmt, group_size) -> StepData:
         path, step = self.path, self.step
         if not self.names:
             _fail(path, "no answers (the step file is empty)", step=step)
-        sizes = np.array([len(s) for s in self.success])
+        self.flush()
+        group = np.concatenate([c[0] for c in self.chunks])
+        sizes = np.bincount(group, minlength=len(self.names))
         if group_size is not None and np.any(sizes != group_size):
             i = int(np.flatnonzero(sizes != group_size)[0])
             self.fail(
@@ -239,12 +259,20 @@ class _Groups:
             )
         if keep.size == 0:
             _fail(path, "no group has 2 or more answers", step=step)
+        # answers by group, each group's in reading order; `slot` is an answer's place in its group
+        order = np.argsort(group, kind="stable")
+        by_group = group[order]
+        starts = np.cumsum(sizes) - sizes
+        slot = np.arange(group.size) - starts[by_group]
+        row_of = np.full(sizes.size, -1)
+        row_of[keep] = np.arange(keep.size)
+        kept = row_of[by_group] >= 0
+        rows, slot, order = row_of[by_group][kept], slot[kept], order[kept]
         n_max = int(sizes[keep].max())
         success = np.zeros((keep.size, n_max), np.int64)
         mask = np.zeros((keep.size, n_max), bool)
-        for row, i in enumerate(keep):
-            success[row, : sizes[i]] = self.success[i]
-            mask[row, : sizes[i]] = True
+        success[rows, slot] = np.concatenate([c[1] for c in self.chunks])[order]
+        mask[rows, slot] = True
         data = StepData(str(path), step, fmt, [str(self.names[i]) for i in keep], success, mask, notes=notes)
         if self.has_align:
             folds = np.array([self.folds[i][0] for i in keep], np.int64)
@@ -256,16 +284,18 @@ class _Groups:
                     step=step,
                 )
             align = np.full((keep.size, n_max, self.n_folds), np.nan)
-            for row, i in enumerate(keep):
-                align[row, : sizes[i]] = np.stack(self.align[i])
+            align[rows, slot] = np.concatenate([c[2] for c in self.chunks])[order]
             data.folds, data.alignments = folds, align
         if self.has_score:
             from theory import answer_sums
 
+            scores = np.zeros((keep.size, n_max, self.dim))
+            scores[rows, slot] = np.concatenate([c[3] for c in self.chunks])[order]
             big_g = np.zeros((keep.size, self.dim))
             q = np.zeros(keep.size)
             for row, i in enumerate(keep):
-                sums = answer_sums(np.asarray(self.success[i], np.float64)[None], np.stack(self.scores[i])[None])
+                n_i = int(sizes[i])
+                sums = answer_sums(success[row, :n_i].astype(np.float64)[None], scores[row, :n_i][None])
                 big_g[row], q[row] = np.asarray(sums.score_sum)[0], float(np.asarray(sums.score_sq_sum)[0])
             data.score_sum, data.score_sq_sum = big_g, q
         return data
@@ -290,10 +320,79 @@ def _trl_reward_field(path, step, first: dict, declared):
     )
 
 
+class _StepReader:
+    """The answers of one step file, record by record (:meth:`record`; a block of JSON lines at a
+    time: :func:`passk.step_blocks.read_block`)."""
+
+    def __init__(self, path, fmt, step, options: Options):
+        self.path, self.fmt, self.step, self.options = path, fmt, step, options
+        self.size = options.group_size
+        self.groups = None
+        self.count = 0  # answers read
+        self.block_prompt = None
+
+    def start(self, obj):
+        fmt, options = self.fmt, self.options
+        if fmt == "verl":
+            self.key_field = "uid" if "uid" in obj else "input"
+            reward = options.reward_field or "score"
+        elif fmt == "jsonl":
+            self.key_field, reward = "prompt_id", options.reward_field or "reward"
+        elif fmt == "nemo-rl":
+            self.key_field, reward = None, options.reward_field or "rewards"
+        else:
+            self.key_field, reward = None, _trl_reward_field(self.path, self.step, obj, options.reward_field)
+        # verl's `score` is its reward; score vectors are lists
+        score_field = "score" if reward != "score" and (fmt == "jsonl" or isinstance(obj.get("score"), list)) else None
+        self.groups = _Groups(self.path, self.step, reward, options.success_threshold, score_field)
+
+    def group_name(self, block: int) -> str:
+        size = self.size
+        return f"group {block} (lines of answers {block * size + 1} to {block * size + size})"
+
+    def record(self, where, obj):
+        """Add one answer, checked field by field (an error names its line or row)."""
+        path, step, size, count = self.path, self.step, self.size, self.count
+        if self.groups is None:
+            self.start(obj)
+        if self.key_field is not None:
+            if self.key_field not in obj:
+                _fail(path, f"missing field {self.key_field!r} that names the answer's group", where=where, step=step)
+            key = obj[self.key_field]
+            if isinstance(key, (dict, list)):
+                key = json.dumps(key, sort_keys=True)
+            name = key
+        else:
+            block = count // size
+            key = block
+            if self.fmt == "trl":
+                prompt = obj.get("prompt")
+                prompt_text = prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, default=str)
+                if count % size == 0:
+                    self.block_prompt = prompt_text
+                elif prompt_text != self.block_prompt:
+                    _fail(
+                        path,
+                        f"the rows of group {block} (rows {block * size + 1} to {block * size + size}) name "
+                        f"different prompts: check --group-size {size}",
+                        where=where,
+                        step=step,
+                        prompt=self.block_prompt,
+                    )
+                name = self.block_prompt
+            else:
+                name = self.group_name(block)
+        self.groups.add(key, name, where, obj)
+        self.count += 1
+
+
 def read_step(path, fmt: str, step, options: Options) -> StepData:
-    """One step file of a framework format (or `jsonl`) as :class:`StepData`. Raises :class:`InputError`."""
+    """One step file of a framework format (or `jsonl`) as :class:`StepData`. Raises :class:`InputError`.
+
+    JSON lines are read once, in blocks (:func:`passk.step_blocks.read_block`); a block that the block
+    checks do not vouch for is read again from memory line by line, so an error names its line.
+    """
     path = Path(path)
-    threshold = options.success_threshold
     size = options.group_size
     if fmt in ("trl", "nemo-rl") and size is None:
         _fail(
@@ -302,56 +401,17 @@ def read_step(path, fmt: str, step, options: Options) -> StepData:
             "(the trainer's num_generations)",
             step=step,
         )
+    reader = _StepReader(path, fmt, step, options)
     if fmt == "trl":
-        records = _parquet_records(path, step)
+        for where, obj in _parquet_records(path, step):
+            reader.record(where, obj)
     else:
-        records = _json_records(path, step)
-    groups = None
-    block_prompt = None
-    for count, (where, obj) in enumerate(records):
-        if groups is None:
-            if fmt == "verl":
-                key_field = "uid" if "uid" in obj else "input"
-                reward = options.reward_field or "score"
-            elif fmt == "jsonl":
-                key_field, reward = "prompt_id", options.reward_field or "reward"
-            elif fmt == "nemo-rl":
-                key_field, reward = None, options.reward_field or "rewards"
-            else:
-                key_field, reward = None, _trl_reward_field(path, step, obj, options.reward_field)
-            # verl's `score` is its reward; score vectors are lists
-            score_field = (
-                "score" if reward != "score" and (fmt == "jsonl" or isinstance(obj.get("score"), list)) else None
-            )
-            groups = _Groups(path, step, reward, threshold, score_field)
-        if key_field is not None:
-            if key_field not in obj:
-                _fail(path, f"missing field {key_field!r} that names the answer's group", where=where, step=step)
-            key = obj[key_field]
-            if isinstance(key, (dict, list)):
-                key = json.dumps(key, sort_keys=True)
-            name = key
-        else:
-            block = count // size
-            key = block
-            if fmt == "trl":
-                prompt = obj.get("prompt")
-                prompt_text = prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, default=str)
-                if count % size == 0:
-                    block_prompt = prompt_text
-                elif prompt_text != block_prompt:
-                    _fail(
-                        path,
-                        f"the rows of group {block} (rows {block * size + 1} to {block * size + size}) name "
-                        f"different prompts: check --group-size {size}",
-                        where=where,
-                        step=step,
-                        prompt=block_prompt,
-                    )
-                name = block_prompt
-            else:
-                name = f"group {block} (lines of answers {block * size + 1} to {block * size + size})"
-        groups.add(key, name, where, obj)
-    if groups is None:
+        for first, lines in json_blocks(path, step):
+            if not read_block(reader, first, lines):
+                for lineno, line in enumerate(lines, first):
+                    obj = json_line(path, step, lineno, line)
+                    if obj is not None:
+                        reader.record(f"line {lineno}", obj)
+    if reader.groups is None:
         _fail(path, "no answers (the step file is empty)", step=step)
-    return groups.build(fmt, size)
+    return reader.groups.build(fmt, size)

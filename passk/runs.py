@@ -26,6 +26,7 @@ with an interval, and `fell_rose_from`: the first step from which, over it and e
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -60,6 +61,16 @@ def _mean_interval(values: np.ndarray, level: float) -> dict:
     return {"value": mean, "lower": mean - half, "upper": mean + half, "n": n, "stderr": se}
 
 
+@functools.lru_cache(maxsize=512)
+def _weight_table(n: int, method: str, k) -> np.ndarray:
+    """`T(c)` of :func:`theory.implied_weight_unbiased` at `c = 0 .. n` (a run's steps share their `n`)."""
+    import theory
+
+    table = np.asarray(theory.implied_weight_unbiased(n, np.arange(n + 1), method, k), np.float64)
+    table.flags.writeable = False
+    return table
+
+
 def _trainers(c: np.ndarray, sizes: np.ndarray, ks) -> dict:
     import theory
 
@@ -75,7 +86,7 @@ def _trainers(c: np.ndarray, sizes: np.ndarray, ks) -> dict:
             weight = np.zeros(c.size)
             for n in np.unique(sizes):
                 at = sizes == n
-                weight[at] = np.asarray(theory.implied_weight_unbiased(int(n), c[at], method, k), np.float64)
+                weight[at] = _weight_table(int(n), method, k)[c[at]]
             total = weight.sum()
             if total > 0:
                 omega = weight / total

@@ -277,6 +277,26 @@ def test_diagnose_benchmark_writes_a_run_the_reader_accepts(tmp_path):
     assert path.read_text().count("\n") == 30
 
 
+def test_run_scale_benchmark_writes_a_verl_run_the_step_reader_accepts(tmp_path):
+    import json as json_
+
+    from passk.benchmarks import run_scale
+    from passk.frameworks import Options, list_steps
+    from passk.runs import diagnose_run
+
+    size = run_scale.write_run_dir(tmp_path, 3, n_prompts=8, n_answers=5)
+    assert [(s, f) for s, _, f in list_steps(tmp_path)] == [(1, "verl"), (2, "verl"), (3, "verl")]
+    text = (tmp_path / "2.jsonl").read_text()
+    assert sum(p.stat().st_size for p in tmp_path.iterdir()) == size and text.count("\n") == 40
+    first = json_.loads(text.splitlines()[0])
+    # verl's `_dump_generations` keys, then the reward extra `acc`, `uid` and the section 11 fields
+    assert list(first) == ["input", "output", "gts", "score", "step", "acc", "uid", "fold", "alignment"]
+    report = diagnose_run(tmp_path, options=Options(), ks=[1, 2])
+    assert [r["n_answers"] for r in report["steps"]] == [40, 40, 40]
+    assert all(r["k_star"]["kind"] == "population" for r in report["steps"])
+    assert run_scale.read_floor(tmp_path) > 0
+
+
 def test_bandit_sweep_profile_names_the_project_lines_that_cost_time():
     """The child process dumps the optimised HLO and traces the sweep; every kernel of the step
     loop is traced to a line of `sim/` or `theory/`, and the shares add up."""

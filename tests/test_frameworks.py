@@ -300,13 +300,13 @@ def test_a_bad_line_stops_the_run_there_and_no_file_is_read_twice(tmp_path, monk
         _verl_lines(run / f"{s}.jsonl", [[1, 0], [0, 1]], step=s)
     (run / "3.jsonl").write_text((run / "3.jsonl").read_text().replace('"score": 0', '"score": "x"', 1))
     opened = []
-    real = frameworks._json_records
+    real = frameworks.json_blocks
 
     def counting(path, step):
         opened.append(path.name)
         return real(path, step)
 
-    monkeypatch.setattr(frameworks, "_json_records", counting)
+    monkeypatch.setattr(frameworks, "json_blocks", counting)
     code = cli.main(["diagnose", str(run)])
     err = capsys.readouterr().err
     assert code == 2 and "3.jsonl: line 2 (step 3, prompt 'q0')" in err

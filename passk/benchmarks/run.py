@@ -25,6 +25,7 @@ BENCHMARKS = {
     "estimators": "passk.benchmarks.estimators",
     "sampled": "passk.benchmarks.sampled",
     "diagnose": "passk.benchmarks.diagnose",
+    "diagnose-run": "passk.benchmarks.run_scale",
     "scaling": "passk.benchmarks.scaling",
     "multi-device": "passk.benchmarks.multi_device",
     "start": "passk.benchmarks.start",
