@@ -143,9 +143,6 @@ def _orders(ks, counts):
     return k
 
 
-# Compiled once per shape: called eagerly, the data-dependent `while_loop` of the binomial ratios
-# compiles again at every call (about 0.5 s a call on 2 cores, every step of `passk diagnose`).
-@functools.partial(jax.jit, static_argnames=("n_folds",))
 def _core(r, t, folds, mask, k, n_folds: int):
     """Unvalidated estimate for orders `k` of any shape: a :class:`PopulationInner`."""
     return _core_compiled(r, t, folds, mask, k, n_folds)._replace(dof=n_folds - 1)
