@@ -37,6 +37,7 @@ __all__ = [
     "naive_forecast",
     "rule_forecast",
     "load_coefficients",
+    "check_request",
     "forecast_run",
     "format_forecast",
     "figure_bytes",
@@ -119,10 +120,12 @@ def run_features(rows: list, trained_k: int, *, window: int = WINDOW):
         z.append(_z(cell))
         recent = rows[max(0, t - window + 1) : t + 1]
         log_ks = _log_k_star(row)
-        ks_pts = [(i, _log_k_star(r)) for i, r in enumerate(recent)]
-        p1_pts = [(i, r["pass_at_1"]["value"]) for i, r in enumerate(recent)]
+        at = [r["step"] if r["step"] is not None else i for i, r in enumerate(recent)]  # slopes per step
+        ks_pts = [(s, _log_k_star(r)) for s, r in zip(at, recent)]
+        p1_pts = [(s, r["pass_at_1"]["value"]) for s, r in zip(at, recent)]
         x.append(
             [
+                # a zero standard error with a non-zero estimate: a cap far beyond any fitted value
                 math.asinh(z[-1]) if math.isfinite(z[-1]) else math.copysign(50.0, z[-1]),
                 math.log(trained_k) - log_ks,
                 float(row["k_star"].get("signal") is not True),
@@ -163,6 +166,19 @@ def load_coefficients(path=None) -> dict:
     if tuple(record.get("features", ())) != FEATURES:
         raise ValueError(f"{path or COEFFICIENTS}: features {record.get('features')} differ from {list(FEATURES)}")
     return record
+
+
+def check_request(trained_k, horizon, ks):
+    """Check `--forecast`'s flags before any work; return the orders to read (with `trained_k`).
+
+    ValueError: no `--trained-k`, or a horizon the shipped coefficients do not cover.
+    """
+    if trained_k is None:
+        raise ValueError("--forecast needs --trained-k (the k the run trains at; 1 for GRPO)")
+    models = load_coefficients()["models"]
+    if str(horizon) not in models:
+        raise ValueError(f"--horizon must be one of {', '.join(models)} (the fitted horizons); got {horizon}")
+    return None if ks is None else sorted(set(ks) | {trained_k})
 
 
 def forecast_run(report: dict, *, trained_k: int, horizon: int = 10, coefficients: dict | None = None) -> list:

@@ -17,7 +17,26 @@ import numpy as np
 
 from passk import forecast as fc
 
-__all__ = ["DESIGN", "run_name", "trained_k_of", "run_table", "fit", "study"]
+__all__ = [
+    "DESIGN",
+    "LABELS",
+    "run_name",
+    "trained_k_of",
+    "run_table",
+    "fit",
+    "judge_runs",
+    "shuffle_outcomes",
+    "study",
+]
+
+#: The forecasts judged, by key in the results.
+LABELS = {
+    "logistic": "logistic forecast",
+    "base_rate": "base rate of the fit runs",
+    "rule": "0/1 rule k >= k*_hat",
+    "naive": "naive Phi(-z)",
+    "shuffled": "logistic fitted on shuffled outcomes (control)",
+}
 
 #: Which runs fit and which judge, at full and quick size; seeds are offsets from the part's seed.
 DESIGN = {
@@ -70,12 +89,30 @@ def _runs(part: dict, seed: int):
             yield part["setting"], estimator, k, seed + s
 
 
+#: What a run's cached diagnosis keeps of each row (all the features read).
+ROW_KEYS = ("step", "pass_at_1", "share_unsolved", "inner", "k_star")
+
+
+def _cached_rows(path: Path, fingerprint: str, steps: int, trained_k: int):
+    """The rows cached by an earlier read of the same run (same fingerprint, trained k, steps), or None."""
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(cached, dict) or (cached.get("fingerprint"), cached.get("trained_k")) != (fingerprint, trained_k):
+        return None
+    rows = [r for r in cached.get("rows", []) if isinstance(r, dict) and r.get("step", steps) < steps]
+    return rows if [r["step"] for r in rows] == list(range(steps)) else None
+
+
 def run_table(part: dict, *, seed: int, n_answers: int, outdir: Path, progress=None) -> list:
     """Make (or resume) every run of `part` and read it back: per run its name, settings, features,
-    `z`, the rule's 0/1 and the exact `j1` per step."""
+    `z`, the rule's 0/1 and the exact `j1` per step. The rows each run's diagnosis gives are kept in
+    `outdir/.forecast_rows/{name}.json` (with the run's fingerprint), so a second call reads no dump."""
     from passk.frameworks import Options
     from passk.lm import run_lm
     from passk.runs import diagnose_run
+    from sim.files import atomic_write_json
 
     out = []
     for setting, estimator, k, s in _runs(part, seed):
@@ -95,10 +132,14 @@ def run_table(part: dict, *, seed: int, n_answers: int, outdir: Path, progress=N
         )
         steps = part["steps"]
         tk = trained_k_of(estimator, k)
-        report = diagnose_run(folder, options=Options(format="verl"), ks=sorted({1, tk}), trained_k=tk)
-        rows = [r for r in report["steps"] if r["step"] is not None and r["step"] < steps]
-        if [r["step"] for r in rows] != list(range(steps)):
-            raise ValueError(f"{folder}: dumps of steps 0 .. {steps - 1} expected")
+        cache = Path(outdir) / ".forecast_rows" / f"{name}.json"
+        rows = _cached_rows(cache, record["fingerprint"], steps, tk)
+        if rows is None:
+            report = diagnose_run(folder, options=Options(format="verl"), ks=sorted({1, tk}), trained_k=tk)
+            rows = [{key: r[key] for key in ROW_KEYS} for r in report["steps"] if r["step"] < steps]
+            if [r["step"] for r in rows] != list(range(steps)):
+                raise ValueError(f"{folder}: dumps of steps 0 .. {steps - 1} expected")
+            atomic_write_json(cache, {"fingerprint": record["fingerprint"], "trained_k": tk, "rows": rows})
         x, z = fc.run_features(rows, tk)
         out.append(
             {
@@ -160,12 +201,12 @@ def judge_runs(coefficients: dict, runs: list, *, key, n_boot: int, shuffled: di
         base = model["base_rate"]
         forecasts = {
             "logistic": predict_logistic(model, x),
-            "base rate": np.full(y.size, base),
-            "rule k >= k*_hat": rule,
-            "naive Phi(-z)": fc.naive_forecast(z),
+            "base_rate": np.full(y.size, base),
+            "rule": rule,
+            "naive": fc.naive_forecast(z),
         }
         if shuffled is not None:
-            forecasts["logistic, shuffled outcomes"] = predict_logistic(shuffled["models"][horizon], x)
+            forecasts["shuffled"] = predict_logistic(shuffled["models"][horizon], x)
         scores = judge(forecasts, y, run_ids, base, key=jax.random.fold_in(key, int(horizon)), n_boot=n_boot)
         out[horizon] = {
             "n": int(y.size),
@@ -214,8 +255,9 @@ def study(*, quick: bool, seed: int, outdir: Path, key, progress=None) -> tuple[
     head = {}
     for horizon, h in horizons.items():
         for name, s in h["scores"].items():
-            head[f"T={horizon} {name}: Brier skill over the fit base rate [95% over runs]"] = _interval(s["skill"])
-            head[f"T={horizon} {name}: ECE"] = _interval(s["ece"])
+            label = LABELS[name]
+            head[f"T={horizon} {label}: Brier skill over the fit base rate [95% over runs]"] = _interval(s["skill"])
+            head[f"T={horizon} {label}: ECE"] = _interval(s["ece"])
         head[f"T={horizon}: judged steps (events), runs"] = f"{h['n']} ({h['events']}), {h['runs']}"
     results["headline"] = head
     return results, coefficients

@@ -215,6 +215,29 @@ def lm_run(tmp_path_factory):
     return out
 
 
+def test_diagnose_forecast_on_verl_dumps_with_alignments(tmp_path, capsys):
+    from dumps import bandit_step, write_verl
+
+    from passk import cli
+
+    for t in range(5):
+        write_verl(tmp_path / "run", bandit_step(t, key_seed=40 + t, n_prompts=12, n=8, n_folds=4)[0])
+    argv = ["diagnose", str(tmp_path / "run"), "--trained-k", "4", "--forecast", "--k", "2"]
+    assert cli.main([*argv, "--json", str(tmp_path / "r.json")]) == 0
+    rows = json.loads((tmp_path / "r.json").read_text())["steps"]
+    assert [r["step"] for r in rows] == list(range(5))
+    record = fc.load_coefficients()
+    for t, row in enumerate(rows):
+        f = row["forecast"]
+        # the basis is the features of the rows up to this step, and the probability the model's
+        x, z = fc.run_features(rows[: t + 1], 4)
+        assert [f["basis"][name] for name in fc.FEATURES] == pytest.approx(x[-1].tolist(), abs=1e-12)
+        assert f["probability"] == pytest.approx(float(sf.predict_logistic(record["models"]["10"], x[-1])))
+        assert f["naive"] == pytest.approx(float(stats.norm.cdf(-z[-1])))
+    assert "P(exact pass@1 lower 10 steps later)" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # a `passk lm` run: about a minute on 2 busy cores
 def test_diagnose_forecast_gives_a_probability_per_step(lm_run, tmp_path, capsys):
     from passk import cli
 
@@ -254,11 +277,42 @@ def test_diagnose_forecast_gives_a_probability_per_step(lm_run, tmp_path, capsys
     "extra, match",
     [([], "--forecast needs --trained-k"), (["--trained-k", "2", "--horizon", "7"], "--horizon must be one of")],
 )
-def test_diagnose_forecast_bad_flags_are_one_line_exit_2(lm_run, tmp_path, capsys, extra, match):
+def test_diagnose_forecast_bad_flags_are_one_line_exit_2(tmp_path, capsys, extra, match):
+    from dumps import bandit_step, write_verl
+
     from passk import cli
 
     capsys.readouterr()
-    assert cli.main(["diagnose", str(lm_run), "--forecast", "--json", str(tmp_path / "r.json"), *extra]) == 2
+    run = tmp_path / "run"
+    write_verl(run, bandit_step(0, key_seed=1, n_folds=4)[0])
+    assert cli.main(["diagnose", str(run), "--forecast", "--json", str(tmp_path / "r.json"), *extra]) == 2
     err = capsys.readouterr().err
     assert match in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.slow  # four short `passk lm` runs: a few minutes on 2 busy cores
+def test_reproduce_part_quick_draws_the_diagram_and_scores_every_forecast(tmp_path):
+    from passk import reproduce
+
+    record = reproduce.reproduce(outdir=tmp_path, quick=True, seed=0, parts=("forecast",), progress=lambda m: None)
+    entry = record["forecast"]
+    assert "forecast_reliability.png" in entry["figures"] and (tmp_path / "forecast_reliability.png").stat().st_size
+    results = entry["results"]
+    fit_names = {r["name"] for r in results["coefficients"]["fit_runs"]}
+    assert not fit_names & set(results["judge_runs"]) and len(results["judge_runs"]) == 2
+    for horizon in ("5", "10", "20"):
+        h = results["horizons"][horizon]
+        assert h["n"] == 2 * (30 - int(horizon)) and h["runs"] == 2
+        assert set(h["scores"]) == set(fs.LABELS)
+        for s in h["scores"].values():
+            assert s["skill"]["lower"] <= s["skill"]["value"] <= s["skill"]["upper"]
+        assert h["scores"]["base_rate"]["skill"]["value"] == pytest.approx(0.0, abs=1e-12)  # the reference itself
+    assert any("Brier skill" in name for name in results["headline"])
+    # the coefficients written beside the figure load as the shipped ones do
+    assert (
+        fc.load_coefficients(tmp_path / "forecast_coefficients.json")["fit_runs"] == results["coefficients"]["fit_runs"]
+    )
+    # a second run reads the cached diagnoses and gives the same numbers
+    again = reproduce.reproduce(outdir=tmp_path, quick=True, seed=0, parts=("forecast",), progress=lambda m: None)
+    assert again["forecast"]["results"]["horizons"] == results["horizons"]

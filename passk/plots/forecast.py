@@ -20,7 +20,7 @@ from passk.plots._style import save
 
 __all__ = ["draw"]
 
-_SHOWN = (("logistic", "C2", "o"), ("naive Phi(-z)", "C0", "s"))
+_SHOWN = (("logistic", "C2", "o", "logistic"), ("naive", "C0", "s", "naive Phi(-z)"))
 
 
 def draw(results: dict, outdir: pathlib.Path, *, name: str = "forecast_reliability") -> list[pathlib.Path]:
@@ -30,7 +30,7 @@ def draw(results: dict, outdir: pathlib.Path, *, name: str = "forecast_reliabili
     for ax, (horizon, h) in zip(axes[0], horizons.items()):
         ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--", label="perfect calibration")
         ax.axhline(h["base_rate"], color="0.3", lw=0.8, ls=":", label=f"fit base rate {h['base_rate']:.2f}")
-        for shift, (forecast, colour, marker) in zip((-0.006, 0.006), _SHOWN):
+        for shift, (forecast, colour, marker, label) in zip((-0.006, 0.006), _SHOWN):
             s = h["scores"][forecast]
             bins = s["reliability"]
             x = [b["mean_forecast"] + shift for b in bins]
@@ -47,7 +47,7 @@ def draw(results: dict, outdir: pathlib.Path, *, name: str = "forecast_reliabili
                 color=colour,
                 capsize=2,
                 lw=0.9,
-                label=f"{forecast}: skill {sk['value']:.2f} [{sk['lower']:.2f}, {sk['upper']:.2f}], "
+                label=f"{label}: skill {sk['value']:.2f} [{sk['lower']:.2f}, {sk['upper']:.2f}], "
                 f"ECE {ece['value']:.3f} [{ece['lower']:.3f}, {ece['upper']:.3f}]",
             )
         ax.set_xlim(0, 1)
