@@ -227,7 +227,7 @@ def format_forecast(entries: list, trained_k: int) -> str:
     for e in entries:
         step = e["step"] if e["step"] is not None else "-"
         lines.append(
-            f"{step:>6}  {e['probability']:>5.2f}  {e['naive']:>7.2f}  {e['rule']:>5d}  "
+            f"{step:>6}  {e['probability']:>5.3f}  {e['naive']:>7.2f}  {e['rule']:>5d}  "
             + "  ".join(f"{e['basis'][name]:>{max(8, len(name))}.3g}" for name in FEATURES)
         )
     return "\n".join(lines)

@@ -36,8 +36,8 @@ def test_brier_skill_and_ece_by_hand():
     y = np.array([0, 1, 1, 1, 0])
     brier = (0.01 + 0.7225 + 0.04 + 0.01 + 0.7225) / 5
     assert sf.brier_score(p, y) == pytest.approx(brier, abs=1e-15)
-    reference = (0.16 + 0.36 + 0.36 + 0.36 + 0.16) / 5  # base rate 0.4
-    assert sf.brier_skill(p, y, 0.4) == pytest.approx(1 - brier / reference, abs=1e-15)
+    reference = (0.09 + 0.49 + 0.49 + 0.49 + 0.09) / 5  # the constant forecast 0.3 (not the share 0.6)
+    assert sf.brier_skill(p, y, 0.3) == pytest.approx(1 - brier / reference, abs=1e-15)
     # bins of width 0.1: [0.1, 0.2) holds 0.1, 0.15 (forecast 0.125, observed 0.5);
     # [0.8, 0.9) holds 0.8, 0.85 (0.825 vs 0.5); [0.9, 1] holds 0.9 (vs 1)
     ece = (2 * 0.375 + 2 * 0.325 + 1 * 0.1) / 5
@@ -130,6 +130,9 @@ def test_bootstrap_over_runs_resamples_whole_runs_under_its_key():
     # runs, not rows, are drawn: every replicate mean is a mean of whole runs, so it lies in [0, 3]
     # and a single-run replicate (all four draws the same run) can reach an end
     assert 0 <= a["lower"] < a["value"] < a["upper"] <= 3
+    # the pooled size varies from replicate to replicate only when whole runs (of unequal sizes) are drawn
+    size = sf.bootstrap_over_runs(lambda i: float(i.size), run_ids, key=jax.random.key(0), n_boot=300)
+    assert size["value"] == 10 and size["lower"] < 10 < size["upper"]
     one_run = sf.bootstrap_over_runs(mean, np.zeros(10), key=jax.random.key(1), n_boot=100)
     assert one_run["lower"] == one_run["upper"] == one_run["value"]
 
@@ -178,9 +181,7 @@ def test_a_forecast_fitted_on_shuffled_outcomes_has_no_skill():
     fit_runs, judge_set = _synthetic_runs(6, 120, seed=0), _synthetic_runs(6, 120, seed=1)
     key = jax.random.key(2)
     real = fs.judge_runs(fs.fit(fit_runs, horizons=(10,)), judge_set, key=key, n_boot=300)
-    shuffled = fs.judge_runs(
-        fs.fit(fs.shuffle_outcomes(fit_runs, key=key), horizons=(10,)), judge_set, key=key, n_boot=300
-    )
+    shuffled = fs.judge_runs(fs.fit(fit_runs, horizons=(10,), shuffle_key=key), judge_set, key=key, n_boot=300)
     # the test could fail: the real fit finds the drift...
     assert real["10"]["scores"]["logistic"]["skill"]["lower"] > 0.2
     # ...and the shuffled one finds none (its interval reaches 0 or lies below it)

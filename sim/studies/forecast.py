@@ -243,9 +243,11 @@ def bootstrap_over_runs(statistic, run_ids, *, key, n_boot: int = 2000, level: f
 
 
 def judge(forecasts: dict, y, run_ids, base_rate: float, *, key, n_boot: int = 2000, n_bins: int = 10) -> dict:
-    """Every forecast's Brier score, skill over `base_rate` and calibration error, each with its
-    bootstrap interval over runs (one key for all, so the forecasts see the same replicates), and
-    its reliability table.
+    """Every forecast's Brier score, skill over `base_rate`, skill over the judged steps' own event
+    share (`skill_own`: the constant no forecast made in advance can know, a stricter reference when
+    the judged runs' rate differs from the fit runs') and calibration error, each with its bootstrap
+    interval over runs (one key for all, so the forecasts see the same replicates), and its
+    reliability table.
 
     Args:
       forecasts: `{name: (N,) probabilities}`.
@@ -253,7 +255,7 @@ def judge(forecasts: dict, y, run_ids, base_rate: float, *, key, n_boot: int = 2
       base_rate: the reference of the skill (from the fitting runs).
 
     Returns:
-      `{name: {"brier", "skill", "ece", "reliability"}}`.
+      `{name: {"brier", "skill", "skill_own", "ece", "reliability"}}`.
     """
     y = np.asarray(y, np.float64)
     out = {}
@@ -263,6 +265,9 @@ def judge(forecasts: dict, y, run_ids, base_rate: float, *, key, n_boot: int = 2
             "brier": bootstrap_over_runs(lambda i, p=p: brier_score(p[i], y[i]), run_ids, key=key, n_boot=n_boot),
             "skill": bootstrap_over_runs(
                 lambda i, p=p: brier_skill(p[i], y[i], base_rate), run_ids, key=key, n_boot=n_boot
+            ),
+            "skill_own": bootstrap_over_runs(
+                lambda i, p=p: brier_skill(p[i], y[i], float(y[i].mean())), run_ids, key=key, n_boot=n_boot
             ),
             "ece": bootstrap_over_runs(
                 lambda i, p=p: calibration_error(p[i], y[i], n_bins), run_ids, key=key, n_boot=n_boot
