@@ -35,7 +35,10 @@ LABELS = {
     "rule": "0/1 rule k >= k*_hat",
     "naive": "naive Phi(-z)",
     "shuffled": "logistic fitted on shuffled outcomes (control)",
+    "no_k_star": "logistic without the I_k and k* features (ablation)",
 }
+#: The ablation's features: all but those read off `I_k` and `k*`.
+WITHOUT_K_STAR = ("pass_at_1", "pass_at_1_slope", "share_unsolved", "log_k")
 
 #: Which runs fit and which judge, at full and quick size; seeds are offsets from the part's seed.
 DESIGN = {
@@ -169,7 +172,7 @@ def _pooled(runs: list, horizon: int):
     return tuple(np.concatenate(c) for c in zip(*parts))
 
 
-def fit(runs: list, horizons=fc.HORIZONS, *, shuffle_key=None) -> dict:
+def fit(runs: list, horizons=fc.HORIZONS, *, shuffle_key=None, features=fc.FEATURES) -> dict:
     """The coefficients record: per horizon the logistic model and the base rate of the fit runs.
 
     With `shuffle_key` (the control), the outcomes are permuted over all the fit steps of all runs
@@ -178,15 +181,17 @@ def fit(runs: list, horizons=fc.HORIZONS, *, shuffle_key=None) -> dict:
     """
     from sim.studies.forecast import fit_logistic
 
+    columns = [fc.FEATURES.index(name) for name in features]
     models = {}
     for horizon in horizons:
         x, _, _, y, _ = _pooled(runs, horizon)
+        x = x[:, columns]
         if shuffle_key is not None:
             y = y[np.asarray(jax.random.permutation(jax.random.fold_in(shuffle_key, horizon), y.size))]
         model = fit_logistic(x, y, ridge=RIDGE)
         models[str(horizon)] = {**model, "base_rate": float(y.mean()), "n": int(y.size)}
     return {
-        "features": list(fc.FEATURES),
+        "features": list(features),
         "window": fc.WINDOW,
         "ridge": RIDGE,
         "event": "exact evaluation pass@1 at step t + T below its value at step t",
@@ -197,8 +202,9 @@ def fit(runs: list, horizons=fc.HORIZONS, *, shuffle_key=None) -> dict:
     }
 
 
-def judge_runs(coefficients: dict, runs: list, *, key, n_boot: int, shuffled: dict | None = None) -> dict:
-    """Per horizon: the forecast and the baselines scored on `runs` (:func:`sim.studies.forecast.judge`)."""
+def judge_runs(coefficients: dict, runs: list, *, key, n_boot: int, controls: dict | None = None) -> dict:
+    """Per horizon: the forecast, the baselines and the `controls` (other fitted records by name,
+    each on its own features) scored on `runs` (:func:`sim.studies.forecast.judge`)."""
     from sim.studies.forecast import judge, predict_logistic
 
     out = {}
@@ -211,8 +217,9 @@ def judge_runs(coefficients: dict, runs: list, *, key, n_boot: int, shuffled: di
             "rule": rule,
             "naive": fc.naive_forecast(z),
         }
-        if shuffled is not None:
-            forecasts["shuffled"] = predict_logistic(shuffled["models"][horizon], x)
+        for name, record in (controls or {}).items():
+            columns = [fc.FEATURES.index(f) for f in record["features"]]
+            forecasts[name] = predict_logistic(record["models"][horizon], x[:, columns])
         scores = judge(forecasts, y, run_ids, base, key=jax.random.fold_in(key, int(horizon)), n_boot=n_boot)
         out[horizon] = {
             "n": int(y.size),
@@ -235,8 +242,11 @@ def study(*, quick: bool, seed: int, outdir: Path, key, progress=None) -> tuple[
     judge_set = run_table(size["judge"], seed=seed, n_answers=size["n_answers"], outdir=outdir, progress=progress)
     coefficients = fit(fit_runs)
     key_shuffle, key_judge = jax.random.split(key)
-    shuffled = fit(fit_runs, shuffle_key=key_shuffle)
-    horizons = judge_runs(coefficients, judge_set, key=key_judge, n_boot=size["n_boot"], shuffled=shuffled)
+    controls = {
+        "shuffled": fit(fit_runs, shuffle_key=key_shuffle),
+        "no_k_star": fit(fit_runs, features=WITHOUT_K_STAR),
+    }
+    horizons = judge_runs(coefficients, judge_set, key=key_judge, n_boot=size["n_boot"], controls=controls)
     design = {
         part: {**size[part], "seeds": [seed + s for s in size[part]["seeds"]], "trainers": size[part]["trainers"]}
         for part in ("fit", "judge")
