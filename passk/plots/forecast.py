@@ -26,7 +26,7 @@ _SHOWN = (("logistic", "C2", "o", "logistic"), ("naive", "C0", "s", "naive Phi(-
 def draw(results: dict, outdir: pathlib.Path, *, name: str = "forecast_reliability") -> list[pathlib.Path]:
     """Draw `name.png` and `name.pdf` into `outdir` (atomically); returns their paths."""
     horizons = results["horizons"]
-    fig, axes = plt.subplots(1, len(horizons), figsize=(4.2 * len(horizons), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(horizons), figsize=(4.4 * len(horizons), 5.0), squeeze=False)
     for ax, (horizon, h) in zip(axes[0], horizons.items()):
         ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--", label="perfect calibration")
         ax.axhline(h["base_rate"], color="0.3", lw=0.8, ls=":", label=f"fit base rate {h['base_rate']:.2f}")
@@ -54,6 +54,7 @@ def draw(results: dict, outdir: pathlib.Path, *, name: str = "forecast_reliabili
         ax.set_ylim(0, 1)
         ax.set_xlabel("forecast probability (bin mean)")
         ax.set_title(f"T = {horizon}: {h['n']} steps of {h['runs']} judging runs, {h['events']} events", fontsize=9)
-        ax.legend(fontsize=6.5, loc="upper left")
+        ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.14))
     axes[0, 0].set_ylabel("observed share, pass@1 lower T steps later (Wilson 95%)")
-    return save(fig, pathlib.Path(outdir), name)
+    fig.tight_layout()
+    return save(fig, pathlib.Path(outdir), name, bbox_inches="tight")
