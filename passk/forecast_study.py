@@ -57,6 +57,7 @@ DESIGN = {
         },
         "n_answers": 16,
         "n_boot": 2000,
+        "horizons": fc.HORIZONS,
     },
     "quick": {
         "fit": {"setting": "few-hard", "seeds": (0,), "trainers": (("grpo", 4), ("grouped-passk", 2)), "steps": 30},
@@ -68,6 +69,7 @@ DESIGN = {
         },
         "n_answers": 8,
         "n_boot": 200,
+        "horizons": (5,),  # 30 steps leave too few outcomes 10 or 20 steps ahead
     },
 }
 #: The L2 penalty of the fit on standardised features.
@@ -240,11 +242,12 @@ def study(*, quick: bool, seed: int, outdir: Path, key, progress=None) -> tuple[
     size = DESIGN["quick" if quick else "full"]
     fit_runs = run_table(size["fit"], seed=seed, n_answers=size["n_answers"], outdir=outdir, progress=progress)
     judge_set = run_table(size["judge"], seed=seed, n_answers=size["n_answers"], outdir=outdir, progress=progress)
-    coefficients = fit(fit_runs)
+    ahead = size["horizons"]
+    coefficients = fit(fit_runs, ahead)
     key_shuffle, key_judge = jax.random.split(key)
     controls = {
-        "shuffled": fit(fit_runs, shuffle_key=key_shuffle),
-        "no_k_star": fit(fit_runs, features=WITHOUT_K_STAR),
+        "shuffled": fit(fit_runs, ahead, shuffle_key=key_shuffle),
+        "no_k_star": fit(fit_runs, ahead, features=WITHOUT_K_STAR),
     }
     horizons = judge_runs(coefficients, judge_set, key=key_judge, n_boot=size["n_boot"], controls=controls)
     design = {
@@ -252,7 +255,9 @@ def study(*, quick: bool, seed: int, outdir: Path, key, progress=None) -> tuple[
         for part in ("fit", "judge")
     }
     results = {
-        "design": json.loads(json.dumps({**design, "n_answers": size["n_answers"], "n_boot": size["n_boot"]})),
+        "design": json.loads(
+            json.dumps({**design, "n_answers": size["n_answers"], "n_boot": size["n_boot"], "horizons": ahead})
+        ),
         "judge_runs": [run["name"] for run in judge_set],
         "coefficients": coefficients,
         "horizons": horizons,

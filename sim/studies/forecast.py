@@ -83,6 +83,8 @@ def fit_logistic(x, y, *, ridge: float = 1e-2, max_iter: int = 100, tol: float =
       `{"mean": m, "scale": s, "intercept": b, "coef": w, "iterations"}` (lists of floats).
     """
     x, y = _check_xy(x, y)
+    if y.min() == y.max():
+        raise ValueError(f"y holds only {int(y[0])}s: the likelihood has no maximum (the intercept runs off)")
     if not (isinstance(ridge, (int, float)) and math.isfinite(ridge) and ridge > 0):
         raise ValueError(f"ridge must be a finite number > 0; got {ridge!r}")
     mean = x.mean(axis=0)
