@@ -60,16 +60,22 @@ DESIGN = {
         "horizons": fc.HORIZONS,
     },
     "quick": {
-        "fit": {"setting": "few-hard", "seeds": (0,), "trainers": (("grpo", 4), ("grouped-passk", 2)), "steps": 30},
+        # trainers at k near n, whose pass@1 turns within 40 steps, so the fit sees events
+        "fit": {
+            "setting": "few-hard",
+            "seeds": (0,),
+            "trainers": (("grouped-passk", 6), ("grouped-passk", 7)),
+            "steps": 40,
+        },
         "judge": {
             "setting": "many-hard",
             "seeds": (3,),
-            "trainers": (("grouped-passk", 3), ("grouped-passk", 6)),
-            "steps": 30,
+            "trainers": (("grouped-passk", 3), ("grouped-passk", 5)),
+            "steps": 40,
         },
         "n_answers": 8,
         "n_boot": 200,
-        "horizons": (5,),  # 30 steps leave too few outcomes 10 or 20 steps ahead
+        "horizons": (5,),  # 40 steps leave too few outcomes 10 or 20 steps ahead
     },
 }
 #: The L2 penalty of the fit on standardised features.

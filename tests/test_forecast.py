@@ -307,7 +307,7 @@ def test_reproduce_part_quick_draws_the_diagram_and_scores_every_forecast(tmp_pa
     assert list(results["horizons"]) == ["5"] == [str(h) for h in results["design"]["horizons"]]
     for horizon in ("5",):
         h = results["horizons"][horizon]
-        assert h["n"] == 2 * (30 - int(horizon)) and h["runs"] == 2
+        assert h["n"] == 2 * (40 - int(horizon)) and h["runs"] == 2
         assert set(h["scores"]) == set(fs.LABELS)
         for s in h["scores"].values():
             assert s["skill"]["lower"] <= s["skill"]["value"] <= s["skill"]["upper"]
