@@ -40,8 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--parts",
         nargs="+",
         default=None,
-        choices=["theory", "bandit", "transformer", "ksweep", "sampled", "trainers", "safe", "lm"],
-        help="run only these parts (default: all but safe and lm, which take about 6 and 60 minutes on 2 CPU cores)",
+        choices=["theory", "bandit", "transformer", "ksweep", "sampled", "trainers", "safe", "lm", "forecast"],
+        help="run only these parts (default: all but safe, lm and forecast, which take about 6, 60 and 40 "
+        "minutes on 2 CPU cores; forecast reuses lm's runs)",
     )
     rep.add_argument(
         "--resume",
@@ -139,6 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="diagnose an example shipped with the package: the toy bandit's answers (toy, the default), "
         "or a run directory of 12 steps in a framework's schema (verl, trl, nemo-rl; --trained-k "
         "defaults to its k = 8)",
+    )
+    diag.add_argument(
+        "--forecast",
+        action="store_true",
+        help="per step of a run directory, the probability that pass@1 is lower --horizon steps later "
+        "(needs alignments and --trained-k; fitted on miniature LLM runs, see the README)",
+    )
+    diag.add_argument(
+        "--horizon", type=_positive_int, default=10, help="steps ahead of --forecast: 5, 10 or 20 (default: 10)"
     )
 
     _lm.add_parser(sub)
@@ -264,9 +274,27 @@ def _cmd_diagnose(args) -> int:
         if args.success_threshold is not None and not math.isfinite(args.success_threshold):
             raise ValueError(f"--success-threshold must be a finite number; got {args.success_threshold}")
         options = Options(args.format, args.reward_field, args.group_size, args.success_threshold)
-        report = runs.diagnose_run(path, options=options, ks=args.k, level=args.level, trained_k=args.trained_k)
-        figure = runs.run_figure_bytes(report, args.plot.suffix.lower()) if args.plot is not None else None
+        ks = args.k
+        if args.forecast:
+            from passk import forecast
+
+            ks = forecast.check_request(args.trained_k, args.horizon, ks)
+        report = runs.diagnose_run(path, options=options, ks=ks, level=args.level, trained_k=args.trained_k)
+        entries = (
+            forecast.forecast_run(report, trained_k=args.trained_k, horizon=args.horizon) if args.forecast else None
+        )
+        if args.plot is None:
+            figure = None
+        elif entries is None:
+            figure = runs.run_figure_bytes(report, args.plot.suffix.lower())
+        else:
+            figure = forecast.figure_bytes(report, entries, args.plot.suffix.lower())
         print(runs.format_run(report))
+        if entries is not None:
+            report["forecast"] = {"horizon": args.horizon, "trained_k": args.trained_k}
+            print(forecast.format_forecast(entries, args.trained_k))
+    elif args.forecast:
+        raise ValueError(f"--forecast reads a run directory of per-step dumps with alignments; got {path}")
     else:
         report = dg.diagnose_file(path, ks=args.k, level=args.level)
         figure = dg.figure_bytes(report, args.plot.suffix.lower()) if args.plot is not None else None

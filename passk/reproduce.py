@@ -1,7 +1,7 @@
 """`passk reproduce`: compute every headline result, draw its figure, record the numbers.
 
 Parts run in the order given (by default theory, bandit, transformer, ksweep, sampled, trainers;
-`safe` only when named). After each part, `figures/results.json` is rewritten atomically with the
+`safe`, `lm` and `forecast` only when named). After each part, `figures/results.json` is rewritten atomically with the
 numbers of every finished part, so an interrupted run loses at most the part in progress;
 `--resume` skips parts already recorded with the same settings whose figure files all exist, and
 lets the transformer part continue from its checkpoints (`figures/.checkpoints/`). Without
@@ -28,7 +28,7 @@ from sim.train import RECORD_NAMES as R
 PARTS = ("theory", "bandit", "transformer", "ksweep", "sampled", "trainers")
 #: Parts run only when named (`--parts safe`): the transformer's conflict-safe updates (about 6
 #: minutes at full size on 2 CPU cores, 1-2 with --quick).
-OPTIONAL_PARTS = ("safe", "lm")
+OPTIONAL_PARTS = ("safe", "lm", "forecast")
 ALL_PARTS = PARTS + OPTIONAL_PARTS
 
 
@@ -349,6 +349,17 @@ def _run_lm(*, quick, key, outdir, progress, resume):
     return lm.study(quick=quick, seed=int(jax.random.key_data(key)[-1]), outdir=outdir, progress=progress)
 
 
+def _run_forecast(*, quick, key, outdir, progress, resume):
+    from passk import forecast_study
+    from passk.plots import forecast as plots
+
+    seed = int(jax.random.key_data(key)[-1])  # the runs are `passk lm --seed S` runs, as in the lm part
+    results, coefficients = forecast_study.study(quick=quick, seed=seed, outdir=outdir, key=key, progress=progress)
+    coefficients_path = Path(outdir) / "forecast_coefficients.json"
+    atomic_write_json(coefficients_path, coefficients)
+    return results, plots.draw(results, outdir) + [coefficients_path]
+
+
 RUNNERS: dict[str, Callable] = {
     "theory": _run_theory,
     "bandit": _run_bandit,
@@ -358,6 +369,7 @@ RUNNERS: dict[str, Callable] = {
     "trainers": _run_trainers,
     "safe": _run_safe,
     "lm": _run_lm,
+    "forecast": _run_forecast,
 }
 
 

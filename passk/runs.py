@@ -14,7 +14,8 @@ Each step (one dump file) gives a row (a JSON-serialisable dict):
   (section 10, `"batch"`, equal group sizes only) were logged: `inner` lists `{k, estimate, stderr}`
   at the requested `k`; `k_star` is `{kind, estimate, lower, upper, k_max, level, band, signal}`,
   read off a simultaneous Bonferroni band over `k = 1 .. k_max` (:mod:`theory.bands`), `signal`
-  False when `I_1 = ||grad J_1||^2` is not established positive (then no `k*` is read);
+  False when `I_1 = ||grad J_1||^2` is not established positive (then no `k*` is read), and
+  `first_negative`, the first `k` with `I_k_hat < 0` whatever the signal (the forecast's input);
 - `notes`: groups left out, the filtered-groups note of SPEC section 11, what could not be computed.
 
 The run-level reading (`reading`): `conflict_from_step`, the first step whose whole `k*` interval
@@ -105,6 +106,7 @@ def _k_star(kind, scaled, scaled_se, level, dof, k_max) -> dict:
         scaled, scaled_se, quantile=q, level=level, band="bonferroni", signal_quantile=bands.t_quantile(level, dof)
     )
     out = {"kind": kind, **crit._asdict()}
+    out["first_negative"] = crit.estimate  # the first k with I_k_hat < 0, kept without a signal too
     if not crit.signal:
         out.update(estimate=None, lower=None, upper=None)
     return out

@@ -52,6 +52,12 @@ SECTIONS = {
     "safe_sampled_project_safe": "safe.results.groups.23",
     "safe_sampled_adam_passk": "safe.results.groups.49",
     "safe_sampled_adam_project_safe": "safe.results.groups.51",
+    # forecast part (per horizon, scores by forecast: logistic, base_rate, rule, naive, shuffled)
+    "forecast": "forecast.results",
+    "forecast_T5": "forecast.results.horizons.5",
+    "forecast_T10": "forecast.results.horizons.10",
+    "forecast_T20": "forecast.results.horizons.20",
+    "forecast_headline": "forecast.results.headline",
     # seconds each part took in the run that wrote the file
     "seconds": "",
 }
