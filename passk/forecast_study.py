@@ -51,9 +51,9 @@ DESIGN = {
         },
         "judge": {
             "setting": "many-hard",
-            "seeds": (3, 4),
+            "seeds": (3, 4, 5),
             "trainers": (("grouped-passk", 3), ("grouped-passk", 6), ("grouped-passk", 12)),
-            "steps": 100,
+            "steps": 200,
         },
         "n_answers": 16,
         "n_boot": 2000,

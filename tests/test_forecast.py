@@ -320,3 +320,15 @@ def test_reproduce_part_quick_draws_the_diagram_and_scores_every_forecast(tmp_pa
     # a second run reads the cached diagnoses and gives the same numbers
     again = reproduce.reproduce(outdir=tmp_path, quick=True, seed=0, parts=("forecast",), progress=lambda m: None)
     assert again["forecast"]["results"]["horizons"] == results["horizons"]
+
+
+def test_the_shipped_coefficients_are_those_the_reproduce_part_fitted():
+    # `passk diagnose --forecast` applies passk/forecast_coefficients.json; the forecast part of
+    # `passk reproduce` writes what it fitted to figures/forecast_coefficients.json.
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    shipped = json.loads((root / "passk" / "forecast_coefficients.json").read_text())
+    fitted = json.loads((root / "figures" / "forecast_coefficients.json").read_text())
+    assert shipped == fitted
