@@ -52,6 +52,10 @@ def _part(record: dict, part: str) -> dict:
         raise KeyError(f"figures/results.json has no part {part!r}: run `passk reproduce --parts {part}`") from None
 
 
+def _k_text(k) -> str:
+    return "none" if k is None else str(k)
+
+
 def lm_summary(record: dict) -> str:
     """The miniature LLM run: per setting and trainer, the changes over the run and the step check."""
     res = _part(record, "lm")
@@ -67,6 +71,7 @@ def lm_summary(record: dict) -> str:
                 interval_text(r["jk_change"]),
                 r["above_agree"],
                 r["below_agree"],
+                ", ".join(f"{_k_text(a)} to {_k_text(b)}" for a, b in zip(r["k_star_start"], r["k_star_end"])),
             )
         )
     header = (
@@ -77,12 +82,103 @@ def lm_summary(record: dict) -> str:
         "pass@k change",
         "steps agreeing at k >= k*",
         "steps agreeing below k*",
+        "exact k*, first step to last (per seed)",
     )
     return _table(header, rows)
 
 
+def _share_text(cell) -> str:
+    """`share [lower, upper] (count/n)` of a Wilson share with its count; `-` when there were no steps."""
+    if cell is None or not cell.get("n"):
+        return "-"
+    return f"{interval_text(cell, signed=False)} ({cell['count']}/{cell['n']})"
+
+
+def lm_diagnosis(record: dict) -> str:
+    """`passk diagnose` against the exact values of the miniature LLM runs, per estimate."""
+    summary = _part(record, "lm")["diagnosis"]["summary"]
+    rows = []
+    for section, label in (("population", "section 11 (alignments, F = 4)"), ("batch", "section 10 (sketch, D = 256)")):
+        if section not in summary:
+            continue
+        total = summary[section]["all"]
+        rows.append(
+            (
+                label,
+                summary[section]["runs"],
+                _share_text(total["inner_coverage"]["steps"]),
+                interval_text(total["inner_coverage"]["runs"], signed=False),
+                _share_text(total["k_star_coverage"]["steps"]),
+                f"{total['no_reading']}/{total['steps']}",
+                _share_text(total["power"]["steps"]),
+                _share_text(total["false_alarm"]["steps"]),
+            )
+        )
+    header = (
+        "estimate",
+        "runs",
+        "exact I_k in its 95% interval (steps)",
+        "same, mean over runs",
+        "exact k* in its interval",
+        "steps with no k* reading",
+        "power (exact k* <= k)",
+        "false alarms (exact k* > k)",
+    )
+    return _table(header, rows)
+
+
+def forecast_skill(record: dict) -> str:
+    """The forecast and its baselines on the judging runs: skill and calibration error, per horizon."""
+    res = _part(record, "forecast")
+    order = (
+        ("logistic", "logistic forecast"),
+        ("naive", "naive Phi(-z)"),
+        ("rule", "rule k >= k*_hat"),
+        ("no_k_star", "logistic without I_k, k*"),
+        ("shuffled", "fitted on shuffled outcomes"),
+    )
+    rows = []
+    for horizon in sorted(res["horizons"], key=int):
+        h = res["horizons"][horizon]
+        for name, label in order:
+            sc = h["scores"][name]
+            rows.append(
+                (
+                    f"T = {horizon}",
+                    label,
+                    f"{h['n']} ({h['events']}), {h['runs']}",
+                    interval_text(sc["skill"], 2),
+                    interval_text(sc["skill_own"], 2),
+                    interval_text(sc["ece"], 3, signed=False),
+                )
+            )
+    header = (
+        "horizon",
+        "forecast",
+        "steps (events), runs",
+        "Brier skill over the fit base rate",
+        "skill over the judged event share",
+        "calibration error (ECE)",
+    )
+    met = [
+        horizon
+        for horizon, h in sorted(res["horizons"].items(), key=lambda item: int(item[0]))
+        if h["scores"]["logistic"]["skill"]["value"] >= 0.3 and h["scores"]["logistic"]["ece"]["value"] <= 0.05
+    ]
+    verdict = (
+        f"The goal (Brier skill at least 0.3 and ECE at most 0.05) is met at T = {', '.join(met)}."
+        if met
+        else "The goal (Brier skill at least 0.3 and ECE at most 0.05) is met at no horizon."
+    )
+    return _table(header, rows) + "\n" + verdict + "\n"
+
+
 #: The renderers, by block name.
-BLOCKS: dict[str, Callable[[dict], str]] = {"lm-summary": lm_summary}
+BLOCKS: dict[str, Callable[[dict], str]] = {
+    "lm-summary": lm_summary,
+    "lm-diagnosis": lm_diagnosis,
+    "forecast-skill": forecast_skill,
+}
 
 
 def refresh(text: str, record: dict) -> str:

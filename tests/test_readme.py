@@ -81,11 +81,14 @@ def test_a_results_block_follows_the_record_and_refuses_unknown_names():
         "jk_change": {"value": 0.02, "lower": 0.01, "upper": 0.03},
         "above_agree": "10/12",
         "below_agree": "3/4",
+        "k_star_start": [9, None],
+        "k_star_end": [3, 4],
     }
     record = {"lm": {"results": {"summary": [row]}}}
     stale = "a\n<!-- results: lm-summary -->\nold\n<!-- /results -->\nb\n"
     fresh = readme_blocks.refresh(stale, record)
     assert "old" not in fresh and "-0.050 [-0.070, -0.030]" in fresh and "10/12" in fresh
+    assert "9 to 3, none to 4" in fresh
     assert fresh.startswith("a\n") and fresh.endswith("<!-- /results -->\nb\n")
     assert readme_blocks.refresh(fresh, record) == fresh
     row["j1_change"]["value"] = -0.06
