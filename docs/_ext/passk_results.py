@@ -1,5 +1,7 @@
 """The ``result`` role: a number from figures/results.json, read when the docs are built.
 
+A table of the README (:mod:`passk.readme_blocks`) is the directive ``results-table NAME``.
+
 Usage in MyST: {result}`one_step.conflict` or {result}`toy.k_star|d` or
 {result}`safe.x - safe.y|.3f`. The text before ``|`` is a path or a difference, sum, product or
 ratio of paths (operators with spaces around them); after ``|`` an optional Python format spec.
@@ -181,5 +183,29 @@ def setup(app):
         return [nodes.inline(rawtext, shown, classes=["result"])], []
 
     app.add_role("result", result_role)
+
+    from docutils.parsers.rst import Directive
+    from docutils.statemachine import StringList
+
+    class ResultsTable(Directive):
+        """``results-table NAME``: the README's table NAME (:mod:`passk.readme_blocks`), from results.json."""
+
+        required_arguments = 1
+
+        def run(self):
+            from passk import readme_blocks
+
+            name = self.arguments[0]
+            if name not in readme_blocks.BLOCKS:
+                raise self.error(f"unknown results table {name!r}; known: {', '.join(readme_blocks.BLOCKS)}")
+            try:
+                text = readme_blocks.BLOCKS[name](data)
+            except KeyError as error:
+                raise self.error(f"results table {name!r}: {error}") from None
+            container = nodes.container()
+            self.state.nested_parse(StringList(text.splitlines()), self.content_offset, container)
+            return container.children
+
+    app.add_directive("results-table", ResultsTable)
     app.add_config_value("results_json", str(RESULTS), "env")
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -52,6 +52,9 @@ SECTIONS = {
     "safe_sampled_project_safe": "safe.results.groups.23",
     "safe_sampled_adam_passk": "safe.results.groups.49",
     "safe_sampled_adam_project_safe": "safe.results.groups.51",
+    # lm part (the miniature LLM run)
+    "lm": "lm.results",
+    "lm_diagnosis": "lm.results.diagnosis",
     # forecast part (per horizon, scores by forecast: logistic, base_rate, rule, naive, shuffled)
     "forecast": "forecast.results",
     "forecast_T5": "forecast.results.horizons.5",
