@@ -69,8 +69,11 @@ def lm_summary(record: dict) -> str:
                 r["seeds"],
                 interval_text(r["j1_change"]),
                 interval_text(r["jk_change"]),
+                "-" if r["estimator"] == "grpo" else interval_text(r["j1_vs_control"]),
+                "-" if r["estimator"] == "grpo" else interval_text(r["jk_vs_control"]),
                 r["above_agree"],
                 r["below_agree"],
+                r["against_explained"],
                 ", ".join(f"{_k_text(a)} to {_k_text(b)}" for a, b in zip(r["k_star_start"], r["k_star_end"])),
             )
         )
@@ -78,10 +81,13 @@ def lm_summary(record: dict) -> str:
         "setting",
         "trainer",
         "seeds",
-        "pass@1 change",
-        "pass@k change",
-        "steps agreeing at k >= k*",
-        "steps agreeing below k*",
+        "pass@1, last step - first",
+        "pass@k, last - first",
+        "pass@1 at the end - GRPO's",
+        "pass@k at the end - GRPO's",
+        "steps as stated, k >= k*",
+        "steps as stated, k < k*",
+        "steps against, explained by <g_1, u>",
         "exact k*, first step to last (per seed)",
     )
     return _table(header, rows)
@@ -92,6 +98,15 @@ def _share_text(cell) -> str:
     if cell is None or not cell.get("n"):
         return "-"
     return f"{interval_text(cell, signed=False)} ({cell['count']}/{cell['n']})"
+
+
+def _over_runs_text(cell) -> str:
+    """A t interval over runs, or why there is none (fewer than 3 runs say nothing about the spread)."""
+    if cell is None:
+        return "-"
+    if cell["n"] < 3:
+        return f"- ({cell['n']} runs)"
+    return f"{interval_text(cell, signed=False)} ({cell['n']} runs)"
 
 
 def lm_diagnosis(record: dict) -> str:
@@ -107,7 +122,7 @@ def lm_diagnosis(record: dict) -> str:
                 label,
                 summary[section]["runs"],
                 _share_text(total["inner_coverage"]["steps"]),
-                interval_text(total["inner_coverage"]["runs"], signed=False),
+                _over_runs_text(total["inner_coverage"]["runs"]),
                 _share_text(total["k_star_coverage"]["steps"]),
                 f"{total['no_reading']}/{total['steps']}",
                 _share_text(total["power"]["steps"]),

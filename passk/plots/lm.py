@@ -73,7 +73,9 @@ def draw_study(results: dict, outdir: pathlib.Path, *, name: str = "lm_confirmat
     settings = list(dict.fromkeys(r["setting"] for r in runs))
     trainers = list(dict.fromkeys((r["estimator"], r["k"]) for r in runs))
     colours = {t: ("k" if t[0] == "grpo" else f"C{i}") for i, t in enumerate(trainers)}
-    fig, axes = plt.subplots(len(settings), 3, figsize=(12.0, 3.4 * len(settings)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(settings), 3, figsize=(12.0, 3.6 * len(settings)), squeeze=False, constrained_layout=True
+    )
     for row, setting in enumerate(settings):
         for trainer in trainers:
             group = [r for r in runs if r["setting"] == setting and (r["estimator"], r["k"]) == trainer]
@@ -93,8 +95,8 @@ def draw_study(results: dict, outdir: pathlib.Path, *, name: str = "lm_confirmat
         axes[row, 1].set_title("exact eval pass@k (each trainer's k; grpo at 4)", fontsize=9)
         axes[row, 2].set_title("exact k* of the eval set (median over seeds; gaps: none)", fontsize=9)
         axes[row, 2].set_yscale("log")
-        for ax in axes[row]:
-            ax.set_xlabel("step")
+    for ax in axes[-1]:
+        ax.set_xlabel("step")
     axes[0, 0].legend(fontsize=7, loc="best")
     return save(fig, outdir, name, dpi=130, bbox_inches="tight")
 
