@@ -123,3 +123,18 @@ def test_what_the_readme_says_of_the_llm_run_holds_in_results_json():
     for r in rows.values():
         explained, against = (int(x) for x in r["against_explained"].split("/"))
         assert explained >= 0.85 * against
+
+
+def test_what_the_readme_says_of_the_forecast_holds_in_results_json():
+    # "calibrated at 5 and 10 steps but has almost no skill, and the conflict features add none".
+    import json
+
+    text = README.read_text()
+    assert "calibrated at 5 and 10 steps but has almost no skill" in text
+    horizons = json.loads((README.parent / "figures" / "results.json").read_text())["forecast"]["results"]["horizons"]
+    for horizon, h in horizons.items():
+        scores = h["scores"]
+        if horizon in ("5", "10"):
+            assert scores["logistic"]["ece"]["value"] <= 0.05
+        assert scores["logistic"]["skill"]["value"] < 0.1
+        assert abs(scores["no_k_star"]["skill"]["value"] - scores["logistic"]["skill"]["value"]) < 0.02
