@@ -1,4 +1,4 @@
-"""`passk diagnose` against the exact truth on the miniature LLM run (issue 25, item 6).
+"""`passk diagnose` against the exact truth on the miniature LLM run.
 
 A run folder of `passk lm` holds per-step dumps (what a practitioner has) and `run.json` with the
 exact evaluation at every step (what nobody has in a real run). :func:`diagnose_lm_run` reads every
@@ -93,8 +93,8 @@ def diagnose_lm_run(path, *, level: float = 0.95) -> dict:
       level: the level of every interval, in `(0, 1)`.
 
     Returns:
-      `{"run", "setting", "seed", "estimator", "k", "sketch_dim", "level", "sections":
-      {section: [step_check, ...]}}`, sections `"population"` and, with a sketch, `"batch"`.
+      A dict with `run`, `setting`, `seed`, `estimator`, `k`, `sketch_dim`, `level` and
+      `sections`: per section (`population`, and `batch` with a sketch) a list of step checks.
     """
     from passk.frameworks import Options
     from passk.runs import diagnose_run

@@ -99,7 +99,7 @@ def t_quantile(level, dof=None) -> float:
 def bonferroni_quantile(n_orders, *, level=0.95, dof=None) -> float:
     """Bonferroni's simultaneous quantile `t_{1 - (1 - level) / (2K)}` over `K = n_orders` orders.
 
-    Valid whatever the correlation across `k` and at least as wide as the max-|t| quantile; it
+    Valid whatever the correlation across `k` and at least as wide as the max-t quantile; it
     needs only `K`, so it is the band of the `jit`-compiled readers.
 
     Args:

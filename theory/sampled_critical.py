@@ -90,7 +90,7 @@ def critical_k_from_inner(inner: SampledInner, *, level=0.95, key=None) -> Sampl
     Args:
       inner: :class:`SampledInner` at `ks = 1 .. k_max`.
       level: nominal simultaneous level of the band, in `(0, 1)`.
-      key: a `jax.random` key for the simulated max-|t| quantile, or None (Bonferroni).
+      key: a `jax.random` key for the simulated max-t quantile, or None (Bonferroni).
 
     Returns:
       :class:`SampledCriticalK`.
@@ -122,7 +122,7 @@ def sampled_critical_k_jax(rewards, scores, *, mu=None, level=0.95, stderr: str 
 
     The `jit`/`vmap`-compatible form, with the sentinel `k_max + 1 = n` of
     :func:`theory.critical_k_jax`. The band is Bonferroni's over `k = 1 .. n - 1`
-    (`z_{1 - (1 - level) / (2 (n - 1))}`): the simulated max-|t| quantile is not taken under
+    (`z_{1 - (1 - level) / (2 (n - 1))}`): the simulated max-t quantile is not taken under
     `jit`. `level` and `stderr` must be concrete Python values.
     """
     level = _validate.level("level", level)
@@ -142,7 +142,7 @@ def sampled_critical_k(rewards, scores, *, mu=None, level=0.95, stderr: str = "p
     Evaluates :func:`theory.sampled.sampled_inner_product` at every `k = 1 .. n - 1` and reads off
     `estimate = min{k : I_k_hat < 0}`, `lower = min{k : I_k_hat - q se_k < 0}` and
     `upper = min{k : I_k_hat + q se_k < 0}`, `se_k` the jackknife standard error and `q` the
-    band's simultaneous quantile over `k = 1 .. n - 1` (max-|t| from the jackknife correlation
+    band's simultaneous quantile over `k = 1 .. n - 1` (max-t from the jackknife correlation
     with a `key`, Bonferroni without), so that `[lower, upper]` covers `k*` with probability
     `level` (up to the jackknife's normal approximation). Signs come from the scaled sums (no
     underflow). `lower <= estimate <= upper` wherever they exist.
@@ -154,7 +154,7 @@ def sampled_critical_k(rewards, scores, *, mu=None, level=0.95, stderr: str = "p
       level: nominal simultaneous level of the band, in `(0, 1)`.
       stderr: `"prompts"` or `"answers"`, as in :func:`theory.sampled.sampled_inner_product` (with `"answers"`
         the bound at `k = n - 1` is unbounded: `upper` is at most `n - 2`).
-      key: a `jax.random` key for the simulated max-|t| quantile (`band="max-t"`, narrower), or
+      key: a `jax.random` key for the simulated max-t quantile (`band="max-t"`, narrower), or
         None for Bonferroni's (`band="bonferroni"`, what :func:`sampled_critical_k_jax` reads).
 
     Returns:

@@ -121,15 +121,15 @@ def band_coverage(*, key, repeats: int = 2000, n: int = 32, level: float = 0.95,
     prompt-jackknife standard error at `k = 1 .. n - 1`, and reads the interval with three
     quantiles (:func:`theory.bands.band_ends`): pointwise (`t_quantile(level)`, the comparison),
     Bonferroni over `n - 1` orders (what :func:`theory.sampled_critical_k_jax` reads), and the
-    max-|t| quantile simulated from the run's jackknife correlation (`draws` draws, a key per run).
+    max-t quantile simulated from the run's jackknife correlation (`draws` draws, a key per run).
 
     Args:
-      key: `jax.random` key: run `r` draws with `fold_in(key, r)`, its max-|t| quantile with
+      key: `jax.random` key: run `r` draws with `fold_in(key, r)`, its max-t quantile with
         `fold_in(fold_in(key, r), 1)`.
       repeats: runs.
       n: answers per prompt (`k_max = n - 1`).
       level: nominal level.
-      draws: simulated draws per run for the max-|t| quantile.
+      draws: simulated draws per run for the max-t quantile.
       **instance: keywords of :func:`flat_instance`.
 
     Returns:
