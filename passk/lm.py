@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["DEFAULTS", "SETTINGS", "add_parser", "main", "run_lm", "seed_key"]
+__all__ = ["DEFAULTS", "SETTINGS", "add_parser", "build_run", "main", "run_lm", "seed_key"]
 
 #: The settings: the share of hard prompts in the population (and in the evaluation set).
 SETTINGS = {"few-hard": 0.1, "many-hard": 0.25}
@@ -140,32 +140,11 @@ def _check_out(out: Path, fingerprint: str) -> None:
     check_writable(out / "run.json", name="--out")
 
 
-def run_lm(
-    *,
-    setting: str,
-    estimator: str,
-    k: int,
-    steps: int,
-    seed: int,
-    out: Path,
-    progress=None,
-    plot: bool = True,
-    sketch_dim: int = 0,
-    **sizes,
-) -> dict:
-    """Build the task and the trainer from the settings, run, write `run.json` and the figure; return the record."""
-    if setting not in SETTINGS:
-        raise ValueError(f"--setting must be one of {', '.join(SETTINGS)}; got {setting!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"--steps must be a positive integer; got {steps!r}")
-
-    import theory
-    from sim.files import atomic_write_json
-    from sim.lm import policy, run, train
+def build_run(setting: str, estimator: str, k: int, **sizes):
+    """The task and the trainer's settings of a run: `(LMTask, RunConfig)` from :data:`DEFAULTS` and `sizes`."""
+    from sim.lm import policy, train
     from sim.lm import task as lm_task
 
-    if estimator not in theory.ESTIMATOR_TABLE:
-        raise ValueError(f"--estimator must be one of {', '.join(theory.ESTIMATOR_TABLE)}; got {estimator!r}")
     s = {**DEFAULTS, **sizes}
     task = lm_task.LMTask(
         n_digits=s["n_digits"],
@@ -191,6 +170,37 @@ def run_lm(
         learning_rate=s["learning_rate"],
         n_folds=s["n_folds"],
     )
+    return task, config
+
+
+def run_lm(
+    *,
+    setting: str,
+    estimator: str,
+    k: int,
+    steps: int,
+    seed: int,
+    out: Path,
+    progress=None,
+    plot: bool = True,
+    sketch_dim: int = 0,
+    **sizes,
+) -> dict:
+    """Build the task and the trainer from the settings, run, write `run.json` and the figure; return the record."""
+    if setting not in SETTINGS:
+        raise ValueError(f"--setting must be one of {', '.join(SETTINGS)}; got {setting!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"--steps must be a positive integer; got {steps!r}")
+
+    import theory
+    from sim.files import atomic_write_json
+    from sim.lm import run
+    from sim.lm import task as lm_task
+
+    if estimator not in theory.ESTIMATOR_TABLE:
+        raise ValueError(f"--estimator must be one of {', '.join(theory.ESTIMATOR_TABLE)}; got {estimator!r}")
+    task, config = build_run(setting, estimator, k, **sizes)
+    model = config.model
     if estimator == "grouped-passk" and k >= config.n_answers:
         print(
             f"passk lm: warning: grouped-passk at k = n = {config.n_answers} gives zero advantages in every group "
@@ -210,7 +220,7 @@ def run_lm(
         key=key,
         steps=steps,
         out=out,
-        checkpoint_every=s["checkpoint_every"],
+        checkpoint_every={**DEFAULTS, **sizes}["checkpoint_every"],
         progress=progress,
         sketch_dim=sketch_dim,
     )

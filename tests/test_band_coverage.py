@@ -53,7 +53,7 @@ def test_flat_instance_rejects_bad_input(kwargs, match):
 def test_pointwise_interval_misses_and_the_band_holds():
     """2000 runs (key 0) of `n = 32` answers per prompt, nominal 95%: the pointwise rule's
     coverage of `k*` has its Wilson upper end below 0.95; the Bonferroni band (what
-    `sampled_critical_k_jax` reads) and the max-|t| band have Wilson lower ends at or above 0.93.
+    `sampled_critical_k_jax` reads) and the max-t band have Wilson lower ends at or above 0.93.
     Every miss of the pointwise rule is its upper end below `k*`."""
     out = band_coverage(key=jax.random.key(0), repeats=2000)
     summary = {

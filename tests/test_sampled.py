@@ -595,7 +595,7 @@ def test_critical_k_from_inner_reads_what_sampled_critical_k_reads():
     z = _bonferroni(0.9, 9)
     assert (crit.estimate, crit.lower, crit.upper) == (first(est < 0), first(est - z * se < 0), first(est + z * se < 0))
     assert crit == theory.sampled_critical_k(r, s, level=0.9)
-    # with a key: the max-|t| quantile of the jackknife correlation of the refit deleted estimates
+    # with a key: the max-t quantile of the jackknife correlation of the refit deleted estimates
     deleted = np.array(
         [
             np.asarray(theory.sampled_inner_product(np.delete(r, m, 0), np.delete(s, m, 0), np.arange(1, 10)).estimate)

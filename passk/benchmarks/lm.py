@@ -66,37 +66,13 @@ _forward = jax.jit(_forward_impl, static_argnames=("config", "task"))
 
 
 def _setup(quick: bool, key):
-    from passk.lm import DEFAULTS
-    from sim.lm import policy, train
-    from sim.lm import task as lm_task
+    from passk.lm import DEFAULTS, build_run
+    from sim.lm import train
 
     s = dict(DEFAULTS)
     if quick:
         s.update(n_digits=3, prompt_digits=3, n_eval=8, d_model=8, n_layers=1, d_mlp=16, batch_prompts=8, n_answers=4)
-    task = lm_task.LMTask(
-        n_digits=s["n_digits"],
-        prompt_digits=s["prompt_digits"],
-        answer_len=s["answer_len"],
-        need=s["need"],
-        hard_share=0.1,
-        n_eval=s["n_eval"],
-    )
-    model = policy.model_config(
-        task, d_model=s["d_model"], n_heads=s["n_heads"], n_layers=s["n_layers"], d_mlp=s["d_mlp"]
-    )
-    config = train.RunConfig(
-        estimator="grouped-passk",
-        k=4 if not quick else 2,
-        model=model,
-        batch_prompts=s["batch_prompts"],
-        n_answers=s["n_answers"],
-        epochs=s["epochs"],
-        clip=s["clip"],
-        kl=s["kl"],
-        aggregation=s["aggregation"],
-        learning_rate=s["learning_rate"],
-        n_folds=s["n_folds"],
-    )
+    task, config = build_run("few-hard", "grouped-passk", 4 if not quick else 2, **s)
     k_init, k_batch = jax.random.split(key)
     return task, config, train.init_params(task, config, key=k_init), k_batch
 
