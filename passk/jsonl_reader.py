@@ -210,25 +210,11 @@ _JSONL_BLOCK = 2048
 
 
 def _read_jsonl(path: Path) -> RunData:
+    from passk.dump_files import json_blocks  # here: passk.dump_files imports passk.readers, which imports this
+
     reader = _JsonlReader(path)
-    try:
-        handle = open(path, encoding="utf-8")
-    except OSError as err:
-        _fail(path, f"cannot read: {err.strerror or err}")
-    with handle:
-        lineno, block, block_start = 0, [], 1
-        try:
-            for lineno, line in enumerate(handle, 1):
-                if not block:
-                    block_start = lineno
-                block.append(line)
-                if len(block) == _JSONL_BLOCK:
-                    reader.block(block, block_start)
-                    block = []
-            if block:
-                reader.block(block, block_start)
-        except UnicodeDecodeError as err:
-            _fail(path, f"not UTF-8 text: {err.reason}", line=lineno + 1)
+    for block_start, block in json_blocks(path, None, _JSONL_BLOCK):
+        reader.block(block, block_start)
     ids, cols, has_score = reader.ids, reader.cols, reader.has_score
     if not ids:
         _fail(path, "no answers (the file is empty)", line=1)
