@@ -87,7 +87,7 @@ def lm_summary(record: dict) -> str:
         "pass@k at the end - GRPO's",
         "steps as stated, k >= k*",
         "steps as stated, k < k*",
-        "steps against, explained by <g_1, u>",
+        "steps against, explained by `<g_1, u>`",
         "exact k*, first step to last (per seed)",
     )
     return _table(header, rows)
