@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from passk.readers import InputError
+from passk.run_data import json_object
 
 __all__ = ["FORMATS", "RUN_FORMATS", "PYARROW_MISSING", "detect_format", "step_number", "list_steps"]
 
@@ -177,15 +178,9 @@ def json_blocks(path: Path, step, size: int | None = None):
 
 def json_line(path: Path, step, lineno: int, line: str):
     """One line parsed and checked to be a JSON object (None for a blank line); else one line of error."""
-    if not line.strip():
-        return None
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as err:
-        hint = "" if line.endswith("\n") else " (the last line has no newline: the file may be cut off)"
-        _fail(path, f"not valid JSON: {err.msg}{hint}", where=f"line {lineno}", step=step)
-    if not isinstance(obj, dict):
-        _fail(path, f"expected a JSON object per line; got {type(obj).__name__}", where=f"line {lineno}", step=step)
+    obj, why = json_object(line)
+    if why is not None:
+        _fail(path, why, where=f"line {lineno}", step=step)
     return obj
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from passk.run_data import RunData, _fail
+from passk.run_data import RunData, _fail, json_object
 
 # ---------------------------------------------------------------------------------------------
 # .jsonl
@@ -153,15 +153,11 @@ class _JsonlReader:
         """One line checked: `(prompt id, lineno, reward 0/1, score (D,) float64 or None)`, or
         None for a blank line. Raises :class:`InputError` naming the line."""
         path = self.path
-        if not line.strip():
+        obj, why = json_object(line)
+        if why is not None:
+            _fail(path, why, line=lineno)
+        if obj is None:
             return None
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            hint = "" if line.endswith("\n") else " (the last line has no newline: the file may be cut off)"
-            _fail(path, f"not valid JSON: {err.msg}{hint}", line=lineno)
-        if not isinstance(obj, dict):
-            _fail(path, f"expected a JSON object per line; got {type(obj).__name__}", line=lineno)
         if "prompt_id" not in obj:
             _fail(path, "missing field 'prompt_id'", line=lineno)
         pid = _prompt_id(obj["prompt_id"])

@@ -3,6 +3,7 @@ readers raise (:class:`InputError`: one line naming the file, where, and the pro
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,21 @@ def _where(path, line=None, prompt=None, array=None, index=None) -> str:
     if prompt is not None:
         text += f" (prompt {prompt!r})"
     return text
+
+
+def json_object(line: str):
+    """One JSON-lines line as `(object or None for a blank line, None)`, or `(None, why)` when it is
+    not a JSON object (a last line without its newline gets the hint that the file may be cut off)."""
+    if not line.strip():
+        return None, None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as err:
+        hint = "" if line.endswith("\n") else " (the last line has no newline: the file may be cut off)"
+        return None, f"not valid JSON: {err.msg}{hint}"
+    if not isinstance(obj, dict):
+        return None, f"expected a JSON object per line; got {type(obj).__name__}"
+    return obj, None
 
 
 def _fail(path, what, **where):
